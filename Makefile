@@ -1,0 +1,32 @@
+# The two commands a new user needs: `make run` and `make test`. Both create .venv from
+# requirements.lock first (seconds when nothing changed).
+CONFIG ?= pipeline/configs/taxi.yaml
+VENV := .venv
+PY := $(VENV)/bin/python
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv run test test-fast lint lock clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+run: venv  ## Run the whole pipeline locally and push a model to outputs/serving/
+	$(VENV)/bin/headwise run --config $(CONFIG)
+
+test: venv  ## Unit tests, then the end-to-end pipeline test (a few minutes)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -v
+
+test-fast: venv  ## Unit tests only (seconds)
+	$(PY) -m pytest -v -m "not e2e"
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+lock:  ## Re-resolve requirements.lock after editing requirements.in
+	uv pip compile --python-version 3.10 requirements.in -o requirements.lock
+
+clean:
+	rm -rf outputs
