@@ -1,0 +1,6 @@
+"""headwise: a TFX pipeline for shared-backbone multi-head models."""
+
+import os
+
+# Transform's layer and TFX 1.16 are Keras 2; TF picks its Keras the first time tf.keras is used.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
