@@ -1,0 +1,1 @@
+"""Custom TFX components (added where the stock ones cannot do the job)."""

@@ -1,0 +1,166 @@
+"""Run the pipeline on this machine with LocalDagRunner and report per head.
+
+Layout under `output_dir` (default `outputs/`):
+  data/<pipeline>/data.csv       the input CSV, copied from the configured source
+  pipelines/<pipeline>/          TFX pipeline root (every component's artifacts)
+  metadata.db                    ML Metadata (SQLite): lineage and the cache
+  serving/<model_name>/<version>/saved_model.pb   pushed models, TF Serving's layout
+  logs/<pipeline>-<time>.log     the full TFX/Beam log of each run
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+
+import absl.logging
+from tfx import v1 as tfx
+
+from headwise.config import PipelineConfig
+from pipeline import pipeline as pipeline_lib
+from pipeline import summary as summary_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    output_dir: str
+    name: str
+    model_name: str
+
+    @property
+    def data_root(self) -> str:
+        return os.path.join(self.output_dir, "data", self.name)
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "pipelines", self.name)
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata.db")
+
+    @property
+    def serving_dir(self) -> str:
+        return os.path.join(self.output_dir, "serving", self.model_name)
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.join(self.output_dir, "logs")
+
+
+def paths_for(cfg: PipelineConfig, output_dir: str) -> Paths:
+    return Paths(os.path.abspath(output_dir), cfg.name, cfg.model_name)
+
+
+def stage_data(cfg: PipelineConfig, data_root: str) -> str:
+    """Copy the configured CSV into the data root (only when its content changed).
+
+    copy2 keeps the source's mtime, so an unchanged file keeps ExampleGen's input fingerprint
+    and the cache stays valid across runs.
+    """
+    src = cfg.resolve_data_csv()
+    dst = os.path.join(data_root, "data.csv")
+    os.makedirs(data_root, exist_ok=True)
+    if not (os.path.exists(dst) and _same_file(src, dst)):
+        tmp = dst + ".tmp"
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)  # never leave a half-copied CSV for ExampleGen to read
+    return dst
+
+
+def _same_file(a: str, b: str) -> bool:
+    sa, sb = os.stat(a), os.stat(b)
+    return sa.st_size == sb.st_size and int(sa.st_mtime) == int(sb.st_mtime)
+
+
+class Progress(logging.Handler):
+    """Turns LocalDagRunner's log lines into one line per component on the console."""
+
+    def __init__(self, components: Sequence[str], stream=sys.stdout):
+        super().__init__(logging.INFO)
+        self.total, self.stream = len(components), stream
+        self.index = 0
+        self.started: dict[str, float] = {}
+        self.cached: set[str] = set()
+        self.current: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg, args = record.msg, record.args or ()
+        if msg == "Component %s is running.":
+            self.index += 1
+            self.current = args[0]
+            self.started[args[0]] = time.monotonic()
+            self._print(f"[{self.index}/{self.total}] {args[0]:<32} running ...")
+        elif msg == "A cached execution %d is used." and self.current:
+            self.cached.add(self.current)
+        elif msg == "Component %s is finished.":
+            took = time.monotonic() - self.started.get(args[0], time.monotonic())
+            how = "cached" if args[0] in self.cached else "done"
+            self._print(f"[{self.index}/{self.total}] {args[0]:<32} {how} in {took:.1f}s")
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+
+@contextlib.contextmanager
+def _console_progress(progress: Progress, log_path: str):
+    """Console: one progress line per component, and errors. Log file: everything (INFO)."""
+    absl_logger, root = logging.getLogger("absl"), logging.getLogger()
+    consoles = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    consoles.append(absl.logging.get_absl_handler())
+    saved = [(h, h.level) for h in consoles]
+    file_handler = logging.FileHandler(log_path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    old_level = absl_logger.level
+    for h in consoles:
+        h.setLevel(logging.ERROR)
+    absl_logger.setLevel(logging.INFO)
+    # tensorboard.main_lib.global_init(), imported mid-run, lowers absl's verbosity to WARNING,
+    # which would silence both the progress lines and the log file: hold INFO for this run.
+    absl_logger.setLevel = lambda level: None
+    absl_logger.addHandler(progress)
+    root.addHandler(file_handler)
+    try:
+        yield
+    finally:
+        absl_logger.removeHandler(progress)
+        root.removeHandler(file_handler)
+        file_handler.close()
+        del absl_logger.setLevel
+        absl_logger.setLevel(old_level)
+        for h, level in saved:
+            h.setLevel(level)
+
+
+def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | None = None,
+        eval_steps: int | None = None, beam_args: Sequence[str] | None = None,
+        enable_cache: bool = True, quiet: bool = False) -> summary_lib.RunSummary:
+    """Run the whole pipeline locally; returns the per-head summary of this run."""
+    paths = paths_for(cfg, output_dir)
+    stage_data(cfg, paths.data_root)
+    os.makedirs(paths.serving_dir, exist_ok=True)
+    os.makedirs(paths.log_dir, exist_ok=True)
+    log_path = os.path.join(paths.log_dir, f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}.log")
+
+    p = pipeline_lib.create_pipeline(
+        cfg, pipeline_root=paths.pipeline_root, data_root=paths.data_root,
+        serving_dir=paths.serving_dir,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            paths.metadata_path),
+        beam_pipeline_args=cfg.beam_args if beam_args is None else beam_args,
+        train_steps=train_steps, eval_steps=eval_steps, enable_cache=enable_cache)
+
+    started = time.monotonic()
+    stream = open(os.devnull, "w") if quiet else sys.stdout  # noqa: SIM115
+    print(f"headwise: running pipeline '{cfg.name}' ({len(cfg.heads)} heads); "
+          f"full log: {log_path}", file=stream, flush=True)
+    with _console_progress(Progress([c.id for c in p.components], stream), log_path):
+        tfx.orchestration.LocalDagRunner().run(p)
+    return summary_lib.summarize(cfg, paths.metadata_path, wall_s=time.monotonic() - started,
+                                 log_path=log_path)

@@ -1,0 +1,189 @@
+"""What one pipeline run produced, per head, read back from ML Metadata and the Evaluator.
+
+`summarize` finds the latest run of the pipeline in MLMD, the artifacts its executions output
+(fresh or cached), the Evaluator's overall metrics per head, its threshold failures, the
+blessing and the pushed model, and `RunSummary.table()` renders them for a person.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow_model_analysis as tfma
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from headwise.config import PipelineConfig
+
+
+@dataclasses.dataclass
+class HeadResult:
+    name: str
+    task: str
+    auxiliary: bool
+    metrics: dict[str, float]  # metric name -> value on the eval split (overall slice)
+    failures: list[str]  # threshold failures of this head, as TFMA worded them
+    example_count: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclasses.dataclass
+class RunSummary:
+    pipeline: str
+    run_id: str
+    executions: dict[str, str]  # component id -> COMPLETE / CACHED / FAILED ...
+    heads: list[HeadResult]
+    blessed: bool | None
+    pushed: bool
+    pushed_path: str | None
+    evaluation_uri: str | None
+    wall_s: float | None = None
+    log_path: str | None = None
+
+    def head(self, name: str) -> HeadResult:
+        return next(h for h in self.heads if h.name == name)
+
+    def table(self) -> str:
+        metric_names = list(dict.fromkeys(m for h in self.heads for m in h.metrics))
+        cols = ["head", "task", *metric_names, "examples", "gate"]
+        rows = []
+        for h in self.heads:
+            gate = "aux" if h.auxiliary else ("pass" if h.passed else "FAIL")
+            rows.append([h.name, h.task + (" (aux)" if h.auxiliary else ""),
+                         *[_fmt(h.metrics.get(m)) for m in metric_names],
+                         _fmt(h.example_count, 0), gate])
+        widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows, strict=False)]
+        line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True))  # noqa: E731
+        out = [line(cols), line(["-" * w for w in widths]), *map(line, rows)]
+        for h in self.heads:
+            out += [f"  {h.name}: {f}" for f in h.failures]
+        blessed = {True: "yes", False: "NO", None: "not evaluated"}[self.blessed]
+        out.append("")
+        out.append(f"blessed: {blessed}")
+        out.append(f"pushed:  {self.pushed_path if self.pushed else 'nothing pushed'}")
+        if self.evaluation_uri:
+            out.append(f"evaluation: {self.evaluation_uri}")
+        if self.wall_s is not None:
+            cached = sum(1 for s in self.executions.values() if s == "CACHED")
+            out.append(f"wall time: {self.wall_s:.1f}s ({cached} of {len(self.executions)} "
+                       "components cached)")
+        return "\n".join(out)
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}" if digits else f"{v:.0f}"
+
+
+def _latest_run_context(store, pipeline_name: str):
+    pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline_ctx is None:
+        raise LookupError(f"no run of pipeline {pipeline_name!r} in ML Metadata")
+    pipeline_execs = {e.id for e in store.get_executions_by_context(pipeline_ctx.id)}
+    runs = sorted(store.get_contexts_by_type("pipeline_run"),
+                  key=lambda c: (c.create_time_since_epoch, c.id), reverse=True)
+    for run in runs:
+        execs = store.get_executions_by_context(run.id)
+        if any(e.id in pipeline_execs for e in execs):
+            return run, execs
+    raise LookupError(f"no run of pipeline {pipeline_name!r} in ML Metadata")
+
+
+def _component_id(store, execution, context_types: dict[int, str]) -> str:
+    for ctx in store.get_contexts_by_execution(execution.id):
+        if context_types.get(ctx.type_id) == "node":
+            return ctx.name.split(".", 1)[-1]  # "<pipeline>.<component id>"
+    return str(execution.id)
+
+
+def summarize(cfg: PipelineConfig, metadata_path: str, wall_s: float | None = None,
+              log_path: str | None = None) -> RunSummary:
+    conn = metadata_store_pb2.ConnectionConfig()
+    conn.sqlite.filename_uri = metadata_path
+    conn.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    store = metadata_store.MetadataStore(conn)
+    run, execs = _latest_run_context(store, cfg.name)
+    state_name = metadata_store_pb2.Execution.State.Name
+    context_types = {t.id: t.name for t in store.get_context_types()}
+    executions = {_component_id(store, e, context_types): state_name(e.last_known_state)
+                  for e in execs}
+
+    outputs = {}
+    events = store.get_events_by_execution_ids([e.id for e in execs])
+    out_ids = [ev.artifact_id for ev in events
+               if ev.type in (metadata_store_pb2.Event.OUTPUT,
+                              metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    for a in store.get_artifacts_by_id(out_ids):
+        outputs.setdefault(types[a.type_id], []).append(a)
+
+    def latest(type_name):
+        arts = outputs.get(type_name, [])
+        return max(arts, key=lambda a: a.id) if arts else None
+
+    evaluation = latest("ModelEvaluation")
+    blessing = latest("ModelBlessing")
+    pushed = latest("PushedModel")
+
+    heads = _head_results(cfg, evaluation.uri) if evaluation else [
+        HeadResult(h.name, h.task, h.auxiliary, {}, []) for h in cfg.heads]
+    blessed = None
+    if blessing is not None and "blessed" in blessing.custom_properties:
+        blessed = bool(blessing.custom_properties["blessed"].int_value)
+    was_pushed = bool(pushed and pushed.custom_properties["pushed"].int_value) if pushed else False
+    pushed_path = (pushed.custom_properties["pushed_destination"].string_value
+                   if was_pushed else None)
+    return RunSummary(
+        pipeline=cfg.name, run_id=run.name, executions=executions, heads=heads,
+        blessed=blessed, pushed=was_pushed, pushed_path=pushed_path,
+        evaluation_uri=evaluation.uri if evaluation else None, wall_s=wall_s,
+        log_path=log_path)
+
+
+def _head_results(cfg: PipelineConfig, eval_uri: str) -> list[HeadResult]:
+    metrics: dict[str, dict[str, float]] = {h.name: {} for h in cfg.heads}
+    counts: dict[str, float] = {}
+    for slice_metrics in tfma.load_metrics(eval_uri):
+        if slice_metrics.slice_key.single_slice_keys:
+            continue  # overall slice only
+        for kv in slice_metrics.metric_keys_and_values:
+            key = kv.key
+            if key.is_diff or key.model_name not in ("", "candidate"):
+                continue
+            if key.output_name not in metrics:
+                continue
+            value = kv.value.double_value.value
+            if key.name in ("example_count", "weighted_example_count"):
+                if key.name == "weighted_example_count" or key.output_name not in counts:
+                    counts[key.output_name] = value
+            else:
+                metrics[key.output_name][key.name] = value
+    failures: dict[str, list[str]] = {h.name: [] for h in cfg.heads}
+    result = tfma.load_validation_result(eval_uri)
+    for per_slice in result.metric_validations_per_slice:
+        for f in per_slice.failures:
+            name = f.metric_key.output_name
+            failures.setdefault(name, []).append(
+                f"{f.metric_key.name}{' (change vs baseline)' if f.metric_key.is_diff else ''}"
+                f" = {f.metric_value.double_value.value:.4f} fails "
+                f"{_threshold_text(f.metric_threshold)}")
+    return [HeadResult(h.name, h.task, h.auxiliary, metrics[h.name], failures.get(h.name, []),
+                       counts.get(h.name)) for h in cfg.heads]
+
+
+def _threshold_text(t) -> str:
+    if t.HasField("value_threshold"):
+        v = t.value_threshold
+        parts = []
+        if v.HasField("lower_bound"):
+            parts.append(f">= {v.lower_bound.value:g}")
+        if v.HasField("upper_bound"):
+            parts.append(f"<= {v.upper_bound.value:g}")
+        return " and ".join(parts)
+    c = t.change_threshold
+    return f"change {'>=' if c.absolute.value < 0 else '<='} {c.absolute.value:g}"

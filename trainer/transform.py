@@ -1,0 +1,73 @@
+"""Transform's preprocessing_fn, generated from the heads config.
+
+Input features (names kept):
+  numeric     -> float32 z-score (mean/std of present values); missing -> 0 (the mean);
+  categorical -> int64 vocabulary index (missing is its own token; unseen values hash into
+                 `oov_buckets` extra ids); the vocabulary file is named after the feature;
+  bucketized  -> int64 quantile bucket in [0, buckets); missing -> `buckets`.
+Labels: each head's `transform_label` (see trainer.heads), keyed by head name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from headwise import config as config_lib
+from trainer import heads as heads_lib
+
+
+def _as_float(x):
+    if isinstance(x, tf.sparse.SparseTensor):
+        return tf.SparseTensor(x.indices, tf.cast(x.values, tf.float32), x.dense_shape)
+    return tf.cast(x, tf.float32)
+
+
+def _as_string(x):
+    if x.dtype == tf.string:
+        return x
+    if isinstance(x, tf.sparse.SparseTensor):
+        return tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
+    return tf.strings.as_string(x)
+
+
+def transform_feature(feature: config_lib.Feature, raw: Any) -> tf.Tensor:
+    """One raw input column -> its transformed tensor of shape [batch].
+
+    Every analyzer reads only the present values of the raw column, so Transform needs a single
+    analysis phase and imputed values never bias the statistics.
+    """
+    if feature.type == "categorical":
+        text = heads_lib.to_dense(_as_string(raw), "")
+        return tft.compute_and_apply_vocabulary(
+            tf.strings.strip(text), top_k=feature.top_k, num_oov_buckets=feature.oov_buckets,
+            vocab_filename=feature.name)
+    x = _as_float(raw)
+    present = heads_lib.values(x)
+    if feature.type == "numeric":
+        mean, var = tft.mean(present), tft.var(present)
+        std = tf.where(var > 0, tf.sqrt(var), tf.ones_like(var))
+        return (heads_lib.to_dense(x, mean) - mean) / std  # missing -> 0 (the mean)
+    boundaries = tft.quantiles(present, feature.buckets, epsilon=0.01 / feature.buckets)
+    buckets = tft.apply_buckets(heads_lib.to_dense(x, 0.0), boundaries)
+    # A missing value gets its own id, `buckets`, one past the last quantile bucket.
+    return tf.where(heads_lib.presence(x) > 0, buckets, tf.constant(feature.buckets, tf.int64))
+
+
+def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:
+    """TFX Transform entry point; `custom_config['heads_config']` is PipelineConfig.to_dict()."""
+    cfg = config_lib.from_dict(custom_config["heads_config"])
+    out = {}
+    for feature in cfg.features:
+        if feature.name not in inputs:
+            raise ValueError(f"feature column {feature.name!r} (features.{feature.name} in "
+                             f"{cfg.source}) is not in the examples; got {sorted(inputs)}")
+        out[feature.name] = transform_feature(feature, inputs[feature.name])
+    for head in cfg.heads:
+        if head.label not in inputs:
+            raise ValueError(f"label column {head.label!r} of head {head.name!r} "
+                             f"({cfg.source}) is not in the examples; got {sorted(inputs)}")
+        out.update(heads_lib.make_head(head).transform_label(inputs[head.label]))
+    return out
