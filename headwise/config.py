@@ -121,6 +121,7 @@ class PipelineConfig:
     model: ModelConfig = ModelConfig()
     trainer: TrainerConfig = TrainerConfig()
     model_name: str = ""
+    keep_versions: int = 5
     beam_args: tuple[str, ...] = ()
     source: str = "<dict>"  # the file this was loaded from, for messages
 
@@ -305,7 +306,7 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     top = _Fields(source, "", raw, (
         "name", "data", "features", "heads", "model", "trainer", "serving", "beam_args",
         # keys produced by to_dict(), so that a serialised config round-trips
-        "data_csv", "model_name", "source"))
+        "data_csv", "model_name", "keep_versions", "source"))
     if "data_csv" in raw:  # the to_dict() form (what TFX hands to user code)
         return _from_serialised(raw)
     name = _name(top, "name")
@@ -355,8 +356,11 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     for k in ("train_steps", "eval_steps", "batch_size"):
         if getattr(trainer, k) < 1:
             t.fail("must be >= 1", k)
-    s = _Fields(source, "serving", top.get("serving", dict, {}), ("model_name",))
+    s = _Fields(source, "serving", top.get("serving", dict, {}), ("model_name", "keep_versions"))
     model_name = s.get("model_name", str, name)
+    keep_versions = s.get("keep_versions", int, 5)
+    if keep_versions < 1:
+        s.fail("must be >= 1", "keep_versions")
     if not NAME_RE.match(model_name):
         s.fail(f"{model_name!r} is not a valid model name", "model_name")
     beam_args = top.get("beam_args", list, [])
@@ -365,7 +369,7 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
 
     cfg = PipelineConfig(name=name, data_csv=data_csv, features=features, heads=heads,
                          model=model, trainer=trainer, model_name=model_name,
-                         beam_args=tuple(beam_args), source=source)
+                         keep_versions=keep_versions, beam_args=tuple(beam_args), source=source)
     if columns is not None:
         check_columns(cfg, columns, data_name=data_csv)
     return cfg
@@ -425,4 +429,5 @@ def _from_serialised(d: Mapping[str, Any]) -> PipelineConfig:
         features=tuple(Feature(**f) for f in d["features"]), heads=heads,
         model=ModelConfig(**{**d["model"], "hidden_units": tuple(d["model"]["hidden_units"])}),
         trainer=TrainerConfig(**d["trainer"]), model_name=d["model_name"],
+        keep_versions=d["keep_versions"],
         beam_args=tuple(d["beam_args"]), source=d["source"])

@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
+from components.pusher import Pusher
 from headwise.config import PipelineConfig
 from pipeline.eval_config import eval_config
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
-_USER_CODE = ("headwise/config.py", "trainer/heads.py", "trainer/transform.py",
-              "trainer/model.py", "trainer/run.py")
+_USER_CODE = ("headwise/config.py", "headwise/examples.py", "trainer/heads.py",
+              "trainer/transform.py", "trainer/model.py", "trainer/run.py")
 
 COMPONENT_ORDER = ("CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
                    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher")
@@ -83,10 +84,11 @@ def create_pipeline(
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"], eval_config=eval_config(cfg))
-    pusher = tfx.components.Pusher(
+    pusher = Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
+        custom_config={"keep_versions": cfg.keep_versions})
 
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.name,
