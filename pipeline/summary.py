@@ -40,6 +40,7 @@ class RunSummary:
     blessed: bool | None
     pushed: bool
     pushed_path: str | None
+    already_served: bool  # the blessed model was already the latest version: nothing copied
     evaluation_uri: str | None
     wall_s: float | None = None
     log_path: str | None = None
@@ -64,7 +65,11 @@ class RunSummary:
         blessed = {True: "yes", False: "NO", None: "not evaluated"}[self.blessed]
         out.append("")
         out.append(f"blessed: {blessed}")
-        out.append(f"pushed:  {self.pushed_path if self.pushed else 'nothing pushed'}")
+        if not self.pushed:
+            out.append("pushed:  nothing pushed")
+        else:
+            note = " (already the served version; not copied again)" if self.already_served else ""
+            out.append(f"pushed:  {self.pushed_path}{note}")
         if self.evaluation_uri:
             out.append(f"evaluation: {self.evaluation_uri}")
         if self.wall_s is not None:
@@ -138,9 +143,11 @@ def summarize(cfg: PipelineConfig, metadata_path: str, wall_s: float | None = No
     was_pushed = bool(pushed and pushed.custom_properties["pushed"].int_value) if pushed else False
     pushed_path = (pushed.custom_properties["pushed_destination"].string_value
                    if was_pushed else None)
+    already = bool(was_pushed and pushed.custom_properties["already_served"].int_value
+                   if was_pushed and "already_served" in pushed.custom_properties else False)
     return RunSummary(
         pipeline=cfg.name, run_id=run.name, executions=executions, heads=heads,
-        blessed=blessed, pushed=was_pushed, pushed_path=pushed_path,
+        blessed=blessed, pushed=was_pushed, pushed_path=pushed_path, already_served=already,
         evaluation_uri=evaluation.uri if evaluation else None, wall_s=wall_s,
         log_path=log_path)
 

@@ -11,6 +11,7 @@ Signatures of the exported model:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -21,6 +22,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from headwise import config as config_lib
+from headwise import examples as examples_lib
 from trainer import heads as heads_lib
 from trainer import model as model_lib
 
@@ -86,6 +88,20 @@ class EpochSummary(keras.callbacks.Callback):
         print("  " + " | ".join(parts), flush=True)
 
 
+def model_info(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput) -> dict:
+    """What a client needs to query the model: input dtypes and, per head, its outputs."""
+    raw_spec = tft_output.raw_feature_spec()
+    return {
+        "pipeline": cfg.name,
+        "signature": "serving_default",
+        "input": SERVING_INPUT,
+        "features": {f.name: raw_spec[f.name].dtype.name for f in cfg.features},
+        "heads": [{"name": h.name, "task": h.task, "auxiliary": h.auxiliary,
+                   **({"classes": list(h.class_names)} if h.task == "multiclass" else {})}
+                  for h in cfg.heads],
+    }
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     cfg = config_lib.from_dict(fn_args.custom_config["heads_config"])
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -108,5 +124,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                    EpochSummary([h.name for h in cfg.heads], epochs)])
     model.save(fn_args.serving_model_dir, save_format="tf",
                signatures=make_signatures(model, cfg, tft_output))
+    info_path = os.path.join(fn_args.serving_model_dir, examples_lib.MODEL_INFO)
+    tf.io.gfile.makedirs(os.path.dirname(info_path))
+    with tf.io.gfile.GFile(info_path, "w") as fh:
+        json.dump(model_info(cfg, tft_output), fh, indent=2)
     logging.info("saved the %d-head model to %s", len(cfg.heads),
                  os.path.abspath(fn_args.serving_model_dir))
