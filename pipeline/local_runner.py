@@ -109,6 +109,18 @@ class Progress(logging.Handler):
 
 
 @contextlib.contextmanager
+def _neutral_argv():
+    """TFX's Beam executors parse the host's sys.argv as absl flags (TFX b/174174381): under
+    `pytest -v` or `headwise run -v ...`, absl reads `-v` as --verbosity and the run fails."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextlib.contextmanager
 def _console_progress(progress: Progress, log_path: str):
     """Console: one progress line per component, and errors. Log file: everything (INFO)."""
     absl_logger, root = logging.getLogger("absl"), logging.getLogger()
@@ -160,7 +172,8 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
     stream = open(os.devnull, "w") if quiet else sys.stdout  # noqa: SIM115
     print(f"headwise: running pipeline '{cfg.name}' ({len(cfg.heads)} heads); "
           f"full log: {log_path}", file=stream, flush=True)
-    with _console_progress(Progress([c.id for c in p.components], stream), log_path):
+    with _console_progress(Progress([c.id for c in p.components], stream), log_path), \
+            _neutral_argv():
         tfx.orchestration.LocalDagRunner().run(p)
     return summary_lib.summarize(cfg, paths.metadata_path, wall_s=time.monotonic() - started,
                                  log_path=log_path)
