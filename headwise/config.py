@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-TASKS = ("regression", "binary", "multiclass")
+TASKS = ("regression", "binary", "multiclass", "multilabel")
 FEATURE_TYPES = ("numeric", "categorical", "bucketized")
 
 # Loss names a head accepts, by task; the first is the default.
@@ -31,19 +31,23 @@ LOSSES = {
     "regression": ("mse", "mae", "huber"),
     "binary": ("binary_crossentropy",),
     "multiclass": ("sparse_categorical_crossentropy",),
+    "multilabel": ("binary_crossentropy",),
 }
 # Metric names a head accepts, by task; the defaults are used when a head lists none.
 METRICS = {
     "regression": ("mae", "rmse", "mse"),
     "binary": ("auc", "accuracy", "precision", "recall", "pr_auc"),
     "multiclass": ("accuracy", "top2_accuracy"),
+    "multilabel": ("auc", "accuracy", "precision", "recall"),
 }
 DEFAULT_METRICS = {
     "regression": ("mae", "rmse"),
     "binary": ("auc", "accuracy"),
     "multiclass": ("accuracy",),
+    "multilabel": ("auc",),
 }
 THRESHOLD_KEYS = ("min", "max", "max_regression")
+LOSS_BALANCING = ("static", "uncertainty")
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 PACKAGE_PREFIX = "package://"
 
@@ -84,8 +88,9 @@ class Head:
     metrics: tuple[str, ...] = ()
     thresholds: Mapping[str, Threshold] = dataclasses.field(default_factory=dict)
     auxiliary: bool = False
-    classes: tuple[str, ...] = ()  # multiclass: named classes, in output order
+    classes: tuple[str, ...] = ()  # multiclass/multilabel: named classes, in output order
     other_class: str | None = None  # multiclass: name for every value not in `classes`
+    delimiter: str = "|"  # multilabel: separates the labels of one example in the column
     normalize: bool = True  # regression: scale the loss by the label's spread
     tower: tuple[int, ...] = ()  # hidden units of this head's own layers
 
@@ -103,6 +108,7 @@ class ModelConfig:
     batch_norm: bool = False
     embedding_dim: int = 8
     learning_rate: float = 0.003
+    loss_balancing: str = "static"  # static: loss_weight; uncertainty: Kendall et al. 2018
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +144,13 @@ class PipelineConfig:
             if h.name == name:
                 return h
         raise KeyError(name)
+
+    def single_task(self, head_name: str) -> PipelineConfig:
+        """The same pipeline with one head only (as a main head): the single-task baseline that
+        benchmarks compare the multi-head model against."""
+        head = dataclasses.replace(self.head(head_name), auxiliary=False, loss_weight=1.0)
+        return dataclasses.replace(self, name=f"{self.name}_{head_name}", heads=(head,),
+                                   model_name=f"{self.model_name}_{head_name}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form that `from_dict` reads back (TFX passes it to user code)."""
@@ -262,7 +275,7 @@ def _parse_thresholds(f: _Fields, task: str, metrics: tuple[str, ...]) -> dict[s
 def _parse_head(source: str, index: int, spec: Any) -> Head:
     f = _Fields(source, f"heads[{index}]", spec, (
         "name", "label", "task", "loss", "loss_weight", "metrics", "thresholds", "auxiliary",
-        "classes", "other_class", "normalize", "tower"))
+        "classes", "other_class", "delimiter", "normalize", "tower"))
     name = _name(f, "name")
     f.path = f"heads[{index}] ({name})"
     label = f.get("label", str)
@@ -289,14 +302,26 @@ def _parse_head(source: str, index: int, spec: Any) -> Head:
                    "(counting other_class)", "classes")
         if other in classes:
             f.fail(f"{other!r} is also listed in classes", "other_class")
+    elif task == "multilabel":
+        classes = tuple(str(c) for c in f.get("classes", list))
+        if not classes or len(set(classes)) != len(classes):
+            f.fail("a multilabel head needs at least one class, each once", "classes")
+        if "other_class" in spec:
+            f.fail("only multiclass heads take other_class", "other_class")
     elif "classes" in spec or "other_class" in spec:
-        f.fail(f"only multiclass heads take classes/other_class, this head is {task}", "classes")
+        f.fail(f"only multiclass/multilabel heads take classes, this head is {task}", "classes")
+    delimiter = f.get("delimiter", str, "|")
+    if "delimiter" in spec and task != "multilabel":
+        f.fail("only multilabel heads take 'delimiter'", "delimiter")
+    if not delimiter:
+        f.fail("must not be empty", "delimiter")
     if task != "regression" and "normalize" in spec:
         f.fail("only regression heads take 'normalize'", "normalize")
     return Head(
         name=name, label=label, task=task, loss=loss, loss_weight=weight, metrics=metrics,
         thresholds=_parse_thresholds(f, task, metrics),
         auxiliary=f.get("auxiliary", bool, False), classes=classes, other_class=other,
+        delimiter=delimiter,
         normalize=f.get("normalize", bool, True), tower=f.int_list("tower"))
 
 
@@ -339,14 +364,16 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
         top.fail("every head is auxiliary; at least one head must be a main head", "heads")
 
     m = _Fields(source, "model", top.get("model", dict, {}), (
-        "hidden_units", "activation", "dropout", "batch_norm", "embedding_dim", "learning_rate"))
+        "hidden_units", "activation", "dropout", "batch_norm", "embedding_dim", "learning_rate",
+        "loss_balancing"))
     model = ModelConfig(
         hidden_units=m.int_list("hidden_units", ModelConfig.hidden_units),
         activation=m.choice("activation", ("relu", "gelu", "selu", "tanh", "swish"), "relu",
                             what="activation"),
         dropout=m.get("dropout", float, 0.0), batch_norm=m.get("batch_norm", bool, False),
         embedding_dim=m.get("embedding_dim", int, 8),
-        learning_rate=m.get("learning_rate", float, 0.003))
+        learning_rate=m.get("learning_rate", float, 0.003),
+        loss_balancing=m.choice("loss_balancing", LOSS_BALANCING, "static", what="loss balancing"))
     if not 0 <= model.dropout < 1:
         m.fail(f"must be in [0, 1), got {model.dropout}", "dropout")
     t = _Fields(source, "trainer", top.get("trainer", dict, {}),

@@ -45,12 +45,23 @@ def metrics_spec(head: Head) -> tfma.MetricsSpec:
         if gates(head) and metric in head.thresholds:
             mc.threshold.CopyFrom(metric_threshold(head.task, metric, head.thresholds[metric]))
         configs.append(mc)
+    if head.task == "multilabel":
+        # Each class as a binary problem, plus the macro average that the summary reports;
+        # a threshold then holds for every class and for the average.
+        return tfma.MetricsSpec(
+            output_names=[head.name], metrics=configs,
+            binarize=tfma.BinarizationOptions(class_ids={"values": range(len(head.classes))}),
+            aggregate=tfma.AggregationOptions(
+                macro_average=True, class_weights={i: 1.0 for i in range(len(head.classes))}))
     return tfma.MetricsSpec(output_names=[head.name], metrics=configs)
 
 
 def eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
+            # Evaluate through the exported signatures, as TF Serving calls them; as a Keras
+            # model, TFMA would also feed raw features to the model's own call, past Transform.
+            model_type=tfma.constants.TF_GENERIC,
             signature_name="serving_default",
             preprocessing_function_names=["transform_features"],
             label_keys={h.name: heads_lib.label_key(h.name) for h in cfg.heads},

@@ -24,7 +24,8 @@ from pipeline.eval_config import eval_config
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
 _USER_CODE = ("headwise/config.py", "headwise/examples.py", "trainer/heads.py",
-              "trainer/transform.py", "trainer/model.py", "trainer/run.py")
+              "trainer/transform.py", "trainer/model.py", "trainer/export.py",
+              "trainer/run.py")
 
 COMPONENT_ORDER = ("CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
                    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher")

@@ -162,8 +162,8 @@ def _head_results(cfg: PipelineConfig, eval_uri: str) -> list[HeadResult]:
             key = kv.key
             if key.is_diff or key.model_name not in ("", "candidate"):
                 continue
-            if key.output_name not in metrics:
-                continue
+            if key.output_name not in metrics or key.HasField("sub_key"):
+                continue  # per-class values of a binarized head: its macro average counts
             value = kv.value.double_value.value
             if key.name in ("example_count", "weighted_example_count"):
                 if key.name == "weighted_example_count" or key.output_name not in counts:

@@ -107,6 +107,12 @@ _METRICS: dict[str, dict[str, tuple[str, dict, bool]]] = {
         "accuracy": ("SparseCategoricalAccuracy", {}, True),
         "top2_accuracy": ("SparseTopKCategoricalAccuracy", {"k": 2}, True),
     },
+    "multilabel": {
+        "auc": ("AUC", {}, True),
+        "accuracy": ("BinaryAccuracy", {}, True),
+        "precision": ("Precision", {}, True),
+        "recall": ("Recall", {}, True),
+    },
 }
 
 
@@ -178,8 +184,8 @@ class RegressionHead(BaseHead):
     def loss(self, stats):
         if self.cfg.normalize:
             return ScaledLoss(self.cfg.loss, stats["std"], name=f"{self.name}_loss_fn")
-        return keras.losses.get({"mse": "mean_squared_error", "mae": "mean_absolute_error",
-                                 "huber": "huber"}[self.cfg.loss])
+        return {"mse": keras.losses.MeanSquaredError, "mae": keras.losses.MeanAbsoluteError,
+                "huber": keras.losses.Huber}[self.cfg.loss]()
 
 
 class BinaryHead(BaseHead):
@@ -222,7 +228,36 @@ class MulticlassHead(BaseHead):
         return keras.losses.SparseCategoricalCrossentropy()
 
 
-HEAD_TYPES = {h.task: h for h in (RegressionHead, BinaryHead, MulticlassHead)}
+class MultilabelHead(BaseHead):
+    """Several classes per example: the label column holds them joined by `delimiter`
+    (e.g. "news|sports"); the output is one sigmoid per class."""
+
+    task = "multilabel"
+    activation = "sigmoid"
+
+    @property
+    def units(self) -> int:
+        return len(self.cfg.classes)
+
+    def transform_label(self, raw):
+        text = raw if raw.dtype == tf.string else tf.SparseTensor(
+            raw.indices, tf.strings.as_string(raw.values), raw.dense_shape)
+        tokens = tf.strings.strip(tf.strings.split(to_dense(text, ""), sep=self.cfg.delimiter))
+        hot = [tf.reduce_any(tf.equal(tokens, c), axis=1) for c in self.cfg.classes]
+        multi_hot = tf.cast(tf.stack(hot, axis=1), tf.float32)  # [batch, classes]
+        return {label_key(self.name): multi_hot, weight_key(self.name): presence(raw)}
+
+    def keras_metrics(self):
+        # AUC per class, averaged (as TFMA's macro average), not one AUC over all cells.
+        return [keras.metrics.AUC(name=m, multi_label=True, num_labels=self.units)
+                if m == "auc" else metric
+                for m, metric in zip(self.cfg.metrics, super().keras_metrics(), strict=True)]
+
+    def loss(self, stats):
+        return keras.losses.BinaryCrossentropy()
+
+
+HEAD_TYPES = {h.task: h for h in (RegressionHead, BinaryHead, MulticlassHead, MultilabelHead)}
 
 
 def make_head(cfg: Head) -> BaseHead:

@@ -67,9 +67,84 @@ class Backbone:
         return x
 
 
+class MultiHeadModel(keras.Model):
+    """A functional model whose training loss combines one loss per head.
+
+    total = sum_h  w_h * L_h                              (loss_balancing: static)
+    total = sum_h  w_h * (exp(-s_h) * L_h + s_h)          (loss_balancing: uncertainty)
+
+    L_h is head h's loss with its missing labels weighted 0 (an all-missing batch gives 0, not
+    NaN); s_h = log(sigma_h^2) is a learned log-variance per head (Kendall, Gal & Cipolla 2018,
+    in the common form that covers both regression and classification), clipped to
+    [-LOG_VAR_LIMIT, LOG_VAR_LIMIT] so that exp(-s_h) can neither overflow nor vanish.
+    Every head's own loss is tracked as `<head>_loss`, next to the total `loss`.
+    """
+
+    LOG_VAR_LIMIT = 8.0
+
+    def __init__(self, inputs, outputs, head_losses: dict[str, keras.losses.Loss],
+                 loss_weights: dict[str, float], loss_balancing: str = "static", **kwargs):
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.head_names = list(head_losses)
+        self.head_losses = head_losses
+        self.head_loss_weights = dict(loss_weights)
+        self.loss_balancing = loss_balancing
+        self.total_loss_tracker = keras.metrics.Mean(name="loss")
+        self.head_loss_trackers = {h: keras.metrics.Mean(name=f"{h}_loss")
+                                   for h in self.head_names}
+        self.log_vars = {}
+        if loss_balancing == "uncertainty":
+            self.log_vars = {h: self.add_weight(name=f"log_var_{h}", shape=(),
+                                                initializer="zeros", trainable=True)
+                             for h in self.head_names}
+
+    def head_loss_terms(self, y, y_pred, sample_weight=None) -> dict[str, tf.Tensor]:
+        """Each head's loss on this batch, missing labels weighted out."""
+        sample_weight = sample_weight or {}
+        return {h: self.head_losses[h](y[h], y_pred[h], sample_weight=sample_weight.get(h))
+                for h in self.head_names}
+
+    def effective_weights(self) -> dict[str, tf.Tensor]:
+        """The multiplier each head's loss gets now: w_h, or w_h * exp(-s_h)."""
+        out = {}
+        for h in self.head_names:
+            w = tf.constant(self.head_loss_weights[h], tf.float32)
+            if h in self.log_vars:
+                w = w * tf.exp(-self._log_var(h))
+            out[h] = w
+        return out
+
+    def _log_var(self, h):
+        return tf.clip_by_value(self.log_vars[h], -self.LOG_VAR_LIMIT, self.LOG_VAR_LIMIT)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        terms = self.head_loss_terms(y, y_pred, sample_weight)
+        total = tf.constant(0.0)
+        for h, loss in terms.items():
+            self.head_loss_trackers[h].update_state(loss)
+            w = self.head_loss_weights[h]
+            if h in self.log_vars:
+                s = self._log_var(h)
+                total += w * (tf.exp(-s) * loss + s)
+            else:
+                total += w * loss
+        if self.losses:
+            total += tf.add_n(self.losses)
+        self.total_loss_tracker.update_state(total)
+        return total
+
+    @property
+    def metrics(self):
+        return [self.total_loss_tracker, *self.head_loss_trackers.values(), *super().metrics]
+
+
 def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
-                stats: dict[str, dict[str, float]]) -> keras.Model:
-    """The compiled multi-head model. `stats[head]` holds label statistics (regression)."""
+                stats: dict[str, dict[str, float]]) -> MultiHeadModel:
+    """The compiled multi-head model. `stats[head]` holds label statistics (regression).
+
+    For a one-head config (`PipelineConfig.single_task`) this is the single-task model with the
+    very same backbone, which is what benchmarks compare against.
+    """
     inputs = feature_inputs(cfg)
     shared = Backbone(cfg, cardinalities)(inputs)
     heads = [heads_lib.make_head(h) for h in cfg.heads]
@@ -80,11 +155,13 @@ def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
             x = keras.layers.Dense(units, activation=cfg.model.activation,
                                    name=f"{head.name}_tower_{i}")(x)
         outputs[head.name] = head.output(x, stats.get(head.name, {}))
-    model = keras.Model(inputs=inputs, outputs=outputs, name=f"{cfg.name}_multihead")
+    model = MultiHeadModel(
+        inputs=inputs, outputs=outputs,
+        head_losses={h.name: h.loss(stats.get(h.name, {})) for h in heads},
+        loss_weights={h.name: h.cfg.loss_weight for h in heads},
+        loss_balancing=cfg.model.loss_balancing, name=f"{cfg.name}_multihead")
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.model.learning_rate),
-        loss={h.name: h.loss(stats.get(h.name, {})) for h in heads},
-        loss_weights={h.name: h.cfg.loss_weight for h in heads},
         weighted_metrics={h.name: h.keras_metrics() for h in heads},
     )
     return model

@@ -1,0 +1,190 @@
+"""Transform + export on a real tf.Transform run over synthetic rows: label encoding per task,
+statistics learned in Transform, and the SavedModel's signatures after save -> load."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from headwise import config as config_lib
+from headwise import examples as examples_lib
+from tests.tft_helpers import run_transform
+from trainer import export as export_lib
+from trainer import heads as heads_lib
+from trainer import model as model_lib
+
+N = 120
+CFG = config_lib.from_dict({
+    "name": "synthetic", "data": {"csv": "unused.csv"},
+    "features": {"a": "numeric", "b": "categorical", "c": {"type": "bucketized", "buckets": 4}},
+    "heads": [
+        {"name": "r", "label": "y_r", "task": "regression", "loss": "mse"},
+        {"name": "k", "label": "y_k", "task": "binary"},
+        {"name": "m", "label": "y_m", "task": "multiclass", "classes": ["p", "q"],
+         "other_class": "Z"},
+        {"name": "g", "label": "y_g", "task": "multilabel", "classes": ["u", "v", "t"],
+         "metrics": ["auc", "accuracy"], "thresholds": {"auc": {"min": 0.0}}},
+    ],
+    "model": {"hidden_units": [8]},
+})
+SPEC = {"a": tf.io.VarLenFeature(tf.float32), "b": tf.io.VarLenFeature(tf.string),
+        "c": tf.io.VarLenFeature(tf.float32), "y_r": tf.io.VarLenFeature(tf.float32),
+        "y_k": tf.io.VarLenFeature(tf.int64), "y_m": tf.io.VarLenFeature(tf.string),
+        "y_g": tf.io.VarLenFeature(tf.string)}
+TAGS = ["u", "v", "u|v", "t| u", "v"]
+
+
+def _rows():
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(N):
+        a = float(rng.normal())
+        rows.append({
+            "a": [a] if i % 10 else [],  # every 10th feature value missing
+            "b": [["x", "y", "z"][i % 3]], "c": [float(rng.uniform())],
+            "y_r": [10 * a + 100] if i % 4 else [],  # every 4th label missing
+            "y_k": [int(a > 0)], "y_m": [["p", "q", "w"][i % 3]],  # "w" is not a named class
+            "y_g": [TAGS[i % 5]] if i % 7 else [],  # multilabel, every 7th missing
+        })
+    return rows
+
+
+@pytest.fixture(scope="module")
+def transformed(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("transform"))
+    rows = _rows()
+    tft_output, data = run_transform(CFG, rows, SPEC, out)
+    return rows, tft_output, data
+
+
+def test_labels_are_encoded_per_task_with_missing_weighted_out(transformed):
+    rows, _, data = transformed
+    assert len(data) == N
+    for raw, t in zip(rows, data, strict=True):
+        present = bool(raw["y_r"])
+        assert t[heads_lib.weight_key("r")] == float(present)
+        assert t[heads_lib.label_key("r")] == pytest.approx(raw["y_r"][0] if present else 0.0,
+                                                            rel=1e-6)
+        assert t[heads_lib.label_key("k")] == float(raw["y_k"][0])
+        assert t[heads_lib.label_key("m")] == {"p": 0, "q": 1, "w": 2}[raw["y_m"][0]]
+        assert t[heads_lib.weight_key("m")] == 1.0
+        expected_tags = [0.0, 0.0, 0.0]
+        for tag in (raw["y_g"][0].split("|") if raw["y_g"] else []):
+            expected_tags["uvt".index(tag.strip())] = 1.0
+        assert t[heads_lib.label_key("g")] == expected_tags
+        assert t[heads_lib.weight_key("g")] == float(bool(raw["y_g"]))
+        assert 0 <= t["c"] <= 4  # 4 quantile buckets, id 4 would mean missing
+        if not raw["a"]:
+            assert t["a"] == pytest.approx(0.0, abs=1e-6)  # imputed at the mean
+
+
+def test_regression_stats_are_learned_from_present_labels_only(transformed):
+    rows, tft_output, _ = transformed
+    present = np.array([r["y_r"][0] for r in rows if r["y_r"]])
+    stats = model_lib.regression_stats(CFG, tft_output)
+    assert stats["r"]["mean"] == pytest.approx(present.mean(), rel=1e-4)
+    assert stats["r"]["std"] == pytest.approx(present.std(), rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def exported(transformed, tmp_path_factory):
+    rows, tft_output, data = transformed
+    model = model_lib.build_model(CFG, model_lib.feature_cardinalities(CFG, tft_output),
+                                  model_lib.regression_stats(CFG, tft_output))
+    feats = {f.name: np.array([[t[f.name]] for t in data]) for f in CFG.features}
+    labels = {h.name: np.array([t[heads_lib.label_key(h.name)] for t in data])
+              for h in CFG.heads}
+    labels = {k: v[:, None] if v.ndim == 1 else v for k, v in labels.items()}
+    weights = {h.name: np.array([t[heads_lib.weight_key(h.name)] for t in data], "float32")
+               for h in CFG.heads}
+    model.fit(feats, labels, sample_weight=weights, epochs=2, batch_size=16, verbose=0)
+    export_dir = str(tmp_path_factory.mktemp("export") / "model")
+    export_lib.save(model, CFG, tft_output, export_dir)
+    expected = model.predict(feats, verbose=0)
+    serving_rows = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
+    info = examples_lib.read_model_info(export_dir)
+    serialized = tf.constant(examples_lib.to_examples(serving_rows, info["features"]))
+    return export_dir, expected, serialized, info
+
+
+def test_serving_default_round_trips_names_and_values(exported):
+    export_dir, expected, serialized, _ = exported
+    loaded = tf.saved_model.load(export_dir)
+    assert set(loaded.signatures) == {"serving_default", "transform_features", "regress_r",
+                                      "classify_k", "classify_m", "classify_g"}
+    sig = loaded.signatures["serving_default"]
+    assert list(sig.structured_input_signature[1]) == ["examples"]
+    out = sig(examples=serialized)
+    assert set(out) == {"r", "k", "m", "g"}  # exactly one output per head, named by the head
+    assert out["g"].shape == (N, 3)
+    for head in ("r", "k", "m", "g"):
+        np.testing.assert_allclose(out[head].numpy(), expected[head], rtol=1e-4, atol=1e-5)
+    # Regression comes back in label units (the labels are ~100 +- 10), not as a z-score.
+    assert 50 < float(np.median(out["r"])) < 150
+
+
+def test_classify_and_regress_signatures_match_tf_serving_contract(exported):
+    export_dir, expected, serialized, info = exported
+    loaded = tf.saved_model.load(export_dir)
+    reg = loaded.signatures["regress_r"](inputs=serialized)
+    assert set(reg) == {"outputs"} and reg["outputs"].shape == (N,)
+    np.testing.assert_allclose(reg["outputs"].numpy(), expected["r"][:, 0], rtol=1e-4)
+    cls = loaded.signatures["classify_m"](inputs=serialized)
+    assert set(cls) == {"classes", "scores"}
+    assert cls["classes"].numpy()[0].tolist() == [b"p", b"q", b"Z"]
+    np.testing.assert_allclose(cls["scores"].numpy(), expected["m"], rtol=1e-4, atol=1e-6)
+    binary = loaded.signatures["classify_k"](inputs=serialized)
+    assert binary["classes"].numpy()[0].tolist() == [b"0", b"1"]
+    np.testing.assert_allclose(binary["scores"].numpy()[:, 1], expected["k"][:, 0], rtol=1e-4)
+    np.testing.assert_allclose(binary["scores"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    # TF Serving's Classify/Regress APIs dispatch on the signature's method name.
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as fh:
+        sm.ParseFromString(fh.read())
+    methods = {k: v.method_name for k, v in sm.meta_graphs[0].signature_def.items()}
+    assert methods["classify_k"] == methods["classify_m"] == "tensorflow/serving/classify"
+    assert methods["regress_r"] == "tensorflow/serving/regress"
+    assert methods["serving_default"] == "tensorflow/serving/predict"
+    multi = loaded.signatures["classify_g"](inputs=serialized)
+    assert multi["classes"].numpy()[0].tolist() == [b"u", b"v", b"t"]
+    np.testing.assert_allclose(multi["scores"].numpy(), expected["g"], rtol=1e-4, atol=1e-6)
+    assert methods["classify_g"] == "tensorflow/serving/classify"
+    assert [(h["name"], h["signature"]) for h in info["heads"]] == [
+        ("r", "regress_r"), ("k", "classify_k"), ("m", "classify_m"), ("g", "classify_g")]
+    assert info["features"] == {"a": "float32", "b": "string", "c": "float32"}
+
+
+def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, transformed,
+                                                                     tmp_path):
+    """TFMA with the EvalConfig generated from the heads config, on the exported model."""
+    import tensorflow_model_analysis as tfma
+
+    from pipeline.eval_config import eval_config
+    from pipeline.summary import _head_results
+
+    export_dir = exported[0]
+    rows = transformed[0]
+    data = str(tmp_path / "eval.tfrecord")
+    spec = {k: v.dtype.name for k, v in SPEC.items()}
+    flat = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
+    with tf.io.TFRecordWriter(data) as w:
+        for ex in examples_lib.to_examples(flat, spec):
+            w.write(ex)
+    out = str(tmp_path / "eval")
+    tfma.run_model_analysis(
+        eval_shared_model=tfma.default_eval_shared_model(export_dir, eval_config=eval_config(CFG)),
+        eval_config=eval_config(CFG), data_location=data, output_path=out)
+    results = {h.name: h for h in _head_results(CFG, out)}
+    assert {k: set(v.metrics) for k, v in results.items()} == {
+        h.name: set(h.metrics) for h in CFG.heads}
+    # Masked labels are counted out, per head.
+    assert results["r"].example_count == sum(1 for r in rows if r["y_r"])
+    assert results["g"].example_count == sum(1 for r in rows if r["y_g"])
+    assert results["k"].example_count == N
+    for h in results.values():
+        assert all(np.isfinite(v) for v in h.metrics.values()), h
+    assert 0.0 <= results["g"].metrics["auc"] <= 1.0

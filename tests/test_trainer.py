@@ -1,0 +1,162 @@
+"""The multi-head model on small synthetic data: wiring, losses, masking, balancing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from headwise import config as config_lib
+from trainer import model as model_lib
+
+tf.keras.utils.set_random_seed(7)
+N = 512
+
+
+def make_cfg(heads, features=None, **model):
+    return config_lib.from_dict({
+        "name": "synthetic", "data": {"csv": "unused.csv"},
+        "features": features or {"x": "numeric"},
+        "heads": heads, "model": {"hidden_units": [32, 16], "learning_rate": 0.01, **model},
+    })
+
+
+def unit_stats(cfg):
+    return {h.name: {"mean": 0.0, "std": 1.0} for h in cfg.heads if h.task == "regression"}
+
+
+def fit(model, x, y, w=None, epochs=8):
+    w = w or {k: np.ones(len(v), "float32") for k, v in y.items()}
+    return model.fit(x, y, sample_weight=w, epochs=epochs, batch_size=32, verbose=0).history
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(0).normal(size=(N, 1)).astype("float32")
+
+
+def test_two_regression_heads_both_learn(x):
+    cfg = make_cfg([{"name": "lin", "label": "a", "task": "regression", "loss": "mse"},
+                    {"name": "sq", "label": "b", "task": "regression", "loss": "mse"}])
+    model = model_lib.build_model(cfg, {}, unit_stats(cfg))
+    hist = fit(model, {"x": x}, {"lin": 3 * x, "sq": x ** 2})
+    for head in ("lin", "sq"):
+        losses = hist[f"{head}_loss"]
+        assert losses[-1] < 0.25 * losses[0], (head, losses)
+    # Each head reads the shared backbone, never another head's output.
+    backbone_out = model.get_layer("backbone_act_1").output
+    for head in ("lin", "sq"):
+        dense = model.get_layer(f"{head}__z")
+        assert dense.input is backbone_out
+
+
+def test_two_three_class_heads_on_one_input(x):
+    cfg = make_cfg([
+        {"name": "tercile", "label": "a", "task": "multiclass", "classes": ["lo", "mid", "hi"]},
+        {"name": "sign", "label": "b", "task": "multiclass", "classes": ["neg", "zero", "pos"]}])
+    model = model_lib.build_model(cfg, {}, {})
+    assert len(model.inputs) == 1  # one Input feeds both heads
+    cuts = np.quantile(x, [1 / 3, 2 / 3])
+    y = {"tercile": np.digitize(x, cuts), "sign": np.digitize(x, [-0.1, 0.1])}
+    hist = fit(model, {"x": x}, y, epochs=15)
+    for head in ("tercile", "sign"):
+        assert hist[f"{head}_accuracy"][-1] > 0.75, (head, hist[f"{head}_accuracy"])
+    probs = model.predict({"x": x[:5]}, verbose=0)
+    for head in ("tercile", "sign"):
+        assert probs[head].shape == (5, 3)
+        np.testing.assert_allclose(probs[head].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def _main_aux(aux_weight):
+    cfg = make_cfg([
+        {"name": "main", "label": "a", "task": "binary"},
+        {"name": "aux", "label": "b", "task": "regression", "loss": "mse", "normalize": False,
+         "loss_weight": aux_weight, "auxiliary": True}])
+    tf.keras.utils.set_random_seed(1)  # the same initial weights for every aux_weight
+    return model_lib.build_model(cfg, {}, {})
+
+
+def _backbone_gradient(model, x, y):
+    kernel = model.get_layer("backbone_dense_0").kernel
+    with tf.GradientTape() as tape:
+        pred = model({"x": x}, training=False)
+        total = model.compute_loss(y=y, y_pred=pred)
+    return total, pred, tape.gradient(total, kernel).numpy()
+
+
+def test_total_loss_is_the_weighted_sum_and_aux_weight_moves_the_backbone(x):
+    y = {"main": (x > 0).astype("float32"), "aux": 2 * x + 1}
+    grads = {}
+    for weight in (0.0, 0.2, 1.0):
+        model = _main_aux(weight)
+        total, pred, grads[weight] = _backbone_gradient(model, x, y)
+        bce = tf.keras.losses.BinaryCrossentropy()(y["main"], pred["main"])
+        mse = tf.reduce_mean(tf.square(y["aux"] - pred["aux"]))
+        np.testing.assert_allclose(total.numpy(), bce + weight * mse, rtol=1e-5)
+    assert not np.allclose(grads[0.2], grads[1.0])
+    # With weight 0 the auxiliary head contributes no gradient to the backbone:
+    main_only = _main_aux(0.0)
+    kernel = main_only.get_layer("backbone_dense_0").kernel
+    with tf.GradientTape() as tape:
+        pred = main_only({"x": x}, training=False)
+        bce = tf.keras.losses.BinaryCrossentropy()(y["main"], pred["main"])
+    np.testing.assert_allclose(grads[0.0], tape.gradient(bce, kernel).numpy(), rtol=1e-4,
+                               atol=1e-7)
+
+
+def test_missing_labels_are_masked_not_learned(x):
+    cfg = make_cfg([{"name": "full", "label": "a", "task": "regression", "loss": "mse"},
+                    {"name": "half", "label": "b", "task": "regression", "loss": "mae"}])
+    model = model_lib.build_model(cfg, {}, unit_stats(cfg))
+    present = np.arange(N) % 2 == 0
+    target = 2 * x[:, 0] - 1
+    # A missing label's stored value is garbage; only its weight of 0 keeps it out.
+    half = np.where(present, target, 1e6).astype("float32")[:, None]
+    w = {"full": np.ones(N, "float32"), "half": present.astype("float32")}
+    hist = fit(model, {"x": x}, {"full": x, "half": half}, w, epochs=10)
+    assert all(np.isfinite(v).all() for v in hist.values())
+    pred = model.predict({"x": x}, verbose=0)["half"][:, 0]
+    mae_model = np.abs(pred - target)[present].mean()
+    mae_constant = np.abs(np.median(target[present]) - target[present]).mean()
+    assert mae_model < 0.5 * mae_constant, (mae_model, mae_constant)
+
+
+def test_an_all_missing_batch_gives_zero_loss_not_nan(x):
+    cfg = make_cfg([{"name": "a", "label": "a", "task": "binary"},
+                    {"name": "b", "label": "b", "task": "multiclass", "classes": ["p", "q"]}])
+    model = model_lib.build_model(cfg, {}, {})
+    pred = model({"x": x[:8]})
+    zeros = {"a": tf.zeros(8), "b": tf.zeros(8)}
+    terms = model.head_loss_terms({"a": tf.zeros((8, 1)), "b": tf.zeros((8, 1))}, pred, zeros)
+    assert {k: float(v) for k, v in terms.items()} == {"a": 0.0, "b": 0.0}
+
+
+def test_uncertainty_weighting_learns_stable_weights(x):
+    cfg = make_cfg([{"name": "easy", "label": "a", "task": "regression", "loss": "mse"},
+                    {"name": "noisy", "label": "b", "task": "regression", "loss": "mse"}],
+                   loss_balancing="uncertainty")
+    model = model_lib.build_model(cfg, {}, unit_stats(cfg))
+    initial = {k: float(v) for k, v in model.effective_weights().items()}
+    assert initial == {"easy": 1.0, "noisy": 1.0}
+    noise = np.random.default_rng(1).normal(scale=3.0, size=x.shape).astype("float32")
+    hist = fit(model, {"x": x}, {"easy": x, "noisy": x + noise}, epochs=25)
+    assert all(np.isfinite(v).all() for v in hist.values())
+    learned = {k: float(v) for k, v in model.effective_weights().items()}
+    assert abs(learned["easy"] - 1.0) > 0.05 and abs(learned["noisy"] - 1.0) > 0.05
+    # The noisy head is trusted less than the easy one.
+    assert learned["noisy"] < learned["easy"], learned
+
+
+def test_single_task_mode_is_the_same_backbone_with_one_head():
+    cfg = make_cfg([{"name": "a", "label": "a", "task": "binary"},
+                    {"name": "b", "label": "b", "task": "regression", "auxiliary": True,
+                     "loss_weight": 0.2}])
+    single = cfg.single_task("b")
+    assert [h.name for h in single.heads] == ["b"]
+    assert not single.heads[0].auxiliary and single.heads[0].loss_weight == 1.0
+    assert single.model == cfg.model and single.features == cfg.features
+    multi = model_lib.build_model(cfg, {}, unit_stats(cfg))
+    one = model_lib.build_model(single, {}, unit_stats(single))
+    assert list(one.output_names) == ["b"]
+    backbone = [ly.name for ly in multi.layers if ly.name.startswith("backbone")]
+    assert backbone == [ly.name for ly in one.layers if ly.name.startswith("backbone")]

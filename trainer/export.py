@@ -1,0 +1,150 @@
+"""Export the multi-head model as a SavedModel that TF Serving serves through every API.
+
+Signatures (all take serialized tf.Examples, string[batch]):
+  serving_default     (Predict)   input `examples`, no label columns ->
+                                  {<head>: float32[batch, units]}, one output per head: the
+                                  probability (binary), class probabilities (multiclass), the
+                                  value in label units (regression).
+  classify_<head>     (Classify)  binary/multiclass/multilabel heads: input `inputs` ->
+                                  `classes` string[batch, n] (class names), `scores` [batch, n]
+                                  (multilabel: an independent probability per class).
+  regress_<head>      (Regress)   regression heads: input `inputs` -> `outputs` float32[batch].
+  transform_features              input `examples` with labels -> every transformed column; the
+                                  Evaluator reads labels and missing-label weights from it.
+
+TF2's saver writes every signature with method_name `tensorflow/serving/predict`; TF Serving's
+Classify and Regress APIs refuse those, so `save` sets the method names of classify_* and
+regress_* in saved_model.pb afterwards. Several heads can then be fetched in one MultiInference
+request, since they share one input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tensorflow.core.protobuf import saved_model_pb2
+
+from headwise import config as config_lib
+from headwise import examples as examples_lib
+
+SERVING_INPUT = "examples"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+BINARY_CLASSES = ("0", "1")
+
+
+def classify_signature(head: str) -> str:
+    return f"classify_{head}"
+
+
+def regress_signature(head: str) -> str:
+    return f"regress_{head}"
+
+
+def head_class_names(head: config_lib.Head) -> tuple[str, ...]:
+    return BINARY_CLASSES if head.task == "binary" else head.class_names
+
+
+def model_features(cfg: config_lib.PipelineConfig, transformed: dict) -> dict[str, tf.Tensor]:
+    """Transformed columns [batch] -> the model's inputs [batch, 1]."""
+    return {f.name: tf.reshape(transformed[f.name], [-1, 1]) for f in cfg.features}
+
+
+def make_signatures(model: keras.Model, cfg: config_lib.PipelineConfig,
+                    tft_output: tft.TFTransformOutput) -> dict:
+    model.tft_layer = tft_output.transform_features_layer()  # tracked: its assets are saved
+    raw_spec = tft_output.raw_feature_spec()
+    feature_spec = {f.name: raw_spec[f.name] for f in cfg.features}
+    eval_spec = {**feature_spec, **{c: raw_spec[c] for c in cfg.label_columns}}
+
+    def predict(serialized):
+        raw = tf.io.parse_example(serialized, feature_spec)
+        return model(model_features(cfg, model.tft_layer(raw)), training=False)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+    def serve(examples):
+        outputs = predict(examples)
+        return {h.name: outputs[h.name] for h in cfg.heads}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+    def transform_features(examples):
+        return model.tft_layer(tf.io.parse_example(examples, eval_spec))
+
+    signatures = {"serving_default": serve, "transform_features": transform_features}
+    for head in cfg.heads:
+        signatures.update(_head_signature(head, predict))
+    return signatures
+
+
+def _head_signature(head: config_lib.Head, predict) -> dict:
+    spec = tf.TensorSpec([None], tf.string, name="inputs")
+    name = head.name
+    if head.task == "regression":
+        @tf.function(input_signature=[spec])
+        def regress(inputs):
+            return {"outputs": tf.reshape(predict(inputs)[name], [-1])}
+        return {regress_signature(name): regress}
+    classes = tf.constant(head_class_names(head))
+
+    @tf.function(input_signature=[spec])
+    def classify(inputs):
+        scores = predict(inputs)[name]
+        if head.task == "binary":
+            scores = tf.concat([1.0 - scores, scores], axis=1)
+        batch_classes = tf.tile(tf.expand_dims(classes, 0), [tf.shape(scores)[0], 1])
+        return {"classes": batch_classes, "scores": scores}
+    return {classify_signature(name): classify}
+
+
+def model_info(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput) -> dict:
+    """What a client needs to query the model: input dtypes and, per head, its outputs."""
+    raw_spec = tft_output.raw_feature_spec()
+    heads = []
+    for h in cfg.heads:
+        entry = {"name": h.name, "task": h.task, "auxiliary": h.auxiliary}
+        if h.task == "regression":
+            entry["signature"] = regress_signature(h.name)
+        else:
+            entry["signature"] = classify_signature(h.name)
+            entry["classes"] = list(head_class_names(h))
+        heads.append(entry)
+    return {
+        "pipeline": cfg.name,
+        "signature": "serving_default",
+        "input": SERVING_INPUT,
+        "features": {f.name: raw_spec[f.name].dtype.name for f in cfg.features},
+        "heads": heads,
+    }
+
+
+def set_method_names(export_dir: str) -> None:
+    """Mark classify_*/regress_* signatures for TF Serving's Classify/Regress APIs."""
+    path = os.path.join(export_dir, "saved_model.pb")
+    sm = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(path, "rb") as fh:
+        sm.ParseFromString(fh.read())
+    for meta_graph in sm.meta_graphs:
+        for name, sig in meta_graph.signature_def.items():
+            if name.startswith("classify_"):
+                sig.method_name = CLASSIFY_METHOD
+            elif name.startswith("regress_"):
+                sig.method_name = REGRESS_METHOD
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "wb") as fh:
+        fh.write(sm.SerializeToString())
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def save(model: keras.Model, cfg: config_lib.PipelineConfig,
+         tft_output: tft.TFTransformOutput, export_dir: str) -> None:
+    """Write the SavedModel with all signatures and the model's description for clients."""
+    model.save(export_dir, save_format="tf", signatures=make_signatures(model, cfg, tft_output))
+    set_method_names(export_dir)
+    info_path = os.path.join(export_dir, examples_lib.MODEL_INFO)
+    tf.io.gfile.makedirs(os.path.dirname(info_path))
+    with tf.io.gfile.GFile(info_path, "w") as fh:
+        json.dump(model_info(cfg, tft_output), fh, indent=2)
