@@ -21,12 +21,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     from pipeline import local_runner
 
-    summary = local_runner.run(
-        cfg, args.output_dir, train_steps=args.train_steps, eval_steps=args.eval_steps,
-        enable_cache=not args.no_cache)
+    try:
+        summary = local_runner.run(
+            cfg, args.output_dir, train_steps=args.train_steps, eval_steps=args.eval_steps,
+            enable_cache=not args.no_cache)
+    except config_lib.ConfigError as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return 2
+    except local_runner.PipelineRunError as e:
+        print(f"\nheadwise: {e}", file=sys.stderr)
+        print("headwise: nothing was pushed; the model already served (if any) is unchanged.",
+              file=sys.stderr)
+        return 1
     print()
     print(summary.table())
     return 0 if summary.pushed or summary.blessed is not False else 1
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from headwise import config as config_lib
+
+    try:
+        cfg = config_lib.load(args.config)
+    except config_lib.ConfigError as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return 2
+    out = args.output or cfg.schema_path()
+    if not out:
+        print(f"headwise: error: {args.config}: validation.schema: no schema path configured; "
+              "set it or pass --output", file=sys.stderr)
+        return 2
+    from pipeline import schema as schema_lib
+
+    print(f"headwise: computing statistics of {cfg.resolve_data_csv()} ...", flush=True)
+    schema = schema_lib.generate_schema(cfg)
+    schema_lib.write_schema(schema, out, cfg, args.config)
+    print(f"headwise: wrote {out} ({len(schema.feature)} columns). Review the diff "
+          "(git diff) before committing it: it is the pipeline's data contract.")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-steps", type=int, help="override trainer.eval_steps")
     run.add_argument("--no-cache", action="store_true", help="rerun every component")
     run.set_defaults(func=_cmd_run)
+    schema = sub.add_parser("schema", help="generate the curated schema (data contract) "
+                            "from the configured data, for review")
+    schema.add_argument("--config", required=True, help="heads config YAML")
+    schema.add_argument("--output", help="default: the config's validation.schema")
+    schema.set_defaults(func=_cmd_schema)
     return parser
 
 

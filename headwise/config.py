@@ -119,6 +119,16 @@ class TrainerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ValidationConfig:
+    """The data contract. `schema`: the curated schema file, relative to the config file (none:
+    the pipeline infers one with SchemaGen). The two fractions are used when it is generated."""
+
+    schema: str | None = None
+    missing_slack: float = 0.05  # a column may be missing this much more often than observed
+    max_unseen_fraction: float = 0.05  # share of values outside a categorical column's domain
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     name: str
     data_csv: str
@@ -126,6 +136,7 @@ class PipelineConfig:
     heads: tuple[Head, ...]
     model: ModelConfig = ModelConfig()
     trainer: TrainerConfig = TrainerConfig()
+    validation: ValidationConfig = ValidationConfig()
     model_name: str = ""
     keep_versions: int = 5
     beam_args: tuple[str, ...] = ()
@@ -158,6 +169,15 @@ class PipelineConfig:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def schema_path(self) -> str | None:
+        """The curated schema's path (relative paths are relative to the config file)."""
+        if not self.validation.schema:
+            return None
+        if os.path.isabs(self.validation.schema):
+            return self.validation.schema
+        return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.source)),
+                                             self.validation.schema))
 
     def resolve_data_csv(self) -> str:
         """The data file's path; `package://pkg/rel/path` points inside an installed package."""
@@ -330,6 +350,7 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     """Validate a parsed config. `columns`, when given, are the data's column names."""
     top = _Fields(source, "", raw, (
         "name", "data", "features", "heads", "model", "trainer", "serving", "beam_args",
+        "validation",
         # keys produced by to_dict(), so that a serialised config round-trips
         "data_csv", "model_name", "keep_versions", "source"))
     if "data_csv" in raw:  # the to_dict() form (what TFX hands to user code)
@@ -390,12 +411,21 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
         s.fail("must be >= 1", "keep_versions")
     if not NAME_RE.match(model_name):
         s.fail(f"{model_name!r} is not a valid model name", "model_name")
+    val = _Fields(source, "validation", top.get("validation", dict, {}),
+                  ("schema", "missing_slack", "max_unseen_fraction"))
+    validation = ValidationConfig(
+        schema=val.get("schema", str, None), missing_slack=val.get("missing_slack", float, 0.05),
+        max_unseen_fraction=val.get("max_unseen_fraction", float, 0.05))
+    for k in ("missing_slack", "max_unseen_fraction"):
+        if not 0 <= getattr(validation, k) < 1:
+            val.fail(f"must be in [0, 1), got {getattr(validation, k)}", k)
     beam_args = top.get("beam_args", list, [])
     if not all(isinstance(a, str) and a.startswith("--") for a in beam_args):
         top.fail(f"expected a list of '--flag=value' strings, got {beam_args!r}", "beam_args")
 
     cfg = PipelineConfig(name=name, data_csv=data_csv, features=features, heads=heads,
-                         model=model, trainer=trainer, model_name=model_name,
+                         model=model, trainer=trainer, validation=validation,
+                         model_name=model_name,
                          keep_versions=keep_versions, beam_args=tuple(beam_args), source=source)
     if columns is not None:
         check_columns(cfg, columns, data_name=data_csv)
@@ -455,6 +485,7 @@ def _from_serialised(d: Mapping[str, Any]) -> PipelineConfig:
         name=d["name"], data_csv=d["data_csv"],
         features=tuple(Feature(**f) for f in d["features"]), heads=heads,
         model=ModelConfig(**{**d["model"], "hidden_units": tuple(d["model"]["hidden_units"])}),
-        trainer=TrainerConfig(**d["trainer"]), model_name=d["model_name"],
+        trainer=TrainerConfig(**d["trainer"]), validation=ValidationConfig(**d["validation"]),
+        model_name=d["model_name"],
         keep_versions=d["keep_versions"],
         beam_args=tuple(d["beam_args"]), source=d["source"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
@@ -22,9 +23,17 @@ from collections.abc import Sequence
 import absl.logging
 from tfx import v1 as tfx
 
-from headwise.config import PipelineConfig
+from headwise.config import ConfigError, PipelineConfig
 from pipeline import pipeline as pipeline_lib
 from pipeline import summary as summary_lib
+
+
+class PipelineRunError(RuntimeError):
+    """A component failed; says which, why, and where the full log is."""
+
+    def __init__(self, component: str | None, cause: BaseException, log_path: str):
+        self.component, self.cause, self.log_path = component, cause, log_path
+        super().__init__(f"{component or 'the pipeline'} failed: {cause}\n(full log: {log_path})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +59,10 @@ class Paths:
         return os.path.join(self.output_dir, "serving", self.model_name)
 
     @property
+    def schema_root(self) -> str:
+        return os.path.join(self.output_dir, "schemas", self.name)
+
+    @property
     def log_dir(self) -> str:
         return os.path.join(self.output_dir, "logs")
 
@@ -71,6 +84,30 @@ def stage_data(cfg: PipelineConfig, data_root: str) -> str:
         tmp = dst + ".tmp"
         shutil.copy2(src, tmp)
         os.replace(tmp, dst)  # never leave a half-copied CSV for ExampleGen to read
+    return dst
+
+
+def stage_schema(cfg: PipelineConfig, schema_root: str) -> str | None:
+    """Copy the curated schema to a content-addressed path for ImportSchemaGen.
+
+    TFX caches ImportSchemaGen on its schema_file *path*; naming the copy by its content makes an
+    edited schema invalidate the cache, and an unchanged one keep it.
+    """
+    src = cfg.schema_path()
+    if src is None:
+        return None
+    try:
+        with open(src, "rb") as fh:
+            content = fh.read()
+    except OSError as e:
+        raise ConfigError(f"{cfg.source}: validation.schema: cannot read {src}: {e.strerror}. "
+                          f"Generate it with: headwise schema --config {cfg.source}") from None
+    dst = os.path.join(schema_root, hashlib.sha256(content).hexdigest()[:16], "schema.pbtxt")
+    if not os.path.exists(dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with open(dst + ".tmp", "wb") as fh:
+            fh.write(content)
+        os.replace(dst + ".tmp", dst)
     return dst
 
 
@@ -124,7 +161,8 @@ def _neutral_argv():
 def _console_progress(progress: Progress, log_path: str):
     """Console: one progress line per component, and errors. Log file: everything (INFO)."""
     absl_logger, root = logging.getLogger("absl"), logging.getLogger()
-    consoles = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    consoles = [h for lg in (root, logging.getLogger("tensorflow")) for h in lg.handlers
+                if type(h) is logging.StreamHandler]
     consoles.append(absl.logging.get_absl_handler())
     saved = [(h, h.level) for h in consoles]
     file_handler = logging.FileHandler(log_path)
@@ -162,7 +200,7 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
 
     p = pipeline_lib.create_pipeline(
         cfg, pipeline_root=paths.pipeline_root, data_root=paths.data_root,
-        serving_dir=paths.serving_dir,
+        serving_dir=paths.serving_dir, schema_file=stage_schema(cfg, paths.schema_root),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             paths.metadata_path),
         beam_pipeline_args=cfg.beam_args if beam_args is None else beam_args,
@@ -172,8 +210,13 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
     stream = open(os.devnull, "w") if quiet else sys.stdout  # noqa: SIM115
     print(f"headwise: running pipeline '{cfg.name}' ({len(cfg.heads)} heads); "
           f"full log: {log_path}", file=stream, flush=True)
-    with _console_progress(Progress([c.id for c in p.components], stream), log_path), \
-            _neutral_argv():
-        tfx.orchestration.LocalDagRunner().run(p)
+    progress = Progress([c.id for c in p.components], stream)
+    try:
+        with _console_progress(progress, log_path), _neutral_argv():
+            tfx.orchestration.LocalDagRunner().run(p)
+    except Exception as e:
+        print(f"[{progress.index}/{progress.total}] {progress.current or '?':<32} FAILED",
+              file=stream, flush=True)
+        raise PipelineRunError(progress.current, e, log_path) from e
     return summary_lib.summarize(cfg, paths.metadata_path, wall_s=time.monotonic() - started,
                                  log_path=log_path)

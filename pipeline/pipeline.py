@@ -1,7 +1,8 @@
 """`create_pipeline`: the one definition of the headwise TFX pipeline.
 
-CsvExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Transform -> Trainer
--> Evaluator (baseline: the latest blessed model) -> Pusher.
+CsvExampleGen -> StatisticsGen -> ImportSchemaGen (curated) or SchemaGen -> ExampleValidator
+-> DataValidationGate -> Transform -> Trainer -> Evaluator (baseline: the latest blessed model)
+-> Pusher.
 
 Every input is explicit; runners (local, Kubeflow) only bind paths and call this. User code is
 referenced by module path; the heads config and a fingerprint of that code travel in
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
+from components.data_gate import DataValidationGate
 from components.pusher import Pusher
 from headwise.config import PipelineConfig
 from pipeline.eval_config import eval_config
@@ -27,8 +29,6 @@ _USER_CODE = ("headwise/config.py", "headwise/examples.py", "trainer/heads.py",
               "trainer/transform.py", "trainer/model.py", "trainer/export.py",
               "trainer/run.py")
 
-COMPONENT_ORDER = ("CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
-                   "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher")
 
 
 def code_version() -> str:
@@ -47,6 +47,7 @@ def create_pipeline(
     pipeline_root: str,
     data_root: str,
     serving_dir: str,
+    schema_file: str | None = None,
     metadata_connection_config=None,
     beam_pipeline_args: Sequence[str] = (),
     train_steps: int | None = None,
@@ -61,14 +62,20 @@ def create_pipeline(
             example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=2),
             example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)])))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    # Variable-length features keep missing values representable (labels may be missing).
-    schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
+    if schema_file:  # the curated, reviewed data contract
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+    else:  # no contract configured: infer one (variable-length, so values may be missing)
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    data_gate = DataValidationGate(anomalies=example_validator.outputs["anomalies"],
+                                   statistics=statistics_gen.outputs["statistics"],
+                                   schema=schema_gen.outputs["schema"])
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
+    transform.add_upstream_node(data_gate)  # no Transform (or anything after) on bad data
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -94,8 +101,8 @@ def create_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                    trainer, model_resolver, evaluator, pusher],
+        components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate,
+                    transform, trainer, model_resolver, evaluator, pusher],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),

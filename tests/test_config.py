@@ -139,3 +139,11 @@ def test_data_file_errors_name_the_file(tmp_path, raw):
     raw["data"]["csv"] = str(tmp_path / "missing.csv")
     with pytest.raises(config_lib.ConfigError, match="data file not found: .*missing.csv"):
         config_lib.load(write(tmp_path, raw))
+
+
+def test_unreadable_data_file_names_the_file(tmp_path, raw):
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("caf\xe9,fare\n1,2\n".encode("latin-1"))
+    raw["data"]["csv"] = str(bad)
+    with pytest.raises(config_lib.ConfigError, match=f"cannot read data file {bad}"):
+        config_lib.load(write(tmp_path, raw))

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.e2e
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAXI = os.path.join(ROOT, "pipeline", "configs", "taxi.yaml")
 TRAIN_STEPS, EVAL_STEPS = 300, 20
-COMPONENTS = {"CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
-              "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+COMPONENTS = {"CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+              "DataValidationGate", "Transform", "Trainer", "latest_blessed_model_resolver",
+              "Evaluator", "Pusher"}
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +120,94 @@ def test_rerun_reuses_the_cache_and_does_not_push_twice(first_run, cfg):
     assert again.run_id != first.run_id
     cached = {c for c, state in again.executions.items() if state == "CACHED"}
     # Nothing changed: data, schema, Transform and Trainer are reused from ML Metadata.
-    assert {"CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
-            "Trainer"} <= cached, again.executions
+    assert {"CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+            "DataValidationGate", "Transform", "Trainer"} <= cached, again.executions
     # The Evaluator runs again because it now has a baseline: the first run's blessed model.
     assert again.executions["Evaluator"] == "COMPLETE"
     assert again.blessed is True and again.pushed and again.already_served, again.table()
     assert again.pushed_path == first.pushed_path
     versions = glob.glob(os.path.join(out, "serving", cfg.model_name, "*", "saved_model.pb"))
     assert len(versions) == 1, "the same model must not be pushed as a second version"
+
+
+# --- Data contract: damaged copies of the taxi CSV stop the run before Transform -------------
+
+def _damaged_csv(cfg, tmp_path, damage) -> str:
+    with open(cfg.resolve_data_csv(), newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = list(reader.fieldnames), list(reader)
+    fields = damage(rows, fields) or fields
+    path = tmp_path / "damaged.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)
+
+
+def _wrong_type(rows, fields):
+    for i, r in enumerate(rows):
+        if i % 20 == 0:
+            r["trip_miles"] = "n/a"
+
+
+def _new_payment_type(rows, fields):
+    for i, r in enumerate(rows):
+        if i % 10 < 3:
+            r["payment_type"] = "Crypto"
+
+
+def _label_mostly_empty(rows, fields):
+    for i, r in enumerate(rows):
+        if i % 10:
+            r["big_tipper"] = ""
+
+
+def _served_files(out, cfg):
+    base = os.path.join(out, "serving", cfg.model_name)
+    return sorted((os.path.relpath(os.path.join(d, f), base), os.path.getmtime(os.path.join(d, f)))
+                  for d, _, files in os.walk(base) for f in files)
+
+
+@pytest.mark.parametrize("damage, column, words", [
+    (_wrong_type, "trip_miles", "FLOAT"),
+    (_new_payment_type, "payment_type", "Crypto"),
+    (_label_mostly_empty, "big_tipper", "too many missing values"),
+])
+def test_damaged_data_stops_before_training_and_keeps_the_served_model(
+        first_run, cfg, tmp_path, damage, column, words):
+    import dataclasses
+
+    from pipeline import summary as summary_lib
+
+    out, _ = first_run
+    served = _served_files(out, cfg)
+    damaged = dataclasses.replace(cfg, data_csv=_damaged_csv(cfg, tmp_path, damage))
+    with pytest.raises(local_runner.PipelineRunError) as exc:
+        local_runner.run(damaged, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
+                         quiet=True)
+    assert exc.value.component == "DataValidationGate"
+    message = str(exc.value)
+    assert f"column '{column}'" in message and words in message, message
+    ran = summary_lib.summarize(cfg, os.path.join(out, "metadata.db")).executions
+    assert "Transform" not in ran and "Trainer" not in ran and "Pusher" not in ran, ran
+    assert _served_files(out, cfg) == served  # the pushed model is untouched
+
+
+def test_a_dropped_column_is_reported_before_any_beam_job(cfg, tmp_path, capsys):
+    import yaml
+
+    from headwise import cli
+
+    csv_path = _damaged_csv(cfg, tmp_path, lambda rows, fields: [c for c in fields if c != "fare"])
+    with open(TAXI) as fh:
+        raw = yaml.safe_load(fh)
+    raw["data"]["csv"] = csv_path
+    raw["validation"]["schema"] = cfg.schema_path()
+    config_path = tmp_path / "damaged.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    code = cli.main(["run", "--config", str(config_path), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'fare'" in err and csv_path in err and "not in the data" in err, err
+    assert not (tmp_path / "o").exists()  # nothing was started
