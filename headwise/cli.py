@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 # Before TensorFlow is imported anywhere: Keras 2 for TFX 1.16, and a quieter C++ log.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# google-cloud libraries that TFX imports warn about Python 3.10 at every start.
+warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -61,6 +64,21 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from headwise import config as config_lib
+
+    try:
+        from kubeflow import compile as kfp_compile
+
+        paths = kfp_compile.compile_all(args.config, args.deploy, args.output_dir)
+    except config_lib.ConfigError as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(f"headwise: wrote {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="headwise", description="TFX pipelines for shared-backbone multi-head models.")
@@ -78,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--config", required=True, help="heads config YAML")
     schema.add_argument("--output", help="default: the config's validation.schema")
     schema.set_defaults(func=_cmd_schema)
+    comp = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2 and "
+                          "render the serving manifests")
+    comp.add_argument("--config", required=True, help="heads config YAML")
+    comp.add_argument("--target", choices=["kubeflow"], default="kubeflow")
+    comp.add_argument("--deploy", default="kubeflow/deploy.yaml",
+                      help="deployment settings: roots, image, Beam args (kubeflow/deploy.yaml)")
+    comp.add_argument("--output-dir", default="outputs/kubeflow")
+    comp.set_defaults(func=_cmd_compile)
     return parser
 
 

@@ -88,11 +88,18 @@ class Head:
     metrics: tuple[str, ...] = ()
     thresholds: Mapping[str, Threshold] = dataclasses.field(default_factory=dict)
     auxiliary: bool = False
+    gate: bool = True  # its gates block the push (default: every head that is not auxiliary)
+    baseline_margin: float = 0.01  # main metric must beat the trivial baseline by this (relative)
     classes: tuple[str, ...] = ()  # multiclass/multilabel: named classes, in output order
     other_class: str | None = None  # multiclass: name for every value not in `classes`
     delimiter: str = "|"  # multilabel: separates the labels of one example in the column
     normalize: bool = True  # regression: scale the loss by the label's spread
     tower: tuple[int, ...] = ()  # hidden units of this head's own layers
+
+    @property
+    def main_metric(self) -> str:
+        """The head's first metric: the one that must beat the trivial baseline."""
+        return self.metrics[0]
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -116,6 +123,7 @@ class TrainerConfig:
     train_steps: int = 2000
     eval_steps: int = 200
     batch_size: int = 128
+    seed: int = 42  # model initialisation and shuffling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +145,7 @@ class PipelineConfig:
     model: ModelConfig = ModelConfig()
     trainer: TrainerConfig = TrainerConfig()
     validation: ValidationConfig = ValidationConfig()
+    evaluation_slices: tuple[str, ...] = ()  # columns the Evaluator also slices metrics by
     model_name: str = ""
     keep_versions: int = 5
     beam_args: tuple[str, ...] = ()
@@ -162,6 +171,14 @@ class PipelineConfig:
         head = dataclasses.replace(self.head(head_name), auxiliary=False, loss_weight=1.0)
         return dataclasses.replace(self, name=f"{self.name}_{head_name}", heads=(head,),
                                    model_name=f"{self.model_name}_{head_name}")
+
+    def training_dict(self) -> dict[str, Any]:
+        """to_dict() without what only gating reads (thresholds, gate, baseline margin): what
+        Transform and Trainer receive, so that editing a gate does not retrain."""
+        d = self.to_dict()
+        for h in d["heads"]:
+            h.update(thresholds={}, gate=True, baseline_margin=0.0)
+        return d
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form that `from_dict` reads back (TFX passes it to user code)."""
@@ -295,7 +312,7 @@ def _parse_thresholds(f: _Fields, task: str, metrics: tuple[str, ...]) -> dict[s
 def _parse_head(source: str, index: int, spec: Any) -> Head:
     f = _Fields(source, f"heads[{index}]", spec, (
         "name", "label", "task", "loss", "loss_weight", "metrics", "thresholds", "auxiliary",
-        "classes", "other_class", "delimiter", "normalize", "tower"))
+        "classes", "other_class", "delimiter", "normalize", "tower", "gate", "baseline_margin"))
     name = _name(f, "name")
     f.path = f"heads[{index}] ({name})"
     label = f.get("label", str)
@@ -335,12 +352,17 @@ def _parse_head(source: str, index: int, spec: Any) -> Head:
         f.fail("only multilabel heads take 'delimiter'", "delimiter")
     if not delimiter:
         f.fail("must not be empty", "delimiter")
+    auxiliary = f.get("auxiliary", bool, False)
+    margin = f.get("baseline_margin", float, 0.01)
+    if not 0 <= margin < 1:
+        f.fail(f"must be in [0, 1), got {margin}", "baseline_margin")
     if task != "regression" and "normalize" in spec:
         f.fail("only regression heads take 'normalize'", "normalize")
     return Head(
         name=name, label=label, task=task, loss=loss, loss_weight=weight, metrics=metrics,
         thresholds=_parse_thresholds(f, task, metrics),
-        auxiliary=f.get("auxiliary", bool, False), classes=classes, other_class=other,
+        auxiliary=auxiliary, gate=f.get("gate", bool, not auxiliary),
+        baseline_margin=margin, classes=classes, other_class=other,
         delimiter=delimiter,
         normalize=f.get("normalize", bool, True), tower=f.int_list("tower"))
 
@@ -350,7 +372,7 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     """Validate a parsed config. `columns`, when given, are the data's column names."""
     top = _Fields(source, "", raw, (
         "name", "data", "features", "heads", "model", "trainer", "serving", "beam_args",
-        "validation",
+        "validation", "evaluation", "evaluation_slices",
         # keys produced by to_dict(), so that a serialised config round-trips
         "data_csv", "model_name", "keep_versions", "source"))
     if "data_csv" in raw:  # the to_dict() form (what TFX hands to user code)
@@ -398,9 +420,9 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     if not 0 <= model.dropout < 1:
         m.fail(f"must be in [0, 1), got {model.dropout}", "dropout")
     t = _Fields(source, "trainer", top.get("trainer", dict, {}),
-                ("train_steps", "eval_steps", "batch_size"))
+                ("train_steps", "eval_steps", "batch_size", "seed"))
     trainer = TrainerConfig(*(t.get(k, int, getattr(TrainerConfig, k))
-                              for k in ("train_steps", "eval_steps", "batch_size")))
+                              for k in ("train_steps", "eval_steps", "batch_size", "seed")))
     for k in ("train_steps", "eval_steps", "batch_size"):
         if getattr(trainer, k) < 1:
             t.fail("must be >= 1", k)
@@ -419,12 +441,18 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     for k in ("missing_slack", "max_unseen_fraction"):
         if not 0 <= getattr(validation, k) < 1:
             val.fail(f"must be in [0, 1), got {getattr(validation, k)}", k)
+    ev = _Fields(source, "evaluation", top.get("evaluation", dict, {}), ("slices",))
+    slices = tuple(ev.get("slices", list, []))
+    for c in slices:
+        if not isinstance(c, str) or c in (h.label for h in heads):
+            ev.fail(f"{c!r} is not a feature column to slice by", "slices")
     beam_args = top.get("beam_args", list, [])
     if not all(isinstance(a, str) and a.startswith("--") for a in beam_args):
         top.fail(f"expected a list of '--flag=value' strings, got {beam_args!r}", "beam_args")
 
     cfg = PipelineConfig(name=name, data_csv=data_csv, features=features, heads=heads,
                          model=model, trainer=trainer, validation=validation,
+                         evaluation_slices=slices,
                          model_name=model_name,
                          keep_versions=keep_versions, beam_args=tuple(beam_args), source=source)
     if columns is not None:
@@ -439,6 +467,10 @@ def check_columns(cfg: PipelineConfig, columns: Iterable[str], data_name: str) -
         if f.name not in columns:
             raise ConfigError(f"{cfg.source}: features.{f.name}: column {f.name!r} is not in the "
                               f"data ({data_name}); columns: {sorted(columns)}")
+    for c in cfg.evaluation_slices:
+        if c not in columns:
+            raise ConfigError(f"{cfg.source}: evaluation.slices: column {c!r} is not in the "
+                              f"data ({data_name})")
     for i, h in enumerate(cfg.heads):
         if h.label not in columns:
             raise ConfigError(f"{cfg.source}: heads[{i}] ({h.name}).label: column {h.label!r} is "
@@ -486,6 +518,7 @@ def _from_serialised(d: Mapping[str, Any]) -> PipelineConfig:
         features=tuple(Feature(**f) for f in d["features"]), heads=heads,
         model=ModelConfig(**{**d["model"], "hidden_units": tuple(d["model"]["hidden_units"])}),
         trainer=TrainerConfig(**d["trainer"]), validation=ValidationConfig(**d["validation"]),
+        evaluation_slices=tuple(d["evaluation_slices"]),
         model_name=d["model_name"],
         keep_versions=d["keep_versions"],
         beam_args=tuple(d["beam_args"]), source=d["source"])

@@ -2,15 +2,16 @@
 
 Each head is one model output: its label and missing-label weight come from the model's
 `transform_features` signature (`label__<head>`, `weight__<head>`), and it gets its own
-MetricsSpec (`output_names=[head]`) with the head's metrics and thresholds. Auxiliary heads are
-evaluated and reported but carry no thresholds, so they never block a push.
+MetricsSpec (`output_names=[head]`) with the head's metrics and thresholds. Heads with
+`gate: false` (auxiliary heads by default) are evaluated and reported but carry no thresholds,
+so they never block a push.
 """
 
 from __future__ import annotations
 
 import tensorflow_model_analysis as tfma
 
-from headwise.config import Head, PipelineConfig, Threshold
+from headwise.config import METRICS, Head, PipelineConfig, Threshold
 from trainer import heads as heads_lib
 
 
@@ -31,29 +32,47 @@ def metric_threshold(task: str, metric: str, t: Threshold) -> tfma.MetricThresho
     return out
 
 
-def gates(head: Head) -> bool:
-    """Whether this head's thresholds block the blessing."""
-    return not head.auxiliary
+def overall_threshold(mc: tfma.MetricConfig) -> tfma.MetricThreshold:
+    """The metric's threshold on the overall slice only (TFMA would apply `threshold` to every
+    slice, and a gate judged on each hour's few examples is noise, not a gate)."""
+    for t in mc.per_slice_thresholds:
+        if list(t.slicing_specs) == [tfma.SlicingSpec()]:
+            return t.threshold
+    return mc.per_slice_thresholds.add(slicing_specs=[tfma.SlicingSpec()]).threshold
 
 
-def metrics_spec(head: Head) -> tfma.MetricsSpec:
+def metrics_specs(head: Head) -> list[tfma.MetricsSpec]:
+    """The head's metrics: every metric of its task (the head's own `metrics` are the ones the
+    summary shows and the gates use), calibration for binary heads, and per-class precision and
+    recall for multiclass heads."""
     impl = heads_lib.make_head(head)
     configs = [tfma.MetricConfig(class_name="ExampleCount")]
-    for metric in head.metrics:
+    for metric in dict.fromkeys([*head.metrics, *METRICS[head.task]]):
         class_name, config = impl.tfma_metric(metric)
         mc = tfma.MetricConfig(class_name=class_name, config=config)
-        if gates(head) and metric in head.thresholds:
-            mc.threshold.CopyFrom(metric_threshold(head.task, metric, head.thresholds[metric]))
+        if head.gate and metric in head.thresholds:
+            overall_threshold(mc).CopyFrom(
+                metric_threshold(head.task, metric, head.thresholds[metric]))
         configs.append(mc)
+    if head.task == "binary":
+        configs.append(tfma.MetricConfig(class_name="Calibration"))
     if head.task == "multilabel":
         # Each class as a binary problem, plus the macro average that the summary reports;
         # a threshold then holds for every class and for the average.
-        return tfma.MetricsSpec(
+        return [tfma.MetricsSpec(
             output_names=[head.name], metrics=configs,
             binarize=tfma.BinarizationOptions(class_ids={"values": range(len(head.classes))}),
             aggregate=tfma.AggregationOptions(
-                macro_average=True, class_weights={i: 1.0 for i in range(len(head.classes))}))
-    return tfma.MetricsSpec(output_names=[head.name], metrics=configs)
+                macro_average=True, class_weights={i: 1.0 for i in range(len(head.classes))}))]
+    specs = [tfma.MetricsSpec(output_names=[head.name], metrics=configs)]
+    if head.task == "multiclass":
+        specs.append(tfma.MetricsSpec(
+            output_names=[head.name],
+            metrics=[tfma.MetricConfig(class_name="Precision"),
+                     tfma.MetricConfig(class_name="Recall")],
+            binarize=tfma.BinarizationOptions(
+                class_ids={"values": range(len(head.class_names))})))
+    return specs
 
 
 def eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
@@ -67,6 +86,7 @@ def eval_config(cfg: PipelineConfig) -> tfma.EvalConfig:
             label_keys={h.name: heads_lib.label_key(h.name) for h in cfg.heads},
             example_weight_keys={h.name: heads_lib.weight_key(h.name) for h in cfg.heads},
         )],
-        metrics_specs=[metrics_spec(h) for h in cfg.heads],
-        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=[spec for h in cfg.heads for spec in metrics_specs(h)],
+        slicing_specs=[tfma.SlicingSpec(),
+                       *(tfma.SlicingSpec(feature_keys=[c]) for c in cfg.evaluation_slices)],
     )

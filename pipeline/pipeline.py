@@ -19,6 +19,7 @@ from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components.data_gate import DataValidationGate
+from components.evaluator import Evaluator
 from components.pusher import Pusher
 from headwise.config import PipelineConfig
 from pipeline.eval_config import eval_config
@@ -53,8 +54,10 @@ def create_pipeline(
     train_steps: int | None = None,
     eval_steps: int | None = None,
     enable_cache: bool = True,
+    distribution_strategy: str = "none",
 ) -> tfx.dsl.Pipeline:
-    custom_config = {"heads_config": cfg.to_dict(), "code_version": code_version()}
+    custom_config = {"heads_config": cfg.training_dict(), "code_version": code_version()}
+    trainer_config = {**custom_config, "distribution_strategy": distribution_strategy}
 
     example_gen = tfx.components.CsvExampleGen(
         input_base=data_root,
@@ -83,15 +86,15 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=train_steps or cfg.trainer.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps or cfg.trainer.eval_steps),
-        custom_config=custom_config)
+        custom_config=trainer_config)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"], eval_config=eval_config(cfg))
+        baseline_model=model_resolver.outputs["model"], eval_config=eval_config(cfg), cfg=cfg)
     pusher = Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(

@@ -8,12 +8,15 @@ blessing and the pushed model, and `RunSummary.table()` renders them for a perso
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 
 import tensorflow_model_analysis as tfma
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.report import GATES_FILE, REPORT_DIR
 from headwise.config import PipelineConfig
 
 
@@ -21,10 +24,12 @@ from headwise.config import PipelineConfig
 class HeadResult:
     name: str
     task: str
-    auxiliary: bool
+    gating: bool  # False: reported only (auxiliary heads by default)
     metrics: dict[str, float]  # metric name -> value on the eval split (overall slice)
-    failures: list[str]  # threshold failures of this head, as TFMA worded them
+    failures: list[str]  # gate failures of this head, one line each
     example_count: float | None = None
+    baseline: float | None = None  # the trivial baseline's value of the head's main metric
+    main_metric: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -50,12 +55,13 @@ class RunSummary:
 
     def table(self) -> str:
         metric_names = list(dict.fromkeys(m for h in self.heads for m in h.metrics))
-        cols = ["head", "task", *metric_names, "examples", "gate"]
+        cols = ["head", "task", *metric_names, "baseline", "examples", "gate"]
         rows = []
         for h in self.heads:
-            gate = "aux" if h.auxiliary else ("pass" if h.passed else "FAIL")
-            rows.append([h.name, h.task + (" (aux)" if h.auxiliary else ""),
+            gate = "-" if not h.gating else ("pass" if h.passed else "FAIL")
+            rows.append([h.name, h.task + ("" if h.gating else " (not gating)"),
                          *[_fmt(h.metrics.get(m)) for m in metric_names],
+                         f"{h.main_metric} {_fmt(h.baseline)}" if h.baseline is not None else "-",
                          _fmt(h.example_count, 0), gate])
         widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows, strict=False)]
         line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True))  # noqa: E731
@@ -71,7 +77,8 @@ class RunSummary:
             note = " (already the served version; not copied again)" if self.already_served else ""
             out.append(f"pushed:  {self.pushed_path}{note}")
         if self.evaluation_uri:
-            out.append(f"evaluation: {self.evaluation_uri}")
+            report = os.path.join(self.evaluation_uri, REPORT_DIR, "report.md")
+            out.append(f"report:  {report if os.path.exists(report) else self.evaluation_uri}")
         if self.wall_s is not None:
             cached = sum(1 for s in self.executions.values() if s == "CACHED")
             out.append(f"wall time: {self.wall_s:.1f}s ({cached} of {len(self.executions)} "
@@ -136,7 +143,7 @@ def summarize(cfg: PipelineConfig, metadata_path: str, wall_s: float | None = No
     pushed = latest("PushedModel")
 
     heads = _head_results(cfg, evaluation.uri) if evaluation else [
-        HeadResult(h.name, h.task, h.auxiliary, {}, []) for h in cfg.heads]
+        HeadResult(h.name, h.task, h.gate, {}, []) for h in cfg.heads]
     blessed = None
     if blessing is not None and "blessed" in blessing.custom_properties:
         blessed = bool(blessing.custom_properties["blessed"].int_value)
@@ -154,6 +161,7 @@ def summarize(cfg: PipelineConfig, metadata_path: str, wall_s: float | None = No
 
 def _head_results(cfg: PipelineConfig, eval_uri: str) -> list[HeadResult]:
     metrics: dict[str, dict[str, float]] = {h.name: {} for h in cfg.heads}
+    heads = {h.name: h for h in cfg.heads}
     counts: dict[str, float] = {}
     for slice_metrics in tfma.load_metrics(eval_uri):
         if slice_metrics.slice_key.single_slice_keys:
@@ -168,7 +176,7 @@ def _head_results(cfg: PipelineConfig, eval_uri: str) -> list[HeadResult]:
             if key.name in ("example_count", "weighted_example_count"):
                 if key.name == "weighted_example_count" or key.output_name not in counts:
                     counts[key.output_name] = value
-            else:
+            elif key.name in heads[key.output_name].metrics:
                 metrics[key.output_name][key.name] = value
     failures: dict[str, list[str]] = {h.name: [] for h in cfg.heads}
     result = tfma.load_validation_result(eval_uri)
@@ -179,8 +187,29 @@ def _head_results(cfg: PipelineConfig, eval_uri: str) -> list[HeadResult]:
                 f"{f.metric_key.name}{' (change vs baseline)' if f.metric_key.is_diff else ''}"
                 f" = {f.metric_value.double_value.value:.4f} fails "
                 f"{_threshold_text(f.metric_threshold)}")
-    return [HeadResult(h.name, h.task, h.auxiliary, metrics[h.name], failures.get(h.name, []),
-                       counts.get(h.name)) for h in cfg.heads]
+    gates_path = os.path.join(eval_uri, REPORT_DIR, GATES_FILE)
+    gates = {}
+    if os.path.exists(gates_path):
+        with open(gates_path) as fh:
+            gates = json.load(fh)["heads"]
+        failures = {h: [] for h in gates}
+        for head, g in gates.items():
+            for r in g["rows"]:
+                failed = [name for key, name in (("absolute", "absolute threshold"),
+                                                 ("no_regression", "no regression"),
+                                                 ("beats_baseline", "beats trivial baseline"))
+                          if r[key] == "FAIL"]
+                if failed:
+                    failures[head].append(f"{r['metric']} = {_fmt(r['value'])} fails "
+                                          f"{' and '.join(failed)} ({r['threshold']})")
+    out = []
+    for h in cfg.heads:
+        rows = {r["metric"]: r for r in gates.get(h.name, {}).get("rows", [])}
+        main = rows.get(h.main_metric, {})
+        out.append(HeadResult(h.name, h.task, h.gate, metrics[h.name],
+                              failures.get(h.name, []), counts.get(h.name),
+                              main.get("baseline"), h.main_metric))
+    return out
 
 
 def _threshold_text(t) -> str:

@@ -130,6 +130,59 @@ def test_rerun_reuses_the_cache_and_does_not_push_twice(first_run, cfg):
     assert len(versions) == 1, "the same model must not be pushed as a second version"
 
 
+# --- Gating: one failing head blocks the push; a new model is compared with the last blessed --
+
+def _with_threshold(cfg, head_name, metric, **bounds):
+    import dataclasses
+
+    heads = tuple(
+        dataclasses.replace(h, thresholds={**h.thresholds, metric: config_lib.Threshold(**bounds)})
+        if h.name == head_name else h for h in cfg.heads)
+    return dataclasses.replace(cfg, heads=heads)
+
+
+def test_one_impossible_threshold_blocks_the_push_and_names_head_metric_gate(first_run, cfg):
+    out, first = first_run
+    served = _served_files(out, cfg)
+    strict = _with_threshold(cfg, "fare", "mae", max=0.01)
+    summary = local_runner.run(strict, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
+                               quiet=True)
+    # Only the gate changed: data, Transform and Trainer come from the cache.
+    assert summary.executions["Trainer"] == "CACHED"
+    assert summary.executions["Evaluator"] == "COMPLETE"
+    assert summary.blessed is False and not summary.pushed
+    assert summary.head("fare").failures and not summary.head("fare").passed
+    assert "mae" in summary.head("fare").failures[0]
+    assert "absolute threshold" in summary.head("fare").failures[0]
+    assert all(summary.head(h).passed for h in ("big_tipper", "trip_seconds", "payment_type"))
+    report = open(os.path.join(summary.evaluation_uri, "report", "report.md")).read()
+    assert "head `fare`, metric `mae`" in report and "absolute threshold" in report
+    for head in cfg.heads:
+        assert os.path.exists(os.path.join(summary.evaluation_uri, "report", f"{head.name}.png"))
+    assert _served_files(out, cfg) == served  # the previous version is still the one served
+
+
+def test_a_new_model_is_compared_with_the_last_blessed_and_pushed(first_run, cfg):
+    import json
+
+    out, first = first_run
+    loose = _with_threshold(cfg, "big_tipper", "auc", min=0.5, max_regression=0.5)
+    summary = local_runner.run(loose, out, train_steps=TRAIN_STEPS + 50, eval_steps=EVAL_STEPS,
+                               quiet=True)
+    assert summary.executions["Trainer"] == "COMPLETE"  # a new model
+    with open(os.path.join(summary.evaluation_uri, "report", "gates.json")) as fh:
+        gates = json.load(fh)["heads"]
+    auc = next(r for r in gates["big_tipper"]["rows"] if r["metric"] == "auc")
+    # The change gate had a baseline: the model pushed by the first run.
+    assert auc["change"] is not None and auc["no_regression"] == "pass"
+    assert summary.blessed is True and summary.pushed and not summary.already_served
+    versions = sorted(glob.glob(os.path.join(out, "serving", cfg.model_name, "*",
+                                             "saved_model.pb")))
+    assert len(versions) == 2
+    assert os.path.dirname(versions[-1]) == summary.pushed_path
+    assert os.path.dirname(versions[0]) == first.pushed_path
+
+
 # --- Data contract: damaged copies of the taxi CSV stop the run before Transform -------------
 
 def _damaged_csv(cfg, tmp_path, damage) -> str:

@@ -27,7 +27,8 @@ def input_fn(file_pattern, data_accessor, tft_output: tft.TFTransformOutput,
              cfg: config_lib.PipelineConfig, batch_size: int) -> tf.data.Dataset:
     """Batches of (features, {head: label}, {head: weight}); repeats forever, shuffled."""
     ds = data_accessor.tf_dataset_factory(
-        file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=batch_size),
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle_seed=cfg.trainer.seed),
         tft_output.transformed_metadata.schema)
 
     def split(t):
@@ -56,9 +57,19 @@ class EpochSummary(keras.callbacks.Callback):
         print("  " + " | ".join(parts), flush=True)
 
 
+def _strategy(name: str) -> tf.distribute.Strategy:
+    """The Trainer's distribution strategy (deploy config); `none` trains on one device."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     cfg = config_lib.from_dict(fn_args.custom_config["heads_config"])
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    keras.utils.set_random_seed(cfg.trainer.seed)
     batch = cfg.trainer.batch_size
     train = input_fn(fn_args.train_files, fn_args.data_accessor, tft_output, cfg, batch)
     evals = input_fn(fn_args.eval_files, fn_args.data_accessor, tft_output, cfg, batch)
@@ -67,7 +78,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     for head, s in stats.items():
         logging.info("head %s: label mean %.4g, std %.4g (from Transform)", head, s["mean"],
                      s["std"])
-    model = model_lib.build_model(cfg, model_lib.feature_cardinalities(cfg, tft_output), stats)
+    with _strategy(fn_args.custom_config.get("distribution_strategy", "none")).scope():
+        model = model_lib.build_model(cfg, model_lib.feature_cardinalities(cfg, tft_output),
+                                      stats)
 
     # Several epochs over the step budget give a learning curve in the history and TensorBoard.
     epochs = max(1, min(10, fn_args.train_steps // 50))

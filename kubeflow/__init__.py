@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines v2 compilation of the headwise pipeline and its serving manifests."""

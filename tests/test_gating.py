@@ -1,0 +1,134 @@
+"""Per-head gates: trivial baselines by formula, thresholds in the EvalConfig, verdicts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow_model_analysis as tfma
+
+from components import baselines, report
+from components.evaluator import add_baseline_thresholds
+from headwise import config as config_lib
+from pipeline.eval_config import eval_config
+
+
+def head(**kw):
+    base = {"name": "h", "label": "y", "task": "regression"}
+    cfg = config_lib.from_dict({"name": "t", "data": {"csv": "x.csv"}, "features": {"x": "numeric"},
+                                "heads": [{**base, **kw}]})
+    return cfg.heads[0]
+
+
+def test_regression_baseline_predicts_the_training_mean():
+    h = head(metrics=["mae", "rmse", "mse"])
+    train = [1.0, 2.0, 3.0, None, 6.0]  # mean of present values: 3.0
+    evals = [0.0, 3.0, 7.0, None]
+    got = baselines.baseline_metrics(h, train, evals)
+    err = np.array([0.0, 3.0, 7.0]) - 3.0
+    assert got == pytest.approx({"mae": np.abs(err).mean(), "mse": (err ** 2).mean(),
+                                 "rmse": math.sqrt((err ** 2).mean())})
+
+
+def test_binary_baseline_is_the_majority_class():
+    h = head(task="binary", metrics=["auc", "accuracy", "precision", "recall", "pr_auc"])
+    train = [0, 0, 0, 1]  # prior 0.25: always "no"
+    evals = [0, 1, 1, 0, 0]
+    got = baselines.baseline_metrics(h, train, evals)
+    assert got == pytest.approx({"auc": 0.5, "accuracy": 3 / 5, "precision": 0.0,
+                                 "recall": 0.0, "pr_auc": 2 / 5})
+
+
+def test_multiclass_baseline_ranks_classes_by_training_frequency():
+    h = head(task="multiclass", classes=["a", "b"], other_class="o",
+             metrics=["accuracy", "top2_accuracy"])
+    train = ["b", "b", "a", "z", "z", "z"]  # "z" -> other: o (3), b (2), a (1)
+    evals = ["a", "b", "q", "o", None]  # indices 0, 1, 2, 2
+    got = baselines.baseline_metrics(h, train, evals)
+    assert got == pytest.approx({"accuracy": 2 / 4, "top2_accuracy": 3 / 4})
+
+
+def test_multilabel_baseline_uses_class_priors():
+    h = head(task="multilabel", classes=["u", "v"], metrics=["auc", "accuracy"])
+    train = ["u", "u|v", "u", None]  # priors u=1.0, v=1/3 -> predict {u}
+    evals = ["u", "v"]  # y = [[1,0],[0,1]], pred = [1,0] each
+    got = baselines.baseline_metrics(h, train, evals)
+    assert got == pytest.approx({"auc": 0.5, "accuracy": 2 / 4})
+
+
+def test_baseline_bound_applies_the_relative_margin():
+    assert baselines.baseline_bound(0.5, 0.02, higher_is_better=True) == pytest.approx(0.51)
+    assert baselines.baseline_bound(10.0, 0.02, higher_is_better=False) == pytest.approx(9.8)
+
+
+@pytest.fixture
+def taxi():
+    return config_lib.load("pipeline/configs/taxi.yaml")
+
+
+def _threshold(spec, metric):
+    mc = next(c for c in spec.metrics if json.loads(c.config or "{}").get("name") == metric)
+    (t,) = mc.per_slice_thresholds
+    assert list(t.slicing_specs) == [tfma.SlicingSpec()]  # gates judge the overall slice only
+    return t.threshold
+
+
+def test_compiled_eval_config_has_one_spec_per_head_with_its_thresholds(taxi):
+    from pipeline import pipeline as pipeline_lib
+
+    p = pipeline_lib.create_pipeline(taxi, pipeline_root="/tmp/r", data_root="/tmp/d",
+                                     serving_dir="/tmp/s")
+    evaluator = next(c for c in p.components if c.id == "Evaluator")
+    compiled = evaluator.exec_properties["eval_config"]
+    if isinstance(compiled, str):  # TFX stores proto parameters as JSON
+        from tfx.utils import proto_utils
+
+        compiled = proto_utils.json_to_proto(compiled, tfma.EvalConfig())
+    specs = {tuple(s.output_names): s for s in compiled.metrics_specs if not s.HasField("binarize")}
+    assert set(specs) == {(h.name,) for h in taxi.heads}
+    assert dict(compiled.model_specs[0].label_keys) == {
+        h.name: f"label__{h.name}" for h in taxi.heads}
+    auc = _threshold(specs[("big_tipper",)], "auc")
+    assert auc.value_threshold.lower_bound.value == pytest.approx(0.55)
+    assert auc.change_threshold.absolute.value == pytest.approx(-0.02)
+    assert auc.change_threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+    mae = _threshold(specs[("fare",)], "mae")
+    assert mae.value_threshold.upper_bound.value == pytest.approx(4.0)
+    # The auxiliary head is evaluated but carries no threshold.
+    tips = specs[("tips",)]
+    assert not any(c.per_slice_thresholds or c.HasField("threshold") for c in tips.metrics)
+    assert [s.feature_keys for s in compiled.slicing_specs] == [[], ["trip_start_hour"]]
+
+
+def test_baseline_thresholds_tighten_but_never_loosen(taxi):
+    config = eval_config(taxi)
+    base = {"big_tipper": {"auc": 0.5}, "fare": {"mae": 3.0}, "trip_seconds": {"mae": 400.0},
+            "payment_type": {"accuracy": 0.66}, "tips": {"mae": 1.5}}
+    add_baseline_thresholds(config, taxi, base)
+    specs = {tuple(s.output_names): s for s in config.metrics_specs if not s.HasField("binarize")}
+    # big_tipper: the configured min 0.55 is stricter than the baseline bound 0.505: kept.
+    assert _threshold(specs[("big_tipper",)], "auc").value_threshold.lower_bound.value == 0.55
+    # fare: the baseline bound 3.0 * 0.99 is stricter than the configured max 4.0.
+    assert _threshold(specs[("fare",)], "mae").value_threshold.upper_bound.value == \
+        pytest.approx(2.97)
+    assert _threshold(specs[("payment_type",)], "accuracy").value_threshold.lower_bound.value \
+        == pytest.approx(0.66 * 1.01)
+    assert not any(c.per_slice_thresholds for c in specs[("tips",)].metrics)  # not gating
+
+
+def test_verdicts_name_each_gate(taxi):
+    h = taxi.head("big_tipper")
+    rows = report.head_rows(h, {"auc": 0.60, "accuracy": 0.7}, {"auc": -0.05}, {"auc"},
+                            {"auc": 0.5, "accuracy": 0.775})
+    auc = next(r for r in rows if r.metric == "auc")
+    assert (auc.absolute, auc.no_regression, auc.beats_baseline) == ("pass", "FAIL", "pass")
+    assert not report.head_passed(rows)
+    weak = report.head_rows(h, {"auc": 0.502, "accuracy": 0.7}, {}, set(),
+                            {"auc": 0.5, "accuracy": 0.775})
+    auc = next(r for r in weak if r.metric == "auc")
+    assert (auc.absolute, auc.no_regression, auc.beats_baseline) == ("FAIL", "-", "FAIL")
+    # accuracy is not the main metric: reported next to its baseline, not gated on it.
+    acc = next(r for r in weak if r.metric == "accuracy")
+    assert acc.beats_baseline == "-" and acc.baseline == 0.775

@@ -1,0 +1,180 @@
+"""Kubeflow: the same pipeline compiled to a KFP v2 spec, and the serving manifests, offline."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pytest
+import yaml
+
+from headwise import config as config_lib
+from kubeflow import compile as kfp_compile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TAXI = os.path.join(ROOT, "pipeline", "configs", "taxi.yaml")
+DEPLOY = os.path.join(ROOT, "kubeflow", "deploy.yaml")
+LOCAL_ORDER = ["CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
+               "DataValidationGate", "Transform", "Trainer", "latest_blessed_model_resolver",
+               "Evaluator", "Pusher"]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return config_lib.load(TAXI)
+
+
+@pytest.fixture(scope="module")
+def deploy():
+    return kfp_compile.load_deploy_config(DEPLOY)
+
+
+def _compile(cfg, deploy, tmp_path):
+    path = kfp_compile.compile_pipeline(cfg, deploy, str(tmp_path / "pipeline.yaml"))
+    with open(path) as fh:
+        return path, yaml.safe_load(fh)
+
+
+@pytest.fixture(scope="module")
+def compiled(cfg, deploy, tmp_path_factory):
+    return _compile(cfg, deploy, tmp_path_factory.mktemp("kfp"))
+
+
+RESOLVER = "latest_blessed_model_resolver"
+
+
+def _deps(spec):
+    """Task -> the tasks it depends on; KFP splits the resolver into two tasks: merged here."""
+    def node(name):
+        return RESOLVER if name.startswith(RESOLVER) else name
+
+    deps: dict[str, set[str]] = {}
+    for name, t in spec["root"]["dag"]["tasks"].items():
+        deps.setdefault(node(name), set()).update(node(d) for d in t.get("dependentTasks", []))
+    return deps
+
+
+def _upstream(deps, node):
+    out, todo = set(), list(deps[node])
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            todo += deps[n]
+    return out
+
+
+def test_every_local_component_is_compiled_in_the_same_dependency_order(compiled, cfg):
+    from pipeline import pipeline as pipeline_lib
+
+    _, spec = compiled
+    deps = _deps(spec)
+    local = pipeline_lib.create_pipeline(cfg, pipeline_root="/r", data_root="/d",
+                                         serving_dir="/s", schema_file="/x.pbtxt")
+    assert set(deps) == {c.id for c in local.components}
+    for c in local.components:  # every local edge (data or explicit) is an edge on Kubeflow
+        upstream = {u.id for u in c.upstream_nodes}
+        assert upstream <= _upstream(deps, c.id) | deps[c.id], (c.id, upstream, deps[c.id])
+    assert "DataValidationGate" in _upstream(deps, "Transform")
+    assert {"Evaluator", "Transform", "Trainer"} <= _upstream(deps, "Pusher")
+
+
+def _executor_args(spec, component):
+    executors = spec["deploymentSpec"]["executors"]
+    key = next(k for k in executors if k.startswith(f"{component}_executor") or
+               k == f"{component}_executor")
+    return executors[key]["container"]
+
+
+def test_image_and_beam_args_come_from_the_deploy_config(compiled, deploy):
+    _, spec = compiled
+    for component in ("Transform", "Trainer", "Evaluator", "Pusher"):
+        container = _executor_args(spec, component)
+        assert container["image"] == deploy.image
+    text = json.dumps(spec)
+    for arg in deploy.beam_args:
+        assert arg in text
+    assert deploy.data_root in text
+    assert spec["defaultPipelineRoot"] == deploy.pipeline_root
+
+
+def _exec_param(spec, component, name):
+    inputs = spec["components"][f"{component}"]["inputDefinitions"]["parameters"]
+    assert name in inputs
+    task = spec["root"]["dag"]["tasks"][component]
+    return task["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]["stringValue"]
+
+
+def test_evaluator_carries_one_metrics_spec_per_head_with_thresholds(compiled, cfg):
+    _, spec = compiled
+    comp = next(k for k in spec["components"] if k.startswith("Evaluator"))
+    raw = _exec_param(spec, comp, "eval_config")
+    eval_config = json.loads(raw)
+    per_head = [m for m in eval_config["metrics_specs"] if "binarize" not in m]
+    assert sorted(m["output_names"][0] for m in per_head) == sorted(h.name for h in cfg.heads)
+    big = next(m for m in per_head if m["output_names"] == ["big_tipper"])
+    auc = next(c for c in big["metrics"] if json.loads(c.get("config", "{}")).get("name") == "auc")
+    threshold = auc["per_slice_thresholds"][0]["threshold"]
+    assert threshold["value_threshold"]["lower_bound"] == pytest.approx(0.55)  # DoubleValue
+
+
+def test_spec_loads_with_the_kfp_sdk(compiled):
+    from kfp import components
+
+    path, _ = compiled
+    component = components.load_component_from_file(path)
+    assert component.pipeline_spec.root.dag.tasks  # a pipeline with tasks, as KFP sees it
+
+
+def test_changing_a_head_changes_local_and_compiled_pipeline(cfg, deploy, tmp_path):
+    from pipeline.eval_config import eval_config
+
+    renamed = dataclasses.replace(cfg, heads=tuple(
+        dataclasses.replace(h, name="fare_usd") if h.name == "fare" else h for h in cfg.heads))
+    local = eval_config(renamed)
+    assert "fare_usd" in {s.output_names[0] for s in local.metrics_specs}
+    _, spec = _compile(renamed, deploy, tmp_path)
+    text = json.dumps(spec)
+    assert "fare_usd" in text and "label__fare_usd" in text
+    assert '"fare"' not in json.dumps(_exec_param(
+        spec, next(k for k in spec["components"] if k.startswith("Evaluator")), "eval_config"))
+
+
+def test_serving_manifests_validate_against_kubernetes_schemas(cfg, deploy):
+    import kubernetes_validate
+
+    docs = kfp_compile.serving_manifests(cfg, deploy)
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"].startswith("tensorflow/serving:")
+    assert f"--model_name={cfg.model_name}" in container["args"]
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert container["readinessProbe"] and container["livenessProbe"]
+    ports = {p["containerPort"] for p in container["ports"]}
+    assert 8500 in ports
+
+
+def test_inference_service_has_required_fields(cfg, deploy):
+    isvc = kfp_compile.inference_service(cfg, deploy)
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["kind"] == "InferenceService"
+    assert isvc["metadata"]["name"]
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "tensorflow"
+    assert model["storageUri"].endswith(f"/{cfg.model_name}")
+
+
+def test_dockerfile_builds_on_tfx_and_installs_the_project():
+    with open(os.path.join(ROOT, "Dockerfile")) as fh:
+        text = fh.read()
+    assert "FROM tensorflow/tfx:1.16.0" in text
+    for folder in ("headwise/", "pipeline/", "components/", "trainer/", "schemas/"):
+        assert f"COPY {folder}" in text
+    assert "pip install" in text and "USER 1000" in text
+    assert "TF_USE_LEGACY_KERAS=1" in text
