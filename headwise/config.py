@@ -124,6 +124,7 @@ class TrainerConfig:
     eval_steps: int = 200
     batch_size: int = 128
     seed: int = 42  # model initialisation and shuffling
+    early_stopping_patience: int = 2  # epochs without val_loss improvement; 0: train all steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -420,9 +421,10 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     if not 0 <= model.dropout < 1:
         m.fail(f"must be in [0, 1), got {model.dropout}", "dropout")
     t = _Fields(source, "trainer", top.get("trainer", dict, {}),
-                ("train_steps", "eval_steps", "batch_size", "seed"))
+                ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience"))
     trainer = TrainerConfig(*(t.get(k, int, getattr(TrainerConfig, k))
-                              for k in ("train_steps", "eval_steps", "batch_size", "seed")))
+                              for k in ("train_steps", "eval_steps", "batch_size", "seed",
+                                        "early_stopping_patience")))
     for k in ("train_steps", "eval_steps", "batch_size"):
         if getattr(trainer, k) < 1:
             t.fail("must be >= 1", k)

@@ -84,11 +84,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     # Several epochs over the step budget give a learning curve in the history and TensorBoard.
     epochs = max(1, min(10, fn_args.train_steps // 50))
+    callbacks = [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+                 EpochSummary([h.name for h in cfg.heads], epochs)]
+    if cfg.trainer.early_stopping_patience:
+        # The shared backbone overfits small data; keep the weights of the best epoch.
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg.trainer.early_stopping_patience,
+            restore_best_weights=True, verbose=1))
     model.fit(
         train, epochs=epochs, steps_per_epoch=max(1, fn_args.train_steps // epochs),
         validation_data=evals, validation_steps=max(1, fn_args.eval_steps), verbose=0,
-        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-                   EpochSummary([h.name for h in cfg.heads], epochs)])
+        callbacks=callbacks)
     export_lib.save(model, cfg, tft_output, fn_args.serving_model_dir)
     logging.info("saved the %d-head model to %s", len(cfg.heads),
                  os.path.abspath(fn_args.serving_model_dir))
