@@ -10,8 +10,10 @@ import warnings
 # Before TensorFlow is imported anywhere: Keras 2 for TFX 1.16, and a quieter C++ log.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# google-cloud libraries that TFX imports warn about Python 3.10 at every start.
-warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
+# Third-party noise on every run: google-cloud libraries that TFX imports warn about their
+# own versions; TFMA's PR-AUC divides by zero on empty thresholds (its result is still right).
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"tensorflow_model_analysis\.")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
