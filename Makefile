@@ -19,7 +19,7 @@ test: venv  ## Unit tests, then the end-to-end pipeline test (a few minutes)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -v
 
-test-fast: venv  ## Unit tests only (seconds)
+test-fast: venv  ## Unit tests only, no pipeline run (a few minutes)
 	$(PY) -m pytest -v -m "not e2e"
 
 lint: venv

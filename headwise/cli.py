@@ -16,13 +16,22 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"tensorflow_model_analysis\.")
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _load_config(path: str):
+    """The validated heads config, or None after printing why not (exit code 2)."""
     from headwise import config as config_lib
 
     try:
-        cfg = config_lib.load(args.config)
+        return config_lib.load(path)
     except config_lib.ConfigError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
+        return None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from headwise import config as config_lib
+
+    cfg = _load_config(args.config)
+    if cfg is None:
         return 2
     from pipeline import local_runner
 
@@ -44,12 +53,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from headwise import config as config_lib
-
-    try:
-        cfg = config_lib.load(args.config)
-    except config_lib.ConfigError as e:
-        print(f"headwise: error: {e}", file=sys.stderr)
+    cfg = _load_config(args.config)
+    if cfg is None:
         return 2
     out = args.output or cfg.schema_path()
     if not out:

@@ -147,11 +147,10 @@ def summarize(cfg: PipelineConfig, metadata_path: str, wall_s: float | None = No
     blessed = None
     if blessing is not None and "blessed" in blessing.custom_properties:
         blessed = bool(blessing.custom_properties["blessed"].int_value)
-    was_pushed = bool(pushed and pushed.custom_properties["pushed"].int_value) if pushed else False
-    pushed_path = (pushed.custom_properties["pushed_destination"].string_value
-                   if was_pushed else None)
-    already = bool(was_pushed and pushed.custom_properties["already_served"].int_value
-                   if was_pushed and "already_served" in pushed.custom_properties else False)
+    props = pushed.custom_properties if pushed is not None else {}
+    was_pushed = "pushed" in props and bool(props["pushed"].int_value)
+    pushed_path = props["pushed_destination"].string_value if was_pushed else None
+    already = was_pushed and "already_served" in props and bool(props["already_served"].int_value)
     return RunSummary(
         pipeline=cfg.name, run_id=run.name, executions=executions, heads=heads,
         blessed=blessed, pushed=was_pushed, pushed_path=pushed_path, already_served=already,

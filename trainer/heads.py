@@ -53,6 +53,15 @@ def presence(x: Any) -> tf.Tensor:
     return tf.ones([tf.shape(x)[0]], tf.float32)
 
 
+def as_text(x: Any) -> Any:
+    """A raw column (sparse or dense, any dtype) as strings, keeping its sparsity."""
+    if x.dtype == tf.string:
+        return x
+    if isinstance(x, tf.sparse.SparseTensor):
+        return tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
+    return tf.strings.as_string(x)
+
+
 def values(x: Any) -> tf.Tensor:
     """The present values of a raw column, flat."""
     return x.values if isinstance(x, tf.sparse.SparseTensor) else tf.reshape(x, [-1])
@@ -209,10 +218,7 @@ class MulticlassHead(BaseHead):
         return len(self.cfg.class_names)
 
     def transform_label(self, raw):
-        text = raw if raw.dtype == tf.string else (
-            tf.SparseTensor(raw.indices, tf.strings.as_string(raw.values), raw.dense_shape)
-            if isinstance(raw, tf.sparse.SparseTensor) else tf.strings.as_string(raw))
-        s = tf.strings.strip(to_dense(text, ""))
+        s = tf.strings.strip(to_dense(as_text(raw), ""))
         other = len(self.cfg.classes)  # index of other_class, or "unknown" when there is none
         idx = tf.fill(tf.shape(s), tf.constant(other, tf.int64))
         for i, c in enumerate(self.cfg.classes):
@@ -240,9 +246,8 @@ class MultilabelHead(BaseHead):
         return len(self.cfg.classes)
 
     def transform_label(self, raw):
-        text = raw if raw.dtype == tf.string else tf.SparseTensor(
-            raw.indices, tf.strings.as_string(raw.values), raw.dense_shape)
-        tokens = tf.strings.strip(tf.strings.split(to_dense(text, ""), sep=self.cfg.delimiter))
+        tokens = tf.strings.strip(
+            tf.strings.split(to_dense(as_text(raw), ""), sep=self.cfg.delimiter))
         hot = [tf.reduce_any(tf.equal(tokens, c), axis=1) for c in self.cfg.classes]
         multi_hot = tf.cast(tf.stack(hot, axis=1), tf.float32)  # [batch, classes]
         return {label_key(self.name): multi_hot, weight_key(self.name): presence(raw)}

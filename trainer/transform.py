@@ -25,14 +25,6 @@ def _as_float(x):
     return tf.cast(x, tf.float32)
 
 
-def _as_string(x):
-    if x.dtype == tf.string:
-        return x
-    if isinstance(x, tf.sparse.SparseTensor):
-        return tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
-    return tf.strings.as_string(x)
-
-
 def transform_feature(feature: config_lib.Feature, raw: Any) -> tf.Tensor:
     """One raw input column -> its transformed tensor of shape [batch].
 
@@ -40,7 +32,7 @@ def transform_feature(feature: config_lib.Feature, raw: Any) -> tf.Tensor:
     analysis phase and imputed values never bias the statistics.
     """
     if feature.type == "categorical":
-        text = heads_lib.to_dense(_as_string(raw), "")
+        text = heads_lib.to_dense(heads_lib.as_text(raw), "")
         return tft.compute_and_apply_vocabulary(
             tf.strings.strip(text), top_k=feature.top_k, num_oov_buckets=feature.oov_buckets,
             vocab_filename=feature.name)
