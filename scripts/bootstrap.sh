@@ -29,16 +29,23 @@ PY=$(find_python310) || {
 }
 
 # uv resolves and installs the TFX tree in seconds where pip backtracks for minutes.
+# Without uv on PATH, install it into that Python 3.10 and run it as `python -m uv` (a pyenv
+# shim would only appear after `pyenv rehash`; a system python3 may refuse pip, PEP 668).
 UV_VERSION=0.13.9
-if ! command -v uv >/dev/null 2>&1; then
-  echo "bootstrap: installing uv $UV_VERSION" >&2
-  python3 -m pip install -q "uv==$UV_VERSION"
+if command -v uv >/dev/null 2>&1; then
+  UV=(uv)
+else
+  if ! "$PY" -m uv --version >/dev/null 2>&1; then
+    echo "bootstrap: installing uv $UV_VERSION into $PY" >&2
+    "$PY" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+  fi
+  UV=("$PY" -m uv)
 fi
 
 echo "bootstrap: building $VENV with $PY from requirements.lock" >&2
 rm -f "$STAMP"
-[ -x "$VENV/bin/python" ] || uv venv -q --seed --python "$PY" "$VENV"
-VIRTUAL_ENV="$PWD/$VENV" uv pip sync -q requirements.lock
-VIRTUAL_ENV="$PWD/$VENV" uv pip install -q --no-deps -e .
+[ -x "$VENV/bin/python" ] || "${UV[@]}" venv -q --seed --python "$PY" "$VENV"
+VIRTUAL_ENV="$PWD/$VENV" "${UV[@]}" pip sync -q requirements.lock
+VIRTUAL_ENV="$PWD/$VENV" "${UV[@]}" pip install -q --no-deps -e .
 echo "$want" > "$STAMP"
 echo "bootstrap: ready ($("$VENV/bin/python" --version))" >&2
