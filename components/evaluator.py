@@ -75,8 +75,11 @@ def add_baseline_thresholds(eval_config: tfma.EvalConfig, cfg: config_lib.Pipeli
 
 
 def _metric_values(evaluation_uri: str, cfg: config_lib.PipelineConfig):
+    """Per head, on the overall slice: candidate values, changes against the baseline model,
+    the metrics whose change gate failed, and the (weighted) example count."""
     values = {h.name: {} for h in cfg.heads}
     diffs = {h.name: {} for h in cfg.heads}
+    counts = {}
     for sm in tfma.load_metrics(evaluation_uri):
         if sm.slice_key.single_slice_keys:
             continue
@@ -86,13 +89,15 @@ def _metric_values(evaluation_uri: str, cfg: config_lib.PipelineConfig):
                     "", "candidate"):
                 continue
             (diffs if k.is_diff else values)[k.output_name][k.name] = kv.value.double_value.value
+    for head, v in values.items():  # examples whose label for this head is present
+        counts[head] = v.get("weighted_example_count", v.get("example_count"))
     change_failures = {h.name: set() for h in cfg.heads}
     validation = tfma.load_validation_result(evaluation_uri)
     for per_slice in validation.metric_validations_per_slice:
         for f in per_slice.failures:
             if f.metric_key.is_diff and f.metric_key.output_name in change_failures:
                 change_failures[f.metric_key.output_name].add(f.metric_key.name)
-    return values, diffs, change_failures, validation.validation_ok
+    return values, diffs, change_failures, counts, validation.validation_ok
 
 
 def _predict(model_uri: str, serialized: list[bytes], batch: int = 1024) -> dict[str, np.ndarray]:
@@ -128,14 +133,14 @@ class Executor(stock.Executor):
 
         evaluation = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EVALUATION_KEY])
-        values, diffs, change_failures, blessed = _metric_values(evaluation.uri, cfg)
+        values, diffs, change_failures, counts, blessed = _metric_values(evaluation.uri, cfg)
         results = {h.name: report_lib.head_rows(h, values[h.name], diffs[h.name],
                                                 change_failures[h.name], baselines[h.name])
                    for h in cfg.heads}
         model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
         predictions = _predict(model.uri, serialized)
         path = report_lib.write_report(
-            cfg, evaluation.uri, results, blessed,
+            cfg, evaluation.uri, results, counts, blessed,
             bool(input_dict.get(standard_component_specs.BASELINE_MODEL_KEY)), evals,
             predictions)
         logging.info("per-head validation report: %s", path)

@@ -3,8 +3,8 @@
 For every head and metric: value, trivial baseline, threshold, change against the last blessed
 model, and the verdict of each gate -- absolute thresholds (`min`/`max`), no regression
 (`max_regression`, judged by TFMA against the baseline model) and beating the trivial baseline
-(the head's main metric). Written next to the evaluation as `report/report.md`, `gates.json`
-(read back by the run summary) and `report/<head>.png`.
+(the head's main metric). Written next to the evaluation as `report/report.md`,
+`report/gates.json` (all the run summary reads of an evaluation) and `report/<head>.png`.
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ def plot_head(head: Head, rows: list[MetricRow], labels: list[Any], predictions:
 
 
 def write_report(cfg: PipelineConfig, evaluation_uri: str, results: dict[str, list[MetricRow]],
-                 blessed: bool, has_baseline_model: bool, labels: dict[str, list[Any]],
+                 example_counts: dict[str, float | None], blessed: bool,
+                 has_baseline_model: bool, labels: dict[str, list[Any]],
                  predictions: dict[str, np.ndarray] | None) -> str:
     """Write report.md, gates.json and one PNG per head; returns the report's path."""
     out = os.path.join(evaluation_uri, REPORT_DIR)
@@ -195,7 +196,8 @@ def write_report(cfg: PipelineConfig, evaluation_uri: str, results: dict[str, li
                       os.path.join(out, f"{h.name}.png"))
     with open(os.path.join(out, GATES_FILE), "w") as fh:
         json.dump({"blessed": blessed, "heads": {
-            h: {"passed": head_passed(rows), "rows": [dataclasses.asdict(r) for r in rows]}
+            h: {"passed": head_passed(rows), "example_count": example_counts.get(h),
+                "rows": [dataclasses.asdict(r) for r in rows]}
             for h, rows in results.items()}}, fh, indent=1)
     path = os.path.join(out, "report.md")
     with open(path, "w") as fh:

@@ -1,7 +1,7 @@
 """What one pipeline run produced, per head, read back from ML Metadata and the Evaluator.
 
 `summarize` finds the latest run of the pipeline in MLMD, the artifacts its executions output
-(fresh or cached), the Evaluator's overall metrics per head, its threshold failures, the
+(fresh or cached), each head's metrics and gate verdicts (the Evaluator's `gates.json`), the
 blessing and the pushed model, and `RunSummary.table()` renders them for a person.
 """
 
@@ -12,7 +12,6 @@ import json
 import math
 import os
 
-import tensorflow_model_analysis as tfma
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
@@ -159,66 +158,25 @@ def summarize(cfg: PipelineConfig, metadata_path: str, wall_s: float | None = No
 
 
 def _head_results(cfg: PipelineConfig, eval_uri: str) -> list[HeadResult]:
-    metrics: dict[str, dict[str, float]] = {h.name: {} for h in cfg.heads}
-    heads = {h.name: h for h in cfg.heads}
-    counts: dict[str, float] = {}
-    for slice_metrics in tfma.load_metrics(eval_uri):
-        if slice_metrics.slice_key.single_slice_keys:
-            continue  # overall slice only
-        for kv in slice_metrics.metric_keys_and_values:
-            key = kv.key
-            if key.is_diff or key.model_name not in ("", "candidate"):
-                continue
-            if key.output_name not in metrics or key.HasField("sub_key"):
-                continue  # per-class values of a binarized head: its macro average counts
-            value = kv.value.double_value.value
-            if key.name in ("example_count", "weighted_example_count"):
-                if key.name == "weighted_example_count" or key.output_name not in counts:
-                    counts[key.output_name] = value
-            elif key.name in heads[key.output_name].metrics:
-                metrics[key.output_name][key.name] = value
-    failures: dict[str, list[str]] = {h.name: [] for h in cfg.heads}
-    result = tfma.load_validation_result(eval_uri)
-    for per_slice in result.metric_validations_per_slice:
-        for f in per_slice.failures:
-            name = f.metric_key.output_name
-            failures.setdefault(name, []).append(
-                f"{f.metric_key.name}{' (change vs baseline)' if f.metric_key.is_diff else ''}"
-                f" = {f.metric_value.double_value.value:.4f} fails "
-                f"{_threshold_text(f.metric_threshold)}")
-    gates_path = os.path.join(eval_uri, REPORT_DIR, GATES_FILE)
-    gates = {}
-    if os.path.exists(gates_path):
-        with open(gates_path) as fh:
-            gates = json.load(fh)["heads"]
-        failures = {h: [] for h in gates}
-        for head, g in gates.items():
-            for r in g["rows"]:
-                failed = [name for key, name in (("absolute", "absolute threshold"),
-                                                 ("no_regression", "no regression"),
-                                                 ("beats_baseline", "beats trivial baseline"))
-                          if r[key] == "FAIL"]
-                if failed:
-                    failures[head].append(f"{r['metric']} = {_fmt(r['value'])} fails "
-                                          f"{' and '.join(failed)} ({r['threshold']})")
+    """Each head's metrics, baseline and gate failures, from the Evaluator's gates.json."""
+    with open(os.path.join(eval_uri, REPORT_DIR, GATES_FILE)) as fh:
+        gates = json.load(fh)["heads"]
     out = []
     for h in cfg.heads:
-        rows = {r["metric"]: r for r in gates.get(h.name, {}).get("rows", [])}
-        main = rows.get(h.main_metric, {})
-        out.append(HeadResult(h.name, h.task, h.gate, metrics[h.name],
-                              failures.get(h.name, []), counts.get(h.name),
-                              main.get("baseline"), h.main_metric))
+        g = gates.get(h.name, {"rows": []})
+        rows = {r["metric"]: r for r in g["rows"]}
+        failures = []
+        for r in g["rows"]:
+            failed = [name for key, name in (("absolute", "absolute threshold"),
+                                             ("no_regression", "no regression"),
+                                             ("beats_baseline", "beats trivial baseline"))
+                      if r[key] == "FAIL"]
+            if failed:
+                failures.append(f"{r['metric']} = {_fmt(r['value'])} fails "
+                                f"{' and '.join(failed)} ({r['threshold']})")
+        out.append(HeadResult(
+            h.name, h.task, h.gate,
+            {m: r["value"] for m, r in rows.items() if r["value"] is not None},
+            failures, g.get("example_count"), rows.get(h.main_metric, {}).get("baseline"),
+            h.main_metric))
     return out
-
-
-def _threshold_text(t) -> str:
-    if t.HasField("value_threshold"):
-        v = t.value_threshold
-        parts = []
-        if v.HasField("lower_bound"):
-            parts.append(f">= {v.lower_bound.value:g}")
-        if v.HasField("upper_bound"):
-            parts.append(f"<= {v.upper_bound.value:g}")
-        return " and ".join(parts)
-    c = t.change_threshold
-    return f"change {'>=' if c.absolute.value < 0 else '<='} {c.absolute.value:g}"

@@ -81,6 +81,10 @@ class Affine(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale, "shift": self.shift}
 
 
+REGRESSION_LOSSES = {"mse": keras.losses.MeanSquaredError, "mae": keras.losses.MeanAbsoluteError,
+                     "huber": keras.losses.Huber}
+
+
 class ScaledLoss(keras.losses.Loss):
     """A regression loss computed on (y_true - y_pred) / scale, so that heads whose labels have
     different units (dollars, seconds) contribute comparably to the shared backbone."""
@@ -88,11 +92,11 @@ class ScaledLoss(keras.losses.Loss):
     def __init__(self, base: str, scale: float, name: str | None = None, **kwargs):
         super().__init__(name=name or f"scaled_{base}", **kwargs)
         self.base, self.scale = base, float(scale)
-        self._fn = keras.losses.get({"mse": "mean_squared_error", "mae": "mean_absolute_error",
-                                     "huber": "huber"}[base])
+        self._base = REGRESSION_LOSSES[base]()
 
     def call(self, y_true, y_pred):
-        return self._fn(tf.cast(y_true, y_pred.dtype) / self.scale, y_pred / self.scale)
+        # The base loss's per-example values; this Loss applies weights and reduction.
+        return self._base.call(tf.cast(y_true, y_pred.dtype) / self.scale, y_pred / self.scale)
 
     def get_config(self):
         return {**super().get_config(), "base": self.base, "scale": self.scale}
@@ -193,8 +197,7 @@ class RegressionHead(BaseHead):
     def loss(self, stats):
         if self.cfg.normalize:
             return ScaledLoss(self.cfg.loss, stats["std"], name=f"{self.name}_loss_fn")
-        return {"mse": keras.losses.MeanSquaredError, "mae": keras.losses.MeanAbsoluteError,
-                "huber": keras.losses.Huber}[self.cfg.loss]()
+        return REGRESSION_LOSSES[self.cfg.loss]()
 
 
 class BinaryHead(BaseHead):
