@@ -86,6 +86,43 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="headwise serve: %(message)s")
+    from serving import server
+
+    try:
+        return server.serve_forever(args.model_dir, args.model_name, args.host, args.port,
+                                    args.poll_seconds, args.builtin)
+    except OSError as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from serving import client as client_lib
+
+    try:
+        rows = client_lib.read_rows(args.csv or args.json, "csv" if args.csv else "json")
+        with client_lib.HeadwiseClient(args.host, args.port, args.model_name, args.version,
+                                       args.timeout) as client:
+            predictions = list(client.predict_rows(rows, args.batch_size))
+    except client_lib.ClientError as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        import dataclasses
+        import json
+
+        print(json.dumps([{p.head: {k: v for k, v in dataclasses.asdict(p).items()
+                                    if v not in (None, {}) and k != "head"} for p in row}
+                          for row in predictions], indent=2))
+    else:
+        print(client_lib.table(predictions))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="headwise", description="TFX pipelines for shared-backbone multi-head models.")
@@ -111,6 +148,32 @@ def build_parser() -> argparse.ArgumentParser:
                       help="deployment settings: roots, image, Beam args (kubeflow/deploy.yaml)")
     comp.add_argument("--output-dir", default="outputs/kubeflow")
     comp.set_defaults(func=_cmd_compile)
+    serve = sub.add_parser("serve", help="serve the pushed model over TF Serving's gRPC API "
+                           "(tensorflow_model_server if installed, else the built-in server)")
+    serve.add_argument("--model-dir", default="outputs/serving/taxi",
+                       help="the directory holding numeric version directories")
+    serve.add_argument("--model-name", help="default: the model directory's name")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default loopback only; 0.0.0.0 for every one)")
+    serve.add_argument("--port", type=int, default=8500)
+    serve.add_argument("--poll-seconds", type=float, default=1.0,
+                       help="how often to look for a newly pushed version")
+    serve.add_argument("--builtin", action="store_true",
+                       help="use the built-in server even if tensorflow_model_server is on PATH")
+    serve.set_defaults(func=_cmd_serve)
+    pred = sub.add_parser("predict", help="query every head of a served model for raw rows")
+    src = pred.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", help="rows to score, with a header row; label and unknown "
+                     "columns are ignored")
+    src.add_argument("--json", help="rows to score: a list of objects, or one object per line")
+    pred.add_argument("--host", default="127.0.0.1")
+    pred.add_argument("--port", type=int, default=8500)
+    pred.add_argument("--model-name", default="taxi")
+    pred.add_argument("--version", type=int, help="a specific version (default: the latest)")
+    pred.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    pred.add_argument("--batch-size", type=int, default=64, help="rows per request")
+    pred.add_argument("--format", choices=["table", "json"], default="table")
+    pred.set_defaults(func=_cmd_predict)
     return parser
 
 

@@ -3,6 +3,7 @@ statistics learned in Transform, and the SavedModel's signatures after save -> l
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -10,55 +11,21 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from headwise import config as config_lib
 from headwise import examples as examples_lib
-from tests.tft_helpers import run_transform
-from trainer import export as export_lib
+from tests import synthetic
 from trainer import heads as heads_lib
 from trainer import model as model_lib
 
-N = 120
-CFG = config_lib.from_dict({
-    "name": "synthetic", "data": {"csv": "unused.csv"},
-    "features": {"a": "numeric", "b": "categorical", "c": {"type": "bucketized", "buckets": 4}},
-    "heads": [
-        {"name": "r", "label": "y_r", "task": "regression", "loss": "mse"},
-        {"name": "k", "label": "y_k", "task": "binary"},
-        {"name": "m", "label": "y_m", "task": "multiclass", "classes": ["p", "q"],
-         "other_class": "Z"},
-        {"name": "g", "label": "y_g", "task": "multilabel", "classes": ["u", "v", "t"],
-         "metrics": ["auc", "accuracy"], "thresholds": {"auc": {"min": 0.0}}},
-    ],
-    "model": {"hidden_units": [8]},
-})
-SPEC = {"a": tf.io.VarLenFeature(tf.float32), "b": tf.io.VarLenFeature(tf.string),
-        "c": tf.io.VarLenFeature(tf.float32), "y_r": tf.io.VarLenFeature(tf.float32),
-        "y_k": tf.io.VarLenFeature(tf.int64), "y_m": tf.io.VarLenFeature(tf.string),
-        "y_g": tf.io.VarLenFeature(tf.string)}
-TAGS = ["u", "v", "u|v", "t| u", "v"]
-
-
-def _rows():
-    rng = np.random.default_rng(3)
-    rows = []
-    for i in range(N):
-        a = float(rng.normal())
-        rows.append({
-            "a": [a] if i % 10 else [],  # every 10th feature value missing
-            "b": [["x", "y", "z"][i % 3]], "c": [float(rng.uniform())],
-            "y_r": [10 * a + 100] if i % 4 else [],  # every 4th label missing
-            "y_k": [int(a > 0)], "y_m": [["p", "q", "w"][i % 3]],  # "w" is not a named class
-            "y_g": [TAGS[i % 5]] if i % 7 else [],  # multilabel, every 7th missing
-        })
-    return rows
+N = synthetic.N
+CFG = synthetic.CFG
+SPEC = synthetic.SPEC
+TAGS = synthetic.TAGS
 
 
 @pytest.fixture(scope="module")
 def transformed(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("transform"))
-    rows = _rows()
-    tft_output, data = run_transform(CFG, rows, SPEC, out)
-    return rows, tft_output, data
+    return synthetic.transform(out)
 
 
 def test_labels_are_encoded_per_task_with_missing_weighted_out(transformed):
@@ -93,18 +60,8 @@ def test_regression_stats_are_learned_from_present_labels_only(transformed):
 @pytest.fixture(scope="module")
 def exported(transformed, tmp_path_factory):
     rows, tft_output, data = transformed
-    model = model_lib.build_model(CFG, model_lib.feature_cardinalities(CFG, tft_output),
-                                  model_lib.regression_stats(CFG, tft_output))
-    feats = {f.name: np.array([[t[f.name]] for t in data]) for f in CFG.features}
-    labels = {h.name: np.array([t[heads_lib.label_key(h.name)] for t in data])
-              for h in CFG.heads}
-    labels = {k: v[:, None] if v.ndim == 1 else v for k, v in labels.items()}
-    weights = {h.name: np.array([t[heads_lib.weight_key(h.name)] for t in data], "float32")
-               for h in CFG.heads}
-    model.fit(feats, labels, sample_weight=weights, epochs=2, batch_size=16, verbose=0)
     export_dir = str(tmp_path_factory.mktemp("export") / "model")
-    export_lib.save(model, CFG, tft_output, export_dir)
-    expected = model.predict(feats, verbose=0)
+    expected = synthetic.train_and_export(tft_output, data, export_dir)
     serving_rows = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
     info = examples_lib.read_model_info(export_dir)
     serialized = tf.constant(examples_lib.to_examples(serving_rows, info["features"]))
@@ -115,7 +72,9 @@ def test_serving_default_round_trips_names_and_values(exported):
     export_dir, expected, serialized, _ = exported
     loaded = tf.saved_model.load(export_dir)
     assert set(loaded.signatures) == {"serving_default", "transform_features", "regress_r",
-                                      "classify_k", "classify_m", "classify_g"}
+                                      "classify_k", "classify_m", "classify_g", "model_info"}
+    described = json.loads(loaded.signatures["model_info"]()["json"].numpy())
+    assert described == examples_lib.read_model_info(export_dir)
     sig = loaded.signatures["serving_default"]
     assert list(sig.structured_input_signature[1]) == ["examples"]
     out = sig(examples=serialized)
@@ -153,6 +112,10 @@ def test_classify_and_regress_signatures_match_tf_serving_contract(exported):
     assert multi["classes"].numpy()[0].tolist() == [b"u", b"v", b"t"]
     np.testing.assert_allclose(multi["scores"].numpy(), expected["g"], rtol=1e-4, atol=1e-6)
     assert methods["classify_g"] == "tensorflow/serving/classify"
+    # TF Serving's MultiInference needs every task's signature to read the same input tensor.
+    inputs = {k: [t.name for t in v.inputs.values()]
+              for k, v in sm.meta_graphs[0].signature_def.items() if v.inputs}
+    assert len({name for names in inputs.values() for name in names}) == 1, inputs
     assert [(h["name"], h["signature"]) for h in info["heads"]] == [
         ("r", "regress_r"), ("k", "classify_k"), ("m", "classify_m"), ("g", "classify_g")]
     assert info["features"] == {"a": "float32", "b": "string", "c": "float32"}

@@ -11,11 +11,17 @@ Signatures (all take serialized tf.Examples, string[batch]):
   regress_<head>      (Regress)   regression heads: input `inputs` -> `outputs` float32[batch].
   transform_features              input `examples` with labels -> every transformed column; the
                                   Evaluator reads labels and missing-label weights from it.
+  model_info          (Predict)   no input -> `json` string scalar: the model's description
+                                  (feature dtypes, heads, class names), so a client needs nothing
+                                  but the server to build requests and label answers.
 
-TF2's saver writes every signature with method_name `tensorflow/serving/predict`; TF Serving's
-Classify and Regress APIs refuse those, so `save` sets the method names of classify_* and
-regress_* in saved_model.pb afterwards. Several heads can then be fetched in one MultiInference
-request, since they share one input.
+TF2's saver writes every signature with method_name `tensorflow/serving/predict` and gives each
+signature its own input placeholder. TF Serving's Classify and Regress APIs refuse the former, and
+its MultiInference API refuses signatures whose input tensors differ ("Input tensor must be the
+same for all Signatures."). So `save` rewrites saved_model.pb afterwards: classify_*/regress_* get
+their TF Serving method names, and every signature that takes serialized examples reads one shared
+placeholder. All heads can then be fetched in one MultiInference request. (TF2's loader restores
+signatures from the object graph, not from these SignatureDefs, so it is unaffected.)
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ SERVING_INPUT = "examples"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 BINARY_CLASSES = ("0", "1")
+MODEL_INFO_SIGNATURE = "model_info"
+MODEL_INFO_OUTPUT = "json"
 
 
 def classify_signature(head: str) -> str:
@@ -74,7 +82,14 @@ def make_signatures(model: keras.Model, cfg: config_lib.PipelineConfig,
     def transform_features(examples):
         return model.tft_layer(tf.io.parse_example(examples, eval_spec))
 
-    signatures = {"serving_default": serve, "transform_features": transform_features}
+    info_json = json.dumps(model_info(cfg, tft_output), sort_keys=True)
+
+    @tf.function(input_signature=[])
+    def describe():
+        return {MODEL_INFO_OUTPUT: tf.constant(info_json)}
+
+    signatures = {"serving_default": serve, "transform_features": transform_features,
+                  MODEL_INFO_SIGNATURE: describe}
     for head in cfg.heads:
         signatures.update(_head_signature(head, predict))
     return signatures
@@ -121,8 +136,9 @@ def model_info(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput
     }
 
 
-def set_method_names(export_dir: str) -> None:
-    """Mark classify_*/regress_* signatures for TF Serving's Classify/Regress APIs."""
+def finalize_signatures(export_dir: str) -> None:
+    """Rewrite saved_model.pb for TF Serving: Classify/Regress method names on classify_* and
+    regress_*, and one shared input placeholder for every serialized-examples signature."""
     path = os.path.join(export_dir, "saved_model.pb")
     sm = saved_model_pb2.SavedModel()
     with tf.io.gfile.GFile(path, "rb") as fh:
@@ -133,17 +149,41 @@ def set_method_names(export_dir: str) -> None:
                 sig.method_name = CLASSIFY_METHOD
             elif name.startswith("regress_"):
                 sig.method_name = REGRESS_METHOD
+        _share_examples_input(meta_graph)
     tmp = path + ".tmp"
     with tf.io.gfile.GFile(tmp, "wb") as fh:
         fh.write(sm.SerializeToString())
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def _share_examples_input(meta_graph) -> None:
+    """Point every signature input that is a string[batch] placeholder at serving_default's, and
+    drop the placeholders nothing reads any more."""
+    shared = meta_graph.signature_def["serving_default"].inputs[SERVING_INPUT].name
+    shared_node = shared.split(":")[0]
+    replaced: set[str] = set()
+    for sig in meta_graph.signature_def.values():
+        for info in sig.inputs.values():
+            node = info.name.split(":")[0]
+            if info.dtype == tf.string.as_datatype_enum and node != shared_node:
+                replaced.add(node)
+                info.name = shared
+    kept = [n for n in meta_graph.graph_def.node if n.name not in replaced]
+    for node in kept:
+        for i, ref in enumerate(node.input):
+            control = ref.startswith("^")
+            name, sep, port = ref.lstrip("^").partition(":")
+            if name in replaced:
+                node.input[i] = ("^" if control else "") + shared_node + sep + port
+    del meta_graph.graph_def.node[:]
+    meta_graph.graph_def.node.extend(kept)
+
+
 def save(model: keras.Model, cfg: config_lib.PipelineConfig,
          tft_output: tft.TFTransformOutput, export_dir: str) -> None:
     """Write the SavedModel with all signatures and the model's description for clients."""
     model.save(export_dir, save_format="tf", signatures=make_signatures(model, cfg, tft_output))
-    set_method_names(export_dir)
+    finalize_signatures(export_dir)
     info_path = os.path.join(export_dir, examples_lib.MODEL_INFO)
     tf.io.gfile.makedirs(os.path.dirname(info_path))
     with tf.io.gfile.GFile(info_path, "w") as fh:
