@@ -93,8 +93,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from serving import server
 
     try:
-        return server.serve_forever(args.model_dir, args.model_name, args.host, args.port,
-                                    args.poll_seconds, args.builtin)
+        return server.serve_forever(args.model_dir or ["outputs/serving/taxi"], args.model_name,
+                                    args.host, args.port, args.poll_seconds, args.builtin)
     except OSError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return 2
@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.set_defaults(func=_cmd_compile)
     serve = sub.add_parser("serve", help="serve the pushed model over TF Serving's gRPC API "
                            "(tensorflow_model_server if installed, else the built-in server)")
-    serve.add_argument("--model-dir", default="outputs/serving/taxi",
-                       help="the directory holding numeric version directories")
+    serve.add_argument("--model-dir", action="append",
+                       help="the directory holding numeric version directories (default "
+                       "outputs/serving/taxi); repeat to serve several models")
     serve.add_argument("--model-name", help="default: the model directory's name")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default loopback only; 0.0.0.0 for every one)")

@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import tensors
-from serving.servable import NotFound, Servable, VersionManager
+from serving.servable import NotFound, Servable, VersionManager, not_found_message
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -56,8 +56,10 @@ def _tf_error(e: Exception) -> ServingError:
 
 
 class DataPlane:
-    def __init__(self, manager: VersionManager):
-        self.manager = manager
+    """One or more models by name, as a TF Serving model config lists them."""
+
+    def __init__(self, managers: list[VersionManager]):
+        self.managers = {m.name: m for m in managers}
 
     # --- helpers shared by every RPC -------------------------------------------------------
     def _servable(self, spec):
@@ -67,8 +69,11 @@ class DataPlane:
             raise ServingError(Code.INVALID_ARGUMENT,
                                f"Unrecognized servable version label: {spec.version_label}")
         version = spec.version.value if spec.HasField("version") else None
+        manager = self.managers.get(spec.name)
         try:
-            return self.manager.servable(spec.name, version)
+            if manager is None:
+                raise NotFound(not_found_message(spec.name, version))
+            return manager.servable(spec.name, version)
         except NotFound as e:
             raise ServingError(Code.NOT_FOUND, str(e)) from None
 
@@ -278,7 +283,8 @@ class DataPlane:
         spec = request.model_spec
         if not request.HasField("model_spec") or not spec.name:
             raise ServingError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
-        states = self.manager.states() if spec.name == self.manager.name else []
+        manager = self.managers.get(spec.name)
+        states = manager.states() if manager is not None else []
         if spec.HasField("version"):
             states = [s for s in states if s.version == spec.version.value]
             if not states:

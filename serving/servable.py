@@ -124,6 +124,12 @@ class NotFound(LookupError):
     pass
 
 
+def not_found_message(name: str, version: int | None) -> str:
+    """TF Serving's words for a model or version it does not serve."""
+    request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+    return f"Servable not found for request: {request}"
+
+
 @dataclass
 class VersionManager:
     """Serves the latest version under `base_path` as model `name`; `poll()` finds new ones."""
@@ -190,8 +196,7 @@ class VersionManager:
             current = self._current
             if name != self.name or current is None or (
                     version is not None and version != current.version):
-                request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
-                raise NotFound(f"Servable not found for request: {request}")
+                raise NotFound(not_found_message(name, version))
             current.acquire()
         return current
 

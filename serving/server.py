@@ -70,18 +70,23 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 @dataclass
 class RunningServer:
     server: grpc.Server
-    manager: VersionManager
+    managers: list[VersionManager]
     port: int
+
+    @property
+    def manager(self) -> VersionManager:
+        return self.managers[0]
 
     def stop(self, grace: float = 1.0) -> None:
         self.server.stop(grace).wait()
-        self.manager.stop()
+        for m in self.managers:
+            m.stop()
 
 
-def create_server(manager: VersionManager, host: str = LOOPBACK, port: int = DEFAULT_PORT,
+def create_server(managers: list[VersionManager], host: str = LOOPBACK, port: int = DEFAULT_PORT,
                   max_workers: int = 16) -> tuple[grpc.Server, int]:
     """An unstarted gRPC server with both services; port 0 picks a free one (returned)."""
-    plane = DataPlane(manager)
+    plane = DataPlane(managers)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -96,16 +101,25 @@ def create_server(manager: VersionManager, host: str = LOOPBACK, port: int = DEF
     return server, bound
 
 
-def start(model_dir: str, model_name: str | None = None, host: str = LOOPBACK, port: int = 0,
-          poll_seconds: float = 1.0, max_workers: int = 16) -> RunningServer:
-    """Load the latest version under model_dir and serve it; returns once the port is open."""
-    model_dir = os.path.abspath(model_dir)
-    manager = VersionManager(model_name or os.path.basename(model_dir.rstrip("/")), model_dir,
-                             poll_seconds)
-    manager.start()
-    server, bound = create_server(manager, host, port, max_workers)
+def model_name_of(model_dir: str) -> str:
+    return os.path.basename(os.path.abspath(model_dir).rstrip("/"))
+
+
+def start(model_dirs: str | list[str], model_name: str | None = None, host: str = LOOPBACK,
+          port: int = 0, poll_seconds: float = 1.0, max_workers: int = 16) -> RunningServer:
+    """Load the latest version under each model dir and serve them (named by their directory,
+    or model_name for a single dir); returns once the port is open."""
+    dirs = [model_dirs] if isinstance(model_dirs, str) else list(model_dirs)
+    names = [model_name] if model_name and len(dirs) == 1 else [model_name_of(d) for d in dirs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two model directories have the same name: {names}")
+    managers = [VersionManager(n, os.path.abspath(d), poll_seconds)
+                for n, d in zip(names, dirs, strict=True)]
+    for m in managers:
+        m.start()
+    server, bound = create_server(managers, host, port, max_workers)
     server.start()
-    return RunningServer(server, manager, bound)
+    return RunningServer(server, managers, bound)
 
 
 def model_server_command(binary: str, model_dir: str, model_name: str, port: int,
@@ -115,26 +129,28 @@ def model_server_command(binary: str, model_dir: str, model_name: str, port: int
             f"--file_system_poll_wait_seconds={max(1, round(poll_seconds))}"]
 
 
-def serve_forever(model_dir: str, model_name: str | None, host: str, port: int,
+def serve_forever(model_dirs: list[str], model_name: str | None, host: str, port: int,
                   poll_seconds: float, builtin: bool) -> int:
     """The `headwise serve` command: the real binary if installed, else the built-in server."""
-    if not os.path.isdir(model_dir):
-        log.error("model directory %s does not exist (run `make run` first, or pass "
-                  "--model-dir outputs/serving/<model_name>)", model_dir)
-        return 2
-    name = model_name or os.path.basename(os.path.abspath(model_dir).rstrip("/"))
+    for d in model_dirs:
+        if not os.path.isdir(d):
+            log.error("model directory %s does not exist (run `make run` first, or pass "
+                      "--model-dir outputs/serving/<model_name>)", d)
+            return 2
     binary = shutil.which(MODEL_SERVER_BINARY)
-    if binary and not builtin:
+    if binary and not builtin and len(model_dirs) == 1:
         if host != LOOPBACK:
             log.warning("%s binds every interface; --host is ignored", MODEL_SERVER_BINARY)
-        cmd = model_server_command(binary, model_dir, name, port, poll_seconds)
+        cmd = model_server_command(binary, model_dirs[0],
+                                   model_name or model_name_of(model_dirs[0]), port, poll_seconds)
         log.info("running %s", " ".join(cmd))
         return subprocess.call(cmd)
-    running = start(model_dir, name, host, port, poll_seconds)
-    version = running.manager.current_version
-    log.info("serving model %r (version %s) from %s on %s:%d; Ctrl-C stops", name,
-             version if version is not None else "none yet: waiting for one", model_dir, host,
-             running.port)
+    running = start(model_dirs, model_name, host, port, poll_seconds)
+    for m in running.managers:
+        version = m.current_version
+        log.info("serving model %r (version %s) from %s", m.name,
+                 version if version is not None else "none yet: waiting for one", m.base_path)
+    log.info("listening on %s:%d; Ctrl-C stops", host, running.port)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

@@ -114,6 +114,45 @@ def test_pushed_model_answers_raw_rows_without_labels(first_run, cfg):
     assert 1.0 < float(np.median(fare)) < 60.0
 
 
+def test_pushed_model_is_served_over_tf_servings_grpc_api(first_run, cfg, tmp_path, capsys):
+    """`headwise serve` on the pushed model directory, `headwise predict --csv` on raw taxi rows
+    (labels included in the file: ignored): the same numbers as the in-process signature."""
+    from headwise import cli
+    from serving import client as client_lib
+    from serving import server as server_lib
+
+    out, summary = first_run
+    running = server_lib.start(os.path.join(out, "serving", cfg.model_name))
+    try:
+        with open(cfg.resolve_data_csv(), newline="") as fh:
+            lines = [line for _, line in zip(range(6), fh, strict=False)]
+        csv_path = tmp_path / "rows.csv"
+        csv_path.write_text("".join(lines))
+        rc = cli.main(["predict", "--csv", str(csv_path), "--port", str(running.port),
+                       "--model-name", cfg.model_name])
+        table = capsys.readouterr().out
+        assert rc == 0
+        assert table.splitlines()[0].split() == ["row"] + [h.name for h in cfg.heads]
+        with client_lib.HeadwiseClient("127.0.0.1", running.port, cfg.model_name) as client:
+            served = list(client.predict_rows(client_lib.read_rows(str(csv_path))))
+            assert client.model_info()["heads"] == examples_lib.read_model_info(
+                summary.pushed_path)["heads"]
+    finally:
+        running.stop()
+    rows = _raw_rows(cfg, 5)
+    info = examples_lib.read_model_info(summary.pushed_path)
+    local = tf.saved_model.load(summary.pushed_path).signatures["serving_default"](
+        examples=tf.constant(examples_lib.to_examples(rows, info["features"])))
+    for i, row in enumerate(served):
+        by_head = {p.head: p for p in row}
+        assert by_head["fare"].value == pytest.approx(float(local["fare"][i, 0]), rel=1e-4)
+        assert by_head["big_tipper"].scores["1"] == pytest.approx(
+            float(local["big_tipper"][i, 0]), rel=1e-4)
+        classes = cfg.head("payment_type").class_names
+        assert by_head["payment_type"].label == classes[int(np.argmax(local["payment_type"][i]))]
+        assert by_head["payment_type"].label in table.splitlines()[2 + i]
+
+
 def test_rerun_reuses_the_cache_and_does_not_push_twice(first_run, cfg):
     out, first = first_run
     again = local_runner.run(cfg, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS, quiet=True)
