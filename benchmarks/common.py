@@ -1,0 +1,134 @@
+"""What every benchmark shares: timing statistics, peak memory of a child process tree, the
+machine description, and writing results (JSON next to a Markdown summary)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import psutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    """p50/p99/mean in milliseconds."""
+    a = np.asarray(samples_s) * 1e3
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "mean_ms": float(a.mean()), "n": int(a.size)}
+
+
+def time_calls(fn: Callable[[], Any], n: int, warmup: int = 20) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def concurrent_load(fn: Callable[[], Any], clients: int, seconds: float) -> dict[str, float]:
+    """`clients` threads call fn for `seconds`; requests/s and latency percentiles."""
+    samples: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - counted, reported
+                errors[i] += 1
+                continue
+            samples[i].append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    flat = [s for per in samples for s in per]
+    return {**percentiles(flat), "requests_per_s": len(flat) / elapsed, "errors": sum(errors)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
+                 log_path: str | None = None, poll_s: float = 0.2) -> dict[str, float]:
+    """Run a command; wall seconds and the peak resident memory of its whole process tree."""
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    peak = 0
+    parent = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            procs = [parent, *parent.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(poll_s)
+    wall = time.perf_counter() - start
+    if log_path:
+        out.close()
+    if proc.returncode != 0:
+        tail = open(log_path).read()[-3000:] if log_path else ""
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}\n{tail}")
+    return {"wall_s": wall, "peak_rss_mib": peak / 2**20}
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def python() -> str:
+    return sys.executable
+
+
+def write_json(name: str, data: dict[str, Any]) -> str:
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)

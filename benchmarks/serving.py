@@ -1,0 +1,169 @@
+"""Serving latency and throughput over TF Serving's gRPC API, side by side in one run:
+
+- the floor: the same signature called in-process (a session run, no gRPC);
+- all heads of the multi-head model in one Predict (serving_default) and in one MultiInference
+  (Classify/Regress per head), 1 and 64 examples per request, 1 and 4 concurrent clients;
+- one single-task model per head: N round trips (one Predict per model) for the same answer.
+
+The server is `headwise serve --builtin` in its own process (as in production: the client does
+not share its interpreter); the load comes from this process's threads over loopback.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import time
+
+import grpc
+import numpy as np
+from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    inference_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from benchmarks import common
+from headwise import examples as examples_lib
+from serving import tensors
+from serving.servable import Servable, numeric_versions
+
+
+def latest_version_dir(model_dir: str) -> str:
+    versions = numeric_versions(model_dir)
+    if not versions:
+        raise FileNotFoundError(f"{model_dir}: no model version (run `make run` first)")
+    return os.path.join(model_dir, str(versions[-1]))
+
+
+def start_server(model_dirs: list[str], port: int, log_path: str) -> subprocess.Popen:
+    cmd = [common.python(), "-m", "headwise.cli", "serve", "--builtin", "--port", str(port)]
+    for d in model_dirs:
+        cmd += ["--model-dir", d]
+    log = open(log_path, "w")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(cmd, env=common.child_env(), cwd=common.ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    deadline = time.monotonic() + 180
+    names = [os.path.basename(d.rstrip("/")) for d in model_dirs]
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited early; see {log_path}")
+        try:
+            for n in names:
+                stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
+                    model_spec=model_pb2.ModelSpec(name=n)), timeout=2)
+            channel.close()
+            return proc
+        except grpc.RpcError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"the server did not come up in 180 s; see {log_path}")
+
+
+def _predict_request(name: str, serialized: list[bytes]) -> predict_pb2.PredictRequest:
+    req = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=name))
+    req.inputs["examples"].CopyFrom(tensors.to_proto(np.array(serialized, dtype=object)))
+    return req
+
+
+def _multi_request(name: str, info: dict, serialized: list[bytes]):
+    req = inference_pb2.MultiInferenceRequest()
+    for h in info["heads"]:
+        req.tasks.add(model_spec=model_pb2.ModelSpec(name=name, signature_name=h["signature"]),
+                      method_name="tensorflow/serving/regress" if h["task"] == "regression"
+                      else "tensorflow/serving/classify")
+    req.input.example_list.examples.extend(example_pb2.Example.FromString(s) for s in serialized)
+    return req
+
+
+def run(multi_dir: str, single_dirs: dict[str, str] | None, csv_path: str, work_dir: str,
+        quick: bool = False) -> dict:
+    """Measure; returns a JSON-able dict of scenarios. single_dirs: head -> model directory."""
+    n_seq = 300 if quick else 2000
+    seconds = 3.0 if quick else 10.0
+    version_dir = latest_version_dir(multi_dir)
+    info = examples_lib.read_model_info(version_dir)
+    with open(csv_path, newline="") as fh:
+        rows = [r for _, r in zip(range(64), csv.DictReader(fh), strict=False)]
+    one = examples_lib.to_examples(rows[:1], info["features"])
+    batch = examples_lib.to_examples(rows, info["features"])
+    name = os.path.basename(multi_dir.rstrip("/"))
+    results: dict = {"model": name, "version_dir": version_dir, "heads": len(info["heads"]),
+                     "scenarios": {}}
+    sc = results["scenarios"]
+
+    # The floor: the same session run in-process.
+    servable = Servable(name, 0, version_dir)
+    sig = servable.signature_defs["serving_default"]
+    fetch = [t.name for t in sig.outputs.values()]
+    feed = sig.inputs["examples"].name
+    for label, data in (("1", one), ("64", batch)):
+        arr = np.array(data, dtype=object)
+        sc[f"in_process_all_heads_batch{label}"] = common.percentiles(
+            common.time_calls(lambda arr=arr: servable.run({feed: arr}, fetch), n_seq))
+    servable.close_when_idle()
+
+    port = common.free_port()
+    dirs = [multi_dir, *(single_dirs or {}).values()]
+    proc = start_server(dirs, port, os.path.join(work_dir, "server.log"))
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        p1, p64 = _predict_request(name, one), _predict_request(name, batch)
+        m1 = _multi_request(name, info, one)
+        sc["grpc_predict_all_heads_batch1"] = common.percentiles(
+            common.time_calls(lambda: stub.Predict(p1, timeout=10), n_seq))
+        sc["grpc_multiinference_all_heads_batch1"] = common.percentiles(
+            common.time_calls(lambda: stub.MultiInference(m1, timeout=10), n_seq))
+        sc["grpc_predict_all_heads_batch64"] = common.percentiles(
+            common.time_calls(lambda: stub.Predict(p64, timeout=10), n_seq // 4))
+        sc["grpc_predict_all_heads_batch1_4clients"] = common.concurrent_load(
+            lambda: stub.Predict(p1, timeout=10), 4, seconds)
+        sc["grpc_multiinference_all_heads_batch1_4clients"] = common.concurrent_load(
+            lambda: stub.MultiInference(m1, timeout=10), 4, seconds)
+        load64 = common.concurrent_load(lambda: stub.Predict(p64, timeout=10), 4, seconds)
+        load64["examples_per_s"] = load64["requests_per_s"] * len(batch)
+        sc["grpc_predict_all_heads_batch64_4clients"] = load64
+        if single_dirs:
+            singles = [_predict_request(os.path.basename(d.rstrip("/")), one)
+                       for d in single_dirs.values()]
+
+            def round_trips() -> None:
+                for r in singles:
+                    stub.Predict(r, timeout=10)
+            sc["grpc_single_task_models_batch1"] = common.percentiles(
+                common.time_calls(round_trips, n_seq // 2))
+            sc["grpc_single_task_models_batch1_4clients"] = common.concurrent_load(
+                round_trips, 4, seconds)
+            results["single_task_models"] = len(singles)
+        channel.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    results["grpc_overhead_p50_ms"] = (sc["grpc_predict_all_heads_batch1"]["p50_ms"]
+                                       - sc["in_process_all_heads_batch1"]["p50_ms"])
+    return results
+
+
+def summary(results: dict) -> str:
+    sc = results["scenarios"]
+    rows = []
+    for key, v in sc.items():
+        rows.append([key, v["p50_ms"], v["p99_ms"], v.get("requests_per_s", "-"),
+                     v.get("examples_per_s", "-")])
+    text = common.md_table(["scenario", "p50 ms", "p99 ms", "requests/s", "examples/s"], rows)
+    text += (f"\n\ngRPC overhead over the in-process call (p50, 1 example): "
+             f"{results['grpc_overhead_p50_ms']:.2f} ms")
+    if "grpc_single_task_models_batch1" in sc:
+        ratio = (sc["grpc_predict_all_heads_batch1"]["p50_ms"]
+                 / sc["grpc_single_task_models_batch1"]["p50_ms"])
+        text += (f"\n\nAll heads in one request vs one request per single-task model "
+                 f"({results['single_task_models']} round trips): {ratio:.2f}x the latency (p50)")
+    return text
