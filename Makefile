@@ -7,7 +7,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run test test-fast lint lock clean
+.PHONY: venv run test test-fast lint lock clean bench bench-quick serve
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -21,6 +21,15 @@ test: venv  ## Unit tests, then the end-to-end pipeline test (a few minutes)
 
 test-fast: venv  ## Unit tests only, no pipeline run (a few minutes)
 	$(PY) -m pytest -v -m "not e2e"
+
+serve: venv  ## Serve the pushed model over TF Serving's gRPC API on 127.0.0.1:8500
+	$(VENV)/bin/headwise serve --model-dir outputs/serving/taxi
+
+bench: venv  ## Every benchmark (~40 min on 2 cores); results in benchmarks/results/
+	$(VENV)/bin/headwise bench
+
+bench-quick: venv  ## The benchmarks as a smoke check (minutes)
+	$(VENV)/bin/headwise bench --quick
 
 lint: venv
 	$(VENV)/bin/ruff check .

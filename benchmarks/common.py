@@ -79,27 +79,36 @@ def free_port() -> int:
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
-                 log_path: str | None = None, poll_s: float = 0.2) -> dict[str, float]:
-    """Run a command; wall seconds and the peak resident memory of its whole process tree."""
+                 log_path: str | None = None, poll_s: float = 0.2) -> dict[str, Any]:
+    """Run a command; wall seconds, the peak resident memory of its whole process tree, and the
+    memory samples [(unix time, bytes)] (to attribute peaks to pipeline components)."""
     out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    peak = 0
+    samples: list[tuple[float, int]] = []
     parent = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
             procs = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            samples.append((time.time(), sum(p.memory_info().rss for p in procs
+                                             if p.is_running())))
         except psutil.Error:
             pass
         time.sleep(poll_s)
     wall = time.perf_counter() - start
+    peak = max((b for _, b in samples), default=0)
     if log_path:
         out.close()
     if proc.returncode != 0:
         tail = open(log_path).read()[-3000:] if log_path else ""
         raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}\n{tail}")
-    return {"wall_s": wall, "peak_rss_mib": peak / 2**20}
+    return {"wall_s": wall, "peak_rss_mib": peak / 2**20, "samples": samples}
+
+
+def peak_between(samples: list[tuple[float, int]], start: float, end: float) -> float:
+    """Peak memory (MiB) sampled while [start, end] ran (a component's execution)."""
+    inside = [b for t, b in samples if start - 0.25 <= t <= end + 0.25]
+    return max(inside, default=0) / 2**20
 
 
 def child_env() -> dict[str, str]:

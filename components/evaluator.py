@@ -100,7 +100,7 @@ def _metric_values(evaluation_uri: str, cfg: config_lib.PipelineConfig):
     return values, diffs, change_failures, counts, validation.validation_ok
 
 
-def _predict(model_uri: str, serialized: list[bytes], batch: int = 1024) -> dict[str, np.ndarray]:
+def predict(model_uri: str, serialized: list[bytes], batch: int = 1024) -> dict[str, np.ndarray]:
     serve = tf.saved_model.load(path_utils.serving_model_path(model_uri)).signatures[
         "serving_default"]
     parts: dict[str, list[np.ndarray]] = {}
@@ -138,7 +138,7 @@ class Executor(stock.Executor):
                                                 change_failures[h.name], baselines[h.name])
                    for h in cfg.heads}
         model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
-        predictions = _predict(model.uri, serialized)
+        predictions = predict(model.uri, serialized)
         path = report_lib.write_report(
             cfg, evaluation.uri, results, counts, blessed,
             bool(input_dict.get(standard_component_specs.BASELINE_MODEL_KEY)), evals,

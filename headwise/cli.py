@@ -123,6 +123,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks import run as bench
+
+    only = args.only.split(",") if args.only else None
+    unknown = set(only or ()) - set(bench.ALL)
+    if unknown:
+        print(f"headwise: error: --only: unknown benchmark(s) {sorted(unknown)}; choose from "
+              f"{', '.join(bench.ALL)}", file=sys.stderr)
+        return 2
+    if _load_config(args.config) is None:
+        return 2
+    return bench.main(quick=args.quick, only=only, seeds=args.seeds, config=args.config,
+                      work_dir=args.work_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="headwise", description="TFX pipelines for shared-backbone multi-head models.")
@@ -175,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=64, help="rows per request")
     pred.add_argument("--format", choices=["table", "json"], default="table")
     pred.set_defaults(func=_cmd_predict)
+    bench = sub.add_parser("bench", help="run the benchmarks; results go to benchmarks/results/")
+    bench.add_argument("--quick", action="store_true", help="a few minutes: checks that every "
+                       "benchmark runs (one seed, short training, small data)")
+    bench.add_argument("--only", help="comma-separated: multihead, pipeline, scaling, load")
+    bench.add_argument("--seeds", type=int, default=3, help="seeds per model (full mode)")
+    bench.add_argument("--config", default="pipeline/configs/taxi.yaml")
+    bench.add_argument("--work-dir", default="outputs/bench")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -146,7 +146,7 @@ class Progress(logging.Handler):
 
 
 @contextlib.contextmanager
-def _neutral_argv():
+def neutral_argv():
     """TFX's Beam executors parse the host's sys.argv as absl flags (TFX b/174174381): under
     `pytest -v` or `headwise run -v ...`, absl reads `-v` as --verbosity and the run fails."""
     saved = sys.argv
@@ -212,7 +212,7 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
           f"full log: {log_path}", file=stream, flush=True)
     progress = Progress([c.id for c in p.components], stream)
     try:
-        with _console_progress(progress, log_path), _neutral_argv():
+        with _console_progress(progress, log_path), neutral_argv():
             tfx.orchestration.LocalDagRunner().run(p)
     except Exception as e:
         print(f"[{progress.index}/{progress.total}] {progress.current or '?':<32} FAILED",

@@ -42,6 +42,36 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
+def example_gen_component(data_root: str) -> tfx.components.CsvExampleGen:
+    """The CSV files under data_root, split 2:1 into train and eval by hash."""
+    return tfx.components.CsvExampleGen(
+        input_base=data_root,
+        output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+            example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=2),
+            example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)])))
+
+
+def transform_component(cfg: PipelineConfig, examples, schema) -> tfx.components.Transform:
+    return tfx.components.Transform(
+        examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"heads_config": cfg.training_dict(), "code_version": code_version()})
+
+
+def trainer_component(cfg: PipelineConfig, transform, schema, train_steps: int | None = None,
+                      eval_steps: int | None = None, distribution_strategy: str = "none"
+                      ) -> tfx.components.Trainer:
+    """The multi-head Trainer for cfg's heads (a single-task config trains one head)."""
+    return tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema,
+        train_args=tfx.proto.TrainArgs(num_steps=train_steps or cfg.trainer.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=eval_steps or cfg.trainer.eval_steps),
+        custom_config={"heads_config": cfg.training_dict(), "code_version": code_version(),
+                       "distribution_strategy": distribution_strategy})
+
+
 def create_pipeline(
     cfg: PipelineConfig,
     *,
@@ -56,14 +86,7 @@ def create_pipeline(
     enable_cache: bool = True,
     distribution_strategy: str = "none",
 ) -> tfx.dsl.Pipeline:
-    custom_config = {"heads_config": cfg.training_dict(), "code_version": code_version()}
-    trainer_config = {**custom_config, "distribution_strategy": distribution_strategy}
-
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=data_root,
-        output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-            example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=2),
-            example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)])))
+    example_gen = example_gen_component(data_root)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_file:  # the curated, reviewed data contract
         schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
@@ -75,18 +98,11 @@ def create_pipeline(
     data_gate = DataValidationGate(anomalies=example_validator.outputs["anomalies"],
                                    statistics=statistics_gen.outputs["statistics"],
                                    schema=schema_gen.outputs["schema"])
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
+    transform = transform_component(cfg, example_gen.outputs["examples"],
+                                    schema_gen.outputs["schema"])
     transform.add_upstream_node(data_gate)  # no Transform (or anything after) on bad data
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=train_steps or cfg.trainer.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=eval_steps or cfg.trainer.eval_steps),
-        custom_config=trainer_config)
+    trainer = trainer_component(cfg, transform, schema_gen.outputs["schema"], train_steps,
+                                eval_steps, distribution_strategy)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

@@ -112,12 +112,54 @@ def _component_id(store, execution, context_types: dict[int, str]) -> str:
     return str(execution.id)
 
 
-def summarize(cfg: PipelineConfig, metadata_path: str, wall_s: float | None = None,
-              log_path: str | None = None) -> RunSummary:
+@dataclasses.dataclass
+class ComponentRun:
+    """One component's execution in the latest run: its state, its start and end (seconds since
+    the epoch, as ML Metadata records them) and its output artifacts' URIs by type."""
+
+    component: str
+    state: str
+    start_s: float
+    end_s: float
+    outputs: dict[str, list[str]]
+
+    @property
+    def seconds(self) -> float:
+        return self.end_s - self.start_s
+
+
+def _open_readonly(metadata_path: str):
     conn = metadata_store_pb2.ConnectionConfig()
     conn.sqlite.filename_uri = metadata_path
     conn.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(conn)
+    return metadata_store.MetadataStore(conn)
+
+
+def component_runs(metadata_path: str, pipeline_name: str) -> dict[str, ComponentRun]:
+    """Every component of the pipeline's latest run, by component id (benchmarks time them)."""
+    store = _open_readonly(metadata_path)
+    _, execs = _latest_run_context(store, pipeline_name)
+    context_types = {t.id: t.name for t in store.get_context_types()}
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    state_name = metadata_store_pb2.Execution.State.Name
+    out = {}
+    for e in execs:
+        events = store.get_events_by_execution_ids([e.id])
+        ids = [ev.artifact_id for ev in events if ev.type in (
+            metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        outputs: dict[str, list[str]] = {}
+        for a in store.get_artifacts_by_id(ids):
+            outputs.setdefault(types[a.type_id], []).append(a.uri)
+        cid = _component_id(store, e, context_types)
+        out[cid] = ComponentRun(cid, state_name(e.last_known_state),
+                                e.create_time_since_epoch / 1000,
+                                e.last_update_time_since_epoch / 1000, outputs)
+    return out
+
+
+def summarize(cfg: PipelineConfig, metadata_path: str, wall_s: float | None = None,
+              log_path: str | None = None) -> RunSummary:
+    store = _open_readonly(metadata_path)
     run, execs = _latest_run_context(store, cfg.name)
     state_name = metadata_store_pb2.Execution.State.Name
     context_types = {t.id: t.name for t in store.get_context_types()}

@@ -1,0 +1,154 @@
+"""`headwise bench` / `make bench`: every benchmark in one run on one machine, results to
+benchmarks/results/ (one JSON per benchmark, SUMMARY.md, summary.png).
+
+    full  (--seeds 3): multi-head vs single-task (+ uncertainty weighting) at the config's steps,
+                       pipeline cost vs the official taxi example, scaling 1x/10x/50x and Beam
+                       modes, serving latency, load test with a version push.  ~40 min on 2 cores.
+    quick (--quick):   one seed at 100 steps, no official example, scaling 1x/2x, a shorter
+                       load test. Minutes; for checking that everything runs, not for numbers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+
+from benchmarks import common
+
+ALL = ("multihead", "pipeline", "scaling", "load")
+
+
+def _plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [k for k in ("multihead", "pipeline", "scaling") if k in results]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], panels, strict=True):
+        if key == "multihead":
+            from benchmarks import multihead
+
+            c = multihead.compare(results["multihead"])
+            names = [h["head"] for h in c["heads"]]
+            rel = []
+            for h in c["heads"]:
+                m, s = h["multi"][0], h["single"][0]
+                rel.append(m / s if h["higher_is_better"] else s / m)
+            ax.bar(names, rel, color=["tab:green" if r >= 1 else "tab:red" for r in rel])
+            ax.axhline(1.0, color="k", lw=0.8)
+            ax.set_title("multi-head quality / single-task (>1: better)")
+            ax.tick_params(axis="x", rotation=30)
+            ratios = c["ratios"]
+            ax.text(0.02, 0.02, "\n".join(f"{k}: {v:.2f}x" for k, v in ratios.items()),
+                    transform=ax.transAxes, fontsize=8, va="bottom")
+        elif key == "pipeline":
+            p = results["pipeline"]
+            labels = ["headwise\n(5 heads)", "headwise\ncached", "official taxi\n(1 head)"]
+            vals = [p["headwise_first"]["wall_s"], p["headwise_cached"]["wall_s"],
+                    p["official_taxi"]["wall_s"]]
+            ax.bar(labels, vals, color=["tab:blue", "tab:cyan", "tab:gray"])
+            ax.set_ylabel("wall time (s)")
+            ax.set_title("pipeline wall time")
+        else:
+            s = results["scaling"]["factors"]
+            ks = sorted(s, key=int)
+            rows = [s[k]["rows"] for k in ks]
+            ax.plot(rows, [s[k]["transform"]["seconds"] for k in ks], "o-", label="Transform")
+            ax.plot(rows, [s[k]["trainer"]["seconds"] for k in ks], "s-",
+                    label="Trainer (1 epoch)")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("rows")
+            ax.set_ylabel("seconds")
+            ax.set_title("scaling with data")
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
+         config: str = "pipeline/configs/taxi.yaml", work_dir: str = "outputs/bench") -> int:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from headwise import config as config_lib
+
+    config = os.path.abspath(config)
+    cfg = config_lib.load(config)
+    work_dir = os.path.abspath(work_dir)
+    chosen = only or list(ALL)
+    results: dict = {}
+    summaries: list[str] = []
+    started = time.monotonic()
+    mode = "quick" if quick else "full"
+    print(f"headwise bench ({mode}): {', '.join(chosen)}; work dir {work_dir}", flush=True)
+
+    if "multihead" in chosen:
+        from benchmarks import multihead
+
+        print("[multihead] multi-head vs one model per head", flush=True)
+        r = multihead.run(config, os.path.join(work_dir, "multihead"),
+                          seeds=[1] if quick else list(range(1, seeds + 1)),
+                          train_steps=100 if quick else None, uncertainty=not quick,
+                          serving_quick=quick)
+        results["multihead"] = r
+        common.write_json("multihead", r)
+        common.write_json("serving", r["serving"])
+        from benchmarks import serving
+
+        summaries += ["## Multi-head vs one model per head", multihead.summary(r),
+                      "## Serving latency and throughput (gRPC, loopback)", serving.summary(
+                          r["serving"])]
+    if "pipeline" in chosen and not quick:
+        from benchmarks import pipeline_cost
+
+        print("[pipeline] make run vs the official TFX taxi example", flush=True)
+        r = pipeline_cost.run(config, os.path.join(work_dir, "pipeline"))
+        results["pipeline"] = r
+        common.write_json("pipeline_cost", r)
+        summaries += ["## Pipeline cost", pipeline_cost.summary(r)]
+    if "scaling" in chosen:
+        from benchmarks import scaling
+
+        print("[scaling] Transform and Trainer on copies of the data", flush=True)
+        r = scaling.run(config, os.path.join(work_dir, "scaling"),
+                        factors=[1, 2] if quick else [1, 10, 50],
+                        mode_factor=None if quick else 10)
+        results["scaling"] = r
+        common.write_json("scaling", r)
+        summaries += ["## Scaling with data", scaling.summary(r)]
+    if "load" in chosen:
+        from benchmarks import load, serving
+
+        print("[load] 16 clients, malformed requests, a version pushed half-way", flush=True)
+        model_dir = os.path.join(common.ROOT, "outputs", "serving", cfg.model_name)
+        if "multihead" in results:  # the multi-head model this run trained
+            model_dir = os.path.join(work_dir, "multihead", "serving", cfg.model_name)
+        r = load.run(model_dir, cfg.resolve_data_csv(),
+                     os.path.join(work_dir, "load"), total=4000 if quick else 20_000)
+        results["load"] = r
+        common.write_json("load", r)
+        summaries += ["## Serving under load, with a version push", load.summary(r)]
+
+    m = common.machine()
+    header = [
+        "# Benchmark results", "",
+        f"Run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} ({mode} mode, "
+        f"{time.monotonic() - started:.0f} s) on {m['cpus']} CPUs, {m['memory_gib']} GiB, "
+        f"{m['platform']}, Python {m['python']}. Regenerate with `make bench`"
+        f"{' (this was --quick: numbers are only a smoke check)' if quick else ''}.", ""]
+    text = "\n".join(header) + "\n" + "\n\n".join(summaries) + "\n"
+    os.makedirs(common.RESULTS, exist_ok=True)
+    with open(os.path.join(common.RESULTS, "SUMMARY.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    with open(os.path.join(common.RESULTS, "machine.json"), "w", encoding="utf-8") as fh:
+        json.dump({**m, "mode": mode, "seconds": time.monotonic() - started}, fh, indent=2)
+    _plot(results, os.path.join(common.RESULTS, "summary.png"))
+    print(text)
+    print(f"headwise bench: wrote {common.RESULTS}/ in {time.monotonic() - started:.0f} s")
+    return 0
