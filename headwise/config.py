@@ -135,6 +135,9 @@ class ValidationConfig:
     schema: str | None = None
     missing_slack: float = 0.05  # a column may be missing this much more often than observed
     max_unseen_fraction: float = 0.05  # share of values outside a categorical column's domain
+    # Numeric columns may range over [min - k*span, max + k*span] of the observed values (span =
+    # max - min): a value far outside (1e30, a unit change) is an anomaly. NaN/inf always are.
+    range_slack: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,10 +439,13 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     if not NAME_RE.match(model_name):
         s.fail(f"{model_name!r} is not a valid model name", "model_name")
     val = _Fields(source, "validation", top.get("validation", dict, {}),
-                  ("schema", "missing_slack", "max_unseen_fraction"))
+                  ("schema", "missing_slack", "max_unseen_fraction", "range_slack"))
     validation = ValidationConfig(
         schema=val.get("schema", str, None), missing_slack=val.get("missing_slack", float, 0.05),
-        max_unseen_fraction=val.get("max_unseen_fraction", float, 0.05))
+        max_unseen_fraction=val.get("max_unseen_fraction", float, 0.05),
+        range_slack=val.get("range_slack", float, 10.0))
+    if validation.range_slack < 0:
+        val.fail(f"must be >= 0, got {validation.range_slack}", "range_slack")
     for k in ("missing_slack", "max_unseen_fraction"):
         if not 0 <= getattr(validation, k) < 1:
             val.fail(f"must be in [0, 1), got {getattr(validation, k)}", k)
@@ -482,11 +488,15 @@ def check_columns(cfg: PipelineConfig, columns: Iterable[str], data_name: str) -
 def read_csv_header(path: str) -> list[str]:
     """The column names of a CSV file, with errors that name the file."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), None)
+        with open(path, "rb") as fh:
+            first = fh.readline()  # only the header: the rows are checked before a run
+        header = next(csv.reader([first.decode("utf-8")]), None)
     except FileNotFoundError:
         raise ConfigError(f"data file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}, line 1 (the header): not UTF-8 text ({e.reason} at byte "
+                          f"{e.start + 1})") from None
+    except (OSError, csv.Error) as e:
         raise ConfigError(f"cannot read data file {path}: {e}") from None
     if not header:
         raise ConfigError(f"data file {path} is empty (no header row)")

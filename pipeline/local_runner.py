@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import absl.logging
 from tfx import v1 as tfx
 
+from headwise import data_check
 from headwise.config import ConfigError, PipelineConfig
 from pipeline import pipeline as pipeline_lib
 from pipeline import summary as summary_lib
@@ -191,7 +192,11 @@ def _console_progress(progress: Progress, log_path: str):
 def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | None = None,
         eval_steps: int | None = None, beam_args: Sequence[str] | None = None,
         enable_cache: bool = True, quiet: bool = False) -> summary_lib.RunSummary:
-    """Run the whole pipeline locally; returns the per-head summary of this run."""
+    """Run the whole pipeline locally; returns the per-head summary of this run.
+
+    Raises DataError (a ConfigError) before anything runs if the CSV is structurally broken,
+    and PipelineRunError naming the component if the pipeline stops."""
+    data_check.check_csv(cfg.resolve_data_csv())
     paths = paths_for(cfg, output_dir)
     stage_data(cfg, paths.data_root)
     os.makedirs(paths.serving_dir, exist_ok=True)

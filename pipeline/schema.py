@@ -8,7 +8,10 @@
     that no feature or head uses only keep their type checks);
   * categorical string columns keep their inferred vocabulary with
     `min_domain_mass = 1 - validation.max_unseen_fraction`: more unseen values is an anomaly;
-  * categorical integer columns get their observed range as an int domain.
+  * categorical integer columns get their observed range as an int domain;
+  * used numeric columns (features and labels) refuse NaN and inf, and values outside
+    [min - k*span, max + k*span] of the observed range (k = validation.range_slack), so a
+    corrupt or mis-scaled value stops the run instead of silently skewing a model.
 The pipeline imports the committed file with ImportSchemaGen, so a change of the data never
 silently changes the contract; `headwise schema --config ...` writes it again for review.
 """
@@ -30,6 +33,8 @@ HEADER = """# Curated data contract for the '{name}' pipeline (headwise).
 #   (validation.missing_slack); headwise's DataValidationGate enforces it, since an empty CSV
 #   cell is an empty value list, which TFDV itself counts as present;
 # min_domain_mass = 1 - {unseen} (validation.max_unseen_fraction).
+# Used numeric columns: no NaN/inf; domain = observed [min, max] widened by {range} x span
+#   (validation.range_slack).
 # Labels are not_in_environment SERVING. Edit by hand only with review; regenerate to refresh.
 """
 
@@ -56,7 +61,10 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
     del schema.default_environment[:]
     schema.default_environment.extend([TRAINING, SERVING])
     labels = set(cfg.label_columns)
-    categorical = {f.name for f in cfg.features if f.type == "categorical"}
+    # Categorical: feature columns so configured, and the labels of classification heads (a
+    # binary label's ints are classes, not magnitudes).
+    categorical = {f.name for f in cfg.features if f.type == "categorical"} | {
+        h.label for h in cfg.heads if h.task != "regression"}
     for feature in schema.feature:
         name = feature.name
         feature_stats, present = columns.get(name, (None, 0.0))
@@ -75,10 +83,23 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
         if feature.HasField("domain") or feature.HasField("string_domain"):
             feature.distribution_constraints.min_domain_mass = 1.0 - v.max_unseen_fraction
         if (name in categorical and feature.type == schema_pb2.INT and feature_stats is not None
-                and feature_stats.HasField("num_stats")):
+                and feature_stats.HasField("num_stats") and not feature.HasField("bool_domain")):
             feature.int_domain.min = int(feature_stats.num_stats.min)
             feature.int_domain.max = int(feature_stats.num_stats.max)
             feature.int_domain.is_categorical = True
+        numeric = (used and name not in categorical and feature_stats is not None
+                   and feature_stats.HasField("num_stats"))
+        if numeric and feature.type in (schema_pb2.FLOAT, schema_pb2.INT):
+            lo, hi = feature_stats.num_stats.min, feature_stats.num_stats.max
+            slack = v.range_slack * (hi - lo)
+            if feature.type == schema_pb2.FLOAT:
+                feature.float_domain.min = math.floor((lo - slack) * 100) / 100
+                feature.float_domain.max = math.ceil((hi + slack) * 100) / 100
+                feature.float_domain.disallow_nan = True
+                feature.float_domain.disallow_inf = True
+            else:
+                feature.int_domain.min = math.floor(lo - slack)
+                feature.int_domain.max = math.ceil(hi + slack)
     return schema
 
 
@@ -98,7 +119,8 @@ def write_schema(schema: schema_pb2.Schema, path: str, cfg: PipelineConfig,
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     header = HEADER.format(name=cfg.name, config=config_path, data=cfg.data_csv,
                            slack=cfg.validation.missing_slack,
-                           unseen=cfg.validation.max_unseen_fraction)
+                           unseen=cfg.validation.max_unseen_fraction,
+                           range=cfg.validation.range_slack)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(header + text_format.MessageToString(schema))

@@ -145,5 +145,6 @@ def test_unreadable_data_file_names_the_file(tmp_path, raw):
     bad = tmp_path / "latin1.csv"
     bad.write_bytes("caf\xe9,fare\n1,2\n".encode("latin-1"))
     raw["data"]["csv"] = str(bad)
-    with pytest.raises(config_lib.ConfigError, match=f"cannot read data file {bad}"):
+    with pytest.raises(config_lib.ConfigError,
+                       match=f"{bad}, line 1 \\(the header\\): not UTF-8 text"):
         config_lib.load(write(tmp_path, raw))
