@@ -118,6 +118,7 @@ class ComponentRun:
     the epoch, as ML Metadata records them) and its output artifacts' URIs by type."""
 
     component: str
+    execution_id: int
     state: str
     start_s: float
     end_s: float
@@ -151,7 +152,7 @@ def component_runs(metadata_path: str, pipeline_name: str) -> dict[str, Componen
         for a in store.get_artifacts_by_id(ids):
             outputs.setdefault(types[a.type_id], []).append(a.uri)
         cid = _component_id(store, e, context_types)
-        out[cid] = ComponentRun(cid, state_name(e.last_known_state),
+        out[cid] = ComponentRun(cid, e.id, state_name(e.last_known_state),
                                 e.create_time_since_epoch / 1000,
                                 e.last_update_time_since_epoch / 1000, outputs)
     return out

@@ -286,6 +286,26 @@ def test_damaged_data_stops_before_training_and_keeps_the_served_model(
     assert _served_files(out, cfg) == served  # the pushed model is untouched
 
 
+@pytest.mark.parametrize("name", ["nan_label.csv", "huge_feature.csv"])
+def test_corpus_values_stop_the_real_pipeline_at_the_gate(first_run, cfg, tmp_path, name):
+    """Two cases of tests/data/bad through the whole pipeline (the rest are checked against the
+    contract in test_bad_inputs): the gate stops the run, the served model is untouched."""
+    import dataclasses
+
+    from tests.test_bad_inputs import CASES, corpus_csv
+
+    case = next(c for c in CASES if c["file"] == name)
+    out, _ = first_run
+    served = _served_files(out, cfg)
+    damaged = dataclasses.replace(cfg, data_csv=corpus_csv(case, tmp_path))
+    with pytest.raises(local_runner.PipelineRunError) as exc:
+        local_runner.run(damaged, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
+                         quiet=True)
+    assert exc.value.component == "DataValidationGate"
+    assert f"column '{case['column']}'" in str(exc.value) and case["words"] in str(exc.value)
+    assert _served_files(out, cfg) == served
+
+
 def test_a_dropped_column_is_reported_before_any_beam_job(cfg, tmp_path, capsys):
     import yaml
 

@@ -1,0 +1,96 @@
+"""Runs killed half-way (SIGKILL to `headwise run`'s whole process group, during Transform and
+then during Trainer) and run again: finished components come from ML Metadata's cache, a killed
+component runs again from scratch, nothing partial is consumed, and exactly one complete version
+is pushed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from components import pusher
+from headwise import config as config_lib
+from pipeline import local_runner
+from pipeline import summary as summary_lib
+
+pytestmark = pytest.mark.e2e
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TAXI = os.path.join(ROOT, "pipeline", "configs", "taxi.yaml")
+STEPS = ["--train-steps", "300", "--eval-steps", "20"]
+BEFORE = {"Transform": ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+                        "DataValidationGate"],
+          "Trainer": ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+                      "DataValidationGate", "Transform"]}
+
+
+def _kill_during(component: str, out: str, seconds_in: float) -> list[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_USE_LEGACY_KERAS": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headwise.cli", "run", "--config", TAXI, "--output-dir", out,
+         *STEPS], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    seen = []
+    deadline = time.monotonic() + 600
+    try:
+        for line in proc.stdout:
+            seen.append(line.rstrip())
+            if f"{component} " in line and "running" in line:
+                time.sleep(seconds_in)
+                break
+            assert time.monotonic() < deadline, seen
+        else:
+            pytest.fail(f"the run ended before {component} started:\n" + "\n".join(seen))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, Beam workers, pip: everything
+        proc.wait()
+    return seen
+
+
+def test_killed_runs_resume_from_the_cache_and_push_once(tmp_path):
+    """Kill during Transform; run again and kill during Trainer; run again to the end."""
+    cfg = config_lib.load(TAXI)
+    out = str(tmp_path / "outputs")
+    metadata = os.path.join(out, "metadata.db")
+    base = os.path.join(out, "serving", cfg.model_name)
+
+    _kill_during("Transform", out, 15.0)
+    first = summary_lib.component_runs(metadata, cfg.name)
+    assert first["Transform"].state == "RUNNING"  # recorded as started, never completed
+    assert not first["Transform"].outputs  # and no output was ever published
+    assert "Trainer" not in first
+
+    _kill_during("Trainer", out, 8.0)
+    second = summary_lib.component_runs(metadata, cfg.name)
+    assert {c: second[c].state for c in BEFORE["Transform"]} == dict.fromkeys(
+        BEFORE["Transform"], "CACHED")
+    assert second["Transform"].state == "COMPLETE"  # the killed Transform ran again, fully
+    assert second["Transform"].execution_id != first["Transform"].execution_id
+    assert second["Trainer"].state == "RUNNING" and not second["Trainer"].outputs
+    assert pusher.serving_versions(base) == []  # nothing was pushed by either killed run
+
+    summary = local_runner.run(cfg, out, train_steps=300, eval_steps=20, quiet=True)
+    states = summary.executions
+    assert all(states[c] == "CACHED" for c in BEFORE["Trainer"]), states
+    assert states["Trainer"] == "COMPLETE", states
+    assert summary.blessed and summary.pushed, summary.table()
+    assert len(pusher.serving_versions(base)) == 1
+    assert not [d for d in os.listdir(base) if not d.isdigit()]  # no half-copied version
+    third = summary_lib.component_runs(metadata, cfg.name)
+    killed = {first["Transform"].execution_id, second["Trainer"].execution_id}
+    # TFX writes each output under <component>/<key>/<execution id>: everything the final run
+    # consumed was written by a completed execution, never by a killed one.
+    consumed = [u for c in ("Transform", "Trainer", "Evaluator") for uris in
+                third[c].outputs.values() for u in uris]
+    assert consumed and not [u for u in consumed
+                             if int(os.path.basename(u.rstrip("/"))) in killed], consumed
+    assert third["Transform"].outputs == second["Transform"].outputs  # reused from the cache
+    with open(os.path.join(summary.pushed_path, pusher.PUSH_RECORD), encoding="utf-8") as fh:
+        assert json.load(fh)["source"] in third["Trainer"].outputs["Model"]
