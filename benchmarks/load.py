@@ -3,9 +3,10 @@
 `headwise serve --builtin` in its own process on a copy of the pushed model; 16 client threads
 send a fixed mix of requests: well-formed Predict and MultiInference (all heads), and malformed
 ones (mistyped input, bytes that are not a tf.Example, an unknown input name, an empty
-MultiInference). Half-way through, the Pusher publishes a new version. Counted: failed well-formed
-requests (must be 0), malformed ones not answered with INVALID_ARGUMENT (must be 0), the versions
-that answered, and the server's memory over time (must stay flat).
+MultiInference). A third of the way through, the Pusher publishes a new version. Counted:
+failed well-formed requests (must be 0), malformed ones not answered with INVALID_ARGUMENT (must
+be 0), the versions that answered, how long after the push the new version answered, and the
+server's memory over time (flat once the new version has replaced the old).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def run(model_dir: str, csv_path: str, work_dir: str, total: int = 20_000, clien
     counters = {"good": 0, "good_failed": 0, "bad": 0, "bad_invalid_argument": 0}
     failures: list[str] = []
     versions: dict[int, int] = {}
+    first_answer: dict[int, float] = {}
     lock = threading.Lock()
     sent = iter(range(total))
     pushed = {}
@@ -82,7 +84,7 @@ def run(model_dir: str, csv_path: str, work_dir: str, total: int = 20_000, clien
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = psg.PredictionServiceStub(channel)
         for i in sent:
-            if i == total // 2 and not pushed:  # half-way: a new version lands
+            if i == total // 3 and not pushed:  # a new version lands
                 pushed["v2"] = pusher.push_model(version_dir, base, source="load-test-v2")
                 pushed["at"] = time.monotonic()
             kind = "bad" if rng.random() < bad_fraction else "good"
@@ -102,6 +104,7 @@ def run(model_dir: str, csv_path: str, work_dir: str, total: int = 20_000, clien
                         v = (resp.model_spec.version.value if method == "Predict"
                              else resp.results[0].model_spec.version.value)
                         versions[v] = versions.get(v, 0) + 1
+                        first_answer.setdefault(v, time.monotonic())
                 elif code == grpc.StatusCode.INVALID_ARGUMENT:
                     counters["bad_invalid_argument"] += 1
                 else:
@@ -122,27 +125,39 @@ def run(model_dir: str, csv_path: str, work_dir: str, total: int = 20_000, clien
     proc.terminate()
     proc.wait(timeout=30)
     warm = [m for t, m in memory if t - start > elapsed * 0.1] or [m for _, m in memory]
+    v2 = pushed["v2"].version
+    switched = first_answer.get(v2)
+    # Steady state: from 2 s after the new version answered (the old one is unloaded by then).
+    steady = [m for t, m in memory if switched is not None and t > switched + 2.0]
     return {
         "requests": total, "clients": clients, "seconds": elapsed,
         "requests_per_s": total / elapsed, **counters, "failures": failures[:20],
         "versions_answered": {str(k): v for k, v in sorted(versions.items())},
         "first_version": first.version, "pushed_version": pushed["v2"].version,
-        "server_rss_mib": {"after_warmup": warm[0], "end": warm[-1], "max": max(warm)},
-        "memory_growth": warm[-1] / warm[0],
+        "seconds_to_switch": (switched - pushed["at"]) if switched is not None else None,
+        "server_rss_mib": {"after_warmup": warm[0], "end": warm[-1], "max": max(warm),
+                           "steady_start": steady[0] if steady else None},
+        "steady_memory_growth": (steady[-1] / steady[0]) if len(steady) > 1 else None,
     }
 
 
 def summary(r: dict) -> str:
-    ok = (r["good_failed"] == 0 and r["bad_invalid_argument"] == r["bad"])
+    switched = r["seconds_to_switch"] is not None
+    ok = (r["good_failed"] == 0 and r["bad_invalid_argument"] == r["bad"] and switched)
     text = common.md_table(["", "value"], [
         ["requests (clients)", f"{r['requests']:,} ({r['clients']})"],
         ["well-formed / failed", f"{r['good']:,} / {r['good_failed']}"],
         ["malformed / answered INVALID_ARGUMENT", f"{r['bad']:,} / {r['bad_invalid_argument']:,}"],
         ["versions that answered (requests)", ", ".join(
             f"{k}: {v:,}" for k, v in r["versions_answered"].items())],
+        ["new version answering after the push (s)",
+         f"{r['seconds_to_switch']:.1f}" if switched else "never"],
         ["throughput (requests/s)", r["requests_per_s"]],
-        ["server RSS MiB after warm-up / end / max",
-         "{after_warmup:.0f} / {end:.0f} / {max:.0f}".format(**r["server_rss_mib"])],
+        ["server RSS MiB after warm-up / max / end",
+         "{after_warmup:.0f} / {max:.0f} / {end:.0f}".format(**r["server_rss_mib"])],
+        ["memory growth once the new version serves (end / 2 s after switch)",
+         f"{r['steady_memory_growth']:.3f}x" if r["steady_memory_growth"] else "-"],
     ])
     verdict = "PASS" if ok else "FAIL"
-    return text + f"\n\nVerdict: **{verdict}** (new version {r['pushed_version']} pushed half-way)."
+    return text + (f"\n\nVerdict: **{verdict}** (version {r['pushed_version']} pushed a third of "
+                   "the way through; the old one is unloaded once its requests finish).")

@@ -163,7 +163,7 @@ def compare(results: dict) -> dict:
             entry["verdict"] = ("better" if delta > noise else "within noise" if delta >= -noise
                                 else "worse")
         heads.append(entry)
-    seeds = results["seeds"]
+    seeds = list(models["multi"])  # ints, or strings after a JSON round trip
 
     def total(arm_prefix: str, key: str) -> float:
         return float(np.mean([sum(models[v][s][key] for v in models if v.startswith(arm_prefix))

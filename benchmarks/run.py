@@ -125,7 +125,7 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
     if "load" in chosen:
         from benchmarks import load, serving
 
-        print("[load] 16 clients, malformed requests, a version pushed half-way", flush=True)
+        print("[load] 16 clients, malformed requests, a version pushed mid-run", flush=True)
         model_dir = os.path.join(common.ROOT, "outputs", "serving", cfg.model_name)
         if "multihead" in results:  # the multi-head model this run trained
             model_dir = os.path.join(work_dir, "multihead", "serving", cfg.model_name)

@@ -41,7 +41,7 @@ def _measure(config_path: str, cfg, data_dir: str, work: str, rows: int,
            "--data-root", data_dir, "--work-dir", work, "--variants", "multi", "--seeds", "42",
            "--train-steps", str(steps), "--eval-steps", "10", "--no-early-stopping"]
     for a in beam:
-        cmd += ["--beam-arg", a]
+        cmd.append(f"--beam-arg={a}")
     m = common.run_measured(cmd, env=common.child_env(), cwd=common.ROOT,
                             log_path=os.path.join(work + ".log"))
     runs = summary_lib.component_runs(bench_pipelines.metadata_path(work),

@@ -69,6 +69,9 @@ def make_signatures(model: keras.Model, cfg: config_lib.PipelineConfig,
     feature_spec = {f.name: raw_spec[f.name] for f in cfg.features}
     eval_spec = {**feature_spec, **{c: raw_spec[c] for c in cfg.label_columns}}
 
+    # One traced function for the whole forward pass; every signature calls it, so the graph is
+    # traced and stored once, not once per head signature.
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def predict(serialized):
         raw = tf.io.parse_example(serialized, feature_spec)
         return model(model_features(cfg, model.tft_layer(raw)), training=False)
