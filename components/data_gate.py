@@ -5,12 +5,21 @@ pipeline go on. This gate reads them and fails, naming every column and anomaly,
 Transform, Trainer, Evaluator and Pusher never run on data that breaks the contract and the
 model already pushed stays the one served. Transform depends on the gate explicitly.
 
+Drift: TFX 1.16's ExampleValidator sees one statistics set, so the gate also compares this
+run's training statistics with those of the data that trained the model being served (the
+Pusher stores them in each pushed version as `assets.extra/headwise_statistics.pb`), using the
+thresholds of the heads config's `validation.drift` (L-infinity distance for string and
+categorical columns, approximate Jensen-Shannon divergence for numeric ones). The first run,
+with nothing served yet, has no baseline and no drift check.
+
 (No `from __future__ import annotations` here: TFX reads the component's annotations at runtime.)
 """
 
 
+import json
 import os
 
+import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 from tfx import v1 as tfx
 from tfx.components.statistics_gen import stats_artifact_utils
@@ -18,6 +27,10 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 ANOMALIES_FILE = "SchemaDiff.pb"
+BASELINE_STATISTICS = os.path.join("assets.extra", "headwise_statistics.pb")
+DRIFT_SPLIT = "train"
+_DRIFT_REASONS = {anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH,
+                  anomalies_pb2.AnomalyInfo.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH}
 
 
 class DataValidationError(RuntimeError):
@@ -72,20 +85,75 @@ def missing_value_problems(split: str, stats: statistics_pb2.DatasetFeatureStati
     return problems
 
 
+def served_baseline(serving_dir: str):
+    """(version, statistics) of the data that trained the latest pushed version, or None."""
+    if not serving_dir or not tf.io.gfile.isdir(serving_dir):
+        return None
+    versions = sorted((int(d.rstrip("/")) for d in tf.io.gfile.listdir(serving_dir)
+                       if d.rstrip("/").isdigit()), reverse=True)
+    if not versions:
+        return None
+    path = os.path.join(serving_dir, str(versions[0]), BASELINE_STATISTICS)
+    if not tf.io.gfile.exists(path):
+        return None  # pushed before headwise stored statistics: nothing to compare with
+    return versions[0], statistics_pb2.DatasetFeatureStatisticsList.FromString(
+        io_utils.read_bytes_file(path))
+
+
+def drift_problems(current: statistics_pb2.DatasetFeatureStatisticsList,
+                   baseline: statistics_pb2.DatasetFeatureStatisticsList, version: int,
+                   contract: schema_pb2.Schema, thresholds: dict[str, float]) -> list[str]:
+    """One line per column whose distribution moved further than its threshold."""
+    import tensorflow_data_validation as tfdv
+
+    schema = schema_pb2.Schema()
+    schema.CopyFrom(contract)
+    for feature in schema.feature:
+        if feature.name not in thresholds:
+            continue
+        categorical = feature.type == schema_pb2.BYTES or (
+            feature.HasField("int_domain") and feature.int_domain.is_categorical) or (
+            feature.HasField("bool_domain"))
+        comparator = feature.drift_comparator
+        if categorical:
+            comparator.infinity_norm.threshold = thresholds[feature.name]
+        else:
+            comparator.jensen_shannon_divergence.threshold = thresholds[feature.name]
+    found = tfdv.validate_statistics(current, schema, previous_statistics=baseline)
+    problems = []
+    for column, info in sorted(found.anomaly_info.items()):
+        reasons = [r for r in info.reason if r.type in _DRIFT_REASONS]
+        for r in reasons:
+            problems.append(
+                f"{DRIFT_SPLIT}: column '{column}': drift against the data that trained the "
+                f"served version {version} -- {r.description} (validation.drift: "
+                f"{thresholds[column]})")
+    return problems
+
+
 @tfx.dsl.components.component
 def DataValidationGate(
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
     statistics: tfx.dsl.components.InputArtifact[
         tfx.types.standard_artifacts.ExampleStatistics],
     schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
+    drift: tfx.dsl.components.Parameter[str] = "{}",
+    serving_dir: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
-    """Fails the run if any split of the examples has an anomaly or too many missing values."""
+    """Fails the run if any split of the examples has an anomaly or too many missing values,
+    or the training split drifted from the served model's training data (`drift`: JSON
+    {column: threshold}; `serving_dir`: where the Pusher pushes versions)."""
     splits = artifact_utils.decode_split_names(anomalies.split_names)
     problems = describe(read_anomalies(anomalies.uri, splits))
     contract = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
     for split in splits:
         split_stats = stats_artifact_utils.load_statistics(statistics, split).proto()
         problems += missing_value_problems(split, split_stats.datasets[0], contract)
+    thresholds = json.loads(drift or "{}")
+    baseline = served_baseline(serving_dir) if thresholds else None
+    if baseline is not None and DRIFT_SPLIT in splits:
+        current = stats_artifact_utils.load_statistics(statistics, DRIFT_SPLIT).proto()
+        problems += drift_problems(current, baseline[1], baseline[0], contract, thresholds)
     if problems:
         raise DataValidationError(
             "the examples break the data contract (schema); nothing was trained or pushed:\n  "

@@ -24,13 +24,17 @@ from typing import Any
 
 from tfx import types
 from tfx.components.pusher import executor as stock
-from tfx.dsl.components.base import executor_spec
+from tfx.components.statistics_gen import stats_artifact_utils
+from tfx.dsl.components.base import base_component, executor_spec
 from tfx.proto import pusher_pb2
-from tfx.types import artifact_utils, standard_component_specs
-from tfx.utils import io_utils, proto_utils
+from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
+from tfx.utils import io_utils, json_utils, proto_utils
 from tfx.v1.components import Pusher as StockPusher
 
+from components.data_gate import BASELINE_STATISTICS, DRIFT_SPLIT
+
 PUSH_RECORD = os.path.join("assets.extra", "headwise_push.json")
+STATISTICS_KEY = "statistics"
 TMP_PREFIX = ".tmp-"
 
 
@@ -59,8 +63,10 @@ def _source_of(version_dir: str) -> str | None:
 
 
 def push_model(model_path: str, base_dir: str, source: str, keep_versions: int = 5,
-               now: float | None = None) -> PushResult:
-    """Publish the SavedModel at model_path as the next version under base_dir, atomically."""
+               now: float | None = None, extra_files: dict[str, bytes] | None = None
+               ) -> PushResult:
+    """Publish the SavedModel at model_path as the next version under base_dir, atomically.
+    extra_files ({path in the version: content}) are written before the version appears."""
     os.makedirs(base_dir, exist_ok=True)
     for d in os.listdir(base_dir):  # leftovers of pushes that were killed half-way
         if d.startswith(TMP_PREFIX):
@@ -78,6 +84,10 @@ def push_model(model_path: str, base_dir: str, source: str, keep_versions: int =
         os.makedirs(os.path.dirname(os.path.join(tmp, PUSH_RECORD)), exist_ok=True)
         with open(os.path.join(tmp, PUSH_RECORD), "w", encoding="utf-8") as fh:
             json.dump({"source": source, "version": version, "pushed_at": time.time()}, fh)
+        for rel, content in (extra_files or {}).items():
+            os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+            with open(os.path.join(tmp, rel), "wb") as fh:
+                fh.write(content)
         os.rename(tmp, final)  # atomic: TF Serving sees no version or a complete one
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -112,8 +122,15 @@ class Executor(stock.Executor):
         custom = json.loads(exec_properties.get("custom_config") or "null") or {}
         model = artifact_utils.get_single_instance(
             input_dict[standard_component_specs.MODEL_KEY])
+        extra = {}
+        if input_dict.get(STATISTICS_KEY):
+            # The training data's statistics travel with the version: the next run's
+            # DataValidationGate measures drift against the data of the model being served.
+            stats = stats_artifact_utils.load_statistics(artifact_utils.get_single_instance(
+                input_dict[STATISTICS_KEY]), DRIFT_SPLIT).proto()
+            extra[BASELINE_STATISTICS] = stats.SerializeToString()
         result = push_model(self.GetModelPath(input_dict), base_dir, source=model.uri,
-                            keep_versions=int(custom.get("keep_versions", 5)))
+                            keep_versions=int(custom.get("keep_versions", 5)), extra_files=extra)
         if result.reused:
             logging.info("Model %s is already served as version %d; not pushed again.",
                          model.uri, result.version)
@@ -126,7 +143,26 @@ class Executor(stock.Executor):
         model_push.set_int_custom_property("already_served", int(result.reused))
 
 
-class Pusher(StockPusher):
-    """The stock Pusher's interface with the atomic, deduplicating executor above."""
+class HeadwisePusherSpec(standard_component_specs.PusherSpec):
+    """The stock Pusher's spec plus the training data's statistics (optional)."""
 
+    INPUTS = {**standard_component_specs.PusherSpec.INPUTS,
+              STATISTICS_KEY: component_spec.ChannelParameter(
+                  type=standard_artifacts.ExampleStatistics, optional=True)}
+
+
+class Pusher(StockPusher):
+    """The stock Pusher's interface with the atomic, deduplicating executor above; pushed
+    versions carry the statistics of the data they were trained on."""
+
+    SPEC_CLASS = HeadwisePusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, model, model_blessing, push_destination, custom_config=None,
+                 statistics=None):
+        # The stock constructor builds the stock spec; build this one the same way instead.
+        base_component.BaseComponent.__init__(self, spec=HeadwisePusherSpec(
+            model=model, model_blessing=model_blessing, push_destination=push_destination,
+            custom_config=json_utils.dumps(custom_config),
+            pushed_model=types.Channel(type=standard_artifacts.PushedModel),
+            statistics=statistics))

@@ -138,6 +138,10 @@ class ValidationConfig:
     # Numeric columns may range over [min - k*span, max + k*span] of the observed values (span =
     # max - min): a value far outside (1e30, a unit change) is an anomaly. NaN/inf always are.
     range_slack: float = 10.0
+    # Drift against the data that trained the model being served: {column: threshold}. The
+    # distance is L-infinity between category frequencies for string and categorical columns,
+    # approximate Jensen-Shannon divergence for numeric ones (TFDV's drift comparators).
+    drift: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +186,7 @@ class PipelineConfig:
         d = self.to_dict()
         for h in d["heads"]:
             h.update(thresholds={}, gate=True, baseline_margin=0.0)
+        d["validation"]["drift"] = {}
         return d
 
     def to_dict(self) -> dict[str, Any]:
@@ -439,13 +444,22 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     if not NAME_RE.match(model_name):
         s.fail(f"{model_name!r} is not a valid model name", "model_name")
     val = _Fields(source, "validation", top.get("validation", dict, {}),
-                  ("schema", "missing_slack", "max_unseen_fraction", "range_slack"))
+                  ("schema", "missing_slack", "max_unseen_fraction", "range_slack", "drift"))
     validation = ValidationConfig(
         schema=val.get("schema", str, None), missing_slack=val.get("missing_slack", float, 0.05),
         max_unseen_fraction=val.get("max_unseen_fraction", float, 0.05),
-        range_slack=val.get("range_slack", float, 10.0))
+        range_slack=val.get("range_slack", float, 10.0),
+        drift=val.get("drift", dict, {}))
     if validation.range_slack < 0:
         val.fail(f"must be >= 0, got {validation.range_slack}", "range_slack")
+    used_columns = {f.name for f in features} | {h.label for h in heads}
+    for column, threshold in validation.drift.items():
+        if column not in used_columns:
+            val.fail(f"{column!r} is not a feature or label column", "drift")
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
+                0 < threshold <= 1):
+            val.fail(f"{column}: threshold must be a number in (0, 1], got {threshold!r}",
+                     "drift")
     for k in ("missing_slack", "max_unseen_fraction"):
         if not 0 <= getattr(validation, k) < 1:
             val.fail(f"must be in [0, 1), got {getattr(validation, k)}", k)

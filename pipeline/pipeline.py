@@ -12,6 +12,7 @@ referenced by module path; the heads config and a fingerprint of that code trave
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 
@@ -97,7 +98,9 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     data_gate = DataValidationGate(anomalies=example_validator.outputs["anomalies"],
                                    statistics=statistics_gen.outputs["statistics"],
-                                   schema=schema_gen.outputs["schema"])
+                                   schema=schema_gen.outputs["schema"],
+                                   drift=json.dumps(cfg.validation.drift, sort_keys=True),
+                                   serving_dir=serving_dir)
     transform = transform_component(cfg, example_gen.outputs["examples"],
                                     schema_gen.outputs["schema"])
     transform.add_upstream_node(data_gate)  # no Transform (or anything after) on bad data
@@ -115,7 +118,8 @@ def create_pipeline(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
-        custom_config={"keep_versions": cfg.keep_versions})
+        custom_config={"keep_versions": cfg.keep_versions},
+        statistics=statistics_gen.outputs["statistics"])
 
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.name,

@@ -12,6 +12,8 @@
   * used numeric columns (features and labels) refuse NaN and inf, and values outside
     [min - k*span, max + k*span] of the observed range (k = validation.range_slack), so a
     corrupt or mis-scaled value stops the run instead of silently skewing a model.
+Drift thresholds are not part of the schema: they come from `validation.drift` in the heads
+config at run time (components/data_gate.py).
 The pipeline imports the committed file with ImportSchemaGen, so a change of the data never
 silently changes the contract; `headwise schema --config ...` writes it again for review.
 """

@@ -106,6 +106,9 @@ def test_label_column_not_in_data(tmp_path, raw):
     (lambda r: r["trainer"].update(train_steps=0), "trainer.train_steps", ">= 1"),
     (lambda r: r.update(beam_args="--runner=x"), "beam_args", "expected list"),
     (lambda r: r.pop("heads"), "heads", "is required"),
+    (lambda r: r["validation"].update(drift={"nope": 0.1}), "validation.drift", "'nope'"),
+    (lambda r: r["validation"].update(drift={"fare": 2}), "validation.drift", "(0, 1]"),
+    (lambda r: r["validation"].update(range_slack=-1), "validation.range_slack", ">= 0"),
 ])
 def test_bad_fields_are_named(tmp_path, raw, mutate, field, words):
     mutate(raw)

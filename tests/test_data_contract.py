@@ -142,3 +142,50 @@ def test_preprocessing_fn_on_taxi_slice_matches_golden(cfg, schema, tmp_path):
         assert g.keys() == e.keys()
         for k in g:
             np.testing.assert_allclose(g[k], e[k], rtol=1e-4, atol=1e-4, err_msg=k)
+
+
+def _taxi_stats(cfg, tmp_path, name: str, damage=None):
+    with open(cfg.resolve_data_csv(), newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = list(reader.fieldnames), list(reader)
+    for i, r in enumerate(rows):
+        if damage:
+            damage(i, r)
+    path = tmp_path / name
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return tfdv.generate_statistics_from_csv(str(path))
+
+
+def test_drift_is_measured_against_the_served_models_training_data(cfg, schema, tmp_path):
+    """The Pusher stores the training statistics in the pushed version; the gate reads the latest
+    version's and flags only the columns configured in validation.drift, over threshold."""
+    from components import pusher
+
+    baseline = _taxi_stats(cfg, tmp_path, "base.csv")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"model")
+    serving = str(tmp_path / "serving")
+    assert data_gate.served_baseline(serving) is None  # nothing served yet: no drift check
+    pushed = pusher.push_model(str(model), serving, source="m1", extra_files={
+        data_gate.BASELINE_STATISTICS: baseline.SerializeToString()})
+    version, stored = data_gate.served_baseline(serving)
+    assert version == pushed.version and stored == baseline
+
+    def more_cash_and_fares_doubled(i, r):
+        if i % 10 < 6:
+            r["payment_type"] = "Cash"
+        if r["fare"]:
+            r["fare"] = str(2 * float(r["fare"]))
+    drifted = _taxi_stats(cfg, tmp_path, "drifted.csv", more_cash_and_fares_doubled)
+    thresholds = dict(cfg.validation.drift)
+    assert {"payment_type", "fare"} <= set(thresholds)
+    problems = data_gate.drift_problems(drifted, stored, version, schema, thresholds)
+    assert [p.split("'")[1] for p in problems] == ["fare", "payment_type"], problems
+    assert f"served version {version}" in problems[1] and "(validation.drift: 0.1)" in problems[1]
+    assert data_gate.drift_problems(baseline, stored, version, schema, thresholds) == []
+    # Only configured columns are compared: the same drift with no thresholds is no problem.
+    assert data_gate.drift_problems(drifted, stored, version, schema, {}) == []

@@ -255,6 +255,12 @@ def _label_mostly_empty(rows, fields):
             r["big_tipper"] = ""
 
 
+def _payment_mostly_cash(rows, fields):
+    for i, r in enumerate(rows):  # no unseen value: only the distribution moves
+        if i % 10 < 6:
+            r["payment_type"] = "Cash"
+
+
 def _served_files(out, cfg):
     base = os.path.join(out, "serving", cfg.model_name)
     return sorted((os.path.relpath(os.path.join(d, f), base), os.path.getmtime(os.path.join(d, f)))
@@ -265,6 +271,7 @@ def _served_files(out, cfg):
     (_wrong_type, "trip_miles", "FLOAT"),
     (_new_payment_type, "payment_type", "Crypto"),
     (_label_mostly_empty, "big_tipper", "too many missing values"),
+    (_payment_mostly_cash, "payment_type", "drift against the data that trained the served"),
 ])
 def test_damaged_data_stops_before_training_and_keeps_the_served_model(
         first_run, cfg, tmp_path, damage, column, words):
