@@ -47,10 +47,12 @@ class Servable:
 
     def __init__(self, name: str, version: int, path: str):
         import tensorflow as tf
+        from tensorflow.python.util import deprecation
 
         self.name, self.version, self.path = name, version, path
         self._graph = tf.Graph()
-        with self._graph.as_default():
+        # The TF1 loader is what TF Serving's C++ loader does; its deprecation notice is noise.
+        with self._graph.as_default(), deprecation.silence():
             self._session = tf.compat.v1.Session(graph=self._graph)
             meta_graph = tf.compat.v1.saved_model.loader.load(self._session, [SERVE_TAG], path)
         self.signature_defs = dict(meta_graph.signature_def)

@@ -147,10 +147,9 @@ def serve_forever(model_dirs: list[str], model_name: str | None, host: str, port
         return subprocess.call(cmd)
     running = start(model_dirs, model_name, host, port, poll_seconds)
     for m in running.managers:
-        version = m.current_version
-        log.info("serving model %r (version %s) from %s", m.name,
-                 version if version is not None else "none yet: waiting for one", m.base_path)
-    log.info("listening on %s:%d; Ctrl-C stops", host, running.port)
+        if m.current_version is None:
+            log.info("model %r: no version yet under %s; waiting for one", m.name, m.base_path)
+    log.info("listening on %s:%d (gRPC); Ctrl-C stops", host, running.port)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
