@@ -210,14 +210,18 @@ def summary(results: dict) -> str:
         text += "\n\n**The multi-head model loses on " + ", ".join(
             f"{h['head']} ({h['metric']})" for h in worse) + " by more than the seeds' noise.**"
         if has_unc:
-            fixed = [h for h in worse if _uncertainty_fixes(h)]
-            if fixed:
-                text += (" Measured fix: `model.loss_balancing: uncertainty` brings "
-                         + ", ".join(h["head"] for h in fixed)
-                         + " to within noise of the single-task model (column above).")
-            else:
-                text += (" `model.loss_balancing: uncertainty` (measured above) does not close "
-                         "the gap; raise that head's `loss_weight` or give it a `tower`.")
+            text += " Measured with `model.loss_balancing: uncertainty` (column above):"
+            for h in worse:
+                u, single = h["multi_uncertainty"], h["single"]
+                if _uncertainty_fixes(h):
+                    verdict = "within noise of the single-task model, or better: fixed"
+                elif abs(u[0] - single[0]) < abs(h["multi"][0] - single[0]):
+                    verdict = ("closer to the single-task model, still worse; a larger "
+                               "`loss_weight` or a `tower` for this head is the next thing to try")
+                else:
+                    verdict = "no better; try a larger `loss_weight` or a `tower` for this head"
+                text += (f"\n- {h['head']}: {u[0]:.4g} ± {u[1]:.2g} vs single-task "
+                         f"{single[0]:.4g} ± {single[1]:.2g}: {verdict}.")
         else:
             text += (" Try `model.loss_balancing: uncertainty` or a larger `loss_weight` for "
                      "that head (the full `make bench` measures the former).")

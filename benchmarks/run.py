@@ -26,15 +26,17 @@ def _plot(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [k for k in ("multihead", "pipeline", "scaling") if k in results]
+    panels = [k for k in ("multihead", "cost", "pipeline", "scaling")
+              if k in results or (k == "cost" and "multihead" in results)]
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.2), squeeze=False)
     for ax, key in zip(axes[0], panels, strict=True):
-        if key == "multihead":
+        if key in ("multihead", "cost"):
             from benchmarks import multihead
 
             c = multihead.compare(results["multihead"])
+        if key == "multihead":
             names = [h["head"] for h in c["heads"]]
             rel = []
             for h in c["heads"]:
@@ -42,11 +44,17 @@ def _plot(results: dict, path: str) -> None:
                 rel.append(m / s if h["higher_is_better"] else s / m)
             ax.bar(names, rel, color=["tab:green" if r >= 1 else "tab:red" for r in rel])
             ax.axhline(1.0, color="k", lw=0.8)
-            ax.set_title("multi-head quality / single-task (>1: better)")
+            ax.set_ylim(min(0.8, min(rel) - 0.02), max(1.1, max(rel) + 0.02))
+            ax.set_title("quality: multi-head / single-task\n(main metric, >1 better)")
             ax.tick_params(axis="x", rotation=30)
+        elif key == "cost":
+            labels = {"train_s": "train time", "params": "parameters",
+                      "saved_model_bytes": "SavedModel", "serving_p50": "serve p50"}
             ratios = c["ratios"]
-            ax.text(0.02, 0.02, "\n".join(f"{k}: {v:.2f}x" for k, v in ratios.items()),
-                    transform=ax.transAxes, fontsize=8, va="bottom")
+            ax.bar([labels[k] for k in ratios], list(ratios.values()), color="tab:blue")
+            ax.axhline(0.35, color="tab:red", ls="--", lw=1, label="target 0.35")
+            ax.set_title("cost: multi-head / all single-task models")
+            ax.legend()
         elif key == "pipeline":
             p = results["pipeline"]
             labels = ["headwise\n(5 heads)", "headwise\ncached", "official taxi\n(1 head)"]
@@ -73,6 +81,52 @@ def _plot(results: dict, path: str) -> None:
     plt.close(fig)
 
 
+_SECTIONS = [  # (results file, title, summary function)
+    ("multihead", "Multi-head vs one model per head", "benchmarks.multihead"),
+    ("serving", "Serving latency and throughput (gRPC, loopback)", "benchmarks.serving"),
+    ("pipeline_cost", "Pipeline cost", "benchmarks.pipeline_cost"),
+    ("scaling", "Scaling with data", "benchmarks.scaling"),
+    ("load", "Serving under load, with a version push", "benchmarks.load"),
+]
+
+
+def render(results_dir: str) -> str:
+    """SUMMARY.md and summary.png from the JSON results in results_dir (also after editing a
+    summary function: `headwise bench --render` re-renders without measuring again)."""
+    import importlib
+
+    def load_json(name: str):
+        path = os.path.join(results_dir, f"{name}.json")
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    m = load_json("machine") or common.machine()
+    quick = m.get("mode") == "quick"
+    parts = [
+        "# Benchmark results", "",
+        f"Run {m.get('finished', '?')} ({m.get('mode', '?')} mode, {m.get('seconds', 0):.0f} s) "
+        f"on {m['cpus']} CPUs, {m['memory_gib']} GiB, {m['platform']}, Python {m['python']}. "
+        f"Regenerate with `make bench`"
+        f"{' (this was --quick: numbers are only a smoke check)' if quick else ''}.", ""]
+    results = {}
+    for name, title, module in _SECTIONS:
+        r = load_json(name)
+        if r is None:
+            continue
+        results[name] = r
+        parts += [f"## {title}", "", importlib.import_module(module).summary(r), ""]
+    text = "\n".join(parts)
+    with open(os.path.join(results_dir, "SUMMARY.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    panels = {"multihead": results.get("multihead"), "pipeline": results.get("pipeline_cost"),
+              "scaling": results.get("scaling")}
+    _plot({k: v for k, v in panels.items() if v is not None},
+          os.path.join(results_dir, "summary.png"))
+    return text
+
+
 def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
          config: str = "pipeline/configs/taxi.yaml", work_dir: str = "outputs/bench") -> int:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -83,7 +137,6 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
     work_dir = os.path.abspath(work_dir)
     chosen = only or list(ALL)
     results: dict = {}
-    summaries: list[str] = []
     started = time.monotonic()
     mode = "quick" if quick else "full"
     print(f"headwise bench ({mode}): {', '.join(chosen)}; work dir {work_dir}", flush=True)
@@ -99,11 +152,6 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
         results["multihead"] = r
         common.write_json("multihead", r)
         common.write_json("serving", r["serving"])
-        from benchmarks import serving
-
-        summaries += ["## Multi-head vs one model per head", multihead.summary(r),
-                      "## Serving latency and throughput (gRPC, loopback)", serving.summary(
-                          r["serving"])]
     if "pipeline" in chosen and not quick:
         from benchmarks import pipeline_cost
 
@@ -111,7 +159,6 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
         r = pipeline_cost.run(config, os.path.join(work_dir, "pipeline"))
         results["pipeline"] = r
         common.write_json("pipeline_cost", r)
-        summaries += ["## Pipeline cost", pipeline_cost.summary(r)]
     if "scaling" in chosen:
         from benchmarks import scaling
 
@@ -121,9 +168,8 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
                         mode_factor=None if quick else 10)
         results["scaling"] = r
         common.write_json("scaling", r)
-        summaries += ["## Scaling with data", scaling.summary(r)]
     if "load" in chosen:
-        from benchmarks import load, serving
+        from benchmarks import load
 
         print("[load] 16 clients, malformed requests, a version pushed mid-run", flush=True)
         model_dir = os.path.join(common.ROOT, "outputs", "serving", cfg.model_name)
@@ -133,22 +179,11 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
                      os.path.join(work_dir, "load"), total=4000 if quick else 20_000)
         results["load"] = r
         common.write_json("load", r)
-        summaries += ["## Serving under load, with a version push", load.summary(r)]
 
-    m = common.machine()
-    header = [
-        "# Benchmark results", "",
-        f"Run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} ({mode} mode, "
-        f"{time.monotonic() - started:.0f} s) on {m['cpus']} CPUs, {m['memory_gib']} GiB, "
-        f"{m['platform']}, Python {m['python']}. Regenerate with `make bench`"
-        f"{' (this was --quick: numbers are only a smoke check)' if quick else ''}.", ""]
-    text = "\n".join(header) + "\n" + "\n\n".join(summaries) + "\n"
-    os.makedirs(common.RESULTS, exist_ok=True)
-    with open(os.path.join(common.RESULTS, "SUMMARY.md"), "w", encoding="utf-8") as fh:
-        fh.write(text)
-    with open(os.path.join(common.RESULTS, "machine.json"), "w", encoding="utf-8") as fh:
-        json.dump({**m, "mode": mode, "seconds": time.monotonic() - started}, fh, indent=2)
-    _plot(results, os.path.join(common.RESULTS, "summary.png"))
+    common.write_json("machine", {**common.machine(), "mode": mode,
+                                  "finished": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                                  "seconds": time.monotonic() - started})
+    text = render(common.RESULTS)
     print(text)
     print(f"headwise bench: wrote {common.RESULTS}/ in {time.monotonic() - started:.0f} s")
     return 0

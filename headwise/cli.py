@@ -126,6 +126,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import run as bench
 
+    if args.render:
+        from benchmarks import common
+
+        print(bench.render(common.RESULTS))
+        return 0
     only = args.only.split(",") if args.only else None
     unknown = set(only or ()) - set(bench.ALL)
     if unknown:
@@ -194,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a few minutes: checks that every "
                        "benchmark runs (one seed, short training, small data)")
     bench.add_argument("--only", help="comma-separated: multihead, pipeline, scaling, load")
+    bench.add_argument("--render", action="store_true", help="only rewrite SUMMARY.md and "
+                       "summary.png from the JSON results already in benchmarks/results/")
     bench.add_argument("--seeds", type=int, default=3, help="seeds per model (full mode)")
     bench.add_argument("--config", default="pipeline/configs/taxi.yaml")
     bench.add_argument("--work-dir", default="outputs/bench")
