@@ -1,6 +1,8 @@
 """Where `make run`'s time and memory go, next to the official TFX taxi example pipeline, in one
-run on one machine: wall time and peak memory of each whole run and of each component, and a
-second, cached `make run` (nothing changed) as a ratio of the first."""
+run on one machine: wall time and peak memory of each whole run and of each component, and
+cached `make run`s (nothing changed) as a ratio of the first. The first cached rerun still runs
+the Evaluator (it now has a blessed baseline, so its inputs differ from the first run's) and the
+Pusher (which finds the model already served); the one after that is cached throughout."""
 
 from __future__ import annotations
 
@@ -14,9 +16,13 @@ from pipeline import summary as summary_lib
 
 def _components(metadata: str, name: str, samples) -> dict[str, dict]:
     runs = summary_lib.component_runs(metadata, name)
-    return {cid: {"seconds": r.seconds, "state": r.state,
+    first = min(r.start_s for r in runs.values())
+    return {cid: {"seconds": r.seconds, "state": r.state, "start_offset_s": r.start_s - first,
                   "peak_rss_mib": common.peak_between(samples, r.start_s, r.end_s)}
-            for cid, r in sorted(runs.items(), key=lambda kv: kv[1].start_s)}
+            for cid, r in runs.items()}
+
+
+RUNS = ("headwise_first", "headwise_cached", "headwise_cached_again")
 
 
 def run(config_path: str, work_dir: str) -> dict:
@@ -27,7 +33,7 @@ def run(config_path: str, work_dir: str) -> dict:
     cmd = [common.python(), "-m", "headwise.cli", "run", "--config", config_path,
            "--output-dir", ours]
     results: dict = {}
-    for label in ("headwise_first", "headwise_cached"):
+    for label in RUNS:
         print(f"  {label.replace('_', ' ')} run ...", flush=True)
         m = common.run_measured(cmd, env=common.child_env(), cwd=common.ROOT,
                                 log_path=os.path.join(work_dir, f"{label}.log"))
@@ -47,32 +53,38 @@ def run(config_path: str, work_dir: str) -> dict:
         "headwise_vs_official_wall": results["headwise_first"]["wall_s"]
         / results["official_taxi"]["wall_s"],
         "cached_vs_first_wall": results["headwise_cached"]["wall_s"]
+        / results["headwise_first"]["wall_s"],
+        "cached_again_vs_first_wall": results["headwise_cached_again"]["wall_s"]
         / results["headwise_first"]["wall_s"]}
     return results
 
 
 def summary(results: dict) -> str:
-    rows = []
-    for label in ("headwise_first", "headwise_cached", "official_taxi"):
-        r = results[label]
-        rows.append([label.replace("_", " "), r["wall_s"], r["peak_rss_mib"]])
-    text = common.md_table(["run", "wall s (process)", "peak RSS MiB"], rows)
-    first, official = results["headwise_first"]["components"], results["official_taxi"][
-        "components"]
-    comps = list(first) + [c for c in official if c not in first]  # in execution order
+    labels = [k for k in (*RUNS, "official_taxi") if k in results]
+    text = common.md_table(["run", "wall s (process)", "peak RSS MiB"], [
+        [k.replace("_", " "), results[k]["wall_s"], results[k]["peak_rss_mib"]] for k in labels])
+
+    def order(label: str) -> list[str]:
+        comps = results[label]["components"]
+        return sorted(comps, key=lambda c: comps[c].get("start_offset_s", 0))
+    comps = order("headwise_first") + [c for c in order("official_taxi")
+                                        if c not in results["headwise_first"]["components"]]
     rows = []
     for c in comps:
         row = [c]
-        for label in ("headwise_first", "headwise_cached", "official_taxi"):
+        for label in labels:
             e = results[label]["components"].get(c)
-            row += [f"{e['seconds']:.1f}" if e else "-",
-                    f"{e['peak_rss_mib']:.0f}" if e else "-"]
+            row += [f"{e['seconds']:.1f}" if e else "-", f"{e['peak_rss_mib']:.0f}" if e else "-"]
         rows.append(row)
-    text += "\n\nPer component (seconds from ML Metadata; peak RSS of the run while it ran):\n\n"
-    text += common.md_table(["component", "headwise s", "MiB", "cached s", "MiB", "official s",
-                             "MiB"], rows)
+    header = ["component"]
+    for label in labels:
+        header += [f"{label.replace('headwise_', '').replace('_', ' ')} s", "MiB"]
+    text += ("\n\nPer component, in execution order (seconds from ML Metadata; peak RSS of the "
+             "whole run while it ran):\n\n" + common.md_table(header, rows))
     r = results["ratios"]
     text += (f"\n\n`make run` (5 heads) / official taxi example (1 head): "
-             f"**{r['headwise_vs_official_wall']:.2f}x** wall time; cached re-run / first run: "
-             f"**{r['cached_vs_first_wall']:.2f}x**.")
+             f"**{r['headwise_vs_official_wall']:.2f}x** wall time. Cached re-runs / first run: "
+             f"**{r['cached_vs_first_wall']:.2f}x** (the Evaluator runs once more: it now has a "
+             f"baseline), then **{r.get('cached_again_vs_first_wall', float('nan')):.2f}x** "
+             "(everything cached; what remains is starting Python, TensorFlow and TFX).")
     return text
