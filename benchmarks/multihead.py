@@ -165,10 +165,11 @@ def compare(results: dict) -> dict:
         heads.append(entry)
     seeds = list(models["multi"])  # ints, or strings after a JSON round trip
 
+    # Costs: medians over seeds (early stopping ends each seed's training at another epoch).
     def total(arm_prefix: str, key: str) -> float:
-        return float(np.mean([sum(models[v][s][key] for v in models if v.startswith(arm_prefix))
-                              for s in seeds]))
-    multi = {k: float(np.mean([models["multi"][s][k] for s in seeds]))
+        return float(np.median([sum(models[v][s][key] for v in models
+                                    if v.startswith(arm_prefix)) for s in seeds]))
+    multi = {k: float(np.median([models["multi"][s][k] for s in seeds]))
              for k in ("train_s", "params", "saved_model_bytes")}
     single = {k: total("single:", k) for k in ("train_s", "params", "saved_model_bytes")}
     sc = results["serving"]["scenarios"]
@@ -194,7 +195,10 @@ def summary(results: dict) -> str:
             f"({results['train_steps']} steps, early stopping as configured):\n\n")
     text += common.md_table(header, rows)
     r = c["ratios"]
-    text += "\n\nCost of the multi-head model as a ratio of all single-task models together:\n\n"
+    text += ("\n\nCost of the multi-head model as a ratio of all single-task models together "
+             "(medians over the seeds; train time is the Trainer component's wall time from ML "
+             "Metadata, including its export):\n\n")
+    per_seed = ", ".join(f"{m['train_s']:.0f}" for m in results["models"]["multi"].values())
     text += common.md_table(["", "multi-head", "single-task total", "ratio"], [
         ["train wall time (s)", c["multi"]["train_s"], c["single_total"]["train_s"],
          r["train_s"]],
@@ -205,6 +209,7 @@ def summary(results: dict) -> str:
          results["serving"]["scenarios"]["grpc_predict_all_heads_batch1"]["p50_ms"],
          results["serving"]["scenarios"]["grpc_single_task_models_batch1"]["p50_ms"],
          r["serving_p50"]]])
+    text += f"\n\nMulti-head train time per seed: {per_seed} s."
     worse = [h for h in c["heads"] if h["verdict"] == "worse"]
     if worse:
         text += "\n\n**The multi-head model loses on " + ", ".join(
