@@ -111,7 +111,8 @@ def render(results_dir: str) -> str:
         f"Run {m.get('finished', '?')} ({m.get('mode', '?')} mode, {m.get('seconds', 0):.0f} s) "
         f"on {m['cpus']} CPUs, {m['memory_gib']} GiB, {m['platform']}, Python {m['python']}. "
         f"Regenerate with `make bench`"
-        f"{' (this was --quick: numbers are only a smoke check)' if quick else ''}.", ""]
+        f"{' (this was --quick: numbers are only a smoke check)' if quick else ''}."
+        + (f" {m['note']}." if m.get("note") else ""), ""]
     results = {}
     for name, title, module in _SECTIONS:
         r = load_json(name)
