@@ -30,6 +30,8 @@ from components import pusher
 from headwise import examples as examples_lib
 from serving import tensors
 
+MAX_EXTRA_SECONDS = 120  # a run keeps going until the new version answered, at most this long
+
 
 def _requests(name: str, info: dict, rows: list[dict]) -> dict[str, list]:
     one = examples_lib.to_examples(rows[:1], info["features"])
@@ -76,14 +78,25 @@ def run(model_dir: str, csv_path: str, work_dir: str, total: int = 20_000, clien
     versions: dict[int, int] = {}
     first_answer: dict[int, float] = {}
     lock = threading.Lock()
-    sent = iter(range(total))
-    pushed = {}
+    counter = iter(range(10**9))  # next() on a shared iterator is atomic under the GIL
+    pushed: dict = {}
+    deadline = time.monotonic() + MAX_EXTRA_SECONDS
+
+    def requests_left():
+        """Request indices: `total` of them, and more until the new version has answered (a
+        short run must still see the swap), but never past the deadline."""
+        for i in counter:
+            v2 = pushed.get("v2")
+            swapped = v2 is not None and first_answer.get(v2.version) is not None
+            if i >= total and (swapped or time.monotonic() > deadline):
+                return
+            yield i
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = psg.PredictionServiceStub(channel)
-        for i in sent:
+        for i in requests_left():
             if i == total // 3 and not pushed:  # a new version lands
                 pushed["v2"] = pusher.push_model(version_dir, base, source="load-test-v2")
                 pushed["at"] = time.monotonic()
@@ -129,9 +142,10 @@ def run(model_dir: str, csv_path: str, work_dir: str, total: int = 20_000, clien
     switched = first_answer.get(v2)
     # Steady state: from 2 s after the new version answered (the old one is unloaded by then).
     steady = [m for t, m in memory if switched is not None and t > switched + 2.0]
+    sent = counters["good"] + counters["bad"]
     return {
-        "requests": total, "clients": clients, "seconds": elapsed,
-        "requests_per_s": total / elapsed, **counters, "failures": failures[:20],
+        "requests": sent, "clients": clients, "seconds": elapsed,
+        "requests_per_s": sent / elapsed, **counters, "failures": failures[:20],
         "versions_answered": {str(k): v for k, v in sorted(versions.items())},
         "first_version": first.version, "pushed_version": pushed["v2"].version,
         "seconds_to_switch": (switched - pushed["at"]) if switched is not None else None,
