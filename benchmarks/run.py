@@ -175,9 +175,10 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
         from benchmarks import load
 
         print("[load] 16 clients, malformed requests, a version pushed mid-run", flush=True)
-        model_dir = os.path.join(common.ROOT, "outputs", "serving", cfg.model_name)
-        if "multihead" in results:  # the multi-head model this run trained
-            model_dir = os.path.join(work_dir, "multihead", "serving", cfg.model_name)
+        # The multi-head model this (or an earlier) bench trained, else the one make run pushed.
+        model_dir = os.path.join(work_dir, "multihead", "serving", cfg.model_name)
+        if "multihead" not in results and not os.path.isdir(model_dir):
+            model_dir = os.path.join(common.ROOT, "outputs", "serving", cfg.model_name)
         r = load.run(model_dir, cfg.resolve_data_csv(),
                      os.path.join(work_dir, "load"), total=4000 if quick else 20_000)
         results["load"] = r
