@@ -87,7 +87,8 @@ def run(model_dir: str, csv_path: str, work_dir: str, total: int = 20_000, clien
         short run must still see the swap), but never past the deadline."""
         for i in counter:
             v2 = pushed.get("v2")
-            swapped = v2 is not None and first_answer.get(v2.version) is not None
+            since = first_answer.get(v2.version) if v2 is not None else None
+            swapped = since is not None and time.monotonic() - since > 3.0  # steady state seen
             if i >= total and (swapped or time.monotonic() > deadline):
                 return
             yield i

@@ -5,7 +5,7 @@ benchmarks/results/ (one JSON per benchmark, SUMMARY.md, summary.png).
                        pipeline cost vs the official taxi example, scaling 1x/10x/50x and Beam
                        modes, serving latency, load test with a version push.  ~40 min on 2 cores.
     quick (--quick):   one seed at 100 steps, no official example, scaling 1x/2x, a shorter
-                       load test. Minutes; for checking that everything runs, not for numbers.
+                       load test. ~9 minutes; for checking that everything runs, not for numbers.
 """
 
 from __future__ import annotations
