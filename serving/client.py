@@ -28,10 +28,9 @@ from tensorflow_serving.apis import (
 
 from headwise import examples as examples_lib
 from serving import tensors
+from serving.dataplane import CLASSIFY_METHOD, REGRESS_METHOD
 
 MODEL_INFO_SIGNATURE = "model_info"  # trainer/export.py writes it
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 MULTILABEL_THRESHOLD = 0.5
 
 

@@ -160,32 +160,25 @@ class DataPlane:
     # --- Classify / Regress / MultiInference -----------------------------------------------
     def classify(self, request: classification_pb2.ClassificationRequest
                  ) -> classification_pb2.ClassificationResponse:
-        with self._servable(request.model_spec) as servable:
-            name, sig = self._method_signature(servable, request.model_spec, CLASSIFY_METHOD,
-                                               "classification")
-            input_name, outputs = _classify_tensors(sig)
-            examples = _serialized_examples(request.input)
-            values = self._run(servable, {input_name: examples}, outputs)
-            response = classification_pb2.ClassificationResponse()
-            self._model_spec(response.model_spec, request.model_spec.name, name,
-                             servable.version)
-            _classification_result(sig, len(examples), dict(zip(outputs, values, strict=True)),
-                                   response.result)
-            return response
+        return self._one_task(request, CLASSIFY_METHOD,
+                              classification_pb2.ClassificationResponse())
 
     def regress(self, request: regression_pb2.RegressionRequest
                 ) -> regression_pb2.RegressionResponse:
+        return self._one_task(request, REGRESS_METHOD, regression_pb2.RegressionResponse())
+
+    def _one_task(self, request, method: str, response):
+        """Classify or Regress: one signature of that method over request.input."""
+        kind, signature_tensors, fill_result = _TASKS[method]
         with self._servable(request.model_spec) as servable:
-            name, sig = self._method_signature(servable, request.model_spec, REGRESS_METHOD,
-                                               "regression")
-            input_name, outputs = _regress_tensors(sig)
+            name, sig = self._method_signature(servable, request.model_spec, method, kind)
+            input_name, outputs = signature_tensors(sig)
             examples = _serialized_examples(request.input)
             values = self._run(servable, {input_name: examples}, outputs)
-            response = regression_pb2.RegressionResponse()
             self._model_spec(response.model_spec, request.model_spec.name, name,
                              servable.version)
-            _regression_result(sig, len(examples), dict(zip(outputs, values, strict=True)),
-                               response.result)
+            fill_result(sig, len(examples), dict(zip(outputs, values, strict=True)),
+                        response.result)
             return response
 
     @staticmethod
@@ -226,15 +219,12 @@ class DataPlane:
                 if sig is None:
                     raise ServingError(Code.INVALID_ARGUMENT,
                                        f"Requested signature not found in model graph: {name}")
-                if task.method_name == CLASSIFY_METHOD:
-                    _check_method(sig, CLASSIFY_METHOD, "classification")
-                    task_input, outputs = _classify_tensors(sig)
-                elif task.method_name == REGRESS_METHOD:
-                    _check_method(sig, REGRESS_METHOD, "regression")
-                    task_input, outputs = _regress_tensors(sig)
-                else:
+                if task.method_name not in _TASKS:
                     raise ServingError(Code.UNIMPLEMENTED,
                                        f"Unsupported signature method_name: {task.method_name}")
+                kind, signature_tensors, _ = _TASKS[task.method_name]
+                _check_method(sig, task.method_name, kind)
+                task_input, outputs = signature_tensors(sig)
                 if input_name is None:
                     input_name = task_input
                 elif input_name != task_input:
@@ -250,11 +240,9 @@ class DataPlane:
                 result = response.results.add()
                 self._model_spec(result.model_spec, task.model_spec.name,
                                  task.model_spec.signature_name, servable.version)
-                if method == CLASSIFY_METHOD:
-                    _classification_result(sig, len(examples), values,
-                                           result.classification_result)
-                else:
-                    _regression_result(sig, len(examples), values, result.regression_result)
+                fill_result = _TASKS[method][2]
+                fill_result(sig, len(examples), values, result.classification_result
+                            if method == CLASSIFY_METHOD else result.regression_result)
             return response
 
     # --- Metadata and status ---------------------------------------------------------------
@@ -384,6 +372,13 @@ def _regression_result(sig, n: int, values: dict[str, np.ndarray], out) -> None:
             f"{list(tensor.shape)}"))
     for v in tensor.tolist():
         out.regressions.add(value=v)
+
+
+# method -> (its name in TF Serving's messages, the signature's tensors, the result writer)
+_TASKS = {
+    CLASSIFY_METHOD: ("classification", _classify_tensors, _classification_result),
+    REGRESS_METHOD: ("regression", _regress_tensors, _regression_result),
+}
 
 
 def _check_shape(alias: str, shape: tuple[int, ...], expected) -> None:
