@@ -22,8 +22,8 @@ test: venv  ## Unit tests, then the end-to-end pipeline test (a few minutes)
 test-fast: venv  ## Unit tests only, no pipeline run (a few minutes)
 	$(PY) -m pytest -v -m "not e2e"
 
-serve: venv  ## Serve the pushed model over TF Serving's gRPC API on 127.0.0.1:8500
-	$(VENV)/bin/headwise serve --model-dir outputs/serving/taxi
+serve: venv  ## Serve the pushed model over TF Serving's gRPC API on 127.0.0.1:8500, logging requests
+	$(VENV)/bin/headwise serve --model-dir outputs/serving/taxi --request-log-dir outputs/request_logs/taxi
 
 bench: venv  ## Every benchmark (~40 min on 2 cores); results in benchmarks/results/
 	$(VENV)/bin/headwise bench

@@ -94,7 +94,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         return server.serve_forever(args.model_dir or ["outputs/serving/taxi"], args.model_name,
-                                    args.host, args.port, args.poll_seconds, args.builtin)
+                                    args.host, args.port, args.poll_seconds, args.builtin,
+                                    args.request_log_dir, args.log_sampling_rate)
+    except ValueError as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return 2
@@ -181,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how often to look for a newly pushed version")
     serve.add_argument("--builtin", action="store_true",
                        help="use the built-in server even if tensorflow_model_server is on PATH")
+    serve.add_argument("--request-log-dir",
+                       help="log sampled requests here (TF Serving's PredictionLog records); "
+                       "`headwise run` reads <output-dir>/request_logs/<model_name> to check "
+                       "training/serving skew")
+    serve.add_argument("--log-sampling-rate", type=float, default=1.0,
+                       help="share of requests logged, in (0, 1] (default 1)")
     serve.set_defaults(func=_cmd_serve)
     pred = sub.add_parser("predict", help="query every head of a served model for raw rows")
     src = pred.add_mutually_exclusive_group(required=True)

@@ -58,8 +58,15 @@ def _tf_error(e: Exception) -> ServingError:
 class DataPlane:
     """One or more models by name, as a TF Serving model config lists them."""
 
-    def __init__(self, managers: list[VersionManager]):
+    def __init__(self, managers: list[VersionManager], request_log=None):
         self.managers = {m.name: m for m in managers}
+        self.request_log = request_log  # serving.request_log.RequestLog, or None
+
+    def _logged(self, kind: str, request, response, model_spec):
+        """Hand a successful request to the request log (TF Serving logs only those)."""
+        if self.request_log is not None:
+            self.request_log.log(kind, request, response, model_spec)
+        return response
 
     # --- helpers shared by every RPC -------------------------------------------------------
     def _servable(self, spec):
@@ -114,7 +121,7 @@ class DataPlane:
                              servable.version)
             for alias, value in zip(aliases, values, strict=True):
                 response.outputs[alias].CopyFrom(tensors.to_proto(value))
-            return response
+            return self._logged("predict_log", request, response, response.model_spec)
 
     @staticmethod
     def _predict_inputs(sig, request) -> dict[str, np.ndarray]:
@@ -170,6 +177,7 @@ class DataPlane:
     def _one_task(self, request, method: str, response):
         """Classify or Regress: one signature of that method over request.input."""
         kind, signature_tensors, fill_result = _TASKS[method]
+        log_kind = "classify_log" if method == CLASSIFY_METHOD else "regress_log"
         with self._servable(request.model_spec) as servable:
             name, sig = self._method_signature(servable, request.model_spec, method, kind)
             input_name, outputs = signature_tensors(sig)
@@ -179,7 +187,7 @@ class DataPlane:
                              servable.version)
             fill_result(sig, len(examples), dict(zip(outputs, values, strict=True)),
                         response.result)
-            return response
+            return self._logged(log_kind, request, response, response.model_spec)
 
     @staticmethod
     def _method_signature(servable, spec, method: str, kind: str):
@@ -243,7 +251,8 @@ class DataPlane:
                 fill_result = _TASKS[method][2]
                 fill_result(sig, len(examples), values, result.classification_result
                             if method == CLASSIFY_METHOD else result.regression_result)
-            return response
+            return self._logged("multi_inference_log", request, response,
+                                response.results[0].model_spec)
 
     # --- Metadata and status ---------------------------------------------------------------
     def get_model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest

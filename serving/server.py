@@ -21,6 +21,7 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.dataplane import DataPlane, ServingError
+from serving.request_log import RequestLog
 from serving.servable import VersionManager
 
 log = logging.getLogger("headwise.serving")
@@ -72,6 +73,7 @@ class RunningServer:
     server: grpc.Server
     managers: list[VersionManager]
     port: int
+    request_log: RequestLog | None = None
 
     @property
     def manager(self) -> VersionManager:
@@ -79,14 +81,17 @@ class RunningServer:
 
     def stop(self, grace: float = 1.0) -> None:
         self.server.stop(grace).wait()
+        if self.request_log is not None:
+            self.request_log.close()  # after the last request: the last file is complete
         for m in self.managers:
             m.stop()
 
 
 def create_server(managers: list[VersionManager], host: str = LOOPBACK, port: int = DEFAULT_PORT,
-                  max_workers: int = 16) -> tuple[grpc.Server, int]:
+                  max_workers: int = 16, request_log: RequestLog | None = None
+                  ) -> tuple[grpc.Server, int]:
     """An unstarted gRPC server with both services; port 0 picks a free one (returned)."""
-    plane = DataPlane(managers)
+    plane = DataPlane(managers, request_log)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -106,20 +111,23 @@ def model_name_of(model_dir: str) -> str:
 
 
 def start(model_dirs: str | list[str], model_name: str | None = None, host: str = LOOPBACK,
-          port: int = 0, poll_seconds: float = 1.0, max_workers: int = 16) -> RunningServer:
+          port: int = 0, poll_seconds: float = 1.0, max_workers: int = 16,
+          request_log_dir: str | None = None, sampling_rate: float = 1.0) -> RunningServer:
     """Load the latest version under each model dir and serve them (named by their directory,
-    or model_name for a single dir); returns once the port is open."""
+    or model_name for a single dir); returns once the port is open. With request_log_dir,
+    sampled requests are logged there (serving/request_log.py) for the skew check."""
     dirs = [model_dirs] if isinstance(model_dirs, str) else list(model_dirs)
     names = [model_name] if model_name and len(dirs) == 1 else [model_name_of(d) for d in dirs]
     if len(set(names)) != len(names):
         raise ValueError(f"two model directories have the same name: {names}")
     managers = [VersionManager(n, os.path.abspath(d), poll_seconds)
                 for n, d in zip(names, dirs, strict=True)]
+    request_log = RequestLog(request_log_dir, sampling_rate) if request_log_dir else None
     for m in managers:
         m.start()
-    server, bound = create_server(managers, host, port, max_workers)
+    server, bound = create_server(managers, host, port, max_workers, request_log)
     server.start()
-    return RunningServer(server, managers, bound)
+    return RunningServer(server, managers, bound, request_log)
 
 
 def model_server_command(binary: str, model_dir: str, model_name: str, port: int,
@@ -130,7 +138,8 @@ def model_server_command(binary: str, model_dir: str, model_name: str, port: int
 
 
 def serve_forever(model_dirs: list[str], model_name: str | None, host: str, port: int,
-                  poll_seconds: float, builtin: bool) -> int:
+                  poll_seconds: float, builtin: bool, request_log_dir: str | None = None,
+                  sampling_rate: float = 1.0) -> int:
     """The `headwise serve` command: the real binary if installed, else the built-in server."""
     for d in model_dirs:
         if not os.path.isdir(d):
@@ -138,14 +147,21 @@ def serve_forever(model_dirs: list[str], model_name: str | None, host: str, port
                       "--model-dir outputs/serving/<model_name>)", d)
             return 2
     binary = shutil.which(MODEL_SERVER_BINARY)
-    if binary and not builtin and len(model_dirs) == 1:
+    if binary and not builtin and len(model_dirs) == 1 and not request_log_dir:
         if host != LOOPBACK:
             log.warning("%s binds every interface; --host is ignored", MODEL_SERVER_BINARY)
         cmd = model_server_command(binary, model_dirs[0],
                                    model_name or model_name_of(model_dirs[0]), port, poll_seconds)
         log.info("running %s", " ".join(cmd))
         return subprocess.call(cmd)
-    running = start(model_dirs, model_name, host, port, poll_seconds)
+    if binary and request_log_dir and not builtin:
+        log.info("--request-log-dir: serving with the built-in server, which writes the "
+                 "request log itself (%s's logging_config needs a LogCollector compiled "
+                 "into the binary)", MODEL_SERVER_BINARY)
+    running = start(model_dirs, model_name, host, port, poll_seconds,
+                    request_log_dir=request_log_dir, sampling_rate=sampling_rate)
+    if running.request_log is not None:
+        log.info("logging %.0f%% of requests to %s", 100 * sampling_rate, request_log_dir)
     for m in running.managers:
         if m.current_version is None:
             log.info("model %r: no version yet under %s; waiting for one", m.name, m.base_path)

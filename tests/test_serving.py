@@ -7,6 +7,7 @@ the project's Pusher; expected values are the Keras model's in-process predictio
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -415,3 +416,81 @@ def _outbound_address() -> str:
         return ""
     finally:
         s.close()
+
+
+# --- request log (the skew check's serving data) -------------------------------------------------
+def test_request_log_keeps_successful_requests_as_tf_servings_prediction_logs(models, tmp_path):
+    """Every answered Predict/Classify/Regress/MultiInference is logged as the PredictionLog TF
+    Serving writes; a refused request is not; files appear whole (renamed after writing) and the
+    examples read back are exactly the ones sent, newest last."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from serving import request_log
+
+    tmp, rows, exported = models
+    base = str(tmp_path / "serving" / NAME)
+    pushed = pusher.push_model(exported[1][0], base, source="run-1")
+    logs = str(tmp_path / "logs")
+    running = server_lib.start(base, port=0, request_log_dir=logs)
+    running.request_log.max_records = 2  # rotate often: several files
+    info = examples_lib.read_model_info(exported[1][0])
+    sent = examples_lib.to_examples(rows, info["features"])
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            stub.Predict(predict_request(sent[:2]), timeout=10)
+            stub.Classify(classification_pb2.ClassificationRequest(
+                model_spec=spec("classify_m"), input=example_input(sent[2:5])), timeout=10)
+            stub.Regress(regression_pb2.RegressionRequest(
+                model_spec=spec("regress_r"), input=example_input(sent[5:6])), timeout=10)
+            error_of(stub.Regress, regression_pb2.RegressionRequest(
+                model_spec=spec("classify_m"), input=example_input(sent[6:7])))  # refused
+            stub.Predict(predict_pb2.PredictRequest(model_spec=spec("model_info")), timeout=10)
+            multi = inference_pb2.MultiInferenceRequest(input=example_input(sent[7:10]))
+            multi.tasks.add(model_spec=spec("regress_r"), method_name="tensorflow/serving/regress")
+            stub.MultiInference(multi, timeout=10)
+    finally:
+        running.stop()  # closes the open file
+    files = request_log.log_files(logs)
+    assert len(files) == 3 and sorted(os.listdir(logs)) == [os.path.basename(f) for f in files]
+    entries = [prediction_log_pb2.PredictionLog.FromString(r)
+               for f in files for r in tf.data.TFRecordDataset(f).as_numpy_iterator()]
+    assert [e.WhichOneof("log_type") for e in entries] == [
+        "predict_log", "classify_log", "regress_log", "predict_log", "multi_inference_log"]
+    for e in entries:
+        assert e.log_metadata.model_spec.name == NAME
+        assert e.log_metadata.model_spec.version.value == pushed.version
+        assert list(e.log_metadata.saved_model_tags) == ["serve"]
+    assert entries[1].classify_log.response.result.classifications[0].classes[0].label == "p"
+    examples, read = request_log.read_examples(logs, max_examples=100)
+    assert read == 3
+    assert examples == sent[:6] + sent[7:10]  # not the refused one, not model_info's
+    newest, _ = request_log.read_examples(logs, max_examples=4)
+    assert newest == sent[5:6] + sent[7:10]
+
+
+def test_request_log_samples_and_never_blocks_a_request(tmp_path):
+    from serving import request_log
+
+    log = request_log.RequestLog(str(tmp_path), sampling_rate=0.25, queue_size=10_000)
+    req = regression_pb2.RegressionRequest(model_spec=spec("regress_r"))
+    for _ in range(2000):
+        log.log("regress_log", req, regression_pb2.RegressionResponse(), req.model_spec)
+    log.close()
+    assert 350 < log.written < 650 and log.dropped == 0  # ~500: a quarter of the requests
+    stuck = threading.Event()
+    full = request_log.RequestLog(str(tmp_path / "full"), queue_size=1)
+    record = full._record
+    full._record = lambda *a: stuck.wait(10) and record(*a)  # a disk that does not keep up
+    full.log("regress_log", req, regression_pb2.RegressionResponse(), req.model_spec)
+    while not full._queue.empty():  # the writer took the first one and is stuck on it
+        time.sleep(0.01)
+    started = time.monotonic()
+    for _ in range(3):  # one fits in the queue; two are dropped and counted, never waited for
+        full.log("regress_log", req, regression_pb2.RegressionResponse(), req.model_spec)
+    assert full.dropped == 2 and time.monotonic() - started < 1
+    stuck.set()
+    full.close()
+    assert full.written == 2
+    with pytest.raises(ValueError, match="sampling rate"):
+        request_log.RequestLog(str(tmp_path), sampling_rate=0)

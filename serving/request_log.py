@@ -1,0 +1,172 @@
+"""Request logging in TF Serving's format: sampled PredictionLog records in TFRecord files.
+
+TF Serving's `logging_config` writes each sampled request and its response as a
+`tensorflow_serving.apis.PredictionLog` (classify_log, regress_log, predict_log or
+multi_inference_log, plus log_metadata); BulkInferrer writes the same messages. The built-in
+server writes them under `--request-log-dir`, and the pipeline's DataValidationGate reads the
+examples back to compare what the served model is asked with what it was trained on (skew).
+
+Files: `requests-<UTC time>-<pid>-<n>.tfrecord`. A file is written as `<name>.tmp` and renamed
+when it is closed (after `max_records` records, `max_seconds` seconds, or on stop), so a
+reader never sees a half-written file. Requests are queued and written by one background
+thread: a request never waits for the disk; when the queue is full, records are dropped
+(counted, and said in the log) rather than slowing the server down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+
+import tensorflow as tf
+from tensorflow_serving.apis import input_pb2, prediction_log_pb2
+
+log = logging.getLogger("headwise.serving")
+
+SUFFIX = ".tfrecord"
+PREFIX = "requests-"
+_STOP = object()
+
+
+class RequestLog:
+    """Samples successful requests into PredictionLog TFRecord files under `log_dir`."""
+
+    def __init__(self, log_dir: str, sampling_rate: float = 1.0, max_records: int = 10_000,
+                 max_seconds: float = 60.0, queue_size: int = 10_000):
+        if not 0 < sampling_rate <= 1:
+            raise ValueError(f"sampling rate must be in (0, 1], got {sampling_rate}")
+        self.log_dir, self.sampling_rate = log_dir, sampling_rate
+        self.max_records, self.max_seconds = max_records, max_seconds
+        self.written = self.dropped = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._files = 0
+        tf.io.gfile.makedirs(log_dir)
+        self._thread = threading.Thread(target=self._write_loop, name="request-log",
+                                        daemon=True)
+        self._thread.start()
+
+    def log(self, kind: str, request, response, model_spec) -> None:
+        """Queue one request (kind: a PredictionLog field, e.g. "classify_log")."""
+        if self.sampling_rate < 1 and random.random() >= self.sampling_rate:
+            return
+        try:
+            self._queue.put_nowait((kind, request, response, model_spec, time.time()))
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 10_000 == 0:
+                log.warning("request log: the writer is behind; %d records dropped so far",
+                            self.dropped)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued, close the open file (renamed into place), stop the writer."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _record(self, kind, request, response, model_spec, when) -> bytes:
+        entry = prediction_log_pb2.PredictionLog()
+        entry.log_metadata.model_spec.CopyFrom(model_spec)
+        entry.log_metadata.sampling_config.sampling_rate = self.sampling_rate
+        entry.log_metadata.saved_model_tags.append("serve")
+        entry.log_metadata.timestamp_secs = int(when)
+        body = getattr(entry, kind)
+        body.request.CopyFrom(request)
+        body.response.CopyFrom(response)
+        return entry.SerializeToString()
+
+    def _write_loop(self) -> None:
+        writer = path = None
+        opened = records = 0
+        while True:
+            timeout = None if writer is None else max(0.0, opened + self.max_seconds
+                                                      - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None  # the open file is old enough: close it below
+            if item is not None and item is not _STOP:
+                try:
+                    record = self._record(*item)
+                except Exception:  # noqa: BLE001 - one bad record must not stop logging
+                    log.exception("request log: cannot log a %s", item[0])
+                    continue
+                if writer is None:
+                    path = self._new_path()
+                    writer = tf.io.TFRecordWriter(path + ".tmp")
+                    opened, records = time.monotonic(), 0
+                writer.write(record)
+                records += 1
+                self.written += 1
+            full = records >= self.max_records or time.monotonic() - opened >= self.max_seconds
+            if writer is not None and (item is None or item is _STOP or full):
+                writer.close()
+                tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+                writer = None
+            if item is _STOP:
+                return
+
+    def _new_path(self) -> str:
+        self._files += 1
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        return os.path.join(self.log_dir,
+                            f"{PREFIX}{stamp}-{os.getpid()}-{self._files:05d}{SUFFIX}")
+
+
+def log_files(log_dir: str) -> list[str]:
+    """The finished log files under log_dir, oldest first (names sort by time)."""
+    if not log_dir or not tf.io.gfile.isdir(log_dir):
+        return []
+    names = [n for n in tf.io.gfile.listdir(log_dir)
+             if n.startswith(PREFIX) and n.endswith(SUFFIX)]
+    return [os.path.join(log_dir, n) for n in sorted(names)]
+
+
+def _input_examples(inp: input_pb2.Input) -> list[bytes]:
+    kind = inp.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in inp.example_list.examples]
+    if kind == "example_list_with_context":
+        # What the model parses, as in the data plane: context bytes, then the example's.
+        ctx = inp.example_list_with_context.context.SerializeToString()
+        return [ctx + e.SerializeToString() for e in inp.example_list_with_context.examples]
+    return []
+
+
+def examples_of(entry: prediction_log_pb2.PredictionLog) -> list[bytes]:
+    """The serialized tf.Examples a logged request asked about (none for other requests)."""
+    kind = entry.WhichOneof("log_type")
+    if kind in ("classify_log", "regress_log", "multi_inference_log"):
+        return _input_examples(getattr(entry, kind).request.input)
+    if kind == "predict_log":
+        inputs = entry.predict_log.request.inputs
+        # A signature over serialized examples has one string input (serving_default's
+        # `examples`); other Predict requests (model_info, raw tensors) carry no examples.
+        if len(inputs) == 1:
+            (tensor,) = inputs.values()
+            if tensor.dtype == tf.string.as_datatype_enum:
+                return list(tensor.string_val)
+    return []
+
+
+def read_examples(log_dir: str, max_examples: int) -> tuple[list[bytes], int]:
+    """Up to max_examples serialized tf.Examples from the newest log files; (examples, files
+    read). A truncated file (a server killed mid-write never renames its file, but a copy may
+    be cut short) ends that file's records, not the read."""
+    found: list[bytes] = []
+    files = 0
+    for path in reversed(log_files(log_dir)):
+        files += 1
+        batch: list[bytes] = []
+        try:
+            for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                batch.extend(examples_of(prediction_log_pb2.PredictionLog.FromString(raw)))
+        except tf.errors.DataLossError:
+            log.warning("request log: %s is truncated; read up to the damage", path)
+        found[:0] = batch  # keep time order: older files before newer ones
+        if len(found) >= max_examples:
+            return found[-max_examples:], files
+    return found, files
+
