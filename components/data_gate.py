@@ -5,18 +5,26 @@ pipeline go on. This gate reads them and fails, naming every column and anomaly,
 Transform, Trainer, Evaluator and Pusher never run on data that breaks the contract and the
 model already pushed stays the one served. Transform depends on the gate explicitly.
 
-Drift: TFX 1.16's ExampleValidator sees one statistics set, so the gate also compares this
-run's training statistics with those of the data that trained the model being served (the
-Pusher stores them in each pushed version as `assets.extra/headwise_statistics.pb`), using the
-thresholds of the heads config's `validation.drift` (L-infinity distance for string and
-categorical columns, approximate Jensen-Shannon divergence for numeric ones). The first run,
-with nothing served yet, has no baseline and no drift check.
+TFX 1.16's ExampleValidator sees one statistics set, so the gate also compares this run's
+training statistics with two others (distances in components/distributions.py):
+- drift (`validation.drift`): the data that trained the model being served. The Pusher stores
+  its statistics in each pushed version as `assets.extra/headwise_statistics.pb`. The first
+  run, with nothing served yet, has no baseline and no drift check.
+- skew (`validation.skew`): what the served model is actually asked. `headwise serve
+  --request-log-dir` logs requests as TF Serving's PredictionLog records; the gate computes
+  the statistics of the newest logged examples (at most `skew_max_examples`) and compares,
+  once at least `skew_min_examples` were logged (fewer: no skew check, said in the log).
+
+Both baselines change outside the pipeline's inputs, so the runner passes `baselines_key`
+(the served version and the finished log files): TFX reuses a cached verdict only while they
+are unchanged.
 
 (No `from __future__ import annotations` here: TFX reads the component's annotations at runtime.)
 """
 
 
 import json
+import logging
 import os
 
 import tensorflow as tf
@@ -26,11 +34,13 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components import distributions
+from serving import request_log
+
 ANOMALIES_FILE = "SchemaDiff.pb"
 BASELINE_STATISTICS = os.path.join("assets.extra", "headwise_statistics.pb")
-DRIFT_SPLIT = "train"
-_DRIFT_REASONS = {anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH,
-                  anomalies_pb2.AnomalyInfo.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH}
+DRIFT_SPLIT = "train"  # the split compared with the served model's data and with requests
+log = logging.getLogger("headwise.gate")
 
 
 class DataValidationError(RuntimeError):
@@ -87,16 +97,13 @@ def missing_value_problems(split: str, stats: statistics_pb2.DatasetFeatureStati
 
 def served_baseline(serving_dir: str):
     """(version, statistics) of the data that trained the latest pushed version, or None."""
-    if not serving_dir or not tf.io.gfile.isdir(serving_dir):
+    version = served_baseline_version(serving_dir)
+    if version is None:
         return None
-    versions = sorted((int(d.rstrip("/")) for d in tf.io.gfile.listdir(serving_dir)
-                       if d.rstrip("/").isdigit()), reverse=True)
-    if not versions:
-        return None
-    path = os.path.join(serving_dir, str(versions[0]), BASELINE_STATISTICS)
+    path = os.path.join(serving_dir, str(version), BASELINE_STATISTICS)
     if not tf.io.gfile.exists(path):
         return None  # pushed before headwise stored statistics: nothing to compare with
-    return versions[0], statistics_pb2.DatasetFeatureStatisticsList.FromString(
+    return version, statistics_pb2.DatasetFeatureStatisticsList.FromString(
         io_utils.read_bytes_file(path))
 
 
@@ -104,31 +111,55 @@ def drift_problems(current: statistics_pb2.DatasetFeatureStatisticsList,
                    baseline: statistics_pb2.DatasetFeatureStatisticsList, version: int,
                    contract: schema_pb2.Schema, thresholds: dict[str, float]) -> list[str]:
     """One line per column whose distribution moved further than its threshold."""
-    import tensorflow_data_validation as tfdv
+    return [f"{DRIFT_SPLIT}: column '{s.column}': drift against the data that trained the "
+            f"served version {version} -- {s.description} (validation.drift: {s.threshold})"
+            for s in distributions.shifts(current, baseline, contract, thresholds, skew=False)]
 
-    schema = schema_pb2.Schema()
-    schema.CopyFrom(contract)
-    for feature in schema.feature:
-        if feature.name not in thresholds:
-            continue
-        categorical = feature.type == schema_pb2.BYTES or (
-            feature.HasField("int_domain") and feature.int_domain.is_categorical) or (
-            feature.HasField("bool_domain"))
-        comparator = feature.drift_comparator
-        if categorical:
-            comparator.infinity_norm.threshold = thresholds[feature.name]
-        else:
-            comparator.jensen_shannon_divergence.threshold = thresholds[feature.name]
-    found = tfdv.validate_statistics(current, schema, previous_statistics=baseline)
-    problems = []
-    for column, info in sorted(found.anomaly_info.items()):
-        reasons = [r for r in info.reason if r.type in _DRIFT_REASONS]
-        for r in reasons:
-            problems.append(
-                f"{DRIFT_SPLIT}: column '{column}': drift against the data that trained the "
-                f"served version {version} -- {r.description} (validation.drift: "
-                f"{thresholds[column]})")
-    return problems
+
+def serving_statistics(log_dir: str, contract: schema_pb2.Schema, max_examples: int):
+    """(statistics, examples) of the newest logged requests' examples, or None if none."""
+    from tensorflow_data_validation.statistics import stats_impl
+    from tfx_bsl.coders import example_coder
+
+    examples, _ = request_log.read_examples(log_dir, max_examples)
+    if not examples:
+        return None
+    try:
+        batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(examples)
+    except Exception as e:  # noqa: BLE001 - say which logs hold what cannot be read
+        raise DataValidationError(f"request log {log_dir}: the logged requests' examples "
+                                  f"cannot be decoded: {e}") from e
+    stats = stats_impl.generate_statistics_in_memory(
+        batch, distributions.stats_options(contract))
+    return stats, len(examples)
+
+
+def skew_problems(current: statistics_pb2.DatasetFeatureStatisticsList,
+                  serving: statistics_pb2.DatasetFeatureStatisticsList, examples: int,
+                  log_dir: str, contract: schema_pb2.Schema, thresholds: dict[str, float]
+                  ) -> list[str]:
+    """One line per column whose training and serving distributions differ beyond threshold."""
+    return [f"{DRIFT_SPLIT}: column '{s.column}': skew against the {examples:,} examples the "
+            f"served model was asked (request log {log_dir}) -- {s.description} "
+            f"(validation.skew: {s.threshold})"
+            for s in distributions.shifts(current, serving, contract, thresholds, skew=True)]
+
+
+def baselines_key(serving_dir: str, log_dir: str) -> str:
+    """What the drift and skew baselines are now: the latest pushed version and the finished
+    request log files. A new value makes TFX run the gate again on cached data."""
+    served = served_baseline_version(serving_dir)
+    files = request_log.log_files(log_dir)
+    return json.dumps({"served": served, "request_logs": [os.path.basename(f) for f in files]
+                       }, sort_keys=True)
+
+
+def served_baseline_version(serving_dir: str) -> int | None:
+    if not serving_dir or not tf.io.gfile.isdir(serving_dir):
+        return None
+    versions = [int(d.rstrip("/")) for d in tf.io.gfile.listdir(serving_dir)
+                if d.rstrip("/").isdigit()]
+    return max(versions, default=None)
 
 
 @tfx.dsl.components.component
@@ -139,21 +170,40 @@ def DataValidationGate(
     schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
     drift: tfx.dsl.components.Parameter[str] = "{}",
     serving_dir: tfx.dsl.components.Parameter[str] = "",
+    skew: tfx.dsl.components.Parameter[str] = "{}",
+    request_log_dir: tfx.dsl.components.Parameter[str] = "",
+    skew_min_examples: tfx.dsl.components.Parameter[int] = 500,
+    skew_max_examples: tfx.dsl.components.Parameter[int] = 100_000,
+    baselines_key: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Fails the run if any split of the examples has an anomaly or too many missing values,
-    or the training split drifted from the served model's training data (`drift`: JSON
-    {column: threshold}; `serving_dir`: where the Pusher pushes versions)."""
+    the training split drifted from the served model's training data (`drift`: JSON
+    {column: threshold}; `serving_dir`: where the Pusher pushes versions), or it is skewed
+    against the logged requests (`skew`: JSON {column: threshold}; `request_log_dir`).
+    `baselines_key` is not read: it only keys TFX's cache (see `baselines_key()`)."""
+    del baselines_key
     splits = artifact_utils.decode_split_names(anomalies.split_names)
     problems = describe(read_anomalies(anomalies.uri, splits))
     contract = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
     for split in splits:
         split_stats = stats_artifact_utils.load_statistics(statistics, split).proto()
         problems += missing_value_problems(split, split_stats.datasets[0], contract)
-    thresholds = json.loads(drift or "{}")
-    baseline = served_baseline(serving_dir) if thresholds else None
-    if baseline is not None and DRIFT_SPLIT in splits:
+    if DRIFT_SPLIT in splits:
         current = stats_artifact_utils.load_statistics(statistics, DRIFT_SPLIT).proto()
-        problems += drift_problems(current, baseline[1], baseline[0], contract, thresholds)
+        thresholds = json.loads(drift or "{}")
+        baseline = served_baseline(serving_dir) if thresholds else None
+        if baseline is not None:
+            problems += drift_problems(current, baseline[1], baseline[0], contract, thresholds)
+        thresholds = json.loads(skew or "{}")
+        served = serving_statistics(request_log_dir, contract, skew_max_examples) \
+            if thresholds and request_log_dir else None
+        if served is not None and served[1] >= skew_min_examples:
+            problems += skew_problems(current, served[0], served[1], request_log_dir, contract,
+                                      thresholds)
+            log.info("skew: compared with %d logged examples", served[1])
+        elif thresholds:
+            log.info("skew: not checked, %d logged examples under %r (at least %d needed)",
+                     served[1] if served else 0, request_log_dir, skew_min_examples)
     if problems:
         raise DataValidationError(
             "the examples break the data contract (schema); nothing was trained or pushed:\n  "

@@ -139,9 +139,14 @@ class ValidationConfig:
     # max - min): a value far outside (1e30, a unit change) is an anomaly. NaN/inf always are.
     range_slack: float = 10.0
     # Drift against the data that trained the model being served: {column: threshold}. The
-    # distance is L-infinity between category frequencies for string and categorical columns,
-    # approximate Jensen-Shannon divergence for numeric ones (TFDV's drift comparators).
+    # distance is a share of examples: L-infinity between category frequencies for string and
+    # categorical columns, Kolmogorov-Smirnov for numeric ones (components/distributions.py).
     drift: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Skew against what the served model is asked (the request log of `headwise serve`):
+    # {feature column: threshold}, the same distances; checked once skew_min_examples examples
+    # were logged (fewer say little: two healthy samples of 500 differ by up to ~0.06).
+    skew: dict[str, float] = dataclasses.field(default_factory=dict)
+    skew_min_examples: int = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +191,7 @@ class PipelineConfig:
         d = self.to_dict()
         for h in d["heads"]:
             h.update(thresholds={}, gate=True, baseline_margin=0.0)
-        d["validation"]["drift"] = {}
+        d["validation"].update(drift={}, skew={}, skew_min_examples=0)
         return d
 
     def to_dict(self) -> dict[str, Any]:
@@ -444,22 +449,29 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     if not NAME_RE.match(model_name):
         s.fail(f"{model_name!r} is not a valid model name", "model_name")
     val = _Fields(source, "validation", top.get("validation", dict, {}),
-                  ("schema", "missing_slack", "max_unseen_fraction", "range_slack", "drift"))
+                  ("schema", "missing_slack", "max_unseen_fraction", "range_slack", "drift",
+                   "skew", "skew_min_examples"))
     validation = ValidationConfig(
         schema=val.get("schema", str, None), missing_slack=val.get("missing_slack", float, 0.05),
         max_unseen_fraction=val.get("max_unseen_fraction", float, 0.05),
         range_slack=val.get("range_slack", float, 10.0),
-        drift=val.get("drift", dict, {}))
+        drift=val.get("drift", dict, {}), skew=val.get("skew", dict, {}),
+        skew_min_examples=val.get("skew_min_examples", int, 500))
     if validation.range_slack < 0:
         val.fail(f"must be >= 0, got {validation.range_slack}", "range_slack")
-    used_columns = {f.name for f in features} | {h.label for h in heads}
-    for column, threshold in validation.drift.items():
-        if column not in used_columns:
-            val.fail(f"{column!r} is not a feature or label column", "drift")
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
-                0 < threshold <= 1):
-            val.fail(f"{column}: threshold must be a number in (0, 1], got {threshold!r}",
-                     "drift")
+    if validation.skew_min_examples < 1:
+        val.fail(f"must be >= 1, got {validation.skew_min_examples}", "skew_min_examples")
+    feature_columns = {f.name for f in features}
+    for key, allowed, what in (
+            ("drift", feature_columns | {h.label for h in heads}, "a feature or label column"),
+            ("skew", feature_columns, "a feature column (labels are not sent to the server)")):
+        for column, threshold in getattr(validation, key).items():
+            if column not in allowed:
+                val.fail(f"{column!r} is not {what}", key)
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
+                    0 < threshold <= 1):
+                val.fail(f"{column}: threshold must be a number in (0, 1], got {threshold!r}",
+                         key)
     for k in ("missing_slack", "max_unseen_fraction"):
         if not 0 <= getattr(validation, k) < 1:
             val.fail(f"must be in [0, 1), got {getattr(validation, k)}", k)

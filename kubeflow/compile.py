@@ -22,6 +22,7 @@ from headwise.config import ConfigError, PipelineConfig, _Fields
 IMAGE_PROJECT_ROOT = "/pipeline"  # where the Dockerfile puts the project inside the image
 SERVING_IMAGE = "tensorflow/serving:2.16.1"
 GRPC_PORT, REST_PORT = 8500, 8501
+GATE_TASK = "DataValidationGate"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,9 @@ class DeployConfig:
     distribution_strategy: str = "none"  # Trainer: none | mirrored | multi_worker_mirrored
     namespace: str = "headwise"
     serving_replicas: int = 2
+    # Where request logs (PredictionLog TFRecords) land, <dir>/<model_name>/: the skew check's
+    # baseline. Empty: no skew check on the cluster.
+    request_log_dir: str = ""
     source: str = "<deploy>"
 
 
@@ -48,13 +52,14 @@ def load_deploy_config(path: str) -> DeployConfig:
         raise ConfigError(f"deploy config not found: {path}") from None
     f = _Fields(path, "", raw, ("pipeline_root", "data_root", "serving_model_dir", "image",
                                 "beam_args", "distribution_strategy", "namespace",
-                                "serving_replicas"))
+                                "serving_replicas", "request_log_dir"))
     beam_args = f.get("beam_args", list, [])
     if not all(isinstance(a, str) and a.startswith("--") for a in beam_args):
         f.fail(f"expected a list of '--flag=value' strings, got {beam_args!r}", "beam_args")
     return DeployConfig(
         pipeline_root=f.get("pipeline_root", str), data_root=f.get("data_root", str),
         serving_model_dir=f.get("serving_model_dir", str), image=f.get("image", str),
+        request_log_dir=f.get("request_log_dir", str, ""),
         beam_args=tuple(beam_args),
         distribution_strategy=f.choice("distribution_strategy", STRATEGIES, "none",
                                        what="distribution strategy"),
@@ -85,6 +90,8 @@ def compile_pipeline(cfg: PipelineConfig, deploy: DeployConfig, output_path: str
         schema_file=image_schema_path(cfg, repo_root),
         beam_pipeline_args=deploy.beam_args,
         distribution_strategy=deploy.distribution_strategy,
+        request_log_dir=(f"{deploy.request_log_dir.rstrip('/')}/{cfg.model_name}"
+                         if deploy.request_log_dir else ""),
     )
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
@@ -100,6 +107,9 @@ def compile_pipeline(cfg: PipelineConfig, deploy: DeployConfig, output_path: str
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
     spec = yaml.safe_load(text)
     spec["defaultPipelineRoot"] = deploy.pipeline_root
+    # The gate's baselines (the served version, the request logs) are not among its inputs:
+    # a cached verdict could be stale, so KFP must always run it (it takes seconds).
+    spec["root"]["dag"]["tasks"][GATE_TASK]["cachingOptions"] = {"enableCache": False}
     with open(output_path + ".tmp", "w", encoding="utf-8") as fh:
         fh.write(header)
         yaml.safe_dump(spec, fh, sort_keys=True)

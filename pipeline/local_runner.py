@@ -5,6 +5,7 @@ Layout under `output_dir` (default `outputs/`):
   pipelines/<pipeline>/          TFX pipeline root (every component's artifacts)
   metadata.db                    ML Metadata (SQLite): lineage and the cache
   serving/<model_name>/<version>/saved_model.pb   pushed models, TF Serving's layout
+  request_logs/<model_name>/     requests logged by `headwise serve` (the skew baseline)
   logs/<pipeline>-<time>.log     the full TFX/Beam log of each run
 """
 
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 import absl.logging
 from tfx import v1 as tfx
 
+from components import data_gate
 from headwise import data_check
 from headwise.config import ConfigError, PipelineConfig
 from pipeline import pipeline as pipeline_lib
@@ -58,6 +60,10 @@ class Paths:
     @property
     def serving_dir(self) -> str:
         return os.path.join(self.output_dir, "serving", self.model_name)
+
+    @property
+    def request_log_dir(self) -> str:
+        return os.path.join(self.output_dir, "request_logs", self.model_name)
 
     @property
     def schema_root(self) -> str:
@@ -209,7 +215,9 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             paths.metadata_path),
         beam_pipeline_args=cfg.beam_args if beam_args is None else beam_args,
-        train_steps=train_steps, eval_steps=eval_steps, enable_cache=enable_cache)
+        train_steps=train_steps, eval_steps=eval_steps, enable_cache=enable_cache,
+        request_log_dir=paths.request_log_dir,
+        baselines_key=data_gate.baselines_key(paths.serving_dir, paths.request_log_dir))
 
     started = time.monotonic()
     stream = open(os.devnull, "w") if quiet else sys.stdout  # noqa: SIM115

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
+from components import distributions
 from components.data_gate import DataValidationGate
 from components.evaluator import Evaluator
 from components.pusher import Pusher
@@ -86,12 +87,24 @@ def create_pipeline(
     eval_steps: int | None = None,
     enable_cache: bool = True,
     distribution_strategy: str = "none",
+    request_log_dir: str = "",
+    baselines_key: str = "",
 ) -> tfx.dsl.Pipeline:
+    """The pipeline for cfg. `request_log_dir`: where `headwise serve` logs requests (the skew
+    baseline); `baselines_key`: `data_gate.baselines_key(...)` of the moment, so the gate's
+    cached verdict is reused only while the served version and the request logs are the same
+    (empty: the runner caches nothing across baselines itself, as on Kubeflow)."""
     example_gen = example_gen_component(data_root)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_file:  # the curated, reviewed data contract
         schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+        # With the schema, categorical integers get category statistics (L-infinity distance).
+        statistics_gen = tfx.components.StatisticsGen(
+            examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+            stats_options=distributions.stats_options())
     else:  # no contract configured: infer one (variable-length, so values may be missing)
+        statistics_gen = tfx.components.StatisticsGen(
+            examples=example_gen.outputs["examples"],
+            stats_options=distributions.stats_options())
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
     example_validator = tfx.components.ExampleValidator(
@@ -100,7 +113,11 @@ def create_pipeline(
                                    statistics=statistics_gen.outputs["statistics"],
                                    schema=schema_gen.outputs["schema"],
                                    drift=json.dumps(cfg.validation.drift, sort_keys=True),
-                                   serving_dir=serving_dir)
+                                   serving_dir=serving_dir,
+                                   skew=json.dumps(cfg.validation.skew, sort_keys=True),
+                                   request_log_dir=request_log_dir,
+                                   skew_min_examples=cfg.validation.skew_min_examples,
+                                   baselines_key=baselines_key)
     transform = transform_component(cfg, example_gen.outputs["examples"],
                                     schema_gen.outputs["schema"])
     transform.add_upstream_node(data_gate)  # no Transform (or anything after) on bad data
@@ -124,7 +141,7 @@ def create_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate,
+        components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate,
                     transform, trainer, model_resolver, evaluator, pusher],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,

@@ -109,6 +109,11 @@ def test_label_column_not_in_data(tmp_path, raw):
     (lambda r: r["validation"].update(drift={"nope": 0.1}), "validation.drift", "'nope'"),
     (lambda r: r["validation"].update(drift={"fare": 2}), "validation.drift", "(0, 1]"),
     (lambda r: r["validation"].update(range_slack=-1), "validation.range_slack", ">= 0"),
+    (lambda r: r["validation"].update(skew={"fare": 0.1}), "validation.skew",
+     "labels are not sent to the server"),
+    (lambda r: r["validation"].update(skew={"company": 0}), "validation.skew", "(0, 1]"),
+    (lambda r: r["validation"].update(skew_min_examples=0), "validation.skew_min_examples",
+     ">= 1"),
 ])
 def test_bad_fields_are_named(tmp_path, raw, mutate, field, words):
     mutate(raw)

@@ -14,7 +14,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.tf_metadata import schema_utils
 
-from components import data_gate
+from components import data_gate, distributions
 from headwise import config as config_lib
 from headwise import examples as examples_lib
 from pipeline import schema as schema_lib
@@ -144,10 +144,13 @@ def test_preprocessing_fn_on_taxi_slice_matches_golden(cfg, schema, tmp_path):
             np.testing.assert_allclose(g[k], e[k], rtol=1e-4, atol=1e-4, err_msg=k)
 
 
-def _taxi_stats(cfg, tmp_path, name: str, damage=None):
+def _taxi_stats(cfg, tmp_path, name: str, damage=None, keep=None):
+    """Statistics of the taxi CSV as StatisticsGen computes them (schema, 100 quantiles);
+    damage(i, row) edits rows, keep(i) picks a sample."""
     with open(cfg.resolve_data_csv(), newline="") as fh:
         reader = csv.DictReader(fh)
         fields, rows = list(reader.fieldnames), list(reader)
+    rows = [r for i, r in enumerate(rows) if keep is None or keep(i)]
     for i, r in enumerate(rows):
         if damage:
             damage(i, r)
@@ -156,7 +159,9 @@ def _taxi_stats(cfg, tmp_path, name: str, damage=None):
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    return tfdv.generate_statistics_from_csv(str(path))
+    return tfdv.generate_statistics_from_csv(
+        str(path), stats_options=distributions.stats_options(
+            schema_lib.load_schema(cfg.schema_path())))
 
 
 def test_drift_is_measured_against_the_served_models_training_data(cfg, schema, tmp_path):
@@ -189,3 +194,92 @@ def test_drift_is_measured_against_the_served_models_training_data(cfg, schema, 
     assert data_gate.drift_problems(baseline, stored, version, schema, thresholds) == []
     # Only configured columns are compared: the same drift with no thresholds is no problem.
     assert data_gate.drift_problems(drifted, stored, version, schema, {}) == []
+
+
+def test_healthy_samples_of_the_same_data_neither_drift_nor_skew(cfg, schema, tmp_path):
+    """Two disjoint random samples of the taxi CSV (2/3 and 1/3) are the same data: no column of
+    the configured drift and skew checks may be flagged. (TFDV's Jensen-Shannon comparator
+    flagged trip_miles at 0.70 here: components/distributions.py.)"""
+    pick = np.random.default_rng(7).random(15_002) < 2 / 3
+    a = _taxi_stats(cfg, tmp_path, "a.csv", keep=lambda i: pick[i])
+    b = _taxi_stats(cfg, tmp_path, "b.csv", keep=lambda i: not pick[i])
+    every = {c: 0.1 for c in ("trip_miles", "fare", "pickup_latitude", "dropoff_longitude",
+                              "trip_start_hour", "company", "payment_type")}
+    assert {**cfg.validation.drift, **cfg.validation.skew}.keys() <= every.keys()
+    assert data_gate.drift_problems(a, b, 1, schema, every) == []
+    features = {c: t for c, t in every.items() if c not in cfg.label_columns}
+    assert data_gate.skew_problems(a, b, 5000, "logs", schema, features) == []
+    # ... while the same comparison does see a real move in each kind of column.
+    def moved(i, r):
+        if i % 3 == 0:
+            r.update(trip_start_hour="3", company="Zoom Cabs",
+                     trip_miles=str(3 * float(r["trip_miles"] or 0)))
+    c = _taxi_stats(cfg, tmp_path, "c.csv", moved, keep=lambda i: not pick[i])
+    problems = data_gate.skew_problems(a, c, 5000, "logs", schema, features)
+    assert [p.split("'")[1] for p in problems] == ["company", "trip_miles", "trip_start_hour"]
+
+
+def _quantiles(values, buckets=100):
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    edges = np.quantile(values, np.linspace(0, 1, buckets + 1))
+    h = statistics_pb2.Histogram(type=statistics_pb2.Histogram.QUANTILES)
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        h.buckets.add(low_value=low, high_value=high, sample_count=len(values) / buckets)
+    return h
+
+
+def test_ks_distance_is_the_largest_gap_between_the_cdfs():
+    u = np.linspace(0, 1, 10_001)
+    assert distributions.ks_distance(_quantiles(u), _quantiles(u)) == 0
+    # U(0,1) vs U(0.2,1.2): F differs by exactly 0.2 on [0.2, 1].
+    assert distributions.ks_distance(_quantiles(u), _quantiles(u + 0.2)) == pytest.approx(
+        0.2, abs=1e-3)
+    # Point masses: 60% zeros vs 20% zeros (the rest uniform on (0, 1]): the CDFs jump at 0
+    # by 0.6 and 0.2, so the gap there is 0.4 (to within one bucket, 0.01).
+    a = np.r_[np.zeros(6000), np.linspace(1e-3, 1, 4000)]
+    b = np.r_[np.zeros(2000), np.linspace(1e-3, 1, 8000)]
+    assert distributions.ks_distance(_quantiles(a), _quantiles(b)) == pytest.approx(0.4, abs=0.01)
+    # Disjoint supports: the whole mass lies between them.
+    assert distributions.ks_distance(_quantiles(u), _quantiles(u + 5)) == pytest.approx(1.0)
+
+
+def test_skew_is_measured_against_the_logged_requests(cfg, schema, tmp_path):
+    """Requests logged by the server (PredictionLog files) become serving statistics; healthy
+    requests pass, requests from another distribution are flagged by column, with the number
+    of examples and the log's location."""
+    from tensorflow_serving.apis import classification_pb2
+
+    from serving import request_log
+
+    rows = _rows(cfg)
+    features = {f.name: DTYPES[f.type] for f in schema.feature if f.name in cfg.columns
+                and f.name not in cfg.label_columns}
+    train = _taxi_stats(cfg, tmp_path, "train.csv")
+
+    def log_requests(log_dir, picked):
+        log = request_log.RequestLog(str(log_dir))
+        for start in range(0, len(picked), 64):
+            req = classification_pb2.ClassificationRequest()
+            req.model_spec.name = "taxi"
+            for s in examples_lib.to_examples(picked[start:start + 64], features):
+                req.input.example_list.examples.add().ParseFromString(s)
+            log.log("classify_log", req, classification_pb2.ClassificationResponse(),
+                    req.model_spec)
+        log.close()
+
+    healthy = [rows[i] for i in range(5, len(rows), 20)]  # 750 rows, labels dropped by to_examples
+    log_requests(tmp_path / "healthy", healthy)
+    stats, n = data_gate.serving_statistics(str(tmp_path / "healthy"), schema, 100_000)
+    assert n == len(healthy) and stats.datasets[0].num_examples == n
+    assert data_gate.skew_problems(train, stats, n, "h", schema, dict(cfg.validation.skew)) == []
+
+    skewed = [dict(r, company="Zoom Cabs") if i % 2 else r for i, r in enumerate(healthy)]
+    log_requests(tmp_path / "skewed", skewed)
+    stats, n = data_gate.serving_statistics(str(tmp_path / "skewed"), schema, 100_000)
+    problems = data_gate.skew_problems(train, stats, n, str(tmp_path / "skewed"), schema,
+                                       dict(cfg.validation.skew))
+    assert len(problems) == 1 and "column 'company'" in problems[0], problems
+    assert f"skew against the {n} examples" in problems[0] and "Zoom Cabs" in problems[0]
+    assert str(tmp_path / "skewed") in problems[0] and "(validation.skew: 0.1)" in problems[0]
+    assert data_gate.serving_statistics(str(tmp_path / "none"), schema, 100) is None

@@ -178,3 +178,17 @@ def test_dockerfile_builds_on_tfx_and_installs_the_project():
         assert f"COPY {folder}" in text
     assert "pip install" in text and "USER 1000" in text
     assert "TF_USE_LEGACY_KERAS=1" in text
+
+
+def test_gate_reads_the_deployments_request_logs_and_is_never_cached(compiled, cfg, deploy):
+    """The skew baseline (request logs) and the drift baseline (the served version) are not
+    inputs of the gate, so KFP must not answer it from its cache; every other step caches."""
+    _, spec = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["DataValidationGate"]["cachingOptions"] == {"enableCache": False}
+    assert tasks["Transform"]["cachingOptions"] == {"enableCache": True}
+    params = tasks["DataValidationGate"]["inputs"]["parameters"]
+    value = params["request_log_dir"]["runtimeValue"]["constantValue"]
+    assert list(value.values()) == [f"{deploy.request_log_dir}/{cfg.model_name}"]
+    skew = params["skew"]["runtimeValue"]["constantValue"]
+    assert json.loads(next(iter(skew.values()))) == cfg.validation.skew

@@ -160,7 +160,9 @@ def test_rerun_reuses_the_cache_and_does_not_push_twice(first_run, cfg):
     cached = {c for c, state in again.executions.items() if state == "CACHED"}
     # Nothing changed: data, schema, Transform and Trainer are reused from ML Metadata.
     assert {"CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-            "DataValidationGate", "Transform", "Trainer"} <= cached, again.executions
+            "Transform", "Trainer"} <= cached, again.executions
+    # The gate's drift baseline did change: the first run had no served model to compare with.
+    assert again.executions["DataValidationGate"] == "COMPLETE"
     # The Evaluator runs again because it now has a baseline: the first run's blessed model.
     assert again.executions["Evaluator"] == "COMPLETE"
     assert again.blessed is True and again.pushed and again.already_served, again.table()
@@ -330,3 +332,45 @@ def test_a_dropped_column_is_reported_before_any_beam_job(cfg, tmp_path, capsys)
     assert code == 2
     assert "'fare'" in err and csv_path in err and "not in the data" in err, err
     assert not (tmp_path / "o").exists()  # nothing was started
+
+
+# --- Skew: what `headwise serve` was asked, against the training data --------------------------
+
+def _serve_rows(out, cfg, rows):
+    """Send rows to the pushed model through the built-in server with request logging on."""
+    from serving import client as client_lib
+    from serving import server as server_lib
+
+    paths = local_runner.paths_for(cfg, out)
+    running = server_lib.start(paths.serving_dir, request_log_dir=paths.request_log_dir)
+    try:
+        with client_lib.HeadwiseClient("127.0.0.1", running.port, cfg.model_name) as client:
+            assert len(list(client.predict_rows(rows))) == len(rows)
+    finally:
+        running.stop()
+
+
+def test_requests_unlike_the_training_data_stop_the_next_run(first_run, cfg):
+    """Healthy requests: the gate runs again (new request logs) and passes. Then requests from
+    another distribution: the next run stops at the gate, naming the skewed columns."""
+    out, _ = first_run
+    rows = _raw_rows(cfg, 15_002)
+    healthy, skewed = rows[1::20], [dict(r, company="Zoom Cabs", trip_start_hour="3")
+                                    for r in rows[2::20]]
+    _serve_rows(out, cfg, healthy)  # 751 rows as clients send them: no labels
+    summary = local_runner.run(cfg, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
+                               quiet=True)
+    assert summary.executions["DataValidationGate"] == "COMPLETE"  # the logs are new
+    assert summary.executions["Transform"] == "CACHED"
+
+    served = _served_files(out, cfg)
+    _serve_rows(out, cfg, skewed)
+    with pytest.raises(local_runner.PipelineRunError) as exc:
+        local_runner.run(cfg, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS, quiet=True)
+    assert exc.value.component == "DataValidationGate"
+    message = str(exc.value)
+    for column in ("company", "trip_start_hour"):
+        assert (f"column '{column}': skew against the {len(healthy) + len(skewed):,} examples "
+                "the served model was asked") in message, message
+    assert "column 'trip_miles'" not in message  # unchanged in the requests
+    assert _served_files(out, cfg) == served
