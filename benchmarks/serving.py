@@ -3,7 +3,9 @@
 - the floor: the same signature called in-process (a session run, no gRPC);
 - all heads of the multi-head model in one Predict (serving_default) and in one MultiInference
   (Classify/Regress per head), 1 and 64 examples per request, 1 and 4 concurrent clients;
-- one single-task model per head: N round trips (one Predict per model) for the same answer.
+- one single-task model per head: N round trips (one Predict per model) for the same answer;
+- the cost of the request log (`--request-log-dir`, every request logged): the same Predicts
+  against a second server that logs them.
 
 The server is `headwise serve --builtin` in its own process (as in production: the client does
 not share its interpreter); the load comes from this process's threads over loopback.
@@ -41,10 +43,13 @@ def latest_version_dir(model_dir: str) -> str:
     return os.path.join(model_dir, str(versions[-1]))
 
 
-def start_server(model_dirs: list[str], port: int, log_path: str) -> subprocess.Popen:
+def start_server(model_dirs: list[str], port: int, log_path: str,
+                 request_log_dir: str | None = None) -> subprocess.Popen:
     cmd = [common.python(), "-m", "headwise.cli", "serve", "--builtin", "--port", str(port)]
     for d in model_dirs:
         cmd += ["--model-dir", d]
+    if request_log_dir:
+        cmd += ["--request-log-dir", request_log_dir]
     log = open(log_path, "w")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(cmd, env=common.child_env(), cwd=common.ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
@@ -147,9 +152,31 @@ def run(multi_dir: str, single_dirs: dict[str, str] | None, csv_path: str, work_
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    logged_scenarios(multi_dir, work_dir, one, batch, n_seq, seconds, sc)
     results["grpc_overhead_p50_ms"] = (sc["grpc_predict_all_heads_batch1"]["p50_ms"]
                                        - sc["in_process_all_heads_batch1"]["p50_ms"])
     return results
+
+
+def logged_scenarios(model_dir: str, work_dir: str, one: list[bytes], batch: list[bytes],
+                     n_seq: int, seconds: float, sc: dict) -> None:
+    """Predict, 1 and 64 examples, against a server that logs every request."""
+    name = os.path.basename(model_dir.rstrip("/"))
+    port = common.free_port()
+    logs = os.path.join(work_dir, "request_logs")
+    proc = start_server([model_dir], port, os.path.join(work_dir, "server_logged.log"), logs)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            p1, p64 = _predict_request(name, one), _predict_request(name, batch)
+            sc["grpc_predict_all_heads_batch1_logged"] = common.percentiles(
+                common.time_calls(lambda: stub.Predict(p1, timeout=10), n_seq))
+            load64 = common.concurrent_load(lambda: stub.Predict(p64, timeout=10), 4, seconds)
+            load64["examples_per_s"] = load64["requests_per_s"] * len(batch)
+            sc["grpc_predict_all_heads_batch64_4clients_logged"] = load64
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def summary(results: dict) -> str:
@@ -161,6 +188,13 @@ def summary(results: dict) -> str:
     text = common.md_table(["scenario", "p50 ms", "p99 ms", "requests/s", "examples/s"], rows)
     text += (f"\n\ngRPC overhead over the in-process call (p50, 1 example): "
              f"{results['grpc_overhead_p50_ms']:.2f} ms")
+    if "grpc_predict_all_heads_batch1_logged" in sc:
+        p50 = (sc["grpc_predict_all_heads_batch1_logged"]["p50_ms"]
+               / sc["grpc_predict_all_heads_batch1"]["p50_ms"])
+        rate = (sc["grpc_predict_all_heads_batch64_4clients_logged"]["examples_per_s"]
+                / sc["grpc_predict_all_heads_batch64_4clients"]["examples_per_s"])
+        text += (f"\n\nRequest log on (every request written): {p50:.2f}x the p50 latency "
+                 f"(1 example), {rate:.2f}x the throughput (64 examples, 4 clients)")
     if "grpc_single_task_models_batch1" in sc:
         ratio = (sc["grpc_predict_all_heads_batch1"]["p50_ms"]
                  / sc["grpc_single_task_models_batch1"]["p50_ms"])

@@ -24,10 +24,10 @@ are unchanged.
 
 
 import json
-import logging
 import os
 
 import tensorflow as tf
+from absl import logging
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 from tfx import v1 as tfx
 from tfx.components.statistics_gen import stats_artifact_utils
@@ -40,7 +40,6 @@ from serving import request_log
 ANOMALIES_FILE = "SchemaDiff.pb"
 BASELINE_STATISTICS = os.path.join("assets.extra", "headwise_statistics.pb")
 DRIFT_SPLIT = "train"  # the split compared with the served model's data and with requests
-log = logging.getLogger("headwise.gate")
 
 
 class DataValidationError(RuntimeError):
@@ -93,6 +92,15 @@ def missing_value_problems(split: str, stats: statistics_pb2.DatasetFeatureStati
                 f"{have:.1%} of examples have a value; the schema requires at least {need:.0%} "
                 "(presence.min_fraction)")
     return problems
+
+
+def served_baseline_version(serving_dir: str) -> int | None:
+    """The latest pushed version under serving_dir, or None."""
+    if not serving_dir or not tf.io.gfile.isdir(serving_dir):
+        return None
+    versions = [int(d.rstrip("/")) for d in tf.io.gfile.listdir(serving_dir)
+                if d.rstrip("/").isdigit()]
+    return max(versions, default=None)
 
 
 def served_baseline(serving_dir: str):
@@ -154,14 +162,6 @@ def baselines_key(serving_dir: str, log_dir: str) -> str:
                        }, sort_keys=True)
 
 
-def served_baseline_version(serving_dir: str) -> int | None:
-    if not serving_dir or not tf.io.gfile.isdir(serving_dir):
-        return None
-    versions = [int(d.rstrip("/")) for d in tf.io.gfile.listdir(serving_dir)
-                if d.rstrip("/").isdigit()]
-    return max(versions, default=None)
-
-
 @tfx.dsl.components.component
 def DataValidationGate(
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
@@ -200,9 +200,9 @@ def DataValidationGate(
         if served is not None and served[1] >= skew_min_examples:
             problems += skew_problems(current, served[0], served[1], request_log_dir, contract,
                                       thresholds)
-            log.info("skew: compared with %d logged examples", served[1])
+            logging.info("skew: compared with %d logged examples", served[1])
         elif thresholds:
-            log.info("skew: not checked, %d logged examples under %r (at least %d needed)",
+            logging.info("skew: not checked, %d logged examples under %r (at least %d needed)",
                      served[1] if served else 0, request_log_dir, skew_min_examples)
     if problems:
         raise DataValidationError(

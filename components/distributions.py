@@ -57,6 +57,15 @@ def _features(stats: statistics_pb2.DatasetFeatureStatisticsList
     return {f.path.step[0] if f.path.step else f.name: f for f in stats.datasets[0].features}
 
 
+def _has_values(feature: statistics_pb2.FeatureNameStatistics | None) -> bool:
+    if feature is None:
+        return False
+    stats = feature.WhichOneof("stats")
+    common = getattr(feature, stats).common_stats if stats in (
+        "num_stats", "string_stats", "bytes_stats") else None
+    return common is not None and common.tot_num_values > 0
+
+
 def _quantiles(feature: statistics_pb2.FeatureNameStatistics | None):
     if feature is None or not feature.HasField("num_stats"):
         return None
@@ -116,30 +125,33 @@ def shifts(current: statistics_pb2.DatasetFeatureStatisticsList,
     served model was asked, and `current` the training data)."""
     import tensorflow_data_validation as tfdv
 
+    mine, theirs = _features(current), _features(other)
+    found: list[Shift] = []
+    compare = set(thresholds)
+    if skew:  # a feature the clients never send: the model imputes it in every request
+        found = [Shift(c, None, thresholds[c], "the requests never carry a value for it")
+                 for c in sorted(compare)
+                 if _has_values(mine.get(c)) and not _has_values(theirs.get(c))]
+        compare -= {s.column for s in found}
     schema = schema_pb2.Schema()
     schema.CopyFrom(contract)
     by_name = {f.name: f for f in schema.feature}
-    categorical = {c for c in thresholds if c in by_name and is_categorical(by_name[c])}
-    for column in categorical:
-        comparator = by_name[column].skew_comparator if skew else \
-            by_name[column].drift_comparator
-        comparator.infinity_norm.threshold = thresholds[column]
-    found: list[Shift] = []
+    categorical = {c for c in compare if c in by_name and is_categorical(by_name[c])}
     if categorical:
+        for column in categorical:
+            feature = by_name[column]
+            comparator = feature.skew_comparator if skew else feature.drift_comparator
+            comparator.infinity_norm.threshold = thresholds[column]
         kwargs = {"serving_statistics": other} if skew else {"previous_statistics": other}
         anomalies = tfdv.validate_statistics(current, schema, **kwargs)
         for column, info in anomalies.anomaly_info.items():
             for r in info.reason:
                 if r.type in _L_INFINITY and column in categorical:
                     found.append(Shift(column, None, thresholds[column], r.description))
-    mine, theirs = _features(current), _features(other)
-    for column in sorted(set(thresholds) - categorical):
+    for column in sorted(compare - categorical):
         a, b = _quantiles(mine.get(column)), _quantiles(theirs.get(column))
-        if a is None:
-            continue  # no values to compare with: the schema checks report a missing column
-        if b is None:
-            found.append(Shift(column, None, thresholds[column], "it has no values there"))
-            continue
+        if a is None or b is None:
+            continue  # nothing to compare (a missing column is the schema checks' business)
         d = ks_distance(a, b)
         if d > thresholds[column]:
             found.append(Shift(column, d, thresholds[column], (

@@ -29,6 +29,7 @@ from headwise import data_check
 from headwise.config import ConfigError, PipelineConfig
 from pipeline import pipeline as pipeline_lib
 from pipeline import summary as summary_lib
+from serving import request_log
 
 
 class PipelineRunError(RuntimeError):
@@ -223,6 +224,12 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
     stream = open(os.devnull, "w") if quiet else sys.stdout  # noqa: SIM115
     print(f"headwise: running pipeline '{cfg.name}' ({len(cfg.heads)} heads); "
           f"full log: {log_path}", file=stream, flush=True)
+    if cfg.validation.skew:
+        logs = request_log.log_files(paths.request_log_dir)
+        print(f"headwise: skew check against {len(logs)} request log file(s) in "
+              f"{paths.request_log_dir}" + ("" if logs else
+              " (none yet: `headwise serve --request-log-dir` writes them)"),
+              file=stream, flush=True)
     progress = Progress([c.id for c in p.components], stream)
     try:
         with _console_progress(progress, log_path), neutral_argv():

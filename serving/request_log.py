@@ -6,11 +6,13 @@ multi_inference_log, plus log_metadata); BulkInferrer writes the same messages. 
 server writes them under `--request-log-dir`, and the pipeline's DataValidationGate reads the
 examples back to compare what the served model is asked with what it was trained on (skew).
 
-Files: `requests-<UTC time>-<pid>-<n>.tfrecord`. A file is written as `<name>.tmp` and renamed
-when it is closed (after `max_records` records, `max_seconds` seconds, or on stop), so a
-reader never sees a half-written file. Requests are queued and written by one background
-thread: a request never waits for the disk; when the queue is full, records are dropped
-(counted, and said in the log) rather than slowing the server down.
+Files: `requests-<UTC time>-<host>-<pid>-<n>.tfrecord` (several replicas can share one
+directory). A file is written as `<name>.tmp` and renamed when it is closed (after
+`max_records` records, `max_seconds` seconds, or on stop), so a reader never sees a
+half-written file; a killed server leaves its open file as `.tmp`, which is never read.
+Requests are queued and written by one background thread: a request never waits for the disk;
+when the queue is full, records are dropped (counted, and said in the log) rather than slowing
+the server down.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import logging
 import os
 import queue
 import random
+import re
+import socket
 import threading
 import time
 
@@ -111,8 +115,9 @@ class RequestLog:
     def _new_path(self) -> str:
         self._files += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        return os.path.join(self.log_dir,
-                            f"{PREFIX}{stamp}-{os.getpid()}-{self._files:05d}{SUFFIX}")
+        host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+        return os.path.join(
+            self.log_dir, f"{PREFIX}{stamp}-{host}-{os.getpid()}-{self._files:05d}{SUFFIX}")
 
 
 def log_files(log_dir: str) -> list[str]:

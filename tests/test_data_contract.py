@@ -257,12 +257,12 @@ def test_skew_is_measured_against_the_logged_requests(cfg, schema, tmp_path):
                 and f.name not in cfg.label_columns}
     train = _taxi_stats(cfg, tmp_path, "train.csv")
 
-    def log_requests(log_dir, picked):
+    def log_requests(log_dir, picked, sent=features):
         log = request_log.RequestLog(str(log_dir))
         for start in range(0, len(picked), 64):
             req = classification_pb2.ClassificationRequest()
             req.model_spec.name = "taxi"
-            for s in examples_lib.to_examples(picked[start:start + 64], features):
+            for s in examples_lib.to_examples(picked[start:start + 64], sent):
                 req.input.example_list.examples.add().ParseFromString(s)
             log.log("classify_log", req, classification_pb2.ClassificationResponse(),
                     req.model_spec)
@@ -283,3 +283,10 @@ def test_skew_is_measured_against_the_logged_requests(cfg, schema, tmp_path):
     assert f"skew against the {n} examples" in problems[0] and "Zoom Cabs" in problems[0]
     assert str(tmp_path / "skewed") in problems[0] and "(validation.skew: 0.1)" in problems[0]
     assert data_gate.serving_statistics(str(tmp_path / "none"), schema, 100) is None
+    # A client that never sends a feature: the model imputes it in every request.
+    log_requests(tmp_path / "partial", healthy,
+                 {k: v for k, v in features.items() if k != "trip_miles"})
+    stats, n = data_gate.serving_statistics(str(tmp_path / "partial"), schema, 100_000)
+    problems = data_gate.skew_problems(train, stats, n, "p", schema, dict(cfg.validation.skew))
+    assert len(problems) == 1 and "column 'trip_miles'" in problems[0], problems
+    assert "the requests never carry a value for it" in problems[0]
