@@ -16,6 +16,9 @@ exact two-sample KS statistic (scipy) at 2,000 rows and more.
 Statistics must be computed with `stats_options(schema)`: with the schema, TFDV treats
 categorical integers as categories (otherwise they get numeric statistics and no L-infinity);
 100 quantile buckets make the KS distance accurate to about 0.01.
+
+Skew also compares how often each configured feature has a value (training examples vs logged
+requests, same threshold): a client that leaves a feature out gets it imputed by the model.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 QUANTILE_BUCKETS = 100
+NEVER_SENT = "the requests never carry a value for it"
 _L_INFINITY = {anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH}
 
 
@@ -57,13 +61,13 @@ def _features(stats: statistics_pb2.DatasetFeatureStatisticsList
     return {f.path.step[0] if f.path.step else f.name: f for f in stats.datasets[0].features}
 
 
-def _has_values(feature: statistics_pb2.FeatureNameStatistics | None) -> bool:
-    if feature is None:
-        return False
-    stats = feature.WhichOneof("stats")
-    common = getattr(feature, stats).common_stats if stats in (
-        "num_stats", "string_stats", "bytes_stats") else None
-    return common is not None and common.tot_num_values > 0
+def _with_value(feature: statistics_pb2.FeatureNameStatistics | None, examples: int) -> float:
+    """The share of examples with a value in a single-valued column. (CsvExampleGen writes an
+    empty cell as an empty list, which TFDV counts as present: values are what count.)"""
+    stats = feature.WhichOneof("stats") if feature is not None else None
+    if stats not in ("num_stats", "string_stats", "bytes_stats") or not examples:
+        return 0.0
+    return min(1.0, getattr(feature, stats).common_stats.tot_num_values / examples)
 
 
 def _quantiles(feature: statistics_pb2.FeatureNameStatistics | None):
@@ -109,6 +113,19 @@ def _cdf(knots, x: float, side: str) -> float:
     return float(right[k - 1] + frac * (left[k] - right[k - 1]))
 
 
+def _presence(column, mine, theirs, current, other, threshold) -> Shift | None:
+    """Skew in how often a feature has a value: training examples vs logged requests."""
+    a = _with_value(mine, current.datasets[0].num_examples)
+    b = _with_value(theirs, other.datasets[0].num_examples)
+    if a > 0 and b == 0:
+        return Shift(column, a, threshold, NEVER_SENT)
+    if abs(a - b) > threshold:
+        return Shift(column, abs(a - b), threshold, (
+            f"{b:.1%} of the requests carry a value for it, {a:.1%} of the training examples "
+            f"do: a gap of {abs(a - b):.3f}, above the threshold {threshold}"))
+    return None
+
+
 def ks_distance(a: statistics_pb2.Histogram, b: statistics_pb2.Histogram) -> float:
     """Kolmogorov-Smirnov distance between two quantile histograms: max over x of
     |F_a(x) - F_b(x)|, with the CDFs' jumps (point masses) taken into account."""
@@ -128,11 +145,10 @@ def shifts(current: statistics_pb2.DatasetFeatureStatisticsList,
     mine, theirs = _features(current), _features(other)
     found: list[Shift] = []
     compare = set(thresholds)
-    if skew:  # a feature the clients never send: the model imputes it in every request
-        found = [Shift(c, None, thresholds[c], "the requests never carry a value for it")
-                 for c in sorted(compare)
-                 if _has_values(mine.get(c)) and not _has_values(theirs.get(c))]
-        compare -= {s.column for s in found}
+    if skew:  # a feature the clients leave out: the model imputes it in those requests
+        found = [s for c in sorted(compare) if (s := _presence(
+            c, mine.get(c), theirs.get(c), current, other, thresholds[c]))]
+        compare -= {s.column for s in found if s.description == NEVER_SENT}
     schema = schema_pb2.Schema()
     schema.CopyFrom(contract)
     by_name = {f.name: f for f in schema.feature}

@@ -212,7 +212,7 @@ def test_healthy_samples_of_the_same_data_neither_drift_nor_skew(cfg, schema, tm
     # ... while the same comparison does see a real move in each kind of column.
     def moved(i, r):
         if i % 3 == 0:
-            r.update(trip_start_hour="3", company="Zoom Cabs",
+            r.update(trip_start_hour="3", company="Zoom Cabs" if r["company"] else "",
                      trip_miles=str(3 * float(r["trip_miles"] or 0)))
     c = _taxi_stats(cfg, tmp_path, "c.csv", moved, keep=lambda i: not pick[i])
     problems = data_gate.skew_problems(a, c, 5000, "logs", schema, features)
@@ -274,7 +274,8 @@ def test_skew_is_measured_against_the_logged_requests(cfg, schema, tmp_path):
     assert n == len(healthy) and stats.datasets[0].num_examples == n
     assert data_gate.skew_problems(train, stats, n, "h", schema, dict(cfg.validation.skew)) == []
 
-    skewed = [dict(r, company="Zoom Cabs") if i % 2 else r for i, r in enumerate(healthy)]
+    skewed = [dict(r, company="Zoom Cabs") if i % 2 and r["company"] else r
+              for i, r in enumerate(healthy)]
     log_requests(tmp_path / "skewed", skewed)
     stats, n = data_gate.serving_statistics(str(tmp_path / "skewed"), schema, 100_000)
     problems = data_gate.skew_problems(train, stats, n, str(tmp_path / "skewed"), schema,
@@ -290,3 +291,11 @@ def test_skew_is_measured_against_the_logged_requests(cfg, schema, tmp_path):
     problems = data_gate.skew_problems(train, stats, n, "p", schema, dict(cfg.validation.skew))
     assert len(problems) == 1 and "column 'trip_miles'" in problems[0], problems
     assert "the requests never carry a value for it" in problems[0]
+    # ... or sends it in only some requests: flagged by the gap in presence.
+    half = [dict(r, company="") if i % 2 else r for i, r in enumerate(healthy)]
+    log_requests(tmp_path / "half", half)
+    stats, n = data_gate.serving_statistics(str(tmp_path / "half"), schema, 100_000)
+    problems = data_gate.skew_problems(train, stats, n, "p", schema, dict(cfg.validation.skew))
+    assert len(problems) == 1 and "column 'company'" in problems[0], problems
+    with_company = sum(1 for r in half if r["company"]) / len(half)
+    assert f"{with_company:.1%} of the requests carry a value for it" in problems[0]
