@@ -91,24 +91,32 @@ class RequestLog:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 item = None  # the open file is old enough: close it below
+            record = None
             if item is not None and item is not _STOP:
                 try:
                     record = self._record(*item)
                 except Exception:  # noqa: BLE001 - one bad record must not stop logging
+                    self.dropped += 1
                     log.exception("request log: cannot log a %s", item[0])
-                    continue
-                if writer is None:
-                    path = self._new_path()
-                    writer = tf.io.TFRecordWriter(path + ".tmp")
-                    opened, records = time.monotonic(), 0
-                writer.write(record)
-                records += 1
-                self.written += 1
-            full = records >= self.max_records or time.monotonic() - opened >= self.max_seconds
-            if writer is not None and (item is None or item is _STOP or full):
-                writer.close()
-                tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-                writer = None
+            try:
+                if record is not None:
+                    if writer is None:
+                        path = self._new_path()
+                        writer = tf.io.TFRecordWriter(path + ".tmp")
+                        opened, records = time.monotonic(), 0
+                    writer.write(record)
+                    records += 1
+                    self.written += 1
+                full = records >= self.max_records or (
+                    time.monotonic() - opened >= self.max_seconds)
+                if writer is not None and (item is None or item is _STOP or full):
+                    writer.close()
+                    writer = None
+                    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+            except Exception:  # noqa: BLE001 - a full disk must not stop the server or logging
+                self.dropped += record is not None
+                writer = None  # give the file up (it stays .tmp, never read); the next opens anew
+                log.exception("request log: cannot write to %s", self.log_dir)
             if item is _STOP:
                 return
 

@@ -494,3 +494,29 @@ def test_request_log_samples_and_never_blocks_a_request(tmp_path):
     assert full.written == 2
     with pytest.raises(ValueError, match="sampling rate"):
         request_log.RequestLog(str(tmp_path), sampling_rate=0)
+
+
+def test_request_log_survives_a_failing_disk(tmp_path, monkeypatch):
+    """A write that fails (disk full, a bucket that refuses) drops that record, says so in the
+    log, and the next record goes to a new file: the writer never dies."""
+    from serving import request_log
+
+    real = tf.io.TFRecordWriter
+    calls = []
+
+    def flaky(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError("No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", flaky)
+    log = request_log.RequestLog(str(tmp_path))
+    req = regression_pb2.RegressionRequest(model_spec=spec("regress_r"))
+    log.log("regress_log", req, regression_pb2.RegressionResponse(), req.model_spec)
+    while not log._queue.empty() or not calls:  # the first (failing) write has been tried
+        time.sleep(0.01)
+    log.log("regress_log", req, regression_pb2.RegressionResponse(), req.model_spec)
+    log.close()
+    assert (log.dropped, log.written) == (1, 1)
+    assert len(request_log.log_files(str(tmp_path))) == 1
