@@ -23,6 +23,7 @@ are unchanged.
 """
 
 
+import hashlib
 import json
 import os
 
@@ -36,6 +37,7 @@ from tfx.utils import io_utils
 
 from components import distributions
 from serving import request_log
+from serving.servable import numeric_versions
 
 ANOMALIES_FILE = "SchemaDiff.pb"
 BASELINE_STATISTICS = os.path.join("assets.extra", "headwise_statistics.pb")
@@ -94,20 +96,12 @@ def missing_value_problems(split: str, stats: statistics_pb2.DatasetFeatureStati
     return problems
 
 
-def served_baseline_version(serving_dir: str) -> int | None:
-    """The latest pushed version under serving_dir, or None."""
-    if not serving_dir or not tf.io.gfile.isdir(serving_dir):
-        return None
-    versions = [int(d.rstrip("/")) for d in tf.io.gfile.listdir(serving_dir)
-                if d.rstrip("/").isdigit()]
-    return max(versions, default=None)
-
-
 def served_baseline(serving_dir: str):
     """(version, statistics) of the data that trained the latest pushed version, or None."""
-    version = served_baseline_version(serving_dir)
-    if version is None:
+    versions = numeric_versions(serving_dir)
+    if not versions:
         return None
+    version = versions[-1]
     path = os.path.join(serving_dir, str(version), BASELINE_STATISTICS)
     if not tf.io.gfile.exists(path):
         return None  # pushed before headwise stored statistics: nothing to compare with
@@ -155,11 +149,12 @@ def skew_problems(current: statistics_pb2.DatasetFeatureStatisticsList,
 
 def baselines_key(serving_dir: str, log_dir: str) -> str:
     """What the drift and skew baselines are now: the latest pushed version and the finished
-    request log files. A new value makes TFX run the gate again on cached data."""
-    served = served_baseline_version(serving_dir)
-    files = request_log.log_files(log_dir)
-    return json.dumps({"served": served, "request_logs": [os.path.basename(f) for f in files]
-                       }, sort_keys=True)
+    request log files (a digest of their names). A new value makes TFX run the gate again on
+    cached data."""
+    versions = numeric_versions(serving_dir)
+    names = "\n".join(os.path.basename(f) for f in request_log.log_files(log_dir))
+    return json.dumps({"served": versions[-1] if versions else None,
+                       "request_logs": hashlib.sha256(names.encode()).hexdigest()[:16]})
 
 
 @tfx.dsl.components.component

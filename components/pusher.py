@@ -32,6 +32,7 @@ from tfx.utils import io_utils, json_utils, proto_utils
 from tfx.v1.components import Pusher as StockPusher
 
 from components.data_gate import BASELINE_STATISTICS, DRIFT_SPLIT
+from serving.servable import numeric_versions
 
 PUSH_RECORD = os.path.join("assets.extra", "headwise_push.json")
 STATISTICS_KEY = "statistics"
@@ -47,11 +48,8 @@ class PushResult:
 
 
 def serving_versions(base_dir: str) -> list[int]:
-    """Numeric version directories under base_dir, oldest first (what TF Serving would load)."""
-    if not os.path.isdir(base_dir):
-        return []
-    return sorted(int(d) for d in os.listdir(base_dir)
-                  if d.isdigit() and os.path.isdir(os.path.join(base_dir, d)))
+    """The versions under base_dir that TF Serving would load, oldest first."""
+    return numeric_versions(base_dir)
 
 
 def _source_of(version_dir: str) -> str | None:

@@ -95,18 +95,15 @@ def create_pipeline(
     cached verdict is reused only while the served version and the request logs are the same
     (empty: the runner caches nothing across baselines itself, as on Kubeflow)."""
     example_gen = example_gen_component(data_root)
-    if schema_file:  # the curated, reviewed data contract
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
-        # With the schema, categorical integers get category statistics (L-infinity distance).
-        statistics_gen = tfx.components.StatisticsGen(
-            examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-            stats_options=distributions.stats_options())
-    else:  # no contract configured: infer one (variable-length, so values may be missing)
-        statistics_gen = tfx.components.StatisticsGen(
-            examples=example_gen.outputs["examples"],
-            stats_options=distributions.stats_options())
-        schema_gen = tfx.components.SchemaGen(
-            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
+    # The curated, reviewed data contract; without one, SchemaGen infers a schema below.
+    imported = tfx.components.ImportSchemaGen(schema_file=schema_file) if schema_file else None
+    # With the schema, categorical integers get category statistics (L-infinity distance).
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        schema=imported.outputs["schema"] if imported else None,
+        stats_options=distributions.stats_options())
+    schema_gen = imported or tfx.components.SchemaGen(  # variable-length: values may be missing
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     data_gate = DataValidationGate(anomalies=example_validator.outputs["anomalies"],

@@ -176,8 +176,7 @@ class DataPlane:
 
     def _one_task(self, request, method: str, response):
         """Classify or Regress: one signature of that method over request.input."""
-        kind, signature_tensors, fill_result = _TASKS[method]
-        log_kind = "classify_log" if method == CLASSIFY_METHOD else "regress_log"
+        kind, signature_tensors, fill_result, log_kind = _TASKS[method]
         with self._servable(request.model_spec) as servable:
             name, sig = self._method_signature(servable, request.model_spec, method, kind)
             input_name, outputs = signature_tensors(sig)
@@ -230,7 +229,7 @@ class DataPlane:
                 if task.method_name not in _TASKS:
                     raise ServingError(Code.UNIMPLEMENTED,
                                        f"Unsupported signature method_name: {task.method_name}")
-                kind, signature_tensors, _ = _TASKS[task.method_name]
+                kind, signature_tensors, _, _ = _TASKS[task.method_name]
                 _check_method(sig, task.method_name, kind)
                 task_input, outputs = signature_tensors(sig)
                 if input_name is None:
@@ -335,17 +334,20 @@ def _regress_tensors(sig) -> tuple[str, list[str]]:
     return sig.inputs["inputs"].name, [sig.outputs["outputs"].name]
 
 
-def _serialized_examples(inp: input_pb2.Input) -> np.ndarray:
-    """Input -> string[n] of serialized tf.Examples (context bytes prepended, as TF Serving
-    does: a proto parse of concatenated messages merges them)."""
+def input_examples(inp: input_pb2.Input) -> list[bytes]:
+    """Input -> the serialized tf.Examples the model parses (context bytes prepended, as TF
+    Serving does: a proto parse of concatenated messages merges them)."""
     kind = inp.WhichOneof("kind")
     if kind == "example_list":
-        examples = [e.SerializeToString() for e in inp.example_list.examples]
-    elif kind == "example_list_with_context":
+        return [e.SerializeToString() for e in inp.example_list.examples]
+    if kind == "example_list_with_context":
         ctx = inp.example_list_with_context.context.SerializeToString()
-        examples = [ctx + e.SerializeToString() for e in inp.example_list_with_context.examples]
-    else:
-        examples = []
+        return [ctx + e.SerializeToString() for e in inp.example_list_with_context.examples]
+    return []
+
+
+def _serialized_examples(inp: input_pb2.Input) -> np.ndarray:
+    examples = input_examples(inp)
     if not examples:
         raise ServingError(Code.INVALID_ARGUMENT, "Input is empty.")
     return np.array(examples, dtype=object)
@@ -383,10 +385,12 @@ def _regression_result(sig, n: int, values: dict[str, np.ndarray], out) -> None:
         out.regressions.add(value=v)
 
 
-# method -> (its name in TF Serving's messages, the signature's tensors, the result writer)
+# method -> (its name in TF Serving's messages, the signature's tensors, the result writer,
+#            the PredictionLog field a request of it is logged in)
 _TASKS = {
-    CLASSIFY_METHOD: ("classification", _classify_tensors, _classification_result),
-    REGRESS_METHOD: ("regression", _regress_tensors, _regression_result),
+    CLASSIFY_METHOD: ("classification", _classify_tensors, _classification_result,
+                      "classify_log"),
+    REGRESS_METHOD: ("regression", _regress_tensors, _regression_result, "regress_log"),
 }
 
 

@@ -27,7 +27,9 @@ import threading
 import time
 
 import tensorflow as tf
-from tensorflow_serving.apis import input_pb2, prediction_log_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving import dataplane
 
 log = logging.getLogger("headwise.serving")
 
@@ -137,22 +139,11 @@ def log_files(log_dir: str) -> list[str]:
     return [os.path.join(log_dir, n) for n in sorted(names)]
 
 
-def _input_examples(inp: input_pb2.Input) -> list[bytes]:
-    kind = inp.WhichOneof("kind")
-    if kind == "example_list":
-        return [e.SerializeToString() for e in inp.example_list.examples]
-    if kind == "example_list_with_context":
-        # What the model parses, as in the data plane: context bytes, then the example's.
-        ctx = inp.example_list_with_context.context.SerializeToString()
-        return [ctx + e.SerializeToString() for e in inp.example_list_with_context.examples]
-    return []
-
-
 def examples_of(entry: prediction_log_pb2.PredictionLog) -> list[bytes]:
     """The serialized tf.Examples a logged request asked about (none for other requests)."""
     kind = entry.WhichOneof("log_type")
     if kind in ("classify_log", "regress_log", "multi_inference_log"):
-        return _input_examples(getattr(entry, kind).request.input)
+        return dataplane.input_examples(getattr(entry, kind).request.input)
     if kind == "predict_log":
         inputs = entry.predict_log.request.inputs
         # A signature over serialized examples has one string input (serving_default's

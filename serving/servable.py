@@ -33,13 +33,15 @@ START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
 
 
 def numeric_versions(base_path: str) -> list[int]:
-    """Version directories TF Serving would consider: numeric names holding saved_model.pb."""
-    try:
-        names = os.listdir(base_path)
-    except FileNotFoundError:
+    """Version directories TF Serving would consider: numeric names holding saved_model.pb.
+    Through tf.io.gfile, so a gs:// model base path (the gate on Kubeflow) works too."""
+    import tensorflow as tf
+
+    if not base_path or not tf.io.gfile.isdir(base_path):
         return []
+    names = (n.rstrip("/") for n in tf.io.gfile.listdir(base_path))
     return sorted(int(n) for n in names if n.isdigit()
-                  and os.path.isfile(os.path.join(base_path, n, "saved_model.pb")))
+                  and tf.io.gfile.exists(os.path.join(base_path, n, "saved_model.pb")))
 
 
 class Servable:
