@@ -101,6 +101,16 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
+def _extra_files(input_dict) -> dict[str, bytes]:
+    """The training data's statistics travel with the version: the next run's
+    DataValidationGate measures drift against the data of the model being served."""
+    if not input_dict.get(STATISTICS_KEY):
+        return {}
+    stats = stats_artifact_utils.load_statistics(artifact_utils.get_single_instance(
+        input_dict[STATISTICS_KEY]), DRIFT_SPLIT).proto()
+    return {BASELINE_STATISTICS: stats.SerializeToString()}
+
+
 class Executor(stock.Executor):
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
@@ -108,8 +118,18 @@ class Executor(stock.Executor):
         proto_utils.json_to_proto(
             exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base_dir = destination.filesystem.base_directory
+        extra = _extra_files(input_dict)
         if destination.WhichOneof("destination") != "filesystem" or not _is_local(base_dir):
-            return super().Do(input_dict, output_dict, exec_properties)
+            # gs:// and other remote stores (Kubeflow): the stock Pusher copies the model; the
+            # statistics are added to the pushed version after it (TF Serving ignores them).
+            super().Do(input_dict, output_dict, exec_properties)
+            model_push = artifact_utils.get_single_instance(
+                output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+            if model_push.get_int_custom_property("pushed") == 1:
+                pushed = model_push.get_string_custom_property("pushed_destination")
+                for rel, content in extra.items():
+                    io_utils.write_bytes_file(os.path.join(pushed, rel), content)
+            return
 
         self._log_startup(input_dict, output_dict, exec_properties)
         model_push = artifact_utils.get_single_instance(
@@ -120,13 +140,6 @@ class Executor(stock.Executor):
         custom = json.loads(exec_properties.get("custom_config") or "null") or {}
         model = artifact_utils.get_single_instance(
             input_dict[standard_component_specs.MODEL_KEY])
-        extra = {}
-        if input_dict.get(STATISTICS_KEY):
-            # The training data's statistics travel with the version: the next run's
-            # DataValidationGate measures drift against the data of the model being served.
-            stats = stats_artifact_utils.load_statistics(artifact_utils.get_single_instance(
-                input_dict[STATISTICS_KEY]), DRIFT_SPLIT).proto()
-            extra[BASELINE_STATISTICS] = stats.SerializeToString()
         result = push_model(self.GetModelPath(input_dict), base_dir, source=model.uri,
                             keep_versions=int(custom.get("keep_versions", 5)), extra_files=extra)
         if result.reused:

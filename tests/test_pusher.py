@@ -63,3 +63,47 @@ def test_failed_copy_leaves_nothing_and_stale_temp_dirs_are_cleaned(tmp_path, mo
     assert os.listdir(base) == []
     pusher.push_model(model, str(base), source="y", now=8)
     assert os.listdir(base) == ["8"]
+
+
+def test_a_remote_push_carries_the_drift_baseline_too(tmp_path, model):
+    """gs:// on Kubeflow goes through the stock Pusher's copy; the pushed version must still
+    hold the training statistics the next run's drift check reads (ram:// stands in for gs://:
+    both are tf.io.gfile filesystems that the local fast path does not handle)."""
+    import json
+
+    import tensorflow as tf
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+    from tfx.proto import pusher_pb2
+    from tfx.types import artifact_utils, standard_artifacts
+    from tfx.utils import proto_utils
+
+    from components import data_gate
+
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    stats.datasets.add(num_examples=42)
+    statistics = standard_artifacts.ExampleStatistics()
+    statistics.uri = str(tmp_path / "stats")
+    statistics.split_names = artifact_utils.encode_split_names(["train"])
+    os.makedirs(tmp_path / "stats" / "Split-train")
+    (tmp_path / "stats" / "Split-train" / "FeatureStats.pb").write_bytes(
+        stats.SerializeToString())
+    trained = standard_artifacts.Model()
+    trained.uri = os.path.dirname(model)
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = str(tmp_path / "blessing")
+    blessing.set_int_custom_property("blessed", 1)
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / "pushed")
+    base = "ram://serving/taxi"
+    destination = pusher_pb2.PushDestination(
+        filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=base))
+    pusher.Executor().Do(
+        {"model": [trained], "model_blessing": [blessing], pusher.STATISTICS_KEY: [statistics]},
+        {"pushed_model": [pushed]},
+        {"push_destination": proto_utils.proto_to_json(destination),
+         "custom_config": json.dumps({})})
+    assert pushed.get_int_custom_property("pushed") == 1
+    version, baseline = data_gate.served_baseline(base)
+    assert str(version) == pushed.get_string_custom_property("pushed_version")
+    assert baseline == stats
+    assert tf.io.gfile.exists(f"{base}/{version}/saved_model.pb")
