@@ -3,17 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import warnings
-
-# Before TensorFlow is imported anywhere: Keras 2 for TFX 1.16, and a quieter C++ log.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Third-party noise on every run: google-cloud libraries that TFX imports warn about their
-# own versions; TFMA's PR-AUC divides by zero on empty thresholds (its result is still right).
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
-warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"tensorflow_model_analysis\.")
 
 
 def _load_config(path: str):
@@ -219,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help and usage errors answer before TF loads
+    from headwise import quiet
+
+    quiet.setup()
     return args.func(args)
 
 

@@ -25,7 +25,7 @@ import absl.logging
 from tfx import v1 as tfx
 
 from components import data_gate
-from headwise import data_check
+from headwise import data_check, quiet
 from headwise.config import ConfigError, PipelineConfig
 from pipeline import pipeline as pipeline_lib
 from pipeline import summary as summary_lib
@@ -175,9 +175,14 @@ def _console_progress(progress: Progress, log_path: str):
     saved = [(h, h.level) for h in consoles]
     file_handler = logging.FileHandler(log_path)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    old_level = absl_logger.level
+    if quiet.import_log():
+        file_handler.stream.write("What importing TensorFlow printed (kept off the console):\n"
+                                  + quiet.import_log() + "\n")
+    old_level, tf_logger = absl_logger.level, logging.getLogger("tensorflow")
+    old_tf_level = tf_logger.level
     for h in consoles:
         h.setLevel(logging.ERROR)
+    tf_logger.setLevel(logging.NOTSET)  # quiet.setup() holds it at ERROR outside a run
     absl_logger.setLevel(logging.INFO)
     # tensorboard.main_lib.global_init(), imported mid-run, lowers absl's verbosity to WARNING,
     # which would silence both the progress lines and the log file: hold INFO for this run.
@@ -192,6 +197,7 @@ def _console_progress(progress: Progress, log_path: str):
         file_handler.close()
         del absl_logger.setLevel
         absl_logger.setLevel(old_level)
+        tf_logger.setLevel(old_tf_level)
         for h, level in saved:
             h.setLevel(level)
 

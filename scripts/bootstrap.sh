@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
-# Create or refresh .venv from requirements.lock. Idempotent: when the lock file and
-# pyproject.toml are unchanged since the last successful run it returns in well under a second.
+# Create or refresh .venv from requirements.lock.
+#
+# Needs: a Python 3.10 (on PATH or in pyenv) and a reachable package index.
+# Writes:  .venv/ (the environment, plus the uv binary in .venv/.bootstrap/ when uv is not on
+#          PATH) and uv's download cache (~/.cache/uv, or $UV_CACHE_DIR). Nothing else: the
+#          Python 3.10 it finds is only used to create .venv and is never installed into.
+#
+# Idempotent: when requirements.lock, pyproject.toml and this script are unchanged since the last
+# run that passed the checks at the end, it returns in well under a second. A .venv without
+# that stamp (a run that was killed, or failed its checks) is never trusted: it is rebuilt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
-STAMP="$VENV/.headwise-lock.sha256"
-want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
-if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+STAMP="$VENV/.headwise-ready"
+UV_VERSION=0.13.9
+want=$(cat requirements.lock pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+if [ -z "${1:-}" ] && [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
 fi
 
-# TFX 1.16 is built for Python 3.10: use python3.10 from PATH, else from pyenv.
+say() { echo "bootstrap: $*" >&2; }
+die() { echo "bootstrap: error: $*" >&2; exit 1; }
+
+# TFX 1.16 is built for Python 3.10: use python3.10 from PATH, else from pyenv. (A pyenv shim
+# for a version that is not selected is on PATH but fails to run, hence the `-c ''` probe.)
 find_python310() {
   if command -v python3.10 >/dev/null 2>&1 && python3.10 -c '' 2>/dev/null; then
-    command -v python3.10; return
+    python3.10 -c 'import sys; print(sys.executable)'; return
   fi
   local root
   root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
@@ -23,29 +36,74 @@ find_python310() {
   done
   return 1
 }
-PY=$(find_python310) || {
-  echo "bootstrap: Python 3.10 not found (looked on PATH and in pyenv). Install it, e.g. 'pyenv install 3.10'." >&2
-  exit 1
-}
+PY=$(find_python310) || die "Python 3.10 not found (looked on PATH and in pyenv). \
+Install it, e.g. 'pyenv install 3.10', and run again."
+if [ "${1:-}" = "--print-python" ]; then echo "$PY"; exit 0; fi  # the interpreter .venv is made from
 
-# uv resolves and installs the TFX tree in seconds where pip backtracks for minutes.
-# Without uv on PATH, install it into that Python 3.10 and run it as `python -m uv` (a pyenv
-# shim would only appear after `pyenv rehash`; a system python3 may refuse pip, PEP 668).
-UV_VERSION=0.13.9
-if command -v uv >/dev/null 2>&1; then
-  UV=(uv)
+# A .venv that was stamped for an older lock was complete: sync it in place. One without a
+# stamp is whatever a killed or failed run left: start again from nothing.
+if [ -f "$STAMP" ] && [ -x "$VENV/bin/python" ]; then
+  say "requirements changed: updating $VENV"
 else
-  if ! "$PY" -m uv --version >/dev/null 2>&1; then
-    echo "bootstrap: installing uv $UV_VERSION into $PY" >&2
-    "$PY" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+  [ -e "$VENV" ] && say "$VENV is not marked ready (an interrupted or failed set-up): rebuilding it"
+  rm -rf "$VENV"
+  say "creating $VENV with $PY"
+  "$PY" -m venv "$VENV" || die "'$PY -m venv $VENV' failed (on Debian: apt-get install python3.10-venv)"
+fi
+rm -f "$STAMP"
+VPY="$PWD/$VENV/bin/python"
+
+# uv installs the TFX tree in seconds where pip backtracks for minutes. Without uv on PATH, fetch
+# it into .venv/.bootstrap with the new venv's own pip (never the found interpreter's), and always
+# name the target interpreter: `python -m uv` from another interpreter would install into that one.
+if command -v uv >/dev/null 2>&1; then
+  UV=$(command -v uv)
+else
+  UV="$PWD/$VENV/.bootstrap/bin/uv"
+  if ! "$UV" --version >/dev/null 2>&1; then
+    say "uv is not on PATH: installing uv $UV_VERSION into $VENV/.bootstrap"
+    "$VPY" -m pip install -q --disable-pip-version-check --no-cache-dir \
+      --target "$VENV/.bootstrap" "uv==$UV_VERSION" \
+      || die "could not install uv $UV_VERSION from the package index (is it reachable?)"
   fi
-  UV=("$PY" -m uv)
 fi
 
-echo "bootstrap: building $VENV with $PY from requirements.lock" >&2
-rm -f "$STAMP"
-[ -x "$VENV/bin/python" ] || "${UV[@]}" venv -q --seed --python "$PY" "$VENV"
-VIRTUAL_ENV="$PWD/$VENV" "${UV[@]}" pip sync -q requirements.lock
-VIRTUAL_ENV="$PWD/$VENV" "${UV[@]}" pip install -q --no-deps -e .
+say "installing requirements.lock into $VENV (uv $("$UV" --version | cut -d' ' -f2))"
+"$UV" pip sync --python "$VPY" requirements.lock \
+  || die "'uv pip sync requirements.lock' failed; see uv's message above"
+"$UV" pip install -q --python "$VPY" --no-deps -e . \
+  || die "'uv pip install -e .' failed; see uv's message above"
+
+# Check the result before calling it ready: the packages import from .venv, and the CLI runs.
+TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore "$VPY" - "$PWD/$VENV" <<'EOF' \
+  || die "$VENV is incomplete (see above); run 'make venv' again to rebuild it"
+import importlib.metadata as md
+import os
+import sys
+
+# `python -` puts the working directory first on sys.path, where setuptools' editable build
+# leaves headwise.egg-info: look only where the venv's interpreter looks for an installed package.
+sys.path = [p for p in sys.path if p and os.path.realpath(p) != os.path.realpath(os.getcwd())]
+venv = os.path.realpath(sys.argv[1])
+problems = []
+if os.path.realpath(sys.prefix) != venv:
+    problems.append(f"sys.prefix is {sys.prefix}, not {venv}")
+for module in ("tfx", "tensorflow", "headwise"):
+    try:
+        dist = md.distribution(module)
+        __import__(module)
+    except Exception as e:  # noqa: BLE001 - report whatever went wrong
+        problems.append(f"cannot import {module}: {type(e).__name__}: {e}")
+        continue
+    where = os.path.realpath(str(dist._path))  # the .dist-info folder: where it was installed
+    if not where.startswith(venv + os.sep):
+        problems.append(f"{module} is installed in {where}, not in {venv}")
+for p in problems:
+    print(f"bootstrap: error: {p}", file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF
+"$VENV/bin/headwise" --help >/dev/null \
+  || die "'$VENV/bin/headwise --help' failed; run 'make venv' again to rebuild $VENV"
+
 echo "$want" > "$STAMP"
-echo "bootstrap: ready ($("$VENV/bin/python" --version))" >&2
+say "ready ($("$VPY" --version), $VENV)"
