@@ -13,49 +13,21 @@ import os
 import shutil
 
 import numpy as np
-from sklearn import metrics as skm
 
 from benchmarks import common
 from benchmarks import pipelines as bench_pipelines
-from components import baselines
 from components.evaluator import predict, read_columns
 from headwise import config as config_lib
+from headwise import tasks
 from pipeline import local_runner
 from pipeline import summary as summary_lib
 
 
 def head_metrics(head: config_lib.Head, raw: list, pred: np.ndarray) -> dict[str, float]:
     """The head's metrics from raw eval labels (None: missing, skipped) and its predictions."""
-    keep = [i for i, v in enumerate(raw) if v is not None and v == v]
-    if head.task == "multiclass":
-        idx = [(i, baselines.class_index(head, raw[i])) for i in keep]
-        keep = [i for i, c in idx if c is not None]
-        y = np.array([c for _, c in idx if c is not None])
-    elif head.task == "multilabel":
-        y = np.array([baselines.multi_hot(head, raw[i]) for i in keep])
-    else:
-        y = np.array([float(raw[i]) for i in keep])
-    p = pred[keep]
-    out: dict[str, float] = {}
-    if head.task == "regression":
-        err = p[:, 0] - y
-        out = {"mae": float(np.mean(np.abs(err))), "mse": float(np.mean(err ** 2)),
-               "rmse": float(np.sqrt(np.mean(err ** 2)))}
-    elif head.task == "binary":
-        hard = p[:, 0] >= 0.5
-        out = {"auc": float(skm.roc_auc_score(y, p[:, 0])),
-               "pr_auc": float(skm.average_precision_score(y, p[:, 0])),
-               "accuracy": float(np.mean(hard == (y > 0.5))),
-               "precision": float(skm.precision_score(y, hard, zero_division=0)),
-               "recall": float(skm.recall_score(y, hard, zero_division=0))}
-    elif head.task == "multiclass":
-        ranked = np.argsort(-p, axis=1)
-        out = {"accuracy": float(np.mean(ranked[:, 0] == y)),
-               "top2_accuracy": float(np.mean([y[i] in ranked[i, :2] for i in range(len(y))]))}
-    else:
-        hard = p >= 0.5
-        out = {"auc": float(skm.roc_auc_score(y, p, average="macro")),
-               "accuracy": float(np.mean(hard == (y > 0.5)))}
+    task = tasks.of(head)
+    keep, y = task.encoded(head, raw)
+    out = task.score(head, y, pred[keep])
     return {m: out[m] for m in head.metrics if m in out}
 
 
@@ -141,8 +113,6 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 def compare(results: dict) -> dict:
     """Per head: multi vs single main metric (mean, std over seeds) and a verdict; cost ratios."""
-    from trainer.heads import higher_is_better
-
     models = results["models"]
     heads = []
     for h in results["heads"]:
@@ -154,7 +124,7 @@ def compare(results: dict) -> dict:
                 entry[key] = _stats([r["metrics"][h["name"]][m] for r in models[arm].values()])
         mean_m, _ = entry["multi"]
         mean_s, std_s = entry["single"]
-        better = entry["higher_is_better"] = higher_is_better(h["task"], m)
+        better = entry["higher_is_better"] = tasks.get(h["task"]).metric(m).higher_is_better
         delta = (mean_m - mean_s) if better else (mean_s - mean_m)  # > 0: multi-head is better
         noise = max(std_s, entry["multi"][1])
         if len(results["seeds"]) < 2:

@@ -31,9 +31,11 @@ from tensorflow_serving.apis import (
 )
 
 from benchmarks import common
+from headwise import contract, tasks
 from headwise import examples as examples_lib
+from headwise.versions import numeric_versions
 from serving import tensors
-from serving.servable import Servable, numeric_versions
+from serving.servable import Servable
 
 
 def latest_version_dir(model_dir: str) -> str:
@@ -82,8 +84,7 @@ def _multi_request(name: str, info: dict, serialized: list[bytes]):
     req = inference_pb2.MultiInferenceRequest()
     for h in info["heads"]:
         req.tasks.add(model_spec=model_pb2.ModelSpec(name=name, signature_name=h["signature"]),
-                      method_name="tensorflow/serving/regress" if h["task"] == "regression"
-                      else "tensorflow/serving/classify")
+                      method_name=contract.METHODS[tasks.get(h["task"]).signature])
     req.input.example_list.examples.extend(example_pb2.Example.FromString(s) for s in serialized)
     return req
 

@@ -36,8 +36,8 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components import distributions
-from serving import request_log
-from serving.servable import numeric_versions
+from headwise import request_logs
+from headwise.versions import numeric_versions
 
 ANOMALIES_FILE = "SchemaDiff.pb"
 BASELINE_STATISTICS = os.path.join("assets.extra", "headwise_statistics.pb")
@@ -123,7 +123,7 @@ def serving_statistics(log_dir: str, contract: schema_pb2.Schema, max_examples: 
     from tensorflow_data_validation.statistics import stats_impl
     from tfx_bsl.coders import example_coder
 
-    examples, _ = request_log.read_examples(log_dir, max_examples)
+    examples, _ = request_logs.read_examples(log_dir, max_examples)
     if not examples:
         return None
     try:
@@ -152,7 +152,7 @@ def baselines_key(serving_dir: str, log_dir: str) -> str:
     request log files (a digest of their names). A new value makes TFX run the gate again on
     cached data."""
     versions = numeric_versions(serving_dir)
-    names = "\n".join(os.path.basename(f) for f in request_log.log_files(log_dir))
+    names = "\n".join(os.path.basename(f) for f in request_logs.log_files(log_dir))
     return json.dumps({"served": versions[-1] if versions else None,
                        "request_logs": hashlib.sha256(names.encode()).hexdigest()[:16]})
 

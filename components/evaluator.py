@@ -1,17 +1,16 @@
 """Evaluator with per-head trivial-baseline gates and a per-head report.
 
-The stock Evaluator (TFMA) computes each head's metrics and applies the absolute and
-no-regression thresholds of the EvalConfig. This executor first reads the labels of the train
-and eval splits, computes each head's trivial baseline (components.baselines) and adds "beat
-the baseline by `baseline_margin`" to the value threshold of every gating head's main metric;
-so TFMA's one blessing, which Pusher and the latest-blessed-model resolver read, covers all
-three gates. After TFMA it writes the report (components.report) next to the evaluation.
+The stock Evaluator (TFMA) computes each head's metrics and judges the EvalConfig's thresholds.
+This executor first reads the labels of the train and eval splits and computes each head's
+trivial baseline (`headwise.tasks`), then builds the whole EvalConfig with all three gates
+(`components.gates`) and runs TFMA with it; so TFMA's one blessing, which Pusher and the
+latest-blessed-model resolver read, covers every gate. After TFMA it reads the verdicts back
+from TFMA's ValidationResult and writes the report (components.report) next to the evaluation.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 from typing import Any
@@ -26,13 +25,11 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import json_utils, path_utils, proto_utils
 
-from components import baselines as baselines_lib
+from components import gates as gates_lib
 from components import report as report_lib
 from headwise import config as config_lib
-from pipeline.eval_config import overall_threshold
-from trainer.heads import higher_is_better
-
-HEADS_CONFIG_KEY = "heads_config"
+from headwise import contract, tasks
+from headwise.config import HEADS_CONFIG_KEY
 
 
 def read_columns(examples_uri: str, split: str, columns: list[str]) -> tuple[dict, list[bytes]]:
@@ -53,56 +50,33 @@ def read_columns(examples_uri: str, split: str, columns: list[str]) -> tuple[dic
     return out, serialized
 
 
-def add_baseline_thresholds(eval_config: tfma.EvalConfig, cfg: config_lib.PipelineConfig,
-                            baselines: dict[str, dict[str, float]]) -> None:
-    """Tighten each gating head's main-metric value threshold to beat its trivial baseline."""
-    for head in cfg.heads:
-        if not head.gate:
-            continue
-        m = head.main_metric
-        higher = higher_is_better(head.task, m)
-        bound = baselines_lib.baseline_bound(baselines[head.name][m], head.baseline_margin,
-                                             higher)
-        spec = next(s for s in eval_config.metrics_specs if list(s.output_names) == [head.name])
-        mc = next(c for c in spec.metrics if json.loads(c.config or "{}").get("name") == m)
-        vt = overall_threshold(mc).value_threshold
-        if higher:
-            vt.lower_bound.value = max(bound, vt.lower_bound.value) if vt.HasField(
-                "lower_bound") else bound
-        else:
-            vt.upper_bound.value = min(bound, vt.upper_bound.value) if vt.HasField(
-                "upper_bound") else bound
-
-
 def _metric_values(evaluation_uri: str, cfg: config_lib.PipelineConfig):
     """Per head, on the overall slice: candidate values, changes against the baseline model,
-    the metrics whose change gate failed, and the (weighted) example count."""
+    per-class values ((metric, class id) -> value), and the (weighted) example count."""
     values = {h.name: {} for h in cfg.heads}
     diffs = {h.name: {} for h in cfg.heads}
-    counts = {}
+    class_values = {h.name: {} for h in cfg.heads}
     for sm in tfma.load_metrics(evaluation_uri):
         if sm.slice_key.single_slice_keys:
             continue
         for kv in sm.metric_keys_and_values:
             k = kv.key
-            if k.output_name not in values or k.HasField("sub_key") or k.model_name not in (
-                    "", "candidate"):
+            if k.output_name not in values or k.model_name not in ("", "candidate"):
+                continue
+            if k.HasField("sub_key"):
+                if k.sub_key.HasField("class_id") and not k.is_diff:
+                    class_values[k.output_name][(k.name, k.sub_key.class_id.value)] = (
+                        kv.value.double_value.value)
                 continue
             (diffs if k.is_diff else values)[k.output_name][k.name] = kv.value.double_value.value
-    for head, v in values.items():  # examples whose label for this head is present
-        counts[head] = v.get("weighted_example_count", v.get("example_count"))
-    change_failures = {h.name: set() for h in cfg.heads}
-    validation = tfma.load_validation_result(evaluation_uri)
-    for per_slice in validation.metric_validations_per_slice:
-        for f in per_slice.failures:
-            if f.metric_key.is_diff and f.metric_key.output_name in change_failures:
-                change_failures[f.metric_key.output_name].add(f.metric_key.name)
-    return values, diffs, change_failures, counts, validation.validation_ok
+    counts = {head: v.get("weighted_example_count", v.get("example_count"))
+              for head, v in values.items()}  # examples whose label for this head is present
+    return values, diffs, class_values, counts
 
 
 def predict(model_uri: str, serialized: list[bytes], batch: int = 1024) -> dict[str, np.ndarray]:
     serve = tf.saved_model.load(path_utils.serving_model_path(model_uri)).signatures[
-        "serving_default"]
+        contract.DEFAULT_SIGNATURE]
     parts: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(serialized), batch):
         for k, v in serve(examples=tf.constant(serialized[i:i + batch])).items():
@@ -113,7 +87,8 @@ def predict(model_uri: str, serialized: list[bytes], batch: int = 1024) -> dict[
 class Executor(stock.Executor):
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
-        cfg = config_lib.from_dict(json.loads(exec_properties[HEADS_CONFIG_KEY]))
+        cfg = config_lib.from_json(exec_properties[HEADS_CONFIG_KEY],
+                                   require=config_lib.Scope.FULL)
         model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
         baseline = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY) or []
         if baseline and baseline[0].uri == model.uri:
@@ -127,29 +102,31 @@ class Executor(stock.Executor):
         columns = list(cfg.label_columns)
         train, _ = read_columns(examples.uri, "train", columns)
         evals, serialized = read_columns(examples.uri, "eval", columns)
-        baselines = {h.name: baselines_lib.baseline_metrics(h, train[h.label], evals[h.label])
+        baselines = {h.name: {m: v for m, v in tasks.of(h).baseline(
+                         h, train[h.label], evals[h.label]).items() if m in h.metrics}
                      for h in cfg.heads}
         logging.info("trivial baselines per head: %s", baselines)
 
-        eval_config = tfma.EvalConfig()
-        proto_utils.json_to_proto(exec_properties[standard_component_specs.EVAL_CONFIG_KEY],
-                                  eval_config)
-        add_baseline_thresholds(eval_config, cfg, baselines)
+        eval_config = gates_lib.eval_config(cfg, baselines)
         props = {k: v for k, v in exec_properties.items() if k != HEADS_CONFIG_KEY}
         props[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(eval_config)
         super().Do(input_dict, output_dict, props)
 
         evaluation = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EVALUATION_KEY])
-        values, diffs, change_failures, counts, blessed = _metric_values(evaluation.uri, cfg)
-        results = {h.name: report_lib.head_rows(h, values[h.name], diffs[h.name],
-                                                change_failures[h.name], baselines[h.name])
+        values, diffs, class_values, counts = _metric_values(evaluation.uri, cfg)
+        validation = tfma.load_validation_result(evaluation.uri)
+        failures = gates_lib.failures(validation)
+        has_baseline_model = bool(input_dict.get(standard_component_specs.BASELINE_MODEL_KEY))
+        results = {h.name: gates_lib.head_rows(
+                       h, gates_lib.head_bounds(h, baselines[h.name]), values[h.name],
+                       diffs[h.name], [f for f in failures if f.head == h.name],
+                       baselines[h.name], class_values[h.name], has_baseline_model)
                    for h in cfg.heads}
         predictions = predict(model.uri, serialized)
         path = report_lib.write_report(
-            cfg, evaluation.uri, results, counts, blessed,
-            bool(input_dict.get(standard_component_specs.BASELINE_MODEL_KEY)), evals,
-            predictions)
+            cfg, evaluation.uri, results, counts, validation.validation_ok, has_baseline_model,
+            evals, predictions)
         logging.info("per-head validation report: %s", path)
 
 
@@ -159,19 +136,20 @@ class HeadwiseEvaluatorSpec(standard_component_specs.EvaluatorSpec):
 
 
 class Evaluator(base_beam_component.BaseBeamComponent):
-    """TFX's Evaluator interface (examples, model, baseline_model, eval_config) plus the heads
-    config; outputs `evaluation` and `blessing` like the stock one."""
+    """TFX's Evaluator interface (examples, model, baseline_model), with the EvalConfig built
+    from the heads config; outputs `evaluation` and `blessing` like the stock one."""
 
     SPEC_CLASS = HeadwiseEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
-    def __init__(self, examples, model, baseline_model, eval_config: tfma.EvalConfig,
-                 cfg: config_lib.PipelineConfig):
+    def __init__(self, examples, model, baseline_model, cfg: config_lib.PipelineConfig):
         spec = HeadwiseEvaluatorSpec(
             examples=examples, model=model, baseline_model=baseline_model,
-            eval_config=eval_config, example_splits=json_utils.dumps(None),
+            # The gates without the trivial baselines, which the executor adds once it has
+            # computed them (components.gates builds both).
+            eval_config=gates_lib.eval_config(cfg), example_splits=json_utils.dumps(None),
             fairness_indicator_thresholds=json_utils.dumps(None),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
-            heads_config=json.dumps(cfg.to_dict(), sort_keys=True))
+            heads_config=config_lib.to_json(cfg))
         super().__init__(spec=spec)

@@ -32,7 +32,7 @@ from tfx.utils import io_utils, json_utils, proto_utils
 from tfx.v1.components import Pusher as StockPusher
 
 from components.data_gate import BASELINE_STATISTICS, DRIFT_SPLIT
-from serving.servable import numeric_versions
+from headwise.versions import numeric_versions
 
 PUSH_RECORD = os.path.join("assets.extra", "headwise_push.json")
 STATISTICS_KEY = "statistics"

@@ -26,10 +26,10 @@ from tfx import v1 as tfx
 
 from components import data_gate
 from headwise import data_check, quiet
+from headwise import request_logs as request_log  # the reading side: no serving code
 from headwise.config import ConfigError, PipelineConfig
 from pipeline import pipeline as pipeline_lib
 from pipeline import summary as summary_lib
-from serving import request_log
 
 
 class PipelineRunError(RuntimeError):

@@ -1,8 +1,9 @@
 """`create_pipeline`: the one definition of the headwise TFX pipeline.
 
-CsvExampleGen -> StatisticsGen -> ImportSchemaGen (curated) or SchemaGen -> ExampleValidator
--> DataValidationGate -> Transform -> Trainer -> Evaluator (baseline: the latest blessed model)
--> Pusher.
+CsvExampleGen -> ImportSchemaGen (the curated schema) -> StatisticsGen (with that schema) ->
+ExampleValidator -> DataValidationGate -> Transform -> Trainer -> Resolver (the latest blessed
+model) -> Evaluator (the candidate against it) -> Pusher. Without a curated schema, SchemaGen
+infers one from StatisticsGen's output instead (StatisticsGen then runs first).
 
 Every input is explicit; runners (local, Kubeflow) only bind paths and call this. User code is
 referenced by module path; the heads config and a fingerprint of that code travel in
@@ -23,24 +24,33 @@ from components import distributions
 from components.data_gate import DataValidationGate
 from components.evaluator import Evaluator
 from components.pusher import Pusher
-from headwise.config import PipelineConfig
-from pipeline.eval_config import eval_config
+from headwise import config as config_lib
+from headwise.config import HEADS_CONFIG_KEY, PipelineConfig, Scope
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
-_USER_CODE = ("headwise/config.py", "headwise/examples.py", "trainer/heads.py",
-              "trainer/transform.py", "trainer/model.py", "trainer/export.py",
-              "trainer/run.py")
+# The packages whose code Transform and Trainer run: the module code (trainer/, see
+# PREPROCESSING_FN and RUN_FN) and the project package it imports (headwise/).
+USER_CODE_PACKAGES = ("headwise", "trainer")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-
-def code_version() -> str:
-    """A fingerprint of the user code that Transform and Trainer import."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def code_version(root: str | None = None) -> str:
+    """A fingerprint of the user code that Transform and Trainer import: every *.py file under
+    USER_CODE_PACKAGES (below `root`, the project root by default), by sorted relative path and
+    content, so a new, renamed or edited module changes it."""
+    root = root or _ROOT
+    files = sorted(
+        os.path.relpath(os.path.join(d, name), root).replace(os.sep, "/")
+        for package in USER_CODE_PACKAGES
+        for d, _, names in os.walk(os.path.join(root, package))
+        for name in names if name.endswith(".py"))
     h = hashlib.sha256()
-    for rel in _USER_CODE:
+    for rel in files:
         with open(os.path.join(root, rel), "rb") as fh:
-            h.update(fh.read())
+            content = fh.read()
+        h.update(f"{rel}\0{len(content)}\0".encode())
+        h.update(content)
     return h.hexdigest()[:16]
 
 
@@ -56,7 +66,8 @@ def example_gen_component(data_root: str) -> tfx.components.CsvExampleGen:
 def transform_component(cfg: PipelineConfig, examples, schema) -> tfx.components.Transform:
     return tfx.components.Transform(
         examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"heads_config": cfg.training_dict(), "code_version": code_version()})
+        custom_config={HEADS_CONFIG_KEY: config_lib.to_json(cfg, Scope.TRAINING),
+                       "code_version": code_version()})
 
 
 def trainer_component(cfg: PipelineConfig, transform, schema, train_steps: int | None = None,
@@ -70,7 +81,8 @@ def trainer_component(cfg: PipelineConfig, transform, schema, train_steps: int |
         schema=schema,
         train_args=tfx.proto.TrainArgs(num_steps=train_steps or cfg.trainer.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps or cfg.trainer.eval_steps),
-        custom_config={"heads_config": cfg.training_dict(), "code_version": code_version(),
+        custom_config={HEADS_CONFIG_KEY: config_lib.to_json(cfg, Scope.TRAINING),
+                       "code_version": code_version(),
                        "distribution_strategy": distribution_strategy})
 
 
@@ -127,7 +139,7 @@ def create_pipeline(
     ).with_id("latest_blessed_model_resolver")
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"], eval_config=eval_config(cfg), cfg=cfg)
+        baseline_model=model_resolver.outputs["model"], cfg=cfg)
     pusher = Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(

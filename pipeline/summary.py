@@ -207,16 +207,8 @@ def _head_results(cfg: PipelineConfig, eval_uri: str) -> list[HeadResult]:
     out = []
     for h in cfg.heads:
         g = gates.get(h.name, {"rows": []})
-        rows = {r["metric"]: r for r in g["rows"]}
-        failures = []
-        for r in g["rows"]:
-            failed = [name for key, name in (("absolute", "absolute threshold"),
-                                             ("no_regression", "no regression"),
-                                             ("beats_baseline", "beats trivial baseline"))
-                      if r[key] == "FAIL"]
-            if failed:
-                failures.append(f"{r['metric']} = {_fmt(r['value'])} fails "
-                                f"{' and '.join(failed)} ({r['threshold']})")
+        rows = {r["metric"]: r for r in g["rows"] if r.get("class_name") is None}
+        failures = list(g.get("failures", []))  # formatted once, by the Evaluator's report
         out.append(HeadResult(
             h.name, h.task, h.gate,
             {m: r["value"] for m, r in rows.items() if r["value"] is not None},

@@ -26,12 +26,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from headwise import contract, tasks
 from headwise import examples as examples_lib
 from serving import tensors
-from serving.dataplane import CLASSIFY_METHOD, REGRESS_METHOD
-
-MODEL_INFO_SIGNATURE = "model_info"  # trainer/export.py writes it
-MULTILABEL_THRESHOLD = 0.5
 
 
 class ClientError(RuntimeError):
@@ -131,9 +128,11 @@ class HeadwiseClient:
     def model_info(self) -> dict[str, Any]:
         """The model's own description, read through Predict on its model_info signature."""
         if self._info is None:
-            request = predict_pb2.PredictRequest(model_spec=self.model_spec(MODEL_INFO_SIGNATURE))
+            request = predict_pb2.PredictRequest(
+                model_spec=self.model_spec(contract.MODEL_INFO_SIGNATURE))
             response = self._call(self.stub.Predict, request)
-            raw = tensors.from_proto(response.outputs["json"], "json")
+            raw = tensors.from_proto(response.outputs[contract.MODEL_INFO_OUTPUT],
+                                     contract.MODEL_INFO_OUTPUT)
             self._info = json.loads(raw.item())
         return self._info
 
@@ -149,9 +148,8 @@ class HeadwiseClient:
         heads = heads if heads is not None else self.model_info()["heads"]
         request = inference_pb2.MultiInferenceRequest()
         for head in heads:
-            request.tasks.add(
-                model_spec=self.model_spec(head["signature"]),
-                method_name=REGRESS_METHOD if head["task"] == "regression" else CLASSIFY_METHOD)
+            request.tasks.add(model_spec=self.model_spec(head["signature"]),
+                              method_name=contract.METHODS[_task(head).signature])
         request.input.example_list.examples.extend(
             example_pb2.Example.FromString(s) for s in serialized)
         return self._call(self.stub.MultiInference, request)
@@ -167,21 +165,26 @@ class HeadwiseClient:
             yield from (list(row) for row in zip(*per_head, strict=True))
 
 
+def _task(head: dict) -> tasks.Task:
+    """The registry's task of a head in the model's description."""
+    try:
+        return tasks.get(head["task"])
+    except KeyError:
+        raise ClientError(f"head {head['name']!r}: the model was exported with a task this "
+                          f"client does not know ({head['task']!r}); upgrade headwise") from None
+
+
 def _head_predictions(head: dict, result) -> list[HeadPrediction]:
-    if head["task"] == "regression":
+    task = _task(head)
+    if task.signature == tasks.REGRESS:
         return [HeadPrediction(head["name"], head["task"], value=r.value)
                 for r in result.regression_result.regressions]
     out = []
     for c in result.classification_result.classifications:
-        scores = {cls.label: cls.score for cls in c.classes}
-        if head["task"] == "multilabel":
-            on = [k for k, v in scores.items() if v >= MULTILABEL_THRESHOLD]
-            label, score = "|".join(on) or "-", max(scores.values())
-        else:
-            label = max(scores, key=scores.get)
-            score = scores[label]
+        classes = [(cls.label, cls.score) for cls in c.classes]
+        label, score = task.decode(classes)
         out.append(HeadPrediction(head["name"], head["task"], label=label, score=score,
-                                  scores=scores))
+                                  scores=dict(classes)))
     return out
 
 

@@ -21,13 +21,21 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from headwise.contract import (
+    CLASSIFY_INPUTS,
+    CLASSIFY_METHOD,
+    CLASSIFY_OUTPUT_CLASSES,
+    CLASSIFY_OUTPUT_SCORES,
+    DEFAULT_SIGNATURE,
+    PREDICT_METHOD,
+    REGRESS_INPUTS,
+    REGRESS_METHOD,
+    REGRESS_OUTPUTS,
+)
+from headwise.request_logs import input_examples
 from serving import tensors
 from serving.servable import NotFound, Servable, VersionManager, not_found_message
 
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 SIGNATURE_DEF_FIELD = "signature_def"
 
 Code = grpc.StatusCode
@@ -310,15 +318,16 @@ def _classify_tensors(sig) -> tuple[str, list[str]]:
     if len(sig.outputs) not in (1, 2):
         raise ServingError(Code.INVALID_ARGUMENT,
                            f"Expected one or two output Tensors, found {len(sig.outputs)}")
-    if "inputs" not in sig.inputs:
+    if CLASSIFY_INPUTS not in sig.inputs:
         raise ServingError(Code.FAILED_PRECONDITION,
                            "No classification inputs found in SignatureDef")
-    outputs = [sig.outputs[k].name for k in ("classes", "scores") if k in sig.outputs]
+    outputs = [sig.outputs[k].name for k in (CLASSIFY_OUTPUT_CLASSES, CLASSIFY_OUTPUT_SCORES)
+               if k in sig.outputs]
     if not outputs:
         raise ServingError(Code.FAILED_PRECONDITION, (
             'Expected classification signature outputs to contain at least one of "classes" '
             'or "scores".'))
-    return sig.inputs["inputs"].name, outputs
+    return sig.inputs[CLASSIFY_INPUTS].name, outputs
 
 
 def _regress_tensors(sig) -> tuple[str, list[str]]:
@@ -326,24 +335,12 @@ def _regress_tensors(sig) -> tuple[str, list[str]]:
         raise ServingError(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
     if len(sig.outputs) != 1:
         raise ServingError(Code.INVALID_ARGUMENT, "Expected one output Tensor.")
-    if "inputs" not in sig.inputs:
+    if REGRESS_INPUTS not in sig.inputs:
         raise ServingError(Code.FAILED_PRECONDITION, "No regression inputs found in SignatureDef")
-    if "outputs" not in sig.outputs:
+    if REGRESS_OUTPUTS not in sig.outputs:
         raise ServingError(Code.FAILED_PRECONDITION,
                            "No regression outputs found in SignatureDef")
-    return sig.inputs["inputs"].name, [sig.outputs["outputs"].name]
-
-
-def input_examples(inp: input_pb2.Input) -> list[bytes]:
-    """Input -> the serialized tf.Examples the model parses (context bytes prepended, as TF
-    Serving does: a proto parse of concatenated messages merges them)."""
-    kind = inp.WhichOneof("kind")
-    if kind == "example_list":
-        return [e.SerializeToString() for e in inp.example_list.examples]
-    if kind == "example_list_with_context":
-        ctx = inp.example_list_with_context.context.SerializeToString()
-        return [ctx + e.SerializeToString() for e in inp.example_list_with_context.examples]
-    return []
+    return sig.inputs[REGRESS_INPUTS].name, [sig.outputs[REGRESS_OUTPUTS].name]
 
 
 def _serialized_examples(inp: input_pb2.Input) -> np.ndarray:
@@ -354,8 +351,10 @@ def _serialized_examples(inp: input_pb2.Input) -> np.ndarray:
 
 
 def _classification_result(sig, n: int, values: dict[str, np.ndarray], out) -> None:
-    classes = values.get(sig.outputs["classes"].name) if "classes" in sig.outputs else None
-    scores = values.get(sig.outputs["scores"].name) if "scores" in sig.outputs else None
+    classes = values.get(sig.outputs[CLASSIFY_OUTPUT_CLASSES].name) \
+        if CLASSIFY_OUTPUT_CLASSES in sig.outputs else None
+    scores = values.get(sig.outputs[CLASSIFY_OUTPUT_SCORES].name) \
+        if CLASSIFY_OUTPUT_SCORES in sig.outputs else None
     for what, tensor in (("classes", classes), ("scores", scores)):
         if tensor is not None and (tensor.ndim != 2 or tensor.shape[0] != n):
             raise ServingError(Code.INVALID_ARGUMENT, (
@@ -374,7 +373,7 @@ def _classification_result(sig, n: int, values: dict[str, np.ndarray], out) -> N
 
 
 def _regression_result(sig, n: int, values: dict[str, np.ndarray], out) -> None:
-    tensor = values[sig.outputs["outputs"].name]
+    tensor = values[sig.outputs[REGRESS_OUTPUTS].name]
     if tensor.ndim == 2 and tensor.shape[1] == 1:
         tensor = tensor[:, 0]
     if tensor.ndim != 1 or tensor.shape[0] != n:

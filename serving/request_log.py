@@ -6,13 +6,14 @@ multi_inference_log, plus log_metadata); BulkInferrer writes the same messages. 
 server writes them under `--request-log-dir`, and the pipeline's DataValidationGate reads the
 examples back to compare what the served model is asked with what it was trained on (skew).
 
-Files: `requests-<UTC time>-<host>-<pid>-<n>.tfrecord` (several replicas can share one
-directory). A file is written as `<name>.tmp` and renamed when it is closed (after
-`max_records` records, `max_seconds` seconds, or on stop), so a reader never sees a
-half-written file; a killed server leaves its open file as `.tmp`, which is never read.
-Requests are queued and written by one background thread: a request never waits for the disk;
-when the queue is full, records are dropped (counted, and said in the log) rather than slowing
-the server down.
+This is the writer. The file format (names, the `.tmp` rule) and the reading side are
+`headwise/request_logs.py`, which the pipeline reads through without any serving code.
+
+A file is written as `<name>.tmp` and renamed when it is closed (after `max_records` records,
+`max_seconds` seconds, or on stop), so a reader never sees a half-written file; a killed server
+leaves its open file as `.tmp`, which is never read. Requests are queued and written by one
+background thread: a request never waits for the disk; when the queue is full, records are
+dropped (counted, and said in the log) rather than slowing the server down.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import logging
 import os
 import queue
 import random
-import re
 import socket
 import threading
 import time
@@ -29,12 +29,10 @@ import time
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import dataplane
+from headwise import request_logs
 
 log = logging.getLogger("headwise.serving")
 
-SUFFIX = ".tfrecord"
-PREFIX = "requests-"
 _STOP = object()
 
 
@@ -104,7 +102,7 @@ class RequestLog:
                 if record is not None:
                     if writer is None:
                         path = self._new_path()
-                        writer = tf.io.TFRecordWriter(path + ".tmp")
+                        writer = tf.io.TFRecordWriter(path + request_logs.TMP_SUFFIX)
                         opened, records = time.monotonic(), 0
                     writer.write(record)
                     records += 1
@@ -114,7 +112,7 @@ class RequestLog:
                 if writer is not None and (item is None or item is _STOP or full):
                     writer.close()
                     writer = None
-                    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+                    tf.io.gfile.rename(path + request_logs.TMP_SUFFIX, path, overwrite=True)
             except Exception:  # noqa: BLE001 - a full disk must not stop the server or logging
                 self.dropped += record is not None
                 writer = None  # give the file up (it stays .tmp, never read); the next opens anew
@@ -124,53 +122,5 @@ class RequestLog:
 
     def _new_path(self) -> str:
         self._files += 1
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
-        return os.path.join(
-            self.log_dir, f"{PREFIX}{stamp}-{host}-{os.getpid()}-{self._files:05d}{SUFFIX}")
-
-
-def log_files(log_dir: str) -> list[str]:
-    """The finished log files under log_dir, oldest first (names sort by time)."""
-    if not log_dir or not tf.io.gfile.isdir(log_dir):
-        return []
-    names = [n for n in tf.io.gfile.listdir(log_dir)
-             if n.startswith(PREFIX) and n.endswith(SUFFIX)]
-    return [os.path.join(log_dir, n) for n in sorted(names)]
-
-
-def examples_of(entry: prediction_log_pb2.PredictionLog) -> list[bytes]:
-    """The serialized tf.Examples a logged request asked about (none for other requests)."""
-    kind = entry.WhichOneof("log_type")
-    if kind in ("classify_log", "regress_log", "multi_inference_log"):
-        return dataplane.input_examples(getattr(entry, kind).request.input)
-    if kind == "predict_log":
-        inputs = entry.predict_log.request.inputs
-        # A signature over serialized examples has one string input (serving_default's
-        # `examples`); other Predict requests (model_info, raw tensors) carry no examples.
-        if len(inputs) == 1:
-            (tensor,) = inputs.values()
-            if tensor.dtype == tf.string.as_datatype_enum:
-                return list(tensor.string_val)
-    return []
-
-
-def read_examples(log_dir: str, max_examples: int) -> tuple[list[bytes], int]:
-    """Up to max_examples serialized tf.Examples from the newest log files; (examples, files
-    read). A truncated file (a server killed mid-write never renames its file, but a copy may
-    be cut short) ends that file's records, not the read."""
-    found: list[bytes] = []
-    files = 0
-    for path in reversed(log_files(log_dir)):
-        files += 1
-        batch: list[bytes] = []
-        try:
-            for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                batch.extend(examples_of(prediction_log_pb2.PredictionLog.FromString(raw)))
-        except tf.errors.DataLossError:
-            log.warning("request log: %s is truncated; read up to the damage", path)
-        found[:0] = batch  # keep time order: older files before newer ones
-        if len(found) >= max_examples:
-            return found[-max_examples:], files
-    return found, files
-
+        return os.path.join(self.log_dir, request_logs.file_name(
+            time.time(), socket.gethostname(), os.getpid(), self._files))

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from headwise.versions import numeric_versions
 
 log = logging.getLogger("headwise.serving")
 
@@ -30,18 +31,6 @@ INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 # tensorflow_serving.apis.get_model_status_pb2.ModelVersionStatus.State
 START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
-
-
-def numeric_versions(base_path: str) -> list[int]:
-    """Version directories TF Serving would consider: numeric names holding saved_model.pb.
-    Through tf.io.gfile, so a gs:// model base path (the gate on Kubeflow) works too."""
-    import tensorflow as tf
-
-    if not base_path or not tf.io.gfile.isdir(base_path):
-        return []
-    names = (n.rstrip("/") for n in tf.io.gfile.listdir(base_path))
-    return sorted(int(n) for n in names if n.isdigit()
-                  and tf.io.gfile.exists(os.path.join(base_path, n, "saved_model.pb")))
 
 
 class Servable:
@@ -220,12 +209,6 @@ class VersionManager:
     def current_version(self) -> int | None:
         current = self._current
         return None if current is None else current.version
-
-    def wait_until_available(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self._current is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self._current is not None
 
     def start(self) -> None:
         """Load what is there now, then poll in the background every poll_seconds."""

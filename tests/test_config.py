@@ -4,12 +4,18 @@ that names the file and the field."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import glob
+import json
 import os
+import re
+import shutil
 
 import pytest
 import yaml
 
 from headwise import config as config_lib
+from headwise.config import HEADS_CONFIG_KEY, Scope
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAXI = os.path.join(ROOT, "pipeline", "configs", "taxi.yaml")
@@ -51,10 +57,6 @@ def test_taxi_config_is_valid_and_matches_the_data():
     assert os.path.exists(cfg.resolve_data_csv())
 
 
-def test_serialised_form_round_trips():
-    cfg = config_lib.load(TAXI)
-    assert config_lib.from_dict(cfg.to_dict()) == cfg
-    assert cfg.fingerprint() == config_lib.from_dict(cfg.to_dict()).fingerprint()
 
 
 def test_unknown_task_names_the_field(tmp_path, raw):
@@ -156,3 +158,233 @@ def test_unreadable_data_file_names_the_file(tmp_path, raw):
     with pytest.raises(config_lib.ConfigError,
                        match=f"{bad}, line 1 \\(the header\\): not UTF-8 text"):
         config_lib.load(write(tmp_path, raw))
+
+
+# --- the boundary into TFX: to_json / from_json -----------------------------------------------
+
+SHIPPED = sorted(glob.glob(os.path.join(ROOT, "pipeline", "configs", "*.yaml")))
+# Every task and every optional key (tests/synthetic.py's config, with more set).
+EVERY_TASK = {
+    "name": "every_task", "data": {"csv": "unused.csv"},
+    "features": {"a": "numeric", "b": {"type": "categorical", "top_k": 5, "oov_buckets": 3},
+                 "c": {"type": "bucketized", "buckets": 4}},
+    "heads": [
+        {"name": "r", "label": "y_r", "task": "regression", "loss": "mae", "normalize": False,
+         "tower": [4], "thresholds": {"mae": {"max": 3, "max_regression": 0.5}}},
+        {"name": "k", "label": "y_k", "task": "binary", "baseline_margin": 0.05,
+         "metrics": ["pr_auc", "auc"], "gate": False},
+        {"name": "m", "label": "y_m", "task": "multiclass", "classes": ["p", "q"],
+         "other_class": "Z", "auxiliary": True, "loss_weight": 0.5},
+        {"name": "g", "label": "y_g", "task": "multilabel", "classes": ["u", "v", "t"],
+         "delimiter": ";", "metrics": ["auc", "accuracy"], "thresholds": {"auc": {"min": 0.0}}},
+    ],
+    "model": {"hidden_units": [8], "activation": "gelu", "batch_norm": True,
+              "loss_balancing": "uncertainty"},
+    "trainer": {"seed": 7, "early_stopping_patience": 0},
+    "validation": {"drift": {"y_r": 0.2, "a": 0.1}, "skew": {"b": 0.3}, "skew_min_examples": 9},
+    "evaluation": {"slices": ["b"]},
+    "serving": {"model_name": "every", "keep_versions": 2},
+}
+
+
+def configs():
+    """(id, config) of every shipped config and the test fixtures."""
+    out = [(os.path.basename(p), config_lib.load(p, check_data=False)) for p in SHIPPED]
+    return out + [("every_task", config_lib.from_dict(EVERY_TASK, source="every_task.yaml"))]
+
+
+@pytest.mark.parametrize("name, cfg", configs())
+def test_json_round_trips(name, cfg):
+    text = config_lib.to_json(cfg)
+    back = config_lib.from_json(text)
+    assert back == cfg and back.scope is Scope.FULL
+    assert [f.name for f in back.features] == [f.name for f in cfg.features]  # the input order
+    assert config_lib.from_dict(config_lib.to_raw(cfg, Scope.FULL), source=cfg.source) == cfg
+    assert config_lib.to_json(back) == text and back.fingerprint() == cfg.fingerprint()
+    payload = json.loads(text)
+    assert (payload["format"], payload["scope"], payload["source"]) == (1, "full", cfg.source)
+    # A training payload reads back to a training config whose training payload is the same.
+    training = config_lib.from_json(config_lib.to_json(cfg, Scope.TRAINING))
+    assert training.scope is Scope.TRAINING
+    assert (training.features, training.model, training.trainer) == (
+        cfg.features, cfg.model, cfg.trainer)
+    assert config_lib.to_json(training, Scope.TRAINING) == config_lib.to_json(cfg, Scope.TRAINING)
+    with pytest.raises(config_lib.ConfigError, match="training scope"):
+        config_lib.to_json(training)  # its gates are defaults: it has no full form
+
+
+def test_configs_built_in_code_round_trip():
+    """Benchmarks build configs with single_task and dataclasses.replace: the payload comes
+    from the dataclasses, not from the file."""
+    cfg = config_lib.load(TAXI)
+    variants = [cfg.single_task(h.name) for h in cfg.heads]
+    variants.append(dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, loss_balancing="uncertainty"),
+        trainer=dataclasses.replace(cfg.trainer, seed=3, early_stopping_patience=0),
+        heads=tuple(dataclasses.replace(h, name=f"{h.name}_x") for h in cfg.heads)))
+    for variant in variants:
+        assert variant != cfg
+        assert config_lib.from_json(config_lib.to_json(variant)) == variant
+    single = config_lib.from_json(config_lib.to_json(cfg.single_task("fare")))
+    assert [h.name for h in single.heads] == ["fare"] and single.model_name == "taxi_fare"
+    bad = dataclasses.replace(cfg, heads=tuple(dataclasses.replace(h, task="clasify")
+                                               for h in cfg.heads))
+    with pytest.raises(config_lib.ConfigError, match=r"heads\[0\] \(big_tipper\)\.task"):
+        config_lib.to_json(bad)  # an invalid config fails when the pipeline is built
+
+
+def _replace_head(cfg, name, **changes):
+    return dataclasses.replace(cfg, heads=tuple(
+        dataclasses.replace(h, **changes) if h.name == name else h for h in cfg.heads))
+
+
+def _validation(cfg, **changes):
+    return dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, **changes))
+
+
+def test_gates_are_not_in_the_training_payload():
+    """Editing a gate must not change Transform's or Trainer's inputs (TFX would retrain)."""
+    cfg = config_lib.load(TAXI)
+    training = config_lib.to_json(cfg, Scope.TRAINING)
+    gate_edits = [
+        _replace_head(cfg, "big_tipper", thresholds={
+            "auc": config_lib.Threshold(min=0.9)}),
+        _replace_head(cfg, "fare", thresholds={}),
+        _replace_head(cfg, "fare", gate=False),
+        _replace_head(cfg, "big_tipper", baseline_margin=0.2),
+        _validation(cfg, drift={"fare": 0.5}),
+        _validation(cfg, skew={}, skew_min_examples=10),
+        _validation(cfg, missing_slack=0.5, range_slack=1.0, schema=None),
+        dataclasses.replace(cfg, evaluation_slices=()),
+        dataclasses.replace(cfg, keep_versions=1, model_name="other"),
+        dataclasses.replace(cfg, beam_args=("--direct_num_workers=2",)),
+    ]
+    for edited in gate_edits:
+        assert edited != cfg
+        assert config_lib.to_json(edited, Scope.TRAINING) == training
+        assert config_lib.to_json(edited) != config_lib.to_json(cfg)  # the Evaluator sees it
+    training_edits = [
+        _replace_head(cfg, "tips", loss_weight=0.5),
+        _replace_head(cfg, "fare", loss="mse"),
+        _replace_head(cfg, "payment_type", classes=("Cash",)),
+        _replace_head(cfg, "fare", tower=(8,)),
+        dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_units=(16,))),
+        dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, seed=1)),
+        dataclasses.replace(cfg, features=cfg.features[:-1]),
+        dataclasses.replace(cfg, features=tuple(reversed(cfg.features))),  # the input order
+        dataclasses.replace(cfg, name="taxi2"),
+    ]
+    for edited in training_edits:
+        assert config_lib.to_json(edited, Scope.TRAINING) != training
+
+
+def test_every_training_excluded_key_is_left_out():
+    """TRAINING_EXCLUDED names keys that exist, and the training form holds none of them."""
+    cfg = config_lib.from_dict(EVERY_TASK, source="every_task.yaml")
+    full = config_lib.to_raw(cfg, Scope.FULL)
+    training = config_lib.to_raw(cfg, Scope.TRAINING)
+    for path in config_lib.TRAINING_EXCLUDED:
+        top, _, key = path.partition(".")
+        if top == "heads[*]":
+            assert all(key in h for h in full["heads"]), path
+            assert not any(key in h for h in training["heads"]), path
+        else:
+            assert path in full and path not in training, path
+    assert set(full) - set(training) == {p for p in config_lib.TRAINING_EXCLUDED if "." not in p}
+
+
+# PipelineConfig/Head fields that only the keys in TRAINING_EXCLUDED set.
+EXCLUDED_FIELDS = {"heads[*].thresholds": ("thresholds",), "heads[*].gate": ("gate",),
+                   "heads[*].baseline_margin": ("baseline_margin",),
+                   "validation": ("validation",), "evaluation": ("evaluation_slices",),
+                   "serving": ("model_name", "keep_versions"), "beam_args": ("beam_args",)}
+
+
+def test_trainer_code_reads_no_training_excluded_field():
+    """Transform and Trainer get a training-scope config, whose excluded fields are defaults."""
+    assert set(EXCLUDED_FIELDS) == set(config_lib.TRAINING_EXCLUDED)
+    fields = [f for names in EXCLUDED_FIELDS.values() for f in names]
+    pattern = re.compile(r"\.(" + "|".join(fields) + r")\b")
+    for path in sorted(glob.glob(os.path.join(ROOT, "trainer", "*.py"))):
+        with open(path) as fh:
+            for n, line in enumerate(fh, 1):
+                assert not pattern.search(line), f"{path}:{n} reads {line.strip()}"
+
+
+def _payload(cfg, scope=Scope.FULL, **changes):
+    payload = json.loads(config_lib.to_json(cfg, scope))
+    payload.update(changes)
+    return payload
+
+
+@pytest.mark.parametrize("edit, field, words", [
+    (lambda p: p["config"]["heads"][1].update(task="clasify"), "heads[1] (fare).task",
+     "unknown task 'clasify'"),
+    (lambda p: p["config"]["heads"][1].update(loss_weight=-1), "heads[1] (fare).loss_weight",
+     ">= 0"),
+    (lambda p: p["config"]["features"]["company"].update(oov_buckets=0),
+     "features.company.oov_buckets", ">= 1"),
+    (lambda p: p["config"]["trainer"].update(batch_size="128"), "trainer.batch_size",
+     "expected int"),
+    (lambda p: p["config"].update(data_csv="x.csv"), "data_csv", "unknown key"),
+    (lambda p: p["config"].pop("heads"), "heads", "is required"),
+    (lambda p: p.update(format=2), "format", "unknown format 2"),
+    (lambda p: p.update(scope="gates"), "scope", "unknown scope 'gates'"),
+    (lambda p: p.pop("source"), "source", "is required"),
+    (lambda p: p.update(extra=1), "extra", "unknown key"),
+])
+def test_a_bad_payload_names_the_field(edit, field, words):
+    payload = _payload(config_lib.load(TAXI))
+    edit(payload)
+    with pytest.raises(config_lib.ConfigError) as exc:
+        config_lib.from_json(json.dumps(payload))
+    msg = str(exc.value)
+    assert msg.startswith(f"{HEADS_CONFIG_KEY} payload: "), msg
+    assert f"{field}:" in msg and words in msg, msg
+
+
+def test_a_payload_must_be_json_of_the_declared_scope():
+    cfg = config_lib.load(TAXI)
+    old_form = {"name": "taxi", "data_csv": cfg.data_csv}  # not JSON text at all
+    for text in ("{not json", json.dumps([1]), old_form):
+        with pytest.raises(config_lib.ConfigError, match=f"{HEADS_CONFIG_KEY} payload: "):
+            config_lib.from_json(text)
+    # A training payload that carries a gate is refused (the gates would look set but be lost).
+    training = _payload(cfg, Scope.TRAINING)
+    training["config"]["heads"][0]["thresholds"] = {"auc": {"min": 0.5}}
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"config\.heads\[0\]\.thresholds: is not part of a training"):
+        config_lib.from_json(json.dumps(training))
+    # Code that needs the gates can require the full scope.
+    text = config_lib.to_json(cfg, Scope.TRAINING)
+    assert config_lib.from_json(text, require=Scope.TRAINING).scope is Scope.TRAINING
+    with pytest.raises(config_lib.ConfigError, match="scope: a training-scope config"):
+        config_lib.from_json(text, require=Scope.FULL)
+    assert config_lib.from_json(config_lib.to_json(cfg), require=Scope.TRAINING) == cfg
+
+
+def test_from_dict_reads_only_the_yaml_form():
+    raw = json.loads(config_lib.to_json(config_lib.load(TAXI)))["config"]
+    for key in ("data_csv", "model_name", "keep_versions", "source", "evaluation_slices"):
+        with pytest.raises(config_lib.ConfigError, match=f"unknown key.*'{key}'"):
+            config_lib.from_dict({**raw, key: "x"})
+
+
+def test_code_version_covers_every_module_of_the_user_packages(tmp_path):
+    from pipeline import pipeline as pipeline_lib
+
+    for package in pipeline_lib.USER_CODE_PACKAGES:
+        shutil.copytree(os.path.join(ROOT, package), tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    root = str(tmp_path)
+    before = pipeline_lib.code_version(root)
+    assert before == pipeline_lib.code_version(root)
+    assert before == pipeline_lib.code_version()  # the project's own packages, copied
+    run = tmp_path / "trainer" / "run.py"
+    run.write_text(run.read_text() + "\n# changed\n")
+    changed = pipeline_lib.code_version(root)
+    assert changed != before
+    (tmp_path / "trainer" / "new_module.py").write_text("X = 1\n")  # a module no list names
+    assert pipeline_lib.code_version(root) != changed
+    (tmp_path / "headwise" / "config" / "heads.py").write_text("# edited\n")
+    assert pipeline_lib.code_version(root) not in (before, changed)

@@ -127,7 +127,7 @@ def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, t
     import tensorflow_model_analysis as tfma
 
     from components.evaluator import _metric_values
-    from pipeline.eval_config import eval_config
+    from components.gates import eval_config
 
     export_dir = exported[0]
     rows = transformed[0]
@@ -141,7 +141,7 @@ def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, t
     tfma.run_model_analysis(
         eval_shared_model=tfma.default_eval_shared_model(export_dir, eval_config=eval_config(CFG)),
         eval_config=eval_config(CFG), data_location=data, output_path=out)
-    values, diffs, _, counts, _ = _metric_values(out, CFG)
+    values, diffs, _, counts = _metric_values(out, CFG)
     for h in CFG.heads:
         assert set(h.metrics) <= set(values[h.name]), (h.name, values[h.name])
         assert all(np.isfinite(values[h.name][m]) for m in h.metrics), values[h.name]

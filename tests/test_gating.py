@@ -1,4 +1,5 @@
-"""Per-head gates: trivial baselines by formula, thresholds in the EvalConfig, verdicts."""
+"""Per-head gates: trivial baselines by formula (the task registry), thresholds in the
+EvalConfig (components.gates), and verdicts read back from TFMA's ValidationResult."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import numpy as np
 import pytest
 import tensorflow_model_analysis as tfma
 
-from components import baselines, report
-from components.evaluator import add_baseline_thresholds
+from components import gates
 from headwise import config as config_lib
-from pipeline.eval_config import eval_config
+from headwise import tasks
 
 
 def head(**kw):
@@ -22,11 +22,15 @@ def head(**kw):
     return cfg.heads[0]
 
 
+def baseline(h, train, evals):
+    return {m: v for m, v in tasks.of(h).baseline(h, train, evals).items() if m in h.metrics}
+
+
 def test_regression_baseline_predicts_the_training_mean():
     h = head(metrics=["mae", "rmse", "mse"])
     train = [1.0, 2.0, 3.0, None, 6.0]  # mean of present values: 3.0
     evals = [0.0, 3.0, 7.0, None]
-    got = baselines.baseline_metrics(h, train, evals)
+    got = baseline(h, train, evals)
     err = np.array([0.0, 3.0, 7.0]) - 3.0
     assert got == pytest.approx({"mae": np.abs(err).mean(), "mse": (err ** 2).mean(),
                                  "rmse": math.sqrt((err ** 2).mean())})
@@ -36,7 +40,7 @@ def test_binary_baseline_is_the_majority_class():
     h = head(task="binary", metrics=["auc", "accuracy", "precision", "recall", "pr_auc"])
     train = [0, 0, 0, 1]  # prior 0.25: always "no"
     evals = [0, 1, 1, 0, 0]
-    got = baselines.baseline_metrics(h, train, evals)
+    got = baseline(h, train, evals)
     assert got == pytest.approx({"auc": 0.5, "accuracy": 3 / 5, "precision": 0.0,
                                  "recall": 0.0, "pr_auc": 2 / 5})
 
@@ -46,7 +50,7 @@ def test_multiclass_baseline_ranks_classes_by_training_frequency():
              metrics=["accuracy", "top2_accuracy"])
     train = ["b", "b", "a", "z", "z", "z"]  # "z" -> other: o (3), b (2), a (1)
     evals = ["a", "b", "q", "o", None]  # indices 0, 1, 2, 2
-    got = baselines.baseline_metrics(h, train, evals)
+    got = baseline(h, train, evals)
     assert got == pytest.approx({"accuracy": 2 / 4, "top2_accuracy": 3 / 4})
 
 
@@ -54,13 +58,13 @@ def test_multilabel_baseline_uses_class_priors():
     h = head(task="multilabel", classes=["u", "v"], metrics=["auc", "accuracy"])
     train = ["u", "u|v", "u", None]  # priors u=1.0, v=1/3 -> predict {u}
     evals = ["u", "v"]  # y = [[1,0],[0,1]], pred = [1,0] each
-    got = baselines.baseline_metrics(h, train, evals)
+    got = baseline(h, train, evals)
     assert got == pytest.approx({"auc": 0.5, "accuracy": 2 / 4})
 
 
 def test_baseline_bound_applies_the_relative_margin():
-    assert baselines.baseline_bound(0.5, 0.02, higher_is_better=True) == pytest.approx(0.51)
-    assert baselines.baseline_bound(10.0, 0.02, higher_is_better=False) == pytest.approx(9.8)
+    assert gates.baseline_bound(0.5, 0.02, higher_is_better=True) == pytest.approx(0.51)
+    assert gates.baseline_bound(10.0, 0.02, higher_is_better=False) == pytest.approx(9.8)
 
 
 @pytest.fixture
@@ -102,11 +106,12 @@ def test_compiled_eval_config_has_one_spec_per_head_with_its_thresholds(taxi):
     assert [s.feature_keys for s in compiled.slicing_specs] == [[], ["trip_start_hour"]]
 
 
+BASE = {"big_tipper": {"auc": 0.5}, "fare": {"mae": 3.0}, "trip_seconds": {"mae": 400.0},
+        "payment_type": {"accuracy": 0.66}, "tips": {"mae": 1.5}}
+
+
 def test_baseline_thresholds_tighten_but_never_loosen(taxi):
-    config = eval_config(taxi)
-    base = {"big_tipper": {"auc": 0.5}, "fare": {"mae": 3.0}, "trip_seconds": {"mae": 400.0},
-            "payment_type": {"accuracy": 0.66}, "tips": {"mae": 1.5}}
-    add_baseline_thresholds(config, taxi, base)
+    config = gates.eval_config(taxi, BASE)
     specs = {tuple(s.output_names): s for s in config.metrics_specs if not s.HasField("binarize")}
     # big_tipper: the configured min 0.55 is stricter than the baseline bound 0.505: kept.
     assert _threshold(specs[("big_tipper",)], "auc").value_threshold.lower_bound.value == 0.55
@@ -116,19 +121,71 @@ def test_baseline_thresholds_tighten_but_never_loosen(taxi):
     assert _threshold(specs[("payment_type",)], "accuracy").value_threshold.lower_bound.value \
         == pytest.approx(0.66 * 1.01)
     assert not any(c.per_slice_thresholds for c in specs[("tips",)].metrics)  # not gating
+    # Without baselines (what the pipeline compiles), only the configured bounds are there.
+    plain = {tuple(s.output_names): s for s in gates.eval_config(taxi).metrics_specs
+             if not s.HasField("binarize")}
+    assert _threshold(plain[("fare",)], "mae").value_threshold.upper_bound.value == 4.0
 
 
-def test_verdicts_name_each_gate(taxi):
-    h = taxi.head("big_tipper")
-    rows = report.head_rows(h, {"auc": 0.60, "accuracy": 0.7}, {"auc": -0.05}, {"auc"},
-                            {"auc": 0.5, "accuracy": 0.775})
+def validation_result(*failures) -> tfma.ValidationResult:
+    """A ValidationResult as TFMA writes it: failures on the overall slice."""
+    result = tfma.ValidationResult(validation_ok=not failures)
+    per_slice = result.metric_validations_per_slice.add()
+    per_slice.slice_key.SetInParent()
+    for head, metric, value, is_diff, class_id in failures:
+        f = per_slice.failures.add()
+        f.metric_key.name, f.metric_key.output_name, f.metric_key.is_diff = metric, head, is_diff
+        if class_id is not None:
+            f.metric_key.sub_key.class_id.value = class_id
+        f.metric_value.double_value.value = value
+    return result
+
+
+def rows_for(cfg, head, values, diffs, validation):
+    h = cfg.head(head)
+    return gates.head_rows(h, gates.head_bounds(h, BASE[head]), values, diffs,
+                           [f for f in gates.failures(validation) if f.head == head],
+                           BASE[head], has_baseline_model=bool(diffs))
+
+
+def test_verdicts_come_from_tfmas_failures_and_name_each_gate(taxi):
+    # A change failure only: the no-regression gate alone fails.
+    rows = rows_for(taxi, "big_tipper", {"auc": 0.60, "accuracy": 0.7}, {"auc": -0.05},
+                    validation_result(("big_tipper", "auc", -0.05, True, None)))
     auc = next(r for r in rows if r.metric == "auc")
     assert (auc.absolute, auc.no_regression, auc.beats_baseline) == ("pass", "FAIL", "pass")
-    assert not report.head_passed(rows)
-    weak = report.head_rows(h, {"auc": 0.502, "accuracy": 0.7}, {}, set(),
-                            {"auc": 0.5, "accuracy": 0.775})
+    assert not gates.head_passed(rows)
+    assert auc.failure_text() == "auc = 0.6 fails no regression (>= 0.55, change >= -0.02, " \
+        ">= 0.505 (baseline))"
+    # A value below both bounds: both value gates fail; no baseline model: no regression is NA.
+    weak = rows_for(taxi, "big_tipper", {"auc": 0.502, "accuracy": 0.7}, {},
+                    validation_result(("big_tipper", "auc", 0.502, False, None)))
     auc = next(r for r in weak if r.metric == "auc")
     assert (auc.absolute, auc.no_regression, auc.beats_baseline) == ("FAIL", "-", "FAIL")
+    # Between the baseline bound (0.505) and min (0.55): only the absolute gate fails.
+    mid = rows_for(taxi, "big_tipper", {"auc": 0.52}, {},
+                   validation_result(("big_tipper", "auc", 0.52, False, None)))
+    assert (mid[0].absolute, mid[0].beats_baseline) == ("FAIL", "pass")
     # accuracy is not the main metric: reported next to its baseline, not gated on it.
     acc = next(r for r in weak if r.metric == "accuracy")
-    assert acc.beats_baseline == "-" and acc.baseline == 0.775
+    assert acc.beats_baseline == "-"
+    # No failure in TFMA's result: every gate that is set passes, whatever the value.
+    ok = rows_for(taxi, "big_tipper", {"auc": 0.60}, {"auc": 0.01}, validation_result())
+    assert gates.head_passed(ok)
+
+
+def test_a_per_class_failure_fails_the_head_and_names_the_class():
+    cfg = config_lib.from_dict({
+        "name": "t", "data": {"csv": "x.csv"}, "features": {"x": "numeric"},
+        "heads": [{"name": "tags", "label": "y", "task": "multilabel", "classes": ["u", "v"],
+                   "thresholds": {"auc": {"min": 0.6}}}]})
+    h = cfg.heads[0]
+    validation = validation_result(("tags", "auc", 0.55, False, 1))
+    rows = gates.head_rows(h, gates.head_bounds(h, {"auc": 0.5}), {"auc": 0.7}, {},
+                           gates.failures(validation), {"auc": 0.5})
+    assert not gates.head_passed(rows)
+    (failing,) = [r for r in rows if r.failed_gates()]
+    assert failing.class_name == "v" and failing.absolute == "FAIL"
+    assert failing.failure_text().startswith("auc (class v) = 0.55 fails absolute threshold")
+    # The macro average itself passed.
+    assert next(r for r in rows if r.class_name is None).absolute == "pass"

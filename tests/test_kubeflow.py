@@ -128,7 +128,7 @@ def test_spec_loads_with_the_kfp_sdk(compiled):
 
 
 def test_changing_a_head_changes_local_and_compiled_pipeline(cfg, deploy, tmp_path):
-    from pipeline.eval_config import eval_config
+    from components.gates import eval_config
 
     renamed = dataclasses.replace(cfg, heads=tuple(
         dataclasses.replace(h, name="fare_usd") if h.name == "fare" else h for h in cfg.heads))

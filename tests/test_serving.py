@@ -425,7 +425,7 @@ def test_request_log_keeps_successful_requests_as_tf_servings_prediction_logs(mo
     examples read back are exactly the ones sent, newest last."""
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from serving import request_log
+    from headwise import request_logs
 
     tmp, rows, exported = models
     base = str(tmp_path / "serving" / NAME)
@@ -451,7 +451,7 @@ def test_request_log_keeps_successful_requests_as_tf_servings_prediction_logs(mo
             stub.MultiInference(multi, timeout=10)
     finally:
         running.stop()  # closes the open file
-    files = request_log.log_files(logs)
+    files = request_logs.log_files(logs)
     assert len(files) == 3 and sorted(os.listdir(logs)) == [os.path.basename(f) for f in files]
     entries = [prediction_log_pb2.PredictionLog.FromString(r)
                for f in files for r in tf.data.TFRecordDataset(f).as_numpy_iterator()]
@@ -462,10 +462,10 @@ def test_request_log_keeps_successful_requests_as_tf_servings_prediction_logs(mo
         assert e.log_metadata.model_spec.version.value == pushed.version
         assert list(e.log_metadata.saved_model_tags) == ["serve"]
     assert entries[1].classify_log.response.result.classifications[0].classes[0].label == "p"
-    examples, read = request_log.read_examples(logs, max_examples=100)
+    examples, read = request_logs.read_examples(logs, max_examples=100)
     assert read == 3
     assert examples == sent[:6] + sent[7:10]  # not the refused one, not model_info's
-    newest, _ = request_log.read_examples(logs, max_examples=4)
+    newest, _ = request_logs.read_examples(logs, max_examples=4)
     assert newest == sent[5:6] + sent[7:10]
 
 
@@ -499,6 +499,7 @@ def test_request_log_samples_and_never_blocks_a_request(tmp_path):
 def test_request_log_survives_a_failing_disk(tmp_path, monkeypatch):
     """A write that fails (disk full, a bucket that refuses) drops that record, says so in the
     log, and the next record goes to a new file: the writer never dies."""
+    from headwise import request_logs
     from serving import request_log
 
     real = tf.io.TFRecordWriter
@@ -519,4 +520,4 @@ def test_request_log_survives_a_failing_disk(tmp_path, monkeypatch):
     log.log("regress_log", req, regression_pb2.RegressionResponse(), req.model_spec)
     log.close()
     assert (log.dropped, log.written) == (1, 1)
-    assert len(request_log.log_files(str(tmp_path))) == 1
+    assert len(request_logs.log_files(str(tmp_path))) == 1

@@ -44,10 +44,9 @@ def test_two_regression_heads_both_learn(x):
         losses = hist[f"{head}_loss"]
         assert losses[-1] < 0.25 * losses[0], (head, losses)
     # Each head reads the shared backbone, never another head's output.
-    backbone_out = model.get_layer("backbone_act_1").output
+    backbone_out = model.get_layer("backbone").output
     for head in ("lin", "sq"):
-        dense = model.get_layer(f"{head}__z")
-        assert dense.input is backbone_out
+        assert model.get_layer(head).input is backbone_out
 
 
 def test_two_three_class_heads_on_one_input(x):
@@ -77,7 +76,7 @@ def _main_aux(aux_weight):
 
 
 def _backbone_gradient(model, x, y):
-    kernel = model.get_layer("backbone_dense_0").kernel
+    kernel = model.get_layer("backbone").blocks[0][0].kernel
     with tf.GradientTape() as tape:
         pred = model({"x": x}, training=False)
         total = model.compute_loss(y=y, y_pred=pred)
@@ -96,7 +95,7 @@ def test_total_loss_is_the_weighted_sum_and_aux_weight_moves_the_backbone(x):
     assert not np.allclose(grads[0.2], grads[1.0])
     # With weight 0 the auxiliary head contributes no gradient to the backbone:
     main_only = _main_aux(0.0)
-    kernel = main_only.get_layer("backbone_dense_0").kernel
+    kernel = main_only.get_layer("backbone").blocks[0][0].kernel
     with tf.GradientTape() as tape:
         pred = main_only({"x": x}, training=False)
         bce = tf.keras.losses.BinaryCrossentropy()(y["main"], pred["main"])
@@ -136,12 +135,16 @@ def test_uncertainty_weighting_learns_stable_weights(x):
                     {"name": "noisy", "label": "b", "task": "regression", "loss": "mse"}],
                    loss_balancing="uncertainty")
     model = model_lib.build_model(cfg, {}, unit_stats(cfg))
-    initial = {k: float(v) for k, v in model.effective_weights().items()}
+    def effective_weights():  # the multiplier each head's loss gets: w_h * exp(-s_h)
+        return {h: float(np.exp(-np.clip(float(model.log_vars[h]), -8, 8)))
+                for h in model.head_names}
+
+    initial = effective_weights()
     assert initial == {"easy": 1.0, "noisy": 1.0}
     noise = np.random.default_rng(1).normal(scale=3.0, size=x.shape).astype("float32")
     hist = fit(model, {"x": x}, {"easy": x, "noisy": x + noise}, epochs=25)
     assert all(np.isfinite(v).all() for v in hist.values())
-    learned = {k: float(v) for k, v in model.effective_weights().items()}
+    learned = effective_weights()
     assert abs(learned["easy"] - 1.0) > 0.05 and abs(learned["noisy"] - 1.0) > 0.05
     # The noisy head is trusted less than the easy one.
     assert learned["noisy"] < learned["easy"], learned
@@ -158,5 +161,5 @@ def test_single_task_mode_is_the_same_backbone_with_one_head():
     multi = model_lib.build_model(cfg, {}, unit_stats(cfg))
     one = model_lib.build_model(single, {}, unit_stats(single))
     assert list(one.output_names) == ["b"]
-    backbone = [ly.name for ly in multi.layers if ly.name.startswith("backbone")]
-    assert backbone == [ly.name for ly in one.layers if ly.name.startswith("backbone")]
+    assert [w.shape for w in multi.get_layer("backbone").weights] == \
+        [w.shape for w in one.get_layer("backbone").weights]

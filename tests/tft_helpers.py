@@ -12,7 +12,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from headwise.config import PipelineConfig
+from headwise.config import HEADS_CONFIG_KEY, PipelineConfig, Scope, to_json
 from trainer import transform
 
 
@@ -34,7 +34,7 @@ def run_transform(cfg: PipelineConfig, rows: list[dict], feature_spec: dict,
     rows; returns the TFTransformOutput and the transformed rows (dicts of Python scalars)."""
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(feature_spec))
     fn = functools.partial(transform.preprocessing_fn,
-                           custom_config={"heads_config": cfg.to_dict()})
+                           custom_config={HEADS_CONFIG_KEY: to_json(cfg, Scope.TRAINING)})
     with beam.Pipeline() as p, tft_beam.Context(temp_dir=os.path.join(out_dir, "tmp")):
         raw = p | beam.Create(rows, reshuffle=False)
         transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(fn)

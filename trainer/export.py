@@ -22,6 +22,10 @@ same for all Signatures."). So `save` rewrites saved_model.pb afterwards: classi
 their TF Serving method names, and every signature that takes serialized examples reads one shared
 placeholder. All heads can then be fetched in one MultiInference request. (TF2's loader restores
 signatures from the object graph, not from these SignatureDefs, so it is unaffected.)
+
+The names (signatures, inputs, outputs, method names) are the serving contract,
+`headwise/contract.py`; which signature a head gets and its class names come from its task in
+the registry, `headwise/tasks.py`.
 """
 
 from __future__ import annotations
@@ -35,26 +39,8 @@ import tf_keras as keras
 from tensorflow.core.protobuf import saved_model_pb2
 
 from headwise import config as config_lib
+from headwise import contract, tasks
 from headwise import examples as examples_lib
-
-SERVING_INPUT = "examples"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-BINARY_CLASSES = ("0", "1")
-MODEL_INFO_SIGNATURE = "model_info"
-MODEL_INFO_OUTPUT = "json"
-
-
-def classify_signature(head: str) -> str:
-    return f"classify_{head}"
-
-
-def regress_signature(head: str) -> str:
-    return f"regress_{head}"
-
-
-def head_class_names(head: config_lib.Head) -> tuple[str, ...]:
-    return BINARY_CLASSES if head.task == "binary" else head.class_names
 
 
 def model_features(cfg: config_lib.PipelineConfig, transformed: dict) -> dict[str, tf.Tensor]:
@@ -76,12 +62,12 @@ def make_signatures(model: keras.Model, cfg: config_lib.PipelineConfig,
         raw = tf.io.parse_example(serialized, feature_spec)
         return model(model_features(cfg, model.tft_layer(raw)), training=False)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.SERVING_INPUT)])
     def serve(examples):
         outputs = predict(examples)
         return {h.name: outputs[h.name] for h in cfg.heads}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.SERVING_INPUT)])
     def transform_features(examples):
         return model.tft_layer(tf.io.parse_example(examples, eval_spec))
 
@@ -89,33 +75,38 @@ def make_signatures(model: keras.Model, cfg: config_lib.PipelineConfig,
 
     @tf.function(input_signature=[])
     def describe():
-        return {MODEL_INFO_OUTPUT: tf.constant(info_json)}
+        return {contract.MODEL_INFO_OUTPUT: tf.constant(info_json)}
 
-    signatures = {"serving_default": serve, "transform_features": transform_features,
-                  MODEL_INFO_SIGNATURE: describe}
+    signatures = {contract.DEFAULT_SIGNATURE: serve,
+                  contract.TRANSFORM_FEATURES_SIGNATURE: transform_features,
+                  contract.MODEL_INFO_SIGNATURE: describe}
     for head in cfg.heads:
         signatures.update(_head_signature(head, predict))
     return signatures
 
 
 def _head_signature(head: config_lib.Head, predict) -> dict:
-    spec = tf.TensorSpec([None], tf.string, name="inputs")
+    task = tasks.of(head)
     name = head.name
-    if head.task == "regression":
-        @tf.function(input_signature=[spec])
+    if task.signature == tasks.REGRESS:
+        @tf.function(input_signature=[
+            tf.TensorSpec([None], tf.string, name=contract.REGRESS_INPUTS)])
         def regress(inputs):
-            return {"outputs": tf.reshape(predict(inputs)[name], [-1])}
-        return {regress_signature(name): regress}
-    classes = tf.constant(head_class_names(head))
+            return {contract.REGRESS_OUTPUTS: tf.reshape(predict(inputs)[name], [-1])}
+        return {contract.regress_signature(name): regress}
+    class_names = task.class_names(head)
+    classes = tf.constant(class_names)
 
-    @tf.function(input_signature=[spec])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUTS)])
     def classify(inputs):
         scores = predict(inputs)[name]
-        if head.task == "binary":
+        if scores.shape[-1] == 1 and len(class_names) == 2:
+            # One sigmoid unit for two classes (binary): it is the second class's probability.
             scores = tf.concat([1.0 - scores, scores], axis=1)
         batch_classes = tf.tile(tf.expand_dims(classes, 0), [tf.shape(scores)[0], 1])
-        return {"classes": batch_classes, "scores": scores}
-    return {classify_signature(name): classify}
+        return {contract.CLASSIFY_OUTPUT_CLASSES: batch_classes,
+                contract.CLASSIFY_OUTPUT_SCORES: scores}
+    return {contract.classify_signature(name): classify}
 
 
 def model_info(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput) -> dict:
@@ -123,17 +114,16 @@ def model_info(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput
     raw_spec = tft_output.raw_feature_spec()
     heads = []
     for h in cfg.heads:
-        entry = {"name": h.name, "task": h.task, "auxiliary": h.auxiliary}
-        if h.task == "regression":
-            entry["signature"] = regress_signature(h.name)
-        else:
-            entry["signature"] = classify_signature(h.name)
-            entry["classes"] = list(head_class_names(h))
+        task = tasks.of(h)
+        entry = {"name": h.name, "task": h.task, "auxiliary": h.auxiliary,
+                 "signature": contract.head_signature(h.name, task.signature)}
+        if task.signature == tasks.CLASSIFY:
+            entry["classes"] = list(task.class_names(h))
         heads.append(entry)
     return {
         "pipeline": cfg.name,
-        "signature": "serving_default",
-        "input": SERVING_INPUT,
+        "signature": contract.DEFAULT_SIGNATURE,
+        "input": contract.SERVING_INPUT,
         "features": {f.name: raw_spec[f.name].dtype.name for f in cfg.features},
         "heads": heads,
     }
@@ -148,10 +138,9 @@ def finalize_signatures(export_dir: str) -> None:
         sm.ParseFromString(fh.read())
     for meta_graph in sm.meta_graphs:
         for name, sig in meta_graph.signature_def.items():
-            if name.startswith("classify_"):
-                sig.method_name = CLASSIFY_METHOD
-            elif name.startswith("regress_"):
-                sig.method_name = REGRESS_METHOD
+            method = contract.signature_method(name)
+            if method is not None:
+                sig.method_name = method
         _share_examples_input(meta_graph)
     tmp = path + ".tmp"
     with tf.io.gfile.GFile(tmp, "wb") as fh:
@@ -162,7 +151,8 @@ def finalize_signatures(export_dir: str) -> None:
 def _share_examples_input(meta_graph) -> None:
     """Point every signature input that is a string[batch] placeholder at serving_default's, and
     drop the placeholders nothing reads any more."""
-    shared = meta_graph.signature_def["serving_default"].inputs[SERVING_INPUT].name
+    default = meta_graph.signature_def[contract.DEFAULT_SIGNATURE]
+    shared = default.inputs[contract.SERVING_INPUT].name
     shared_node = shared.split(":")[0]
     replaced: set[str] = set()
     for sig in meta_graph.signature_def.values():

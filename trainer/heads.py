@@ -1,39 +1,32 @@
-"""Prediction heads: one small class per task type.
+"""Prediction heads: one Keras layer per head, one class per task type.
 
 A head owns everything about one label column and knows nothing of other heads:
-  * `transform_label`: raw label column -> transformed label and per-example weight (inside
-    Transform's preprocessing_fn; a missing label gets weight 0, so it adds nothing to this
-    head's loss or metrics and the example still trains every other head);
-  * `output`: the head's output layer on top of the backbone (or its own tower);
-  * `loss`, `keras_metrics`: what Keras compiles for this output;
-  * `tfma_metrics`: the same metrics by name for the Evaluator.
-
-Transformed column names are derived from the head name (`label_key`, `weight_key`), which keys
-everything downstream: the Keras output, the loss, the TFMA output name and the serving output.
+  * `transform_label` (a class method, run inside Transform's preprocessing_fn): raw label
+    column -> encoded label and per-example weight (a missing label gets weight 0, so it adds
+    nothing to this head's loss or metrics and the example still trains every other head);
+  * as a layer: its own tower (`tower` hidden units) and output layer on top of what the
+    backbone gives it; the layer is named after the head, which names the Keras output, the loss
+    and metrics (`<head>_loss`, `<head>_<metric>`), the TFMA output and the serving output;
+  * `loss`, `keras_metrics`: what Keras trains and logs for this output.
+What depends only on the task (metric classes and directions, class names, the label rule as
+plain Python) is in the task registry, `headwise.tasks`; transformed column names are in
+`headwise.contract`.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from headwise import tasks
 from headwise.config import Head
+from headwise.contract import label_key, weight_key, zscore_key
 
-
-def label_key(head_name: str) -> str:
-    return f"label__{head_name}"
-
-
-def weight_key(head_name: str) -> str:
-    return f"weight__{head_name}"
-
-
-def zscore_key(head_name: str) -> str:
-    return f"zlabel__{head_name}"
+__all__ = ["HEAD_TYPES", "HeadLayer", "label_key", "make_head", "transform_label", "weight_key",
+           "zscore_key"]
 
 
 def to_dense(x: Any, default: Any) -> tf.Tensor:
@@ -102,158 +95,130 @@ class ScaledLoss(keras.losses.Loss):
         return {**super().get_config(), "base": self.base, "scale": self.scale}
 
 
-# metric name -> (Keras class, kwargs, higher_is_better), by task
-_METRICS: dict[str, dict[str, tuple[str, dict, bool]]] = {
-    "regression": {
-        "mae": ("MeanAbsoluteError", {}, False),
-        "rmse": ("RootMeanSquaredError", {}, False),
-        "mse": ("MeanSquaredError", {}, False),
-    },
-    "binary": {
-        "auc": ("AUC", {}, True),
-        "pr_auc": ("AUC", {"curve": "PR"}, True),
-        "accuracy": ("BinaryAccuracy", {}, True),
-        "precision": ("Precision", {}, True),
-        "recall": ("Recall", {}, True),
-    },
-    "multiclass": {
-        "accuracy": ("SparseCategoricalAccuracy", {}, True),
-        "top2_accuracy": ("SparseTopKCategoricalAccuracy", {"k": 2}, True),
-    },
-    "multilabel": {
-        "auc": ("AUC", {}, True),
-        "accuracy": ("BinaryAccuracy", {}, True),
-        "precision": ("Precision", {}, True),
-        "recall": ("Recall", {}, True),
-    },
-}
+class HeadLayer(keras.layers.Layer):
+    """One head: its tower and output layer. Subclasses set the task and the label rule."""
 
-
-def higher_is_better(task: str, metric: str) -> bool:
-    return _METRICS[task][metric][2]
-
-
-class BaseHead:
     task: str = ""
-
-    def __init__(self, cfg: Head):
-        self.cfg = cfg
-        self.name = cfg.name
-
-    # --- Transform -------------------------------------------------------------------------
-    def transform_label(self, raw: Any) -> dict[str, tf.Tensor]:
-        raise NotImplementedError
-
-    # --- Model -----------------------------------------------------------------------------
-    @property
-    def units(self) -> int:
-        return 1
-
-    def output(self, x: tf.Tensor, stats: dict[str, float]) -> tf.Tensor:
-        """The head's output named after the head. `stats` holds values learned in Transform."""
-        return keras.layers.Dense(self.units, activation=self.activation, name=self.name)(x)
-
     activation: str | None = None
 
-    def loss(self, stats: dict[str, float]) -> keras.losses.Loss:
+    def __init__(self, cfg: Head, stats: dict[str, float] | None = None,
+                 tower_activation: str = "relu", **kwargs):
+        super().__init__(name=cfg.name, **kwargs)
+        self.cfg, self.stats = cfg, dict(stats or {})
+        self.tower = [keras.layers.Dense(units, activation=tower_activation,
+                                         name=f"tower_{i}")
+                      for i, units in enumerate(cfg.tower)]
+        self.output_layers = self.make_output()
+
+    @property
+    def units(self) -> int:
+        return len(tasks.of(self.cfg).class_names(self.cfg)) or 1
+
+    def make_output(self) -> list[keras.layers.Layer]:
+        """The layers after the tower, in order; the last gives the head's output."""
+        return [keras.layers.Dense(self.units, activation=self.activation, name="output")]
+
+    def call(self, x):
+        for layer in (*self.tower, *self.output_layers):
+            x = layer(x)
+        return x
+
+    # --- Transform -------------------------------------------------------------------------
+    @classmethod
+    def transform_label(cls, cfg: Head, raw: Any) -> dict[str, tf.Tensor]:
+        raise NotImplementedError
+
+    # --- Training --------------------------------------------------------------------------
+    def loss(self) -> keras.losses.Loss:
         raise NotImplementedError
 
     def keras_metrics(self) -> list[keras.metrics.Metric]:
-        out = []
-        for m in self.cfg.metrics:
-            cls, kwargs, _ = _METRICS[self.task][m]
-            out.append(getattr(keras.metrics, cls)(name=m, **kwargs))
-        return out
-
-    # --- Evaluation ------------------------------------------------------------------------
-    def tfma_metric(self, metric: str) -> tuple[str, str]:
-        """(Keras class name, JSON config) for TFMA's MetricConfig."""
-        cls, kwargs, _ = _METRICS[self.task][metric]
-        return cls, json.dumps({"name": metric, **kwargs})
+        task = tasks.of(self.cfg)
+        return [getattr(keras.metrics, task.metric(m).keras_class)(
+                    name=m, **task.metric(m).kwargs) for m in self.cfg.metrics]
 
 
-class RegressionHead(BaseHead):
+class RegressionHead(HeadLayer):
     task = "regression"
 
-    def transform_label(self, raw):
+    @classmethod
+    def transform_label(cls, cfg, raw):
         present = values(raw)
         y = tf.cast(to_dense(raw, tf.zeros([], raw.dtype)), tf.float32)
-        out = {label_key(self.name): y, weight_key(self.name): presence(raw)}
-        if self.cfg.normalize:
+        out = {label_key(cfg.name): y, weight_key(cfg.name): presence(raw)}
+        if cfg.normalize:
             # Learned over present values only; the trainer reads mean/std back from the
             # transform graph (see trainer.model.regression_stats).
             v = tf.cast(present, tf.float32)
             mean, var = tft.mean(v), tft.var(v)
             std = tf.where(var > 0, tf.sqrt(var), tf.ones_like(var))
-            out[zscore_key(self.name)] = (y - mean) / std
+            out[zscore_key(cfg.name)] = (y - mean) / std
         return out
 
-    def output(self, x, stats):
+    def make_output(self):
         if not self.cfg.normalize:
-            return keras.layers.Dense(1, name=self.name)(x)
-        z = keras.layers.Dense(1, name=f"{self.name}__z")(x)
-        return Affine(stats["std"], stats["mean"], name=self.name)(z)
+            return [keras.layers.Dense(1, name="output")]
+        # A normalised output, mapped back to label units.
+        return [keras.layers.Dense(1, name="output_z"),
+                Affine(self.stats["std"], self.stats["mean"], name="to_label_units")]
 
-    def loss(self, stats):
+    def loss(self):
         if self.cfg.normalize:
-            return ScaledLoss(self.cfg.loss, stats["std"], name=f"{self.name}_loss_fn")
+            return ScaledLoss(self.cfg.loss, self.stats["std"], name=f"{self.name}_loss_fn")
         return REGRESSION_LOSSES[self.cfg.loss]()
 
 
-class BinaryHead(BaseHead):
+class BinaryHead(HeadLayer):
     task = "binary"
     activation = "sigmoid"
 
-    def transform_label(self, raw):
-        y = tf.cast(to_dense(raw, tf.zeros([], raw.dtype)), tf.float32)
-        return {label_key(self.name): y, weight_key(self.name): presence(raw)}
+    @property
+    def units(self) -> int:
+        return 1  # P(positive); the Classify signature adds its complement
 
-    def loss(self, stats):
+    @classmethod
+    def transform_label(cls, cfg, raw):
+        y = tf.cast(to_dense(raw, tf.zeros([], raw.dtype)), tf.float32)
+        return {label_key(cfg.name): y, weight_key(cfg.name): presence(raw)}
+
+    def loss(self):
         return keras.losses.BinaryCrossentropy()
 
 
-class MulticlassHead(BaseHead):
+class MulticlassHead(HeadLayer):
     task = "multiclass"
     activation = "softmax"
 
-    @property
-    def units(self) -> int:
-        return len(self.cfg.class_names)
-
-    def transform_label(self, raw):
+    @classmethod
+    def transform_label(cls, cfg, raw):
+        # The graph form of tasks.MulticlassTask.encode.
         s = tf.strings.strip(to_dense(as_text(raw), ""))
-        other = len(self.cfg.classes)  # index of other_class, or "unknown" when there is none
+        other = len(cfg.classes)  # index of other_class, or "unknown" when there is none
         idx = tf.fill(tf.shape(s), tf.constant(other, tf.int64))
-        for i, c in enumerate(self.cfg.classes):
+        for i, c in enumerate(cfg.classes):
             idx = tf.where(tf.equal(s, c), tf.constant(i, tf.int64), idx)
         weight = presence(raw)
-        if self.cfg.other_class is None:
+        if cfg.other_class is None:
             # A value outside `classes` with no catch-all class counts as a missing label.
             weight = weight * tf.cast(idx < other, tf.float32)
             idx = tf.minimum(idx, other - 1)
-        return {label_key(self.name): idx, weight_key(self.name): weight}
+        return {label_key(cfg.name): idx, weight_key(cfg.name): weight}
 
-    def loss(self, stats):
+    def loss(self):
         return keras.losses.SparseCategoricalCrossentropy()
 
 
-class MultilabelHead(BaseHead):
-    """Several classes per example: the label column holds them joined by `delimiter`
-    (e.g. "news|sports"); the output is one sigmoid per class."""
-
+class MultilabelHead(HeadLayer):
     task = "multilabel"
     activation = "sigmoid"
 
-    @property
-    def units(self) -> int:
-        return len(self.cfg.classes)
-
-    def transform_label(self, raw):
-        tokens = tf.strings.strip(
-            tf.strings.split(to_dense(as_text(raw), ""), sep=self.cfg.delimiter))
-        hot = [tf.reduce_any(tf.equal(tokens, c), axis=1) for c in self.cfg.classes]
+    @classmethod
+    def transform_label(cls, cfg, raw):
+        # The graph form of tasks.MultilabelTask.encode.
+        tokens = tf.strings.strip(tf.strings.split(to_dense(as_text(raw), ""), sep=cfg.delimiter))
+        hot = [tf.reduce_any(tf.equal(tokens, c), axis=1) for c in cfg.classes]
         multi_hot = tf.cast(tf.stack(hot, axis=1), tf.float32)  # [batch, classes]
-        return {label_key(self.name): multi_hot, weight_key(self.name): presence(raw)}
+        return {label_key(cfg.name): multi_hot, weight_key(cfg.name): presence(raw)}
 
     def keras_metrics(self):
         # AUC per class, averaged (as TFMA's macro average), not one AUC over all cells.
@@ -261,12 +226,20 @@ class MultilabelHead(BaseHead):
                 if m == "auc" else metric
                 for m, metric in zip(self.cfg.metrics, super().keras_metrics(), strict=True)]
 
-    def loss(self, stats):
+    def loss(self):
         return keras.losses.BinaryCrossentropy()
 
 
-HEAD_TYPES = {h.task: h for h in (RegressionHead, BinaryHead, MulticlassHead, MultilabelHead)}
+HEAD_TYPES: dict[str, type[HeadLayer]] = {
+    h.task: h for h in (RegressionHead, BinaryHead, MulticlassHead, MultilabelHead)}
+assert set(HEAD_TYPES) == set(tasks.TASKS), "every task in headwise.tasks needs a head class"
 
 
-def make_head(cfg: Head) -> BaseHead:
-    return HEAD_TYPES[cfg.task](cfg)
+def make_head(cfg: Head, stats: dict[str, float] | None = None,
+              tower_activation: str = "relu") -> HeadLayer:
+    return HEAD_TYPES[cfg.task](cfg, stats, tower_activation)
+
+
+def transform_label(cfg: Head, raw: Any) -> dict[str, tf.Tensor]:
+    """The head's encoded label and weight columns, for Transform's preprocessing_fn."""
+    return HEAD_TYPES[cfg.task].transform_label(cfg, raw)

@@ -1,12 +1,13 @@
 """The shared-backbone multi-head Keras model.
 
-    transformed features --> Backbone (embeddings + shared MLP) --+--> head tower --> head A
-                                                                  +--> head tower --> head B ...
+    transformed features --> backbone --+--> head (tower, output) --> head A
+                                        +--> head (tower, output) --> head B ...
 
-One `Input` per transformed feature, one backbone shared by every head, and each head's output
-layer (named after the head) reads the backbone's output -- never another head's. Losses,
-loss weights and metrics are dicts keyed by head name, so Keras logs `<head>_loss` and
-`<head>_<metric>`, and the same names flow into the serving outputs and the Evaluator.
+`MultiHeadModel(backbone, heads)`: one replaceable backbone (`trainer.backbones`; it gives one
+tensor every head reads, or one per head) and one head layer per head (`trainer.heads`), named
+after the head. A head reads the backbone's output, never another head's. Keras logs
+`<head>_loss` and `<head>_<metric>`, and the same names flow into the serving outputs and the
+Evaluator.
 """
 
 from __future__ import annotations
@@ -17,14 +18,9 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from headwise.config import PipelineConfig
+from headwise.contract import zscore_key
+from trainer import backbones as backbones_lib
 from trainer import heads as heads_lib
-
-
-def feature_inputs(cfg: PipelineConfig) -> dict[str, keras.Input]:
-    """One Keras Input of shape [batch, 1] per transformed feature."""
-    return {f.name: keras.Input(shape=(1,), name=f.name,
-                                dtype=tf.float32 if f.type == "numeric" else tf.int64)
-            for f in cfg.features}
 
 
 def feature_cardinalities(cfg: PipelineConfig, tft_output: tft.TFTransformOutput
@@ -37,34 +33,6 @@ def feature_cardinalities(cfg: PipelineConfig, tft_output: tft.TFTransformOutput
         elif f.type == "bucketized":
             sizes[f.name] = f.buckets + 1  # quantile bucketing may produce fewer, never more
     return sizes
-
-
-class Backbone:
-    """Embeddings for integer features, concatenated with numeric ones, then a shared MLP."""
-
-    def __init__(self, cfg: PipelineConfig, cardinalities: dict[str, int]):
-        self.cfg, self.cardinalities = cfg, cardinalities
-
-    def __call__(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
-        m = self.cfg.model
-        parts = []
-        for f in self.cfg.features:
-            x = inputs[f.name]
-            if f.type == "numeric":
-                parts.append(x)
-            else:
-                emb = keras.layers.Embedding(self.cardinalities[f.name], m.embedding_dim,
-                                             name=f"embed_{f.name}")(x)
-                parts.append(keras.layers.Flatten(name=f"flat_{f.name}")(emb))
-        x = keras.layers.Concatenate(name="backbone_concat")(parts)
-        for i, units in enumerate(m.hidden_units):
-            x = keras.layers.Dense(units, name=f"backbone_dense_{i}")(x)
-            if m.batch_norm:
-                x = keras.layers.BatchNormalization(name=f"backbone_bn_{i}")(x)
-            x = keras.layers.Activation(m.activation, name=f"backbone_act_{i}")(x)
-            if m.dropout:
-                x = keras.layers.Dropout(m.dropout, name=f"backbone_dropout_{i}")(x)
-        return x
 
 
 class MultiHeadModel(keras.Model):
@@ -82,12 +50,17 @@ class MultiHeadModel(keras.Model):
 
     LOG_VAR_LIMIT = 8.0
 
-    def __init__(self, inputs, outputs, head_losses: dict[str, keras.losses.Loss],
-                 loss_weights: dict[str, float], loss_balancing: str = "static", **kwargs):
+    def __init__(self, backbone: backbones_lib.Backbone, heads: list[heads_lib.HeadLayer],
+                 loss_balancing: str = "static", **kwargs):
+        inputs = backbone.inputs()
+        shared = backbone(inputs)
+        outputs = {h.name: h(shared[h.name] if isinstance(shared, dict) else shared)
+                   for h in heads}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.head_names = list(head_losses)
-        self.head_losses = head_losses
-        self.head_loss_weights = dict(loss_weights)
+        self.backbone, self.heads = backbone, {h.name: h for h in heads}
+        self.head_names = [h.name for h in heads]
+        self.head_losses = {h.name: h.loss() for h in heads}
+        self.head_loss_weights = {h.name: h.cfg.loss_weight for h in heads}
         self.loss_balancing = loss_balancing
         self.total_loss_tracker = keras.metrics.Mean(name="loss")
         self.head_loss_trackers = {h: keras.metrics.Mean(name=f"{h}_loss")
@@ -103,16 +76,6 @@ class MultiHeadModel(keras.Model):
         sample_weight = sample_weight or {}
         return {h: self.head_losses[h](y[h], y_pred[h], sample_weight=sample_weight.get(h))
                 for h in self.head_names}
-
-    def effective_weights(self) -> dict[str, tf.Tensor]:
-        """The multiplier each head's loss gets now: w_h, or w_h * exp(-s_h)."""
-        out = {}
-        for h in self.head_names:
-            w = tf.constant(self.head_loss_weights[h], tf.float32)
-            if h in self.log_vars:
-                w = w * tf.exp(-self._log_var(h))
-            out[h] = w
-        return out
 
     def _log_var(self, h):
         return tf.clip_by_value(self.log_vars[h], -self.LOG_VAR_LIMIT, self.LOG_VAR_LIMIT)
@@ -145,21 +108,13 @@ def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
     For a one-head config (`PipelineConfig.single_task`) this is the single-task model with the
     very same backbone, which is what benchmarks compare against.
     """
-    inputs = feature_inputs(cfg)
-    shared = Backbone(cfg, cardinalities)(inputs)
-    heads = [heads_lib.make_head(h) for h in cfg.heads]
-    outputs = {}
-    for head in heads:
-        x = shared
-        for i, units in enumerate(head.cfg.tower):
-            x = keras.layers.Dense(units, activation=cfg.model.activation,
-                                   name=f"{head.name}_tower_{i}")(x)
-        outputs[head.name] = head.output(x, stats.get(head.name, {}))
-    model = MultiHeadModel(
-        inputs=inputs, outputs=outputs,
-        head_losses={h.name: h.loss(stats.get(h.name, {})) for h in heads},
-        loss_weights={h.name: h.cfg.loss_weight for h in heads},
-        loss_balancing=cfg.model.loss_balancing, name=f"{cfg.name}_multihead")
+    # Backbone first, then the heads in config order: layers draw their initial weights in the
+    # order they are made, so this order is what a seed reproduces.
+    backbone = backbones_lib.make_backbone(cfg, cardinalities)
+    heads = [heads_lib.make_head(h, stats.get(h.name, {}), cfg.model.activation)
+             for h in cfg.heads]
+    model = MultiHeadModel(backbone, heads, loss_balancing=cfg.model.loss_balancing,
+                           name=f"{cfg.name}_multihead")
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.model.learning_rate),
         weighted_metrics={h.name: h.keras_metrics() for h in heads},
@@ -186,7 +141,7 @@ def regression_stats(cfg: PipelineConfig, tft_output: tft.TFTransformOutput
         probe = tf.constant([[0], [1]], dtype=dtype)
         if isinstance(raw_spec[h.label], tf.io.VarLenFeature):
             probe = tf.SparseTensor([[0, 0], [1, 0]], tf.reshape(probe, [-1]), [2, 1])
-        z = np.asarray(layer({h.label: probe})[heads_lib.zscore_key(h.name)]).reshape(-1)
+        z = np.asarray(layer({h.label: probe})[zscore_key(h.name)]).reshape(-1)
         std = float(1.0 / (z[1] - z[0]))
         out[h.name] = {"mean": float(-z[0] * std), "std": std}
     return out

@@ -67,7 +67,7 @@ def _strategy(name: str) -> tf.distribute.Strategy:
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    cfg = config_lib.from_dict(fn_args.custom_config["heads_config"])
+    cfg = config_lib.from_json(fn_args.custom_config[config_lib.HEADS_CONFIG_KEY])
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     keras.utils.set_random_seed(cfg.trainer.seed)
     batch = cfg.trainer.batch_size

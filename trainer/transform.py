@@ -49,8 +49,9 @@ def transform_feature(feature: config_lib.Feature, raw: Any) -> tf.Tensor:
 
 
 def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:
-    """TFX Transform entry point; `custom_config['heads_config']` is PipelineConfig.to_dict()."""
-    cfg = config_lib.from_dict(custom_config["heads_config"])
+    """TFX Transform entry point; `custom_config[HEADS_CONFIG_KEY]` is the config's JSON
+    (`headwise.config.to_json`, training scope)."""
+    cfg = config_lib.from_json(custom_config[config_lib.HEADS_CONFIG_KEY])
     out = {}
     for feature in cfg.features:
         if feature.name not in inputs:
@@ -61,5 +62,5 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
         if head.label not in inputs:
             raise ValueError(f"label column {head.label!r} of head {head.name!r} "
                              f"({cfg.source}) is not in the examples; got {sorted(inputs)}")
-        out.update(heads_lib.make_head(head).transform_label(inputs[head.label]))
+        out.update(heads_lib.transform_label(head, inputs[head.label]))
     return out

@@ -1,0 +1,60 @@
+"""The `data` section: where the examples come from and how they are split.
+
+Three splits, each with one job:
+  train       what the model is fitted on (and what Transform's analyzers and the trivial
+              baselines learn from);
+  validation  what the Trainer watches for early stopping and model selection;
+  test        what the Evaluator's gates, the report and every benchmark quality number use:
+              never seen by training or model selection, so the verdict is not optimistic.
+ExampleGen assigns each row by a hash of the whole row, or of the `split_on` column's value, so
+that rows sharing that value (one user, one trip, duplicates) never straddle two splits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from headwise.config.fields import Fields
+
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+SPLITS = (TRAIN, VALIDATION, TEST)
+DEFAULT_SPLIT = ((TRAIN, 0.7), (VALIDATION, 0.15), (TEST, 0.15))
+BUCKETS = 100  # hash buckets in all: a split's share is a whole number of percent
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    csv: str
+    split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT  # (name, share), in SPLITS order
+    split_on: str | None = None  # a column: rows with the same value land in the same split
+
+
+def parse_data(top: Fields) -> DataConfig:
+    f = Fields(top.source, "data", top.get("data", dict), ("csv", "split", "split_on"))
+    csv = f.get("csv", str)
+    raw: Mapping[str, Any] = f.get("split", dict, dict(DEFAULT_SPLIT))
+    if set(raw) != set(SPLITS):
+        f.fail(f"give the share of each of {list(SPLITS)} (got {sorted(raw)}), e.g. "
+               f"{{train: 0.7, validation: 0.15, test: 0.15}}", "split")
+    split = []
+    for name in SPLITS:
+        share = raw[name]
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+            f.fail(f"{name}: expected a share in (0, 1), got {share!r}", "split")
+        if abs(share * BUCKETS - round(share * BUCKETS)) > 1e-6:
+            f.fail(f"{name}: {share!r} is not a whole number of percent", "split")
+        split.append((name, float(share)))
+    total = sum(s for _, s in split)
+    if abs(total - 1) > 1e-6:
+        f.fail(f"the shares must add up to 1, got {total:g}", "split")
+    split_on = f.get("split_on", str, None)
+    return DataConfig(csv=csv, split=tuple(split), split_on=split_on)
+
+
+def raw_data(d: DataConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"csv": d.csv, "split": dict(d.split)}
+    if d.split_on is not None:
+        out["split_on"] = d.split_on
+    return out

@@ -1,0 +1,204 @@
+"""The whole config: `PipelineConfig`, `from_dict` (the YAML form -> a validated config),
+`load` (a file) and the checks against the data's header."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from headwise.config.data import BUCKETS, DEFAULT_SPLIT, parse_data
+from headwise.config.features import Feature, parse_features
+from headwise.config.fields import NAME_RE, ConfigError, Fields, check_name
+from headwise.config.heads import Head, parse_heads
+from headwise.config.model import ModelConfig, TrainerConfig, parse_model, parse_trainer
+from headwise.config.scope import Scope
+from headwise.config.validation import ValidationConfig, parse_validation
+
+PACKAGE_PREFIX = "package://"
+TOP_KEYS = ("name", "data", "features", "heads", "model", "trainer", "serving", "beam_args",
+            "validation", "evaluation")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    data_csv: str
+    features: tuple[Feature, ...]
+    heads: tuple[Head, ...]
+    model: ModelConfig = ModelConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    validation: ValidationConfig = ValidationConfig()
+    evaluation_slices: tuple[str, ...] = ()  # columns the Evaluator also slices metrics by
+    model_name: str = ""
+    keep_versions: int = 5
+    beam_args: tuple[str, ...] = ()
+    # train/validation/test shares (headwise.config.data), and the column rows are grouped by
+    split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT
+    split_on: str | None = None
+    source: str = "<dict>"  # the file this was loaded from, for messages
+    # What this config holds (headwise.config.scope): a TRAINING config, as Transform and Trainer
+    # receive it, has defaults in place of the keys in TRAINING_EXCLUDED (gates among them).
+    scope: Scope = Scope.FULL
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(h.label for h in self.heads))
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features) + self.label_columns
+
+    def hash_buckets(self) -> dict[str, int]:
+        """ExampleGen's hash buckets per split (BUCKETS in all: whole percent)."""
+        return {name: round(share * BUCKETS) for name, share in self.split}
+
+    def head(self, name: str) -> Head:
+        for h in self.heads:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def single_task(self, head_name: str) -> PipelineConfig:
+        """The same pipeline with one head only (as a main head): the single-task baseline that
+        benchmarks compare the multi-head model against. Drift checks of the other heads'
+        label columns go with them (drift may only name feature and label columns)."""
+        head = dataclasses.replace(self.head(head_name), auxiliary=False, loss_weight=1.0)
+        columns = {f.name for f in self.features} | {head.label}
+        validation = dataclasses.replace(self.validation, drift={
+            c: t for c, t in self.validation.drift.items() if c in columns})
+        return dataclasses.replace(self, name=f"{self.name}_{head_name}", heads=(head,),
+                                   validation=validation,
+                                   model_name=f"{self.model_name}_{head_name}")
+
+    def fingerprint(self) -> str:
+        """A short hash of the config as it crosses into TFX (headwise.config.boundary)."""
+        from headwise.config.boundary import to_json
+
+        return hashlib.sha256(to_json(self, self.scope).encode()).hexdigest()[:16]
+
+    def schema_path(self) -> str | None:
+        """The curated schema's path (relative paths are relative to the config file)."""
+        if not self.validation.schema:
+            return None
+        if os.path.isabs(self.validation.schema):
+            return self.validation.schema
+        return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.source)),
+                                             self.validation.schema))
+
+    def resolve_data_csv(self) -> str:
+        """The data file's path; `package://pkg/rel/path` points inside an installed package."""
+        return resolve_path(self.data_csv, os.path.dirname(self.source))
+
+
+def resolve_path(path: str, base_dir: str = "") -> str:
+    if path.startswith(PACKAGE_PREFIX):
+        package, _, rel = path[len(PACKAGE_PREFIX) :].partition("/")
+        import importlib.util
+
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"data.csv: package '{package}' is not installed ({path})")
+        return os.path.join(list(spec.submodule_search_locations)[0], rel)
+    if base_dir and not os.path.isabs(path) and not os.path.exists(path):
+        return os.path.join(base_dir, path)
+    return path
+
+
+def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = None
+              ) -> PipelineConfig:
+    """Validate a parsed config in its YAML form. `columns`, when given, are the data's column
+    names. (`headwise.config.boundary.to_raw` is the inverse.)"""
+    top = Fields(source, "", raw, TOP_KEYS)
+    name = check_name(top, "name")
+    data = parse_data(top)
+    features = parse_features(top)
+    heads = parse_heads(top, (f.name for f in features))
+    model = parse_model(top)
+    trainer = parse_trainer(top)
+
+    s = Fields(source, "serving", top.get("serving", dict, {}), ("model_name", "keep_versions"))
+    model_name = s.get("model_name", str, name)
+    keep_versions = s.get("keep_versions", int, 5)
+    if keep_versions < 1:
+        s.fail("must be >= 1", "keep_versions")
+    if not NAME_RE.match(model_name):
+        s.fail(f"{model_name!r} is not a valid model name", "model_name")
+    validation = parse_validation(top, features, heads)
+    ev = Fields(source, "evaluation", top.get("evaluation", dict, {}), ("slices",))
+    slices = tuple(ev.get("slices", list, []))
+    for c in slices:
+        if not isinstance(c, str) or c in (h.label for h in heads):
+            ev.fail(f"{c!r} is not a feature column to slice by", "slices")
+    beam_args = top.get("beam_args", list, [])
+    if not all(isinstance(a, str) and a.startswith("--") for a in beam_args):
+        top.fail(f"expected a list of '--flag=value' strings, got {beam_args!r}", "beam_args")
+
+    cfg = PipelineConfig(name=name, data_csv=data.csv, split=data.split, split_on=data.split_on,
+                         features=features, heads=heads,
+                         model=model, trainer=trainer, validation=validation,
+                         evaluation_slices=slices,
+                         model_name=model_name,
+                         keep_versions=keep_versions, beam_args=tuple(beam_args), source=source)
+    if columns is not None:
+        check_columns(cfg, columns, data_name=data.csv)
+    return cfg
+
+
+def check_columns(cfg: PipelineConfig, columns: Iterable[str], data_name: str) -> None:
+    """Every configured feature and label column must exist in the data."""
+    columns = set(columns)
+    for f in cfg.features:
+        if f.name not in columns:
+            raise ConfigError(f"{cfg.source}: features.{f.name}: column {f.name!r} is not in the "
+                              f"data ({data_name}); columns: {sorted(columns)}")
+    if cfg.split_on is not None and cfg.split_on not in columns:
+        raise ConfigError(f"{cfg.source}: data.split_on: column {cfg.split_on!r} is not in the "
+                          f"data ({data_name}); columns: {sorted(columns)}")
+    for c in cfg.evaluation_slices:
+        if c not in columns:
+            raise ConfigError(f"{cfg.source}: evaluation.slices: column {c!r} is not in the "
+                              f"data ({data_name})")
+    for i, h in enumerate(cfg.heads):
+        if h.label not in columns:
+            raise ConfigError(f"{cfg.source}: heads[{i}] ({h.name}).label: column {h.label!r} is "
+                              f"not in the data ({data_name}); columns: {sorted(columns)}")
+
+
+def read_csv_header(path: str) -> list[str]:
+    """The column names of a CSV file, with errors that name the file."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline()  # only the header: the rows are checked before a run
+        header = next(csv.reader([first.decode("utf-8")]), None)
+    except FileNotFoundError:
+        raise ConfigError(f"data file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}, line 1 (the header): not UTF-8 text ({e.reason} at byte "
+                          f"{e.start + 1})") from None
+    except (OSError, csv.Error) as e:
+        raise ConfigError(f"cannot read data file {path}: {e}") from None
+    if not header:
+        raise ConfigError(f"data file {path} is empty (no header row)")
+    return [c.strip() for c in header]
+
+
+def load(path: str, check_data: bool = True) -> PipelineConfig:
+    """Load and validate a heads config file; with check_data, also against the CSV header."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)  # safe_load: a config can never execute code
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    cfg = from_dict(raw, source=path)
+    if check_data:
+        csv_path = cfg.resolve_data_csv()
+        check_columns(cfg, read_csv_header(csv_path), data_name=csv_path)
+    return cfg

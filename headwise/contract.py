@@ -1,0 +1,86 @@
+"""The serving contract: the names a headwise SavedModel is exported with and served and queried by.
+
+The exporter (`trainer/export.py`) writes them, the data plane (`serving/dataplane.py`) checks
+them as TF Serving does, the client (`serving/client.py`) and the Evaluator's eval config read
+them. Changing a value here changes what served models look like: a model exported before the
+change and a client or server after it no longer agree.
+
+Signatures of an exported model (all read serialized tf.Examples, string[batch]):
+  serving_default      Predict   input `examples` -> {<head>: float32[batch, units]}
+  classify_<head>      Classify  input `inputs` -> `classes`, `scores` (classifier heads)
+  regress_<head>       Regress   input `inputs` -> `outputs` (regression heads)
+  transform_features   Predict   input `examples` with labels -> every transformed column,
+                                 among them `label_key(head)`, `weight_key(head)`
+  model_info           Predict   no input -> `json`: the model's description for clients
+
+Which of Classify and Regress a head gets is its task's `signature` kind in the task registry
+(`headwise.tasks`); `METHODS` maps the kind to TF Serving's method name.
+
+No TensorFlow here: the CLI, the client and the components read these names without it.
+"""
+
+from __future__ import annotations
+
+from headwise import tasks
+
+# Serving signatures and their inputs and outputs.
+DEFAULT_SIGNATURE = "serving_default"  # TF Serving's signature when a request names none
+SERVING_INPUT = "examples"  # serving_default's and transform_features' input (the shared one)
+TRANSFORM_FEATURES_SIGNATURE = "transform_features"
+MODEL_INFO_SIGNATURE = "model_info"
+MODEL_INFO_OUTPUT = "json"  # string scalar: the model's description, JSON
+
+# TF Serving's method names (tensorflow/cc/saved_model/signature_constants.h).
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+METHODS = {tasks.CLASSIFY: CLASSIFY_METHOD, tasks.REGRESS: REGRESS_METHOD}
+
+# Classify and Regress signature keys, as TF Serving requires them (signature_constants.h).
+CLASSIFY_INPUTS = "inputs"
+CLASSIFY_OUTPUT_CLASSES = "classes"
+CLASSIFY_OUTPUT_SCORES = "scores"
+REGRESS_INPUTS = "inputs"
+REGRESS_OUTPUTS = "outputs"
+
+CLASSIFY_PREFIX = "classify_"
+REGRESS_PREFIX = "regress_"
+
+
+def classify_signature(head: str) -> str:
+    """The Classify signature of a classifier head (binary, multiclass, multilabel)."""
+    return f"{CLASSIFY_PREFIX}{head}"
+
+
+def regress_signature(head: str) -> str:
+    """The Regress signature of a regression head."""
+    return f"{REGRESS_PREFIX}{head}"
+
+
+def head_signature(head: str, kind: str) -> str:
+    """A head's Classify or Regress signature, by its task's signature kind (tasks.CLASSIFY or
+    tasks.REGRESS)."""
+    return regress_signature(head) if kind == tasks.REGRESS else classify_signature(head)
+
+
+def signature_method(signature: str) -> str | None:
+    """The TF Serving method of a head signature by its name (None: not a head signature)."""
+    if signature.startswith(CLASSIFY_PREFIX):
+        return CLASSIFY_METHOD
+    if signature.startswith(REGRESS_PREFIX):
+        return REGRESS_METHOD
+    return None
+
+
+# Transformed columns (Transform's output, transform_features' outputs): derived from the head
+# name, they key the Keras outputs, losses, and the Evaluator's labels and example weights.
+def label_key(head: str) -> str:
+    return f"label__{head}"
+
+
+def weight_key(head: str) -> str:
+    return f"weight__{head}"
+
+
+def zscore_key(head: str) -> str:
+    return f"zlabel__{head}"
