@@ -15,17 +15,17 @@ venv:
 run: venv  ## Run the whole pipeline locally and push a model to outputs/serving/
 	$(VENV)/bin/headwise run --config $(CONFIG)
 
-test: venv  ## Unit tests, then the end-to-end pipeline test (a few minutes)
+test: venv  ## Lint, unit tests, then the end-to-end pipeline tests (README, Tests: how long)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -v
 
-test-fast: venv  ## Unit tests only, no pipeline run (a few minutes)
+test-fast: venv  ## Unit tests only, no pipeline run
 	$(PY) -m pytest -v -m "not e2e"
 
 serve: venv  ## Serve the pushed model over TF Serving's gRPC API on 127.0.0.1:8500, logging requests
 	$(VENV)/bin/headwise serve --model-dir outputs/serving/taxi --request-log-dir outputs/request_logs/taxi
 
-bench: venv  ## Every benchmark (~40 min on 2 cores); results in benchmarks/results/
+bench: venv  ## Every benchmark; results in benchmarks/results/ (README, Benchmarks)
 	$(VENV)/bin/headwise bench
 
 bench-quick: venv  ## The benchmarks as a smoke check (minutes)

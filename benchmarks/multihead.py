@@ -16,9 +16,10 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import pipelines as bench_pipelines
-from components.evaluator import predict, read_columns
+from components.evaluator import label_values, predict
 from headwise import config as config_lib
 from headwise import tasks
+from headwise.config import data as data_config
 from pipeline import local_runner
 from pipeline import summary as summary_lib
 
@@ -37,6 +38,18 @@ def _param_count(model_dir: str) -> int:
     loaded = tf.saved_model.load(model_dir)
     variables = getattr(loaded, "trainable_variables", None) or loaded.variables
     return int(sum(np.prod(v.shape) for v in variables))
+
+
+def read_columns(examples_uri: str, split: str, columns: list[str]
+                 ) -> tuple[dict[str, list], list[bytes]]:
+    """Raw values of `columns` (None where missing) and the serialized examples of a split (a
+    benchmark's split fits in memory; the Evaluator's work is in Beam)."""
+    import tensorflow as tf
+
+    files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    rows = [label_values(r, columns) for r in serialized]
+    return {c: [r[c] for r in rows] for c in columns}, serialized
 
 
 def _dir_bytes(path: str) -> int:
@@ -64,7 +77,8 @@ def run(config_path: str, work_dir: str, seeds: list[int], train_steps: int | No
     runs = summary_lib.component_runs(bench_pipelines.metadata_path(work_dir),
                                       bench_pipelines.PIPELINE_NAME)
     examples_uri = runs["CsvExampleGen"].outputs["Examples"][0]
-    labels, serialized = read_columns(examples_uri, "eval", list(cfg.label_columns))
+    # Quality on the test split: never seen by training or early stopping.
+    labels, serialized = read_columns(examples_uri, data_config.TEST, list(cfg.label_columns))
 
     models: dict[str, dict[int, dict]] = {v: {} for v in variants}
     for seed in seeds:

@@ -54,7 +54,7 @@ def build(cfg: config_lib.PipelineConfig, data_root: str, work_dir: str, variant
     from pipeline import local_runner
     from pipeline import pipeline as pipeline_lib
 
-    example_gen = pipeline_lib.example_gen_component(data_root)
+    example_gen = pipeline_lib.example_gen_component(cfg, data_root)
     schema_file = local_runner.stage_schema(cfg, os.path.join(work_dir, "schema"))
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     transform = pipeline_lib.transform_component(cfg, example_gen.outputs["examples"],

@@ -1,20 +1,23 @@
 """Evaluator with per-head trivial-baseline gates and a per-head report.
 
-The stock Evaluator (TFMA) computes each head's metrics and judges the EvalConfig's thresholds.
-This executor first reads the labels of the train and eval splits and computes each head's
-trivial baseline (`headwise.tasks`), then builds the whole EvalConfig with all three gates
-(`components.gates`) and runs TFMA with it; so TFMA's one blessing, which Pusher and the
-latest-blessed-model resolver read, covers every gate. After TFMA it reads the verdicts back
-from TFMA's ValidationResult and writes the report (components.report) next to the evaluation.
+The stock Evaluator (TFMA) computes each head's metrics on the test split and judges the
+EvalConfig's thresholds. This executor first computes each head's trivial baseline in a Beam
+pipeline (fitted on the training split, scored on the test split; `headwise.tasks`), then builds
+the whole EvalConfig with all three gates (`components.gates`) and runs TFMA with it; so TFMA's
+one blessing, which Pusher and the latest-blessed-model resolver read, covers every gate. After
+TFMA it reads the verdicts back from TFMA's ValidationResult and writes the report
+(components.report), whose plots draw a fixed-size sample of the test split.
 """
 
 from __future__ import annotations
 
-import glob
+import json
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
+import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
@@ -30,24 +33,107 @@ from components import report as report_lib
 from headwise import config as config_lib
 from headwise import contract, tasks
 from headwise.config import HEADS_CONFIG_KEY
+from headwise.config import data as data_config
+
+SAMPLE_SIZE = 5000  # test examples the report's plots draw, whatever the split's size
+BASELINES_FILE, SAMPLE_FILE = "baselines.json", "sample.tfrecord"
 
 
-def read_columns(examples_uri: str, split: str, columns: list[str]) -> tuple[dict, list[bytes]]:
-    """Raw values of `columns` (None where missing) and the serialized examples of a split."""
-    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
-    out: dict[str, list[Any]] = {c: [] for c in columns}
-    serialized = []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        raw = record.numpy()
-        serialized.append(raw)
-        feats = tf.train.Example.FromString(raw).features.feature
-        for c in columns:
-            f = feats.get(c)
-            kind = f.WhichOneof("kind") if f is not None else None
-            vals = getattr(f, kind).value if kind else []
-            v = vals[0] if len(vals) else None
-            out[c].append(v.decode() if isinstance(v, bytes) else v)
-    return out, serialized
+def label_values(record: bytes, columns: Sequence[str]) -> dict[str, Any]:
+    """The raw values of `columns` in one serialized example (None where missing)."""
+    feats = tf.train.Example.FromString(record).features.feature
+    out = {}
+    for c in columns:
+        f = feats.get(c)
+        kind = f.WhichOneof("kind") if f is not None else None
+        vals = getattr(f, kind).value if kind else []
+        v = vals[0] if len(vals) else None
+        out[c] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _add(a: Any, b: Any) -> Any:
+    """Sum of two sufficient statistics: dicts (per head, per statistic) of numbers or arrays."""
+    if a is None or b is None:
+        return b if a is None else a
+    if isinstance(a, dict):
+        return {k: _add(a.get(k), b.get(k)) for k in {*a, *b}}
+    return a + b
+
+
+class _Sum(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, stats):
+        return _add(acc, stats)
+
+    def merge_accumulators(self, accs):
+        out = None
+        for a in accs:
+            out = _add(out, a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _stats(rows: list[dict], cfg: config_lib.PipelineConfig, fitted: dict | None = None
+           ) -> dict[str, dict]:
+    """Per head, the baseline's sufficient statistics of one batch of label rows: for fitting
+    (training split) or, given the fitted baselines, for scoring (test split)."""
+    out = {}
+    for h in cfg.heads:
+        task = tasks.of(h)
+        _, y = task.encoded(h, [r[h.label] for r in rows])
+        if fitted is None:
+            out[h.name] = task.fit_stats(h, y)
+        elif fitted.get(h.name) is not None:
+            out[h.name] = task.score_stats(h, fitted[h.name], y)
+    return out
+
+
+def _fit(stats: dict | None, cfg: config_lib.PipelineConfig) -> dict:
+    return {h.name: tasks.of(h).fit(h, stats[h.name]) for h in cfg.heads
+            if stats and stats.get(h.name) is not None}
+
+
+def _metrics(stats: dict | None, fitted: dict, cfg: config_lib.PipelineConfig) -> str:
+    out = {h.name: tasks.of(h).baseline_metrics(h, fitted[h.name], stats[h.name])
+           for h in cfg.heads if stats and stats.get(h.name) is not None and h.name in fitted}
+    return json.dumps(out)
+
+
+def compute_baselines(pipeline: beam.Pipeline, examples_uri: str,
+                      cfg: config_lib.PipelineConfig, out_dir: str) -> None:
+    """The Beam part of the Evaluator's own work: each head's trivial baseline, fitted on the
+    training split and scored on the test split by adding up sufficient statistics (exact, in
+    bounded memory, on any runner), and a fixed-size random sample of the test split for the
+    report's plots. Writes out_dir/BASELINES_FILE (JSON: head -> metric -> value) and
+    out_dir/SAMPLE_FILE."""
+    columns = list(cfg.label_columns)
+
+    def labels(split: str):
+        records = pipeline | f"Read{split}" >> beam.io.ReadFromTFRecord(
+            os.path.join(examples_uri, f"Split-{split}", "*"), coder=beam.coders.BytesCoder())
+        rows = (records | f"Labels{split}" >> beam.Map(label_values, columns)
+                | f"Batch{split}" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096))
+        return records, rows
+
+    _, train = labels(data_config.TRAIN)
+    test_records, test = labels(data_config.TEST)
+    fitted = beam.pvalue.AsSingleton(
+        train | "FitStats" >> beam.Map(_stats, cfg) | "SumFit" >> beam.CombineGlobally(_Sum())
+        | "Fit" >> beam.Map(_fit, cfg))
+    _ = (test | "ScoreStats" >> beam.Map(_stats, cfg, fitted)
+         | "SumScore" >> beam.CombineGlobally(_Sum())
+         | "Metrics" >> beam.Map(_metrics, fitted, cfg)
+         | "WriteBaselines" >> beam.io.WriteToText(os.path.join(out_dir, BASELINES_FILE),
+                                                    shard_name_template=""))
+    _ = (test_records | "Sample" >> beam.combiners.Sample.FixedSizeGlobally(SAMPLE_SIZE)
+         | "Flatten" >> beam.FlatMap(lambda sample: sample)
+         | "WriteSample" >> beam.io.WriteToTFRecord(os.path.join(out_dir, SAMPLE_FILE),
+                                                     shard_name_template=""))
 
 
 def _metric_values(evaluation_uri: str, cfg: config_lib.PipelineConfig):
@@ -75,6 +161,7 @@ def _metric_values(evaluation_uri: str, cfg: config_lib.PipelineConfig):
 
 
 def predict(model_uri: str, serialized: list[bytes], batch: int = 1024) -> dict[str, np.ndarray]:
+    """The served signature's outputs for a (bounded) list of serialized examples."""
     serve = tf.saved_model.load(path_utils.serving_model_path(model_uri)).signatures[
         contract.DEFAULT_SIGNATURE]
     parts: dict[str, list[np.ndarray]] = {}
@@ -99,12 +186,14 @@ class Executor(stock.Executor):
                           if k != standard_component_specs.BASELINE_MODEL_KEY}
         examples = artifact_utils.get_single_instance(
             input_dict[standard_component_specs.EXAMPLES_KEY])
-        columns = list(cfg.label_columns)
-        train, _ = read_columns(examples.uri, "train", columns)
-        evals, serialized = read_columns(examples.uri, "eval", columns)
-        baselines = {h.name: {m: v for m, v in tasks.of(h).baseline(
-                         h, train[h.label], evals[h.label]).items() if m in h.metrics}
-                     for h in cfg.heads}
+        work = os.path.join(artifact_utils.get_single_uri(
+            output_dict[standard_component_specs.EVALUATION_KEY]), ".baselines")
+        with self._make_beam_pipeline() as pipeline:
+            compute_baselines(pipeline, examples.uri, cfg, work)
+        with tf.io.gfile.GFile(os.path.join(work, BASELINES_FILE)) as fh:
+            computed = json.loads(fh.read())
+        baselines = {h.name: {m: v for m, v in computed.get(h.name, {}).items()
+                              if m in h.metrics} for h in cfg.heads}
         logging.info("trivial baselines per head: %s", baselines)
 
         eval_config = gates_lib.eval_config(cfg, baselines)
@@ -123,10 +212,14 @@ class Executor(stock.Executor):
                        diffs[h.name], [f for f in failures if f.head == h.name],
                        baselines[h.name], class_values[h.name], has_baseline_model)
                    for h in cfg.heads}
-        predictions = predict(model.uri, serialized)
+        sample = [r.numpy() for r in tf.data.TFRecordDataset(
+            tf.io.gfile.glob(os.path.join(work, SAMPLE_FILE)))]
+        labels = [label_values(r, cfg.label_columns) for r in sample]
         path = report_lib.write_report(
             cfg, evaluation.uri, results, counts, validation.validation_ok, has_baseline_model,
-            evals, predictions)
+            {c: [row[c] for row in labels] for c in cfg.label_columns},
+            predict(model.uri, sample) if sample else None)
+        tf.io.gfile.rmtree(work)
         logging.info("per-head validation report: %s", path)
 
 
@@ -147,7 +240,8 @@ class Evaluator(base_beam_component.BaseBeamComponent):
             examples=examples, model=model, baseline_model=baseline_model,
             # The gates without the trivial baselines, which the executor adds once it has
             # computed them (components.gates builds both).
-            eval_config=gates_lib.eval_config(cfg), example_splits=json_utils.dumps(None),
+            eval_config=gates_lib.eval_config(cfg),
+            example_splits=json_utils.dumps([data_config.TEST]),  # never seen in training
             fairness_indicator_thresholds=json_utils.dumps(None),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),

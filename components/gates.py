@@ -7,17 +7,18 @@ the overall slice (a gate judged on each hour's few examples is noise, not a gat
   no regression   `thresholds: {metric: {max_regression}}`: no worse than the last blessed model
                   by more than that (TFMA's change threshold against the baseline model);
   beats baseline  the head's main metric (its first) beats the trivial baseline (a model that
-                  ignores every feature, `headwise.tasks`) by `baseline_margin` (relative).
+                  ignores every feature, `headwise.tasks`) by `baseline_margin`, a share of the
+                  room between the baseline and the metric's best value (`baseline_bound`).
 Heads with `gate: false` are evaluated and reported, with no thresholds.
 
 The absolute and beats-baseline gates share TFMA's value threshold (the tighter bound of the
 two); a value failure is attributed to whichever bound(s) the value crosses.
 
 Each head is one model output: its label and missing-label weight come from the model's
-`transform_features` signature (`label__<head>`, `weight__<head>`). Every metric of the task is
-computed (the head's own `metrics` are the ones shown and gated), calibration for binary heads,
-per-class precision and recall for multiclass heads, each class and the macro average for
-multilabel heads (a threshold then holds for every class and for the average).
+`transform_features` signature (`label__<head>`, `weight__<head>`). Only
+the head's own `metrics` are computed (each costs Evaluator time on every example: list the ones
+you want to see), with each class and the macro average for multilabel heads (a threshold then
+holds for every class and for the average).
 """
 
 from __future__ import annotations
@@ -36,9 +37,18 @@ GATE_TITLES = {ABSOLUTE: "absolute threshold", NO_REGRESSION: "no regression",
 PASS, FAIL, NA = "pass", "FAIL", "-"
 
 
-def baseline_bound(value: float, margin: float, higher_is_better: bool) -> float:
-    """The bound the head's main metric must reach to beat a baseline scoring `value`."""
-    return value * (1 + margin) if higher_is_better else value * (1 - margin)
+def baseline_bound(value: float, margin: float, metric: tasks.Metric) -> float:
+    """What the head's main metric must reach to beat a baseline scoring `value` by `margin`:
+    the margin is a share of the room left between the baseline and the metric's best value,
+    so the bound is always reachable and never vacuous. Higher-is-better with a ceiling (AUC,
+    accuracy, precision, recall; ceiling 1): b + margin * (1 - b). Lower-is-better with a floor
+    (errors; floor 0): b - margin * (b - 0), i.e. margin as a share of the baseline's error.
+    Without a ceiling or floor, margin as a share of |b|."""
+    if metric.higher_is_better:
+        room = metric.upper - value if metric.upper is not None else abs(value)
+        return value + margin * max(room, 0.0)
+    room = value - metric.lower if metric.lower is not None else abs(value)
+    return value - margin * max(room, 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +84,7 @@ def head_bounds(head: Head, baselines: Mapping[str, float] | None) -> dict[str, 
         if m == head.main_metric and baselines and m in baselines:
             b = baselines[m]
             kwargs.update(baseline=b, baseline_bound=baseline_bound(
-                b, head.baseline_margin, task.metric(m).higher_is_better))
+                b, head.baseline_margin, task.metric(m)))
         if kwargs:
             out[m] = Bounds(**kwargs)
     return out
@@ -100,7 +110,7 @@ def metrics_specs(head: Head, baselines: Mapping[str, float] | None = None
     task = tasks.of(head)
     bounds = head_bounds(head, baselines)
     configs = [tfma.MetricConfig(class_name="ExampleCount")]
-    for name in dict.fromkeys([*head.metrics, *task.metrics]):
+    for name in head.metrics:
         metric = task.metric(name)
         class_name, config = metric.tfma_config()
         mc = tfma.MetricConfig(class_name=class_name, config=config)
@@ -109,8 +119,6 @@ def metrics_specs(head: Head, baselines: Mapping[str, float] | None = None
             mc.per_slice_thresholds.add(slicing_specs=[tfma.SlicingSpec()]).threshold.CopyFrom(
                 threshold)
         configs.append(mc)
-    if head.task == "binary":
-        configs.append(tfma.MetricConfig(class_name="Calibration"))
     classes = range(len(task.class_names(head)))
     if head.task == "multilabel":
         return [tfma.MetricsSpec(
@@ -118,14 +126,7 @@ def metrics_specs(head: Head, baselines: Mapping[str, float] | None = None
             binarize=tfma.BinarizationOptions(class_ids={"values": classes}),
             aggregate=tfma.AggregationOptions(
                 macro_average=True, class_weights={i: 1.0 for i in classes}))]
-    specs = [tfma.MetricsSpec(output_names=[head.name], metrics=configs)]
-    if head.task == "multiclass":
-        specs.append(tfma.MetricsSpec(
-            output_names=[head.name],
-            metrics=[tfma.MetricConfig(class_name="Precision"),
-                     tfma.MetricConfig(class_name="Recall")],
-            binarize=tfma.BinarizationOptions(class_ids={"values": classes})))
-    return specs
+    return [tfma.MetricsSpec(output_names=[head.name], metrics=configs)]
 
 
 def eval_config(cfg: PipelineConfig,

@@ -51,10 +51,6 @@ def _metrics(*metrics: Metric) -> dict[str, Metric]:
 _PROBABILITY = {"lower": 0.0, "upper": 1.0}
 
 
-def _present(values: Sequence[Any]) -> list[Any]:
-    return [v for v in values if v is not None and v == v]  # drops None and NaN
-
-
 class Task:
     """What a head's task decides. Subclasses fill in the class attributes and methods."""
 
@@ -76,12 +72,36 @@ class Task:
         """A raw label value -> the encoded label (None: the label counts as missing)."""
         raise NotImplementedError
 
+    # --- The trivial baseline: a model that ignores every feature -------------------------
+    # Fitted on the training labels, scored on the test labels, from sufficient statistics that
+    # add up (dicts of numbers or NumPy arrays): the Evaluator sums them in Beam over any number
+    # of examples, `baseline` over two lists. Missing labels are left out, as in training and
+    # evaluation; so are values the label rule does not map (encode -> None).
+
+    def fit_stats(self, head: Head, y: Sequence[Any]) -> dict[str, Any]:
+        """Sufficient statistics of encoded training labels."""
+        raise NotImplementedError
+
+    def fit(self, head: Head, stats: Mapping[str, Any]) -> dict[str, Any]:
+        """The baseline's parameters from the summed training statistics."""
+        raise NotImplementedError
+
+    def score_stats(self, head: Head, fitted: Mapping[str, Any], y: Sequence[Any]
+                    ) -> dict[str, Any]:
+        """Sufficient statistics of encoded test labels against the fitted baseline."""
+        raise NotImplementedError
+
+    def baseline_metrics(self, head: Head, fitted: Mapping[str, Any],
+                         stats: Mapping[str, Any]) -> dict[str, float]:
+        """Every metric of the task for the baseline, from the summed test statistics."""
+        raise NotImplementedError
+
     def baseline(self, head: Head, train: Sequence[Any], evals: Sequence[Any]
                  ) -> dict[str, float]:
-        """Every metric of the task for the trivial baseline (a model that ignores every
-        feature), fitted on the training labels and scored on the eval labels (raw values;
-        missing ones are left out, as in training and evaluation)."""
-        raise NotImplementedError
+        """Every metric of the task for the trivial baseline, from raw label values."""
+        fitted = self.fit(head, self.fit_stats(head, self.encoded(head, train)[1]))
+        return self.baseline_metrics(head, fitted,
+                                     self.score_stats(head, fitted, self.encoded(head, evals)[1]))
 
     def score(self, head: Head, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         """Every metric of the task, in NumPy, for encoded labels and the model's outputs
@@ -118,12 +138,23 @@ class RegressionTask(Task):
     def encode(self, head, raw):
         return float(raw)
 
-    def baseline(self, head, train, evals):
-        # Always predict the training mean.
-        mean = float(np.mean(np.asarray(_present(train), float)))
-        err = np.asarray(_present(evals), float) - mean
-        mse = float(np.mean(err ** 2))
-        return {"mae": float(np.mean(np.abs(err))), "mse": mse, "rmse": float(np.sqrt(mse))}
+    # Always predict the training mean.
+    def fit_stats(self, head, y):
+        y = np.asarray(y, float)
+        return {"n": float(y.size), "sum": float(y.sum())}
+
+    def fit(self, head, stats):
+        return {"mean": stats["sum"] / stats["n"] if stats["n"] else 0.0}
+
+    def score_stats(self, head, fitted, y):
+        err = np.asarray(y, float) - fitted["mean"]
+        return {"n": float(err.size), "abs": float(np.abs(err).sum()),
+                "sq": float((err ** 2).sum())}
+
+    def baseline_metrics(self, head, fitted, stats):
+        n = stats["n"] or float("nan")
+        mse = stats["sq"] / n
+        return {"mae": stats["abs"] / n, "mse": mse, "rmse": float(np.sqrt(mse))}
 
     def score(self, head, y, pred):
         err = pred[:, 0] - y
@@ -148,15 +179,24 @@ class BinaryTask(Task):
     def encode(self, head, raw):
         return float(raw)
 
-    def baseline(self, head, train, evals):
-        # Always predict the training prior: AUC 0.5, the majority class's accuracy.
-        prior = float(np.mean(np.asarray(_present(train), float)))
-        y = np.asarray(_present(evals), float)
-        positive = prior > 0.5
-        return {"auc": 0.5, "pr_auc": float(y.mean()),
-                "accuracy": float(np.mean(y == float(positive))),
-                "precision": float(y.mean()) if positive else 0.0,
-                "recall": 1.0 if positive else 0.0}
+    # Always predict the training prior: AUC 0.5, the majority class's accuracy. Precision and
+    # recall of a classifier that flags examples at random, at the training prior's rate: its
+    # precision is the test set's positive rate, its recall that rate of flagging.
+    def fit_stats(self, head, y):
+        y = np.asarray(y, float)
+        return {"n": float(y.size), "pos": float(y.sum())}
+
+    def fit(self, head, stats):
+        return {"prior": stats["pos"] / stats["n"] if stats["n"] else 0.0}
+
+    def score_stats(self, head, fitted, y):
+        return self.fit_stats(head, y)
+
+    def baseline_metrics(self, head, fitted, stats):
+        rate = stats["pos"] / stats["n"] if stats["n"] else float("nan")
+        majority = fitted["prior"] > 0.5
+        return {"auc": 0.5, "pr_auc": rate, "accuracy": rate if majority else 1 - rate,
+                "precision": rate, "recall": fitted["prior"]}
 
     def score(self, head, y, pred):
         from sklearn import metrics as skm
@@ -188,14 +228,22 @@ class MulticlassTask(Task):
             return head.classes.index(s)
         return len(head.classes) if head.other_class else None
 
-    def baseline(self, head, train, evals):
-        # Always rank the classes by their training frequency.
+    # Always rank the classes by their training frequency.
+    def fit_stats(self, head, y):
         n = len(self.class_names(head))
-        train_idx = [i for i in (self.encode(head, v) for v in _present(train)) if i is not None]
-        ranked = list(np.argsort(-np.bincount(train_idx, minlength=n), kind="stable"))
-        y = [i for i in (self.encode(head, v) for v in _present(evals)) if i is not None]
-        return {"accuracy": float(np.mean([i == ranked[0] for i in y])),
-                "top2_accuracy": float(np.mean([i in ranked[:2] for i in y]))}
+        return {"counts": np.bincount(np.asarray(y, int), minlength=n).astype(float)}
+
+    def fit(self, head, stats):
+        return {"ranked": [int(i) for i in np.argsort(-stats["counts"], kind="stable")]}
+
+    def score_stats(self, head, fitted, y):
+        return self.fit_stats(head, y)
+
+    def baseline_metrics(self, head, fitted, stats):
+        counts, ranked = stats["counts"], fitted["ranked"]
+        n = counts.sum() or float("nan")
+        return {"accuracy": float(counts[ranked[0]] / n),
+                "top2_accuracy": float(counts[ranked[:2]].sum() / n)}
 
     def score(self, head, y, pred):
         ranked = np.argsort(-pred, axis=1)
@@ -223,17 +271,24 @@ class MultilabelTask(Task):
         tags = {t.strip() for t in str(raw).split(head.delimiter)}
         return [float(c in tags) for c in head.classes]
 
-    def baseline(self, head, train, evals):
-        # Each class's training prior.
-        priors = np.mean([self.encode(head, v) for v in _present(train)], axis=0)
-        y = np.asarray([self.encode(head, v) for v in _present(evals)])
-        pred = priors > 0.5
-        tp = (y * pred).sum(axis=0)
-        classes = range(y.shape[1])
-        return {"auc": 0.5, "accuracy": float(np.mean(y == pred)),
-                "precision": float(np.mean([tp[c] / y[:, c].size if pred[c] else 0.0
-                                            for c in classes])),
-                "recall": float(np.mean([1.0 if pred[c] else 0.0 for c in classes]))}
+    # Each class's training prior, as a binary head's baseline per class, macro-averaged.
+    def fit_stats(self, head, y):
+        y = np.asarray(y, float).reshape(-1, len(head.classes))
+        return {"n": float(len(y)), "pos": y.sum(axis=0)}
+
+    def fit(self, head, stats):
+        n = stats["n"] or float("nan")
+        return {"priors": [float(p) for p in stats["pos"] / n]}
+
+    def score_stats(self, head, fitted, y):
+        return self.fit_stats(head, y)
+
+    def baseline_metrics(self, head, fitted, stats):
+        rate = stats["pos"] / (stats["n"] or float("nan"))
+        priors = np.asarray(fitted["priors"])
+        accuracy = np.where(priors > 0.5, rate, 1 - rate)
+        return {"auc": 0.5, "accuracy": float(accuracy.mean()),
+                "precision": float(rate.mean()), "recall": float(priors.mean())}
 
     def score(self, head, y, pred):
         from sklearn import metrics as skm

@@ -26,6 +26,7 @@ from components.evaluator import Evaluator
 from components.pusher import Pusher
 from headwise import config as config_lib
 from headwise.config import HEADS_CONFIG_KEY, PipelineConfig, Scope
+from headwise.config import data as data_config
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
@@ -54,13 +55,16 @@ def code_version(root: str | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def example_gen_component(data_root: str) -> tfx.components.CsvExampleGen:
-    """The CSV files under data_root, split 2:1 into train and eval by hash."""
+def example_gen_component(cfg: PipelineConfig, data_root: str) -> tfx.components.CsvExampleGen:
+    """The CSV files under data_root, split into train, validation and test by hash (of the whole
+    row, or of `data.split_on`) in the config's shares (headwise.config.data)."""
+    split = example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
+        for name, buckets in cfg.hash_buckets().items()])
+    if cfg.split_on:  # ExampleGen reads an empty name as a column named ''
+        split.partition_feature_name = cfg.split_on
     return tfx.components.CsvExampleGen(
-        input_base=data_root,
-        output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-            example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=2),
-            example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)])))
+        input_base=data_root, output_config=example_gen_pb2.Output(split_config=split))
 
 
 def transform_component(cfg: PipelineConfig, examples, schema) -> tfx.components.Transform:
@@ -79,8 +83,12 @@ def trainer_component(cfg: PipelineConfig, transform, schema, train_steps: int |
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
-        train_args=tfx.proto.TrainArgs(num_steps=train_steps or cfg.trainer.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=eval_steps or cfg.trainer.eval_steps),
+        # Fitted on train; early stopping and model selection watch validation. The test split
+        # is the Evaluator's alone.
+        train_args=tfx.proto.TrainArgs(splits=[data_config.TRAIN],
+                                       num_steps=train_steps or cfg.trainer.train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=[data_config.VALIDATION],
+                                     num_steps=eval_steps or cfg.trainer.eval_steps),
         custom_config={HEADS_CONFIG_KEY: config_lib.to_json(cfg, Scope.TRAINING),
                        "code_version": code_version(),
                        "distribution_strategy": distribution_strategy})
@@ -106,7 +114,7 @@ def create_pipeline(
     baseline); `baselines_key`: `data_gate.baselines_key(...)` of the moment, so the gate's
     cached verdict is reused only while the served version and the request logs are the same
     (empty: the runner caches nothing across baselines itself, as on Kubeflow)."""
-    example_gen = example_gen_component(data_root)
+    example_gen = example_gen_component(cfg, data_root)
     # The curated, reviewed data contract; without one, SchemaGen infers a schema below.
     imported = tfx.components.ImportSchemaGen(schema_file=schema_file) if schema_file else None
     # With the schema, categorical integers get category statistics (L-infinity distance).

@@ -17,6 +17,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.report import GATES_FILE, REPORT_DIR
 from headwise.config import PipelineConfig
+from headwise.config.data import TEST, TRAIN
 
 
 @dataclasses.dataclass
@@ -24,7 +25,7 @@ class HeadResult:
     name: str
     task: str
     gating: bool  # False: reported only (auxiliary heads by default)
-    metrics: dict[str, float]  # metric name -> value on the eval split (overall slice)
+    metrics: dict[str, float]  # metric name -> value on the test split (overall slice)
     failures: list[str]  # gate failures of this head, one line each
     example_count: float | None = None
     baseline: float | None = None  # the trivial baseline's value of the head's main metric
@@ -68,6 +69,8 @@ class RunSummary:
         for h in self.heads:
             out += [f"  {h.name}: {f}" for f in h.failures]
         blessed = {True: "yes", False: "NO", None: "not evaluated"}[self.blessed]
+        out.append(f"metrics: the {TEST} split, held out from training and early stopping; "
+                   f"baseline: a feature-blind model fitted on the {TRAIN} split")
         out.append("")
         out.append(f"blessed: {blessed}")
         if not self.pushed:

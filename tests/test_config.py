@@ -116,6 +116,14 @@ def test_label_column_not_in_data(tmp_path, raw):
     (lambda r: r["validation"].update(skew={"company": 0}), "validation.skew", "(0, 1]"),
     (lambda r: r["validation"].update(skew_min_examples=0), "validation.skew_min_examples",
      ">= 1"),
+    (lambda r: r["data"].update(split={"train": 0.8, "test": 0.2}), "data.split", "validation"),
+    (lambda r: r["data"].update(split={"train": 0.8, "validation": 0.15, "test": 0.15}),
+     "data.split", "add up to 1"),
+    (lambda r: r["data"].update(split={"train": 0.705, "validation": 0.145, "test": 0.15}),
+     "data.split", "whole number of percent"),
+    (lambda r: r["data"].update(split={"train": 1, "validation": 0, "test": 0}),
+     "data.split", "(0, 1)"),
+    (lambda r: r["data"].update(split_on="rider_id"), "data.split_on", "'rider_id'"),
 ])
 def test_bad_fields_are_named(tmp_path, raw, mutate, field, words):
     mutate(raw)
@@ -388,3 +396,33 @@ def test_code_version_covers_every_module_of_the_user_packages(tmp_path):
     assert pipeline_lib.code_version(root) != changed
     (tmp_path / "headwise" / "config" / "heads.py").write_text("# edited\n")
     assert pipeline_lib.code_version(root) not in (before, changed)
+
+
+def test_three_splits_by_default_and_as_configured(tmp_path, raw):
+    cfg = config_lib.load(TAXI)
+    assert cfg.hash_buckets() == {"train": 70, "validation": 15, "test": 15}
+    assert cfg.split_on is None
+    raw["data"].update(split={"train": 0.6, "validation": 0.2, "test": 0.2},
+                       split_on="pickup_community_area")
+    cfg = config_lib.load(write(tmp_path, raw, "split.yaml"))
+    assert cfg.hash_buckets() == {"train": 60, "validation": 20, "test": 20}
+    assert cfg.split_on == "pickup_community_area"
+    assert config_lib.from_json(config_lib.to_json(cfg)) == cfg
+
+
+def test_pipeline_splits_examples_three_ways_and_keeps_test_for_the_evaluator():
+    import json as json_lib
+
+    from pipeline import pipeline as pipeline_lib
+
+    cfg = config_lib.load(TAXI)
+    p = pipeline_lib.create_pipeline(cfg, pipeline_root="/tmp/r", data_root="/tmp/d",
+                                     serving_dir="/tmp/s")
+    by_id = {c.id: c for c in p.components}
+    splits = by_id["CsvExampleGen"].exec_properties["output_config"]
+    assert [s["name"] for s in json_lib.loads(splits)["split_config"]["splits"]] == [
+        "train", "validation", "test"]
+    trainer = by_id["Trainer"].exec_properties
+    assert json_lib.loads(trainer["train_args"])["splits"] == ["train"]
+    assert json_lib.loads(trainer["eval_args"])["splits"] == ["validation"]
+    assert json_lib.loads(by_id["Evaluator"].exec_properties["example_splits"]) == ["test"]

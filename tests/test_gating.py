@@ -41,8 +41,10 @@ def test_binary_baseline_is_the_majority_class():
     train = [0, 0, 0, 1]  # prior 0.25: always "no"
     evals = [0, 1, 1, 0, 0]
     got = baseline(h, train, evals)
-    assert got == pytest.approx({"auc": 0.5, "accuracy": 3 / 5, "precision": 0.0,
-                                 "recall": 0.0, "pr_auc": 2 / 5})
+    # Precision and recall of flagging at random at the training rate (0.25): precision is the
+    # test positive rate, recall that flagging rate.
+    assert got == pytest.approx({"auc": 0.5, "accuracy": 3 / 5, "precision": 2 / 5,
+                                 "recall": 0.25, "pr_auc": 2 / 5})
 
 
 def test_multiclass_baseline_ranks_classes_by_training_frequency():
@@ -62,9 +64,45 @@ def test_multilabel_baseline_uses_class_priors():
     assert got == pytest.approx({"auc": 0.5, "accuracy": 2 / 4})
 
 
-def test_baseline_bound_applies_the_relative_margin():
-    assert gates.baseline_bound(0.5, 0.02, higher_is_better=True) == pytest.approx(0.51)
-    assert gates.baseline_bound(10.0, 0.02, higher_is_better=False) == pytest.approx(9.8)
+def test_baseline_bound_takes_the_margin_from_the_room_left():
+    auc, mae = tasks.get("binary").metric("auc"), tasks.get("regression").metric("mae")
+    assert gates.baseline_bound(0.5, 0.02, auc) == pytest.approx(0.51)  # 0.5 + 0.02 * 0.5
+    assert gates.baseline_bound(0.9, 0.1, auc) == pytest.approx(0.91)  # 0.9 + 0.1 * 0.1
+    assert gates.baseline_bound(10.0, 0.02, mae) == pytest.approx(9.8)  # errors: 2% less
+
+
+@pytest.mark.parametrize("task, metric", [
+    (t.name, m) for t in tasks.TASKS.values() for m in t.metrics])
+@pytest.mark.parametrize("baseline", [0.0, 0.3, 0.5, 0.995, 1.0])
+def test_every_metrics_baseline_bound_is_reachable_and_not_vacuous(task, metric, baseline):
+    """For every metric of every task, any baseline value in its range, any margin: the bound
+    is within the metric's range (reachable) and strictly better than the baseline unless the
+    baseline is already the best value (not vacuous)."""
+    m = tasks.get(task).metric(metric)
+    if m.upper is None and m.higher_is_better is False:
+        baseline *= 1000  # an error in label units
+    for margin in (0.0, 0.01, 0.5, 0.99):
+        bound = gates.baseline_bound(baseline, margin, m)
+        assert (m.lower is None or bound >= m.lower) and (m.upper is None or bound <= m.upper)
+        best = m.upper if m.higher_is_better else m.lower
+        if margin > 0 and baseline != best:
+            assert (bound > baseline) if m.higher_is_better else (bound < baseline)
+
+
+def test_imbalanced_binary_labels_give_reachable_meaningful_bounds():
+    """99.5% negatives: the majority class scores 0.995 accuracy; beating it by 1% of the room
+    needs 0.99505, not the impossible 1.005 of a relative margin. Precision's baseline is the
+    positive rate (0.005), not 0, so a model that flags nothing useful does not pass."""
+    h = head(task="binary", metrics=["accuracy", "precision", "recall", "auc"])
+    train = [1] * 5 + [0] * 995
+    evals = [1] * 10 + [0] * 1990
+    got = baseline(h, train, evals)
+    assert got["accuracy"] == pytest.approx(0.995)
+    assert got["precision"] == pytest.approx(0.005) and got["recall"] == pytest.approx(0.005)
+    binary = tasks.get("binary")
+    assert gates.baseline_bound(got["accuracy"], 0.01, binary.metric("accuracy")) == \
+        pytest.approx(0.99505)
+    assert 0.005 < gates.baseline_bound(got["precision"], 0.01, binary.metric("precision")) < 1
 
 
 @pytest.fixture
@@ -103,7 +141,11 @@ def test_compiled_eval_config_has_one_spec_per_head_with_its_thresholds(taxi):
     # The auxiliary head is evaluated but carries no threshold.
     tips = specs[("tips",)]
     assert not any(c.per_slice_thresholds or c.HasField("threshold") for c in tips.metrics)
-    assert [s.feature_keys for s in compiled.slicing_specs] == [[], ["trip_start_hour"]]
+    assert [s.feature_keys for s in compiled.slicing_specs] == [[]]  # no slices configured
+    import dataclasses
+
+    sliced = gates.eval_config(dataclasses.replace(taxi, evaluation_slices=("trip_start_hour",)))
+    assert [s.feature_keys for s in sliced.slicing_specs] == [[], ["trip_start_hour"]]
 
 
 BASE = {"big_tipper": {"auc": 0.5}, "fare": {"mae": 3.0}, "trip_seconds": {"mae": 400.0},
@@ -119,7 +161,7 @@ def test_baseline_thresholds_tighten_but_never_loosen(taxi):
     assert _threshold(specs[("fare",)], "mae").value_threshold.upper_bound.value == \
         pytest.approx(2.97)
     assert _threshold(specs[("payment_type",)], "accuracy").value_threshold.lower_bound.value \
-        == pytest.approx(0.66 * 1.01)
+        == pytest.approx(0.66 + 0.01 * 0.34)
     assert not any(c.per_slice_thresholds for c in specs[("tips",)].metrics)  # not gating
     # Without baselines (what the pipeline compiles), only the configured bounds are there.
     plain = {tuple(s.output_names): s for s in gates.eval_config(taxi).metrics_specs

@@ -119,12 +119,24 @@ def test_evaluator_carries_one_metrics_spec_per_head_with_thresholds(compiled, c
     assert threshold["value_threshold"]["lower_bound"] == pytest.approx(0.55)  # DoubleValue
 
 
-def test_spec_loads_with_the_kfp_sdk(compiled):
+def test_spec_loads_with_the_kfp_sdk(compiled, cfg):
+    """What KFP itself reads back: every component of the local pipeline as a task, each task's
+    component defined, and the Evaluator gating on the test split."""
     from kfp import components
 
+    from pipeline import pipeline as pipeline_lib
+
     path, _ = compiled
-    component = components.load_component_from_file(path)
-    assert component.pipeline_spec.root.dag.tasks  # a pipeline with tasks, as KFP sees it
+    spec = components.load_component_from_file(path).pipeline_spec
+    tasks = spec.root.dag.tasks
+    local = pipeline_lib.create_pipeline(cfg, pipeline_root="/r", data_root="/d",
+                                         serving_dir="/s", schema_file="/x.pbtxt")
+    assert {RESOLVER if n.startswith(RESOLVER) else n for n in tasks} == {
+        c.id for c in local.components}
+    for name, task in tasks.items():
+        assert task.component_ref.name in spec.components, name
+    splits = tasks["Evaluator"].inputs.parameters["example_splits"]
+    assert json.loads(splits.runtime_value.constant.string_value) == ["test"]
 
 
 def test_changing_a_head_changes_local_and_compiled_pipeline(cfg, deploy, tmp_path):

@@ -224,6 +224,35 @@ def test_a_new_model_is_compared_with_the_last_blessed_and_pushed(first_run, cfg
     assert os.path.dirname(versions[0]) == first.pushed_path
 
 
+def test_the_no_regression_gate_alone_blocks_a_worse_model(first_run, cfg):
+    """A candidate made worse on purpose (fare without its best feature, trip_miles) against
+    the blessed model: it still beats the trivial baseline by far, and no absolute bound is set,
+    so only the no-regression gate can and does block it."""
+    import dataclasses
+
+    out, _ = first_run
+    served = _served_files(out, cfg)
+    heads = tuple(
+        dataclasses.replace(h, thresholds={"mae": config_lib.Threshold(max_regression=0.2)})
+        if h.name == "fare" else dataclasses.replace(h, gate=False) for h in cfg.heads)
+    worse = dataclasses.replace(cfg, heads=heads, features=tuple(
+        f for f in cfg.features if f.name != "trip_miles"))
+    summary = local_runner.run(worse, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
+                               quiet=True)
+    assert summary.executions["Trainer"] == "COMPLETE"
+    assert summary.blessed is False and not summary.pushed, summary.table()
+    (failure,) = summary.head("fare").failures
+    assert "fails no regression (" in failure and "change <= +0.2" in failure, failure
+    assert "absolute" not in failure and "beats trivial baseline" not in failure
+    assert all(not summary.head(h.name).gating for h in cfg.heads if h.name != "fare")
+    with open(os.path.join(summary.evaluation_uri, "report", "gates.json")) as fh:
+        import json
+
+        (mae,) = [r for r in json.load(fh)["heads"]["fare"]["rows"] if r["metric"] == "mae"]
+    assert mae["change"] > 0.2 and mae["beats_baseline"] == "pass", mae
+    assert _served_files(out, cfg) == served  # the blessed version is still the one served
+
+
 # --- Data contract: damaged copies of the taxi CSV stop the run before Transform -------------
 
 def _damaged_csv(cfg, tmp_path, damage) -> str:

@@ -223,7 +223,8 @@ def test_errors_have_tf_servings_codes_and_the_server_survives(served):
     cases.append((stub.Predict, bad_filter, grpc.StatusCode.INVALID_ARGUMENT,
                   "output tensor alias not found in signature: nope"))
     garbage = predict_request([b"\xff\xfenot a tf.Example"])
-    cases.append((stub.Predict, garbage, grpc.StatusCode.INVALID_ARGUMENT, ""))
+    cases.append((stub.Predict, garbage, grpc.StatusCode.INVALID_ARGUMENT,
+                  "Could not parse example input"))
     empty = classification_pb2.ClassificationRequest(model_spec=spec("classify_k"))
     cases.append((stub.Classify, empty, grpc.StatusCode.INVALID_ARGUMENT, "Input is empty."))
     mixed = inference_pb2.MultiInferenceRequest(input=example_input(ser))

@@ -2,8 +2,9 @@
 
 Input features (names kept):
   numeric     -> float32 z-score (mean/std of present values); missing -> 0 (the mean);
-  categorical -> int64 vocabulary index (missing is its own token; unseen values hash into
-                 `oov_buckets` extra ids); the vocabulary file is named after the feature;
+  categorical -> int64 vocabulary index by descending frequency; a missing value (no entry
+                 in the vocabulary) and values unseen in training hash into the `oov_buckets`
+                 extra ids; the vocabulary file is named after the feature;
   bucketized  -> int64 quantile bucket in [0, buckets); missing -> `buckets`.
 Labels: each head's `transform_label` (see trainer.heads), keyed by head name.
 """

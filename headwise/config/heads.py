@@ -44,7 +44,7 @@ class Head:
     thresholds: Mapping[str, Threshold] = dataclasses.field(default_factory=dict)
     auxiliary: bool = False
     gate: bool = True  # its gates block the push (default: every head that is not auxiliary)
-    baseline_margin: float = 0.01  # main metric must beat the trivial baseline by this (relative)
+    baseline_margin: float = 0.01  # share of the room between the baseline and the best value
     classes: tuple[str, ...] = ()  # multiclass/multilabel: named classes, in output order
     other_class: str | None = None  # multiclass: name for every value not in `classes`
     delimiter: str = "|"  # multilabel: separates the labels of one example in the column
