@@ -46,9 +46,16 @@ def trainer_id(variant: str, seed: int) -> str:
     return f"Trainer_{variant.replace(':', '_')}_s{seed}"
 
 
+EVALUATOR_ID = "Evaluator"
+
+
 def build(cfg: config_lib.PipelineConfig, data_root: str, work_dir: str, variants: list[str],
           seeds: list[int], train_steps: int | None, eval_steps: int | None,
-          early_stopping: bool, beam_args: list[str]):
+          early_stopping: bool, beam_args: list[str], evaluate: bool = False,
+          cache: bool = False):
+    """`evaluate`: also run the pipeline's Evaluator on the first variant's first model (no
+    baseline model). `cache`: reuse earlier executions from the same metadata store, so a second
+    process with `evaluate` runs the Evaluator alone and its memory is the Evaluator's."""
     from tfx import v1 as tfx
 
     from pipeline import local_runner
@@ -70,9 +77,17 @@ def build(cfg: config_lib.PipelineConfig, data_root: str, work_dir: str, variant
             trainers.append(pipeline_lib.trainer_component(
                 vcfg, transform, schema_gen.outputs["schema"], train_steps, eval_steps
             ).with_id(trainer_id(v, seed)))
+    extra = []
+    if evaluate:
+        from components.evaluator import Evaluator
+
+        extra.append(Evaluator(examples=example_gen.outputs["examples"],
+                               model=trainers[1].outputs["model"], baseline_model=None,
+                               cfg=variant_config(cfg, variants[0], seeds[0], early_stopping)
+                               ).with_id(EVALUATOR_ID))
     return tfx.dsl.Pipeline(
         pipeline_name=PIPELINE_NAME, pipeline_root=os.path.join(work_dir, "root"),
-        components=[example_gen, schema_gen, transform, *trainers], enable_cache=False,
+        components=[example_gen, schema_gen, transform, *trainers, *extra], enable_cache=cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path(work_dir)),
         beam_pipeline_args=beam_args)
@@ -94,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-steps", type=int)
     parser.add_argument("--no-early-stopping", action="store_true")
     parser.add_argument("--beam-arg", action="append", help="default: the config's beam_args")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="also run the Evaluator on the first variant's first model")
+    parser.add_argument("--cache", action="store_true",
+                        help="reuse executions recorded in --work-dir's metadata store")
     args = parser.parse_args(argv)
     cfg = config_lib.load(args.config)
     from tfx import v1 as tfx
@@ -103,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p = build(cfg, os.path.abspath(args.data_root), os.path.abspath(args.work_dir),
               args.variants.split(","), [int(s) for s in args.seeds.split(",")],
               args.train_steps, args.eval_steps, not args.no_early_stopping,
-              args.beam_arg if args.beam_arg else list(cfg.beam_args))
+              args.beam_arg if args.beam_arg else list(cfg.beam_args), args.evaluate,
+              args.cache)
     with local_runner.neutral_argv():
         tfx.orchestration.LocalDagRunner().run(p)
     return 0

@@ -59,10 +59,12 @@ def _plot(results: dict, path: str) -> None:
             p = results["pipeline"]
             runs = [("headwise_first", "headwise\n(5 heads)"), ("headwise_cached", "cached"),
                     ("headwise_cached_again", "cached\nagain"),
-                    ("official_taxi", "official taxi\n(1 head)")]
+                    ("official_taxi", "official taxi\n(1 head)"),
+                    ("official_taxi_in_memory", "official,\nin_memory")]
             runs = [(k, label) for k, label in runs if k in p]
             ax.bar([label for _, label in runs], [p[k]["wall_s"] for k, _ in runs],
-                   color=["tab:gray" if k == "official_taxi" else "tab:blue" for k, _ in runs])
+                   color=["tab:gray" if k.startswith("official") else "tab:blue"
+                          for k, _ in runs])
             ax.set_ylabel("wall time (s)")
             ax.set_title("pipeline wall time")
         else:
@@ -72,6 +74,9 @@ def _plot(results: dict, path: str) -> None:
             ax.plot(rows, [s[k]["transform"]["seconds"] for k in ks], "o-", label="Transform")
             ax.plot(rows, [s[k]["trainer"]["seconds"] for k in ks], "s-",
                     label="Trainer (1 epoch)")
+            if all("evaluator" in s[k] for k in ks):
+                ax.plot(rows, [s[k]["evaluator"]["seconds"] for k in ks], "^-",
+                        label="Evaluator")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("rows")
@@ -165,7 +170,7 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
     if "scaling" in chosen:
         from benchmarks import scaling
 
-        print("[scaling] Transform and Trainer on copies of the data", flush=True)
+        print("[scaling] Transform, Trainer and Evaluator on copies of the data", flush=True)
         r = scaling.run(config, os.path.join(work_dir, "scaling"),
                         factors=[1, 2] if quick else [1, 10, 50],
                         mode_factor=None if quick else 10)

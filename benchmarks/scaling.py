@@ -1,7 +1,8 @@
-"""How Transform and Trainer cost grows with data: the taxi CSV copied 1x, 10x, 50x, through the
-pipeline's own ExampleGen, Transform and Trainer (one epoch over the train split, no early
-stopping), in a child process whose memory is sampled; and which Beam direct-runner mode runs
-Transform fastest on this machine."""
+"""How Transform, Trainer and Evaluator cost grows with data: the taxi CSV copied 1x, 10x, 50x,
+through the pipeline's own ExampleGen, Transform and Trainer (one epoch over the train split, no
+early stopping) in a child process whose memory is sampled, then the pipeline's Evaluator alone
+(everything else from the cache) in a second child process, so that its peak memory is its own;
+and which Beam direct-runner mode runs Transform fastest on this machine."""
 
 from __future__ import annotations
 
@@ -34,15 +35,15 @@ def _copies(src: str, dst_dir: str, k: int) -> int:
 
 
 def _measure(config_path: str, cfg, data_dir: str, work: str, rows: int,
-             beam: list[str], one_epoch: bool) -> dict:
-    train_rows = rows * 2 // 3  # ExampleGen's 2:1 hash split
+             beam: list[str], one_epoch: bool, evaluate: bool = False) -> dict:
+    train_rows = rows * cfg.hash_buckets()["train"] // sum(cfg.hash_buckets().values())
     steps = max(1, math.ceil(train_rows / cfg.trainer.batch_size)) if one_epoch else 10
     cmd = [common.python(), "-m", "benchmarks.pipelines", "--config", config_path,
            "--data-root", data_dir, "--work-dir", work, "--variants", "multi", "--seeds", "42",
            "--train-steps", str(steps), "--eval-steps", "10", "--no-early-stopping"]
     for a in beam:
         cmd.append(f"--beam-arg={a}")
-    m = common.run_measured(cmd, env=common.child_env(), cwd=common.ROOT,
+    m = common.run_measured(cmd + ["--cache"], env=common.child_env(), cwd=common.ROOT,
                             log_path=os.path.join(work + ".log"))
     runs = summary_lib.component_runs(bench_pipelines.metadata_path(work),
                                       bench_pipelines.PIPELINE_NAME)
@@ -53,6 +54,17 @@ def _measure(config_path: str, cfg, data_dir: str, work: str, rows: int,
         r = runs[cid]
         out[key] = {"seconds": r.seconds,
                     "peak_rss_mib": common.peak_between(m["samples"], r.start_s, r.end_s)}
+    if evaluate:
+        e = common.run_measured(cmd + ["--cache", "--evaluate"], env=common.child_env(),
+                                cwd=common.ROOT, log_path=os.path.join(work + ".evaluate.log"))
+        r = summary_lib.component_runs(bench_pipelines.metadata_path(work),
+                                       bench_pipelines.PIPELINE_NAME)[bench_pipelines.EVALUATOR_ID]
+        assert r.state == "COMPLETE", r  # it ran, not from a cache
+        out["evaluator"] = {"seconds": r.seconds, "process_peak_rss_mib": e["peak_rss_mib"],
+                            "peak_rss_mib": common.peak_between(e["samples"], r.start_s,
+                                                                r.end_s)}
+        out["evaluator"]["test_rows_per_s"] = (
+            rows * cfg.hash_buckets()["test"] / sum(cfg.hash_buckets().values()) / r.seconds)
     out["transform"]["rows_per_s"] = rows / out["transform"]["seconds"]
     out["trainer"]["rows_per_s"] = steps * cfg.trainer.batch_size / out["trainer"]["seconds"]
     return out
@@ -69,7 +81,8 @@ def run(config_path: str, work_dir: str, factors: list[int], mode_factor: int | 
         rows = _copies(src, data, k)
         print(f"  {k}x data ({rows:,} rows) ...", flush=True)
         results["factors"][k] = _measure(config_path, cfg, data, os.path.join(work_dir, f"{k}x"),
-                                         rows, list(cfg.beam_args), one_epoch=True)
+                                         rows, list(cfg.beam_args), one_epoch=True,
+                                         evaluate=True)
         shutil.rmtree(os.path.join(work_dir, f"{k}x"), ignore_errors=True)  # disk
     if mode_factor:
         data = os.path.join(work_dir, f"data_{mode_factor}x")
@@ -108,6 +121,25 @@ def summary(results: dict) -> str:
                      f"({'at most' if t <= scale else 'MORE than'} linear) and "
                      f"{mem:.2f}x the peak memory.")
     text += "\n\n" + "\n".join(lines)
+    evaluated = {k: r for k, r in factors.items() if "evaluator" in r}
+    if evaluated:
+        rows = [[f"{k}x", r["rows"], r["evaluator"]["seconds"],
+                 r["evaluator"]["test_rows_per_s"], r["evaluator"]["peak_rss_mib"]]
+                for k, r in sorted(evaluated.items(), key=lambda kv: int(kv[0]))]
+        text += ("\n\nThe Evaluator alone (its own process; the rest of the pipeline from the "
+                 "cache), on the test split:\n\n" + common.md_table(
+                     ["data", "rows", "Evaluator s", "test rows/s", "peak MiB"], rows))
+        if base_k in evaluated:
+            eb = evaluated[base_k]["evaluator"]
+            lines = []
+            for k, r in sorted(evaluated.items(), key=lambda kv: int(kv[0])):
+                if k == base_k:
+                    continue
+                mem = r["evaluator"]["peak_rss_mib"] / eb["peak_rss_mib"]
+                lines.append(f"- {r['rows'] / base['rows']:.0f}x the rows: the Evaluator takes "
+                             f"{r['evaluator']['seconds'] / eb['seconds']:.1f}x the time and "
+                             f"{mem:.2f}x the peak memory (target: at most 1.5x at 50x).")
+            text += "\n\n" + "\n".join(lines)
     if results["beam_modes"]:
         modes = results["beam_modes"]
         rows = [[m, r["example_gen"]["seconds"], r["transform"]["seconds"],

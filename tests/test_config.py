@@ -263,7 +263,7 @@ def test_gates_are_not_in_the_training_payload():
         _validation(cfg, drift={"fare": 0.5}),
         _validation(cfg, skew={}, skew_min_examples=10),
         _validation(cfg, missing_slack=0.5, range_slack=1.0, schema=None),
-        dataclasses.replace(cfg, evaluation_slices=()),
+        dataclasses.replace(cfg, evaluation_slices=("trip_start_hour",)),
         dataclasses.replace(cfg, keep_versions=1, model_name="other"),
         dataclasses.replace(cfg, beam_args=("--direct_num_workers=2",)),
     ]
