@@ -117,6 +117,8 @@ def plot_head(head: Head, rows: list[MetricRow], labels: list[Any], predictions:
         ax2.set_xticks(k, head.classes)
         ax2.set_title("per-class rate")
         ax2.legend()
+    ax2.set_title(f"{ax2.get_title()}\n({len(present):,} test examples: a random sample)",
+                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -136,7 +136,7 @@ def test_spec_loads_with_the_kfp_sdk(compiled, cfg):
     for name, task in tasks.items():
         assert task.component_ref.name in spec.components, name
     splits = tasks["Evaluator"].inputs.parameters["example_splits"]
-    assert json.loads(splits.runtime_value.constant.string_value) == ["test"]
+    assert json.loads(splits.runtime_value.constant_value.string_value) == ["test"]
 
 
 def test_changing_a_head_changes_local_and_compiled_pipeline(cfg, deploy, tmp_path):
