@@ -2,7 +2,7 @@
 
 One TFX run (benchmarks/pipelines.py) trains, from one Transform, the multi-head model and one
 single-task model per head (same features, backbone, step budget, early stopping and splits) at
-each seed. Then, per model: the head's metrics on the eval split (in-process, every metric the
+each seed. Then, per model: the head's metrics on the test split (in-process, every metric the
 head lists), Trainer wall time (from ML Metadata), parameter count and SavedModel size; and the
 serving cost of all heads (one request vs one request per single-task model).
 """
@@ -111,7 +111,8 @@ def run(config_path: str, work_dir: str, seeds: list[int], train_steps: int | No
 
     serving = serving_bench.run(multi_dir, singles, cfg.resolve_data_csv(), work_dir,
                                 quick=serving_quick)
-    return {"config": config_path, "seeds": seeds, "train_steps": train_steps or
+    return {"config": config_path, "split": data_config.TEST, "seeds": seeds,
+            "train_steps": train_steps or
             cfg.trainer.train_steps, "variants": variants, "models": models,
             "pipeline_wall_s": measured["wall_s"], "peak_rss_mib": measured["peak_rss_mib"],
             "warmup_trainer_s": runs[bench_pipelines.WARMUP_ID].seconds,
@@ -175,7 +176,10 @@ def summary(results: dict) -> str:
         if has_unc:
             row.append("{:.4g} ± {:.2g}".format(*h["multi_uncertainty"]))
         rows.append(row + [h["verdict"]])
-    text = (f"Quality on the eval split, mean ± std over seeds {results['seeds']} "
+    # Results written before the three-way split carry no "split": they are on the eval split,
+    # which early stopping also watched.
+    text = (f"Quality on the {results.get('split', 'eval')} split, mean ± std over seeds "
+            f"{results['seeds']} "
             f"({results['train_steps']} steps, early stopping as configured):\n\n")
     text += common.md_table(header, rows)
     r = c["ratios"]
