@@ -51,6 +51,12 @@ def _metrics(*metrics: Metric) -> dict[str, Metric]:
 _PROBABILITY = {"lower": 0.0, "upper": 1.0}
 
 
+def _count_and_sum(y: Sequence[Any]) -> dict[str, float]:
+    """Sufficient statistics of scalar encoded labels: how many, and their sum."""
+    y = np.asarray(y, float)
+    return {"n": float(y.size), "sum": float(y.sum())}
+
+
 class Task:
     """What a head's task decides. Subclasses fill in the class attributes and methods."""
 
@@ -140,8 +146,7 @@ class RegressionTask(Task):
 
     # Always predict the training mean.
     def fit_stats(self, head, y):
-        y = np.asarray(y, float)
-        return {"n": float(y.size), "sum": float(y.sum())}
+        return _count_and_sum(y)
 
     def fit(self, head, stats):
         return {"mean": stats["sum"] / stats["n"] if stats["n"] else 0.0}
@@ -183,17 +188,16 @@ class BinaryTask(Task):
     # recall of a classifier that flags examples at random, at the training prior's rate: its
     # precision is the test set's positive rate, its recall that rate of flagging.
     def fit_stats(self, head, y):
-        y = np.asarray(y, float)
-        return {"n": float(y.size), "pos": float(y.sum())}
+        return _count_and_sum(y)  # the sum of 0/1 labels: the positives
 
     def fit(self, head, stats):
-        return {"prior": stats["pos"] / stats["n"] if stats["n"] else 0.0}
+        return {"prior": stats["sum"] / stats["n"] if stats["n"] else 0.0}
 
     def score_stats(self, head, fitted, y):
         return self.fit_stats(head, y)
 
     def baseline_metrics(self, head, fitted, stats):
-        rate = stats["pos"] / stats["n"] if stats["n"] else float("nan")
+        rate = stats["sum"] / stats["n"] if stats["n"] else float("nan")
         majority = fitted["prior"] > 0.5
         return {"auc": 0.5, "pr_auc": rate, "accuracy": rate if majority else 1 - rate,
                 "precision": rate, "recall": fitted["prior"]}
