@@ -105,6 +105,13 @@ def _threshold(bounds: Bounds, higher: bool) -> tfma.MetricThreshold | None:
     return out if out.ByteSize() else None
 
 
+def _module(class_name: str) -> str:
+    """Where TFMA finds a metric class: its own registry or Keras by name (""), else ours."""
+    from components import tfma_metrics
+
+    return tfma_metrics.__name__ if class_name in tfma_metrics.METRICS else ""
+
+
 def metrics_specs(head: Head, baselines: Mapping[str, float] | None = None
                   ) -> list[tfma.MetricsSpec]:
     task = tasks.of(head)
@@ -113,7 +120,7 @@ def metrics_specs(head: Head, baselines: Mapping[str, float] | None = None
     for name in head.metrics:
         metric = task.metric(name)
         class_name, config = metric.tfma_config()
-        mc = tfma.MetricConfig(class_name=class_name, config=config)
+        mc = tfma.MetricConfig(class_name=class_name, config=config, module=_module(class_name))
         threshold = _threshold(bounds[name], metric.higher_is_better) if name in bounds else None
         if threshold is not None:
             mc.per_slice_thresholds.add(slicing_specs=[tfma.SlicingSpec()]).threshold.CopyFrom(

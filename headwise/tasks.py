@@ -32,15 +32,22 @@ class Metric:
     """One metric a head can report and gate on."""
 
     name: str  # as written in the heads config and logged by Keras (`<head>_<name>`)
-    keras_class: str  # tf_keras.metrics class; TFMA computes the same class by name
+    keras_class: str  # tf_keras.metrics class, computed in training
     higher_is_better: bool
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     lower: float | None = 0.0  # the metric's range (None: unbounded)
     upper: float | None = None
+    # The same quantity as a TFMA-native metric (a Beam combiner: no TF graph per batch, which
+    # is what makes a wrapped Keras metric slow in the Evaluator): its class name, registered in
+    # TFMA or defined in components.tfma_metrics, and arguments. Empty: TFMA wraps keras_class.
+    tfma_class: str = ""
+    tfma_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def tfma_config(self) -> tuple[str, str]:
-        """(class name, JSON config) for TFMA's MetricConfig: the Keras metric, named as in the
-        config so that TFMA's metric key is the config's name."""
+        """(class name, JSON config) for TFMA's MetricConfig, named as in the heads config so
+        that TFMA's metric key is the config's name."""
+        if self.tfma_class:
+            return self.tfma_class, json.dumps({"name": self.name, **self.tfma_kwargs})
         return self.keras_class, json.dumps({"name": self.name, **self.kwargs})
 
 
@@ -136,7 +143,8 @@ class RegressionTask(Task):
     name = "regression"
     losses = ("mse", "mae", "huber")
     metrics = _metrics(Metric("mae", "MeanAbsoluteError", False),
-                       Metric("rmse", "RootMeanSquaredError", False),
+                       Metric("rmse", "RootMeanSquaredError", False,
+                              tfma_class="RootMeanSquaredError"),
                        Metric("mse", "MeanSquaredError", False))
     default_metrics = ("mae", "rmse")
     signature = REGRESS
@@ -216,9 +224,11 @@ class BinaryTask(Task):
 class MulticlassTask(Task):
     name = "multiclass"
     losses = ("sparse_categorical_crossentropy",)
-    metrics = _metrics(Metric("accuracy", "SparseCategoricalAccuracy", True, **_PROBABILITY),
+    metrics = _metrics(Metric("accuracy", "SparseCategoricalAccuracy", True, **_PROBABILITY,
+                              tfma_class="MulticlassAccuracy", tfma_kwargs={"k": 1}),
                        Metric("top2_accuracy", "SparseTopKCategoricalAccuracy", True, {"k": 2},
-                              **_PROBABILITY))
+                              **_PROBABILITY, tfma_class="MulticlassAccuracy",
+                              tfma_kwargs={"k": 2}))
     default_metrics = ("accuracy",)
     takes_classes = True
 

@@ -18,10 +18,11 @@ CFG = config_lib.from_dict({
     "name": "synthetic", "data": {"csv": "unused.csv"},
     "features": {"a": "numeric", "b": "categorical", "c": {"type": "bucketized", "buckets": 4}},
     "heads": [
-        {"name": "r", "label": "y_r", "task": "regression", "loss": "mse"},
+        {"name": "r", "label": "y_r", "task": "regression", "loss": "mse",
+         "metrics": ["mae", "rmse", "mse"]},
         {"name": "k", "label": "y_k", "task": "binary"},
         {"name": "m", "label": "y_m", "task": "multiclass", "classes": ["p", "q"],
-         "other_class": "Z"},
+         "other_class": "Z", "metrics": ["accuracy", "top2_accuracy"]},
         {"name": "g", "label": "y_g", "task": "multilabel", "classes": ["u", "v", "t"],
          "metrics": ["auc", "accuracy"], "thresholds": {"auc": {"min": 0.0}}},
     ],

@@ -166,3 +166,16 @@ def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, t
     err = outputs["r"].numpy()[:, 0] - np.array(
         [np.nan if r["y_r"] is None else r["y_r"] for r in flat], float)
     assert values["r"]["mae"] == pytest.approx(np.nanmean(np.abs(err)), rel=1e-4)
+    assert values["r"]["mse"] == pytest.approx(np.nanmean(err ** 2), rel=1e-4)
+    assert values["r"]["rmse"] == pytest.approx(np.sqrt(np.nanmean(err ** 2)), rel=1e-4)
+    # Multiclass accuracy and top-2 accuracy (TFMA-native, as top-k recall) over the examples
+    # whose label is present, against the argmax / the two highest scores.
+    m = CFG.head("m")
+    scores = outputs["m"].numpy()
+    present = [i for i, r in enumerate(flat) if r["y_m"] is not None]
+    y = np.array([tasks.of(m).encode(m, flat[i]["y_m"]) for i in present])
+    top2 = np.argsort(-scores[present], axis=1)[:, :2]
+    assert values["m"]["accuracy"] == pytest.approx(
+        np.mean(scores[present].argmax(axis=1) == y), abs=1e-6)
+    assert values["m"]["top2_accuracy"] == pytest.approx(
+        np.mean((top2 == y[:, None]).any(axis=1)), abs=1e-6)
