@@ -84,3 +84,9 @@ def weight_key(head: str) -> str:
 
 def zscore_key(head: str) -> str:
     return f"zlabel__{head}"
+
+
+def label_stats_key(head: str) -> str:
+    """A normalised regression head's label mean and std as Transform computed them: the bits
+    of two float64s in one int64 pair (Transform's outputs hold no float64)."""
+    return f"labelstats__{head}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,37 @@ class Metric:
         if self.tfma_class:
             return self.tfma_class, json.dumps({"name": self.name, **self.tfma_kwargs})
         return self.keras_class, json.dumps({"name": self.name, **self.kwargs})
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+NUMBER_PATTERN = _NUMBER.pattern  # the graph form (trainer.heads) matches the same texts
+TRUE, FALSE = ("true", "1"), ("false", "0")  # a binary label without `positive`
+
+
+def canonical(value: Any) -> str | None:
+    """A label value as labels are matched against `classes` and `positive`: numbers by value
+    (1, 1.0, "1" and "1.0" are all "1"; 2.5 is "2.5"), other text stripped; None for a missing
+    value. Trainer.heads computes the same text in the graph."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, bool | np.bool_):
+        return "1" if value else "0"
+    if isinstance(value, str):
+        value = value.strip()
+        if not _NUMBER.match(value):
+            return value
+        value = float(value)
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    f = float(value)
+    if f != f:
+        return None
+    if f.is_integer() and abs(f) < 2 ** 53:
+        return str(int(f))
+    f32 = np.float32(f)  # what a float column of the examples holds
+    return str(int(f32)) if float(f32).is_integer() else str(f32)  # shortest form
 
 
 def _metrics(*metrics: Metric) -> dict[str, Metric]:
@@ -190,7 +222,16 @@ class BinaryTask(Task):
         return self.CLASSES
 
     def encode(self, head, raw):
-        return float(raw)
+        # With `positive`: that value is 1, any other value 0. Without: 0/1 or true/false
+        # (case-insensitive); anything else counts as missing (the pre-flight check stops a run
+        # whose labels hold other values).
+        text = canonical(raw)
+        if text is None:
+            return None
+        text = text.lower()
+        if head.positive is not None:
+            return float(text == head.positive.lower())
+        return 1.0 if text in TRUE else 0.0 if text in FALSE else None
 
     # Always predict the training prior: AUC 0.5, the majority class's accuracy. Precision and
     # recall of a classifier that flags examples at random, at the training prior's rate: its
@@ -236,8 +277,10 @@ class MulticlassTask(Task):
         return head.classes + ((head.other_class,) if head.other_class else ())
 
     def encode(self, head, raw):
-        # The stripped text of the value; one of `classes`, else `other_class`, else missing.
-        s = str(raw).strip()
+        # The value (as `canonical` text); one of `classes`, else `other_class`, else missing.
+        s = canonical(raw)
+        if s is None:
+            return None
         if s in head.classes:
             return head.classes.index(s)
         return len(head.classes) if head.other_class else None

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
-from components import distributions
+from components import csv_example_gen, distributions
 from components.data_gate import DataValidationGate
 from components.evaluator import Evaluator
 from components.pusher import Pusher
@@ -55,16 +55,18 @@ def code_version(root: str | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def example_gen_component(cfg: PipelineConfig, data_root: str) -> tfx.components.CsvExampleGen:
+def example_gen_component(cfg: PipelineConfig, data_root: str) -> csv_example_gen.CsvExampleGen:
     """The CSV files under data_root, split into train, validation and test by hash (of the whole
-    row, or of `data.split_on`) in the config's shares (headwise.config.data)."""
+    row, or of `data.split_on`) in the config's shares (headwise.config.data); cells that hold
+    one of `data.missing_values` are missing (components.csv_example_gen)."""
     split = example_gen_pb2.SplitConfig(splits=[
         example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
         for name, buckets in cfg.hash_buckets().items()])
     if cfg.split_on:  # ExampleGen reads an empty name as a column named ''
         split.partition_feature_name = cfg.split_on
-    return tfx.components.CsvExampleGen(
-        input_base=data_root, output_config=example_gen_pb2.Output(split_config=split))
+    return csv_example_gen.CsvExampleGen(
+        input_base=data_root, output_config=example_gen_pb2.Output(split_config=split),
+        missing_values=cfg.missing_values).with_id("CsvExampleGen")
 
 
 def transform_component(cfg: PipelineConfig, examples, schema) -> tfx.components.Transform:

@@ -105,10 +105,29 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
     return schema
 
 
+def csv_statistics(cfg: PipelineConfig, csv_path: str
+                   ) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """TFDV statistics of the CSV as the pipeline's ExampleGen reads it (missing-value markers,
+    a byte-order mark; the same type inference), so the schema's types are the ones ExampleGen
+    writes."""
+    import tempfile
+
+    import apache_beam as beam
+
+    from components.csv_example_gen import CsvToRecordBatches
+
+    with tempfile.TemporaryDirectory(prefix="headwise-schema-") as tmp:
+        out = os.path.join(tmp, "stats.tfrecord")
+        with beam.Pipeline(argv=list(cfg.beam_args) or None) as p:
+            _ = (p | CsvToRecordBatches(csv_path, cfg.missing_values)
+                 | tfdv.GenerateStatistics(tfdv.StatsOptions())
+                 | tfdv.WriteStatisticsToBinaryFile(out))
+        return tfdv.load_stats_binary(out)
+
+
 def generate_schema(cfg: PipelineConfig, csv_path: str | None = None) -> schema_pb2.Schema:
     """Statistics over the CSV, TFDV's inference, then `curate`."""
-    csv_path = csv_path or cfg.resolve_data_csv()
-    stats = tfdv.generate_statistics_from_csv(csv_path)
+    stats = csv_statistics(cfg, csv_path or cfg.resolve_data_csv())
     schema = tfdv.infer_schema(stats, infer_feature_shape=False)
     return curate(schema, stats, cfg)
 

@@ -15,15 +15,17 @@ plain Python) is in the task registry, `headwise.tasks`; transformed column name
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
 from headwise import tasks
 from headwise.config import Head
-from headwise.contract import label_key, weight_key, zscore_key
+from headwise.contract import label_key, label_stats_key, weight_key, zscore_key
 
 __all__ = ["HEAD_TYPES", "HeadLayer", "label_key", "make_head", "transform_label", "weight_key",
            "zscore_key"]
@@ -58,6 +60,26 @@ def as_text(x: Any) -> Any:
 def values(x: Any) -> tf.Tensor:
     """The present values of a raw column, flat."""
     return x.values if isinstance(x, tf.sparse.SparseTensor) else tf.reshape(x, [-1])
+
+
+def label_equals(x: tf.Tensor, value: str) -> tf.Tensor:
+    """Dense raw labels [batch] (any dtype) == a label value in `tasks.canonical` form: numbers
+    compare by value (an int column's 1 equals "1"; a float column's 0.1 equals "0.1"), text
+    after stripping; a text cell that is a number compares as that number."""
+    number = re.match(tasks.NUMBER_PATTERN, value) is not None
+    if x.dtype == tf.string:
+        s = tf.strings.strip(x)
+        if not number:
+            return tf.equal(s, value)
+        numeric = tf.strings.regex_full_match(s, tasks.NUMBER_PATTERN)
+        as_number = tf.strings.to_number(tf.where(numeric, s, "0"), tf.float64)
+        return numeric & tf.equal(as_number, float(value))
+    if not number:
+        return tf.zeros(tf.shape(x), tf.bool)
+    if x.dtype.is_integer:
+        v = float(value)
+        return tf.equal(x, int(v)) if v.is_integer() else tf.zeros(tf.shape(x), tf.bool)
+    return tf.equal(tf.cast(x, tf.float32), np.float32(float(value)))
 
 
 class Affine(keras.layers.Layer):
@@ -143,16 +165,19 @@ class RegressionHead(HeadLayer):
 
     @classmethod
     def transform_label(cls, cfg, raw):
-        present = values(raw)
-        y = tf.cast(to_dense(raw, tf.zeros([], raw.dtype)), tf.float32)
-        out = {label_key(cfg.name): y, weight_key(cfg.name): presence(raw)}
+        y64 = tf.cast(to_dense(raw, tf.zeros([], raw.dtype)), tf.float64)
+        out = {label_key(cfg.name): tf.cast(y64, tf.float32), weight_key(cfg.name): presence(raw)}
         if cfg.normalize:
-            # Learned over present values only; the trainer reads mean/std back from the
-            # transform graph (see trainer.model.regression_stats).
-            v = tf.cast(present, tf.float32)
-            mean, var = tft.mean(v), tft.var(v)
+            # Mean and std of the present values, in float64 at any scale (timestamps, 1e12,
+            # 1e-6), z computed in float64 too; the trainer reads mean and std back, bit for
+            # bit, from the label_stats_key column (trainer.model.regression_stats).
+            v = tf.cast(values(raw), tf.float64)
+            mean = tft.mean(v, output_dtype=tf.float64)
+            var = tft.var(v, output_dtype=tf.float64)
             std = tf.where(var > 0, tf.sqrt(var), tf.ones_like(var))
-            out[zscore_key(cfg.name)] = (y - mean) / std
+            out[zscore_key(cfg.name)] = tf.cast((y64 - mean) / std, tf.float32)
+            bits = tf.bitcast(tf.stack([mean, std]), tf.int64)  # [2]: exact float64 bits
+            out[label_stats_key(cfg.name)] = tf.tile(bits[None, :], [tf.shape(y64)[0], 1])
         return out
 
     def make_output(self):
@@ -178,8 +203,21 @@ class BinaryHead(HeadLayer):
 
     @classmethod
     def transform_label(cls, cfg, raw):
-        y = tf.cast(to_dense(raw, tf.zeros([], raw.dtype)), tf.float32)
-        return {label_key(cfg.name): y, weight_key(cfg.name): presence(raw)}
+        # The graph form of tasks.BinaryTask.encode.
+        x = to_dense(raw, tf.zeros([], raw.dtype))
+        weight = presence(raw)
+        if cfg.positive is not None:
+            text = x if x.dtype != tf.string else tf.strings.lower(x)
+            y = tf.cast(label_equals(text, cfg.positive.lower()), tf.float32)
+        elif x.dtype == tf.string:
+            lower = tf.strings.lower(x)
+            on = tf.reduce_any([label_equals(lower, t) for t in tasks.TRUE], axis=0)
+            off = tf.reduce_any([label_equals(lower, t) for t in tasks.FALSE], axis=0)
+            y = tf.cast(on, tf.float32)
+            weight = weight * tf.cast(on | off, tf.float32)  # other text: missing
+        else:
+            y = tf.cast(x, tf.float32)
+        return {label_key(cfg.name): y, weight_key(cfg.name): weight}
 
     def loss(self):
         return keras.losses.BinaryCrossentropy()
@@ -192,11 +230,11 @@ class MulticlassHead(HeadLayer):
     @classmethod
     def transform_label(cls, cfg, raw):
         # The graph form of tasks.MulticlassTask.encode.
-        s = tf.strings.strip(to_dense(as_text(raw), ""))
+        x = to_dense(raw, tf.zeros([], raw.dtype))
         other = len(cfg.classes)  # index of other_class, or "unknown" when there is none
-        idx = tf.fill(tf.shape(s), tf.constant(other, tf.int64))
+        idx = tf.fill(tf.shape(x), tf.constant(other, tf.int64))
         for i, c in enumerate(cfg.classes):
-            idx = tf.where(tf.equal(s, c), tf.constant(i, tf.int64), idx)
+            idx = tf.where(label_equals(x, c), tf.constant(i, tf.int64), idx)
         weight = presence(raw)
         if cfg.other_class is None:
             # A value outside `classes` with no catch-all class counts as a missing label.

@@ -12,13 +12,12 @@ Evaluator.
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
 from headwise.config import PipelineConfig
-from headwise.contract import zscore_key
+from headwise.contract import label_stats_key
 from trainer import backbones as backbones_lib
 from trainer import heads as heads_lib
 
@@ -124,12 +123,9 @@ def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
 
 def regression_stats(cfg: PipelineConfig, tft_output: tft.TFTransformOutput
                      ) -> dict[str, dict[str, float]]:
-    """Mean and std of each normalised regression label, as learned by Transform.
-
-    Transform emits z = (y - mean) / std for such heads; feeding the raw label values 0 and 1
-    through the transform graph gives z0 = -mean/std and z1 = (1 - mean)/std, hence
-    std = 1 / (z1 - z0) and mean = -z0 * std, exactly, without a second pass over the data.
-    """
+    """Mean and std of each normalised regression label, exactly as Transform's analyzers
+    computed them in float64: the graph's label_stats_key output holds their bits (it depends
+    on no input, so one probe row reads it)."""
     out = {}
     raw_spec = tft_output.raw_feature_spec()
     layer = None
@@ -137,11 +133,10 @@ def regression_stats(cfg: PipelineConfig, tft_output: tft.TFTransformOutput
         if h.task != "regression" or not h.normalize:
             continue
         layer = layer or tft_output.transform_features_layer()
-        dtype = raw_spec[h.label].dtype
-        probe = tf.constant([[0], [1]], dtype=dtype)
+        probe = tf.zeros([1, 1], raw_spec[h.label].dtype)
         if isinstance(raw_spec[h.label], tf.io.VarLenFeature):
-            probe = tf.SparseTensor([[0, 0], [1, 0]], tf.reshape(probe, [-1]), [2, 1])
-        z = np.asarray(layer({h.label: probe})[zscore_key(h.name)]).reshape(-1)
-        std = float(1.0 / (z[1] - z[0]))
-        out[h.name] = {"mean": float(-z[0] * std), "std": std}
+            probe = tf.SparseTensor([[0, 0]], tf.reshape(probe, [-1]), [1, 1])
+        bits = layer({h.label: probe})[label_stats_key(h.name)]
+        mean, std = (float(v) for v in tf.bitcast(tf.reshape(bits, [2]), tf.float64).numpy())
+        out[h.name] = {"mean": mean, "std": std}
     return out

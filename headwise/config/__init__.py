@@ -21,6 +21,7 @@ from headwise.config.boundary import (
     to_json,
     to_raw,
 )
+from headwise.config.data import DEFAULT_MISSING_VALUES
 from headwise.config.features import FEATURE_TYPES, Feature
 from headwise.config.fields import NAME_RE, ConfigError, Fields
 from headwise.config.heads import TASKS, THRESHOLD_KEYS, Head, Threshold
@@ -40,7 +41,8 @@ from headwise.config.validation import ValidationConfig
 _Fields = Fields  # the old name (kubeflow/compile.py)
 
 __all__ = [
-    "FEATURE_TYPES", "FORMAT", "HEADS_CONFIG_KEY", "LOSS_BALANCING", "NAME_RE", "PACKAGE_PREFIX",
+    "DEFAULT_MISSING_VALUES", "FEATURE_TYPES", "FORMAT", "HEADS_CONFIG_KEY", "LOSS_BALANCING",
+    "NAME_RE", "PACKAGE_PREFIX",
     "TASKS", "THRESHOLD_KEYS", "TRAINING_EXCLUDED", "ConfigError", "Feature", "Fields", "Head",
     "ModelConfig", "PipelineConfig", "Scope", "Threshold", "TrainerConfig", "ValidationConfig",
     "check_columns", "from_dict", "from_json", "load", "read_csv_header", "resolve_path",

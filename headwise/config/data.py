@@ -8,6 +8,10 @@ Three splits, each with one job:
               never seen by training or model selection, so the verdict is not optimistic.
 ExampleGen assigns each row by a hash of the whole row, or of the `split_on` column's value, so
 that rows sharing that value (one user, one trip, duplicates) never straddle two splits.
+
+`missing_values`: cell texts that mean "no value" (compared after stripping blanks, case
+sensitive). ExampleGen writes such a cell as an empty value list, so the schema, statistics,
+Transform and the labels all see a missing value, exactly as for an empty cell.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
 DEFAULT_SPLIT = ((TRAIN, 0.7), (VALIDATION, 0.15), (TEST, 0.15))
 BUCKETS = 100  # hash buckets in all: a split's share is a whole number of percent
+# R's and pandas' markers, and what databases and spreadsheets export; "" is always missing.
+DEFAULT_MISSING_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +35,12 @@ class DataConfig:
     csv: str
     split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT  # (name, share), in SPLITS order
     split_on: str | None = None  # a column: rows with the same value land in the same split
+    missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
 
 
 def parse_data(top: Fields) -> DataConfig:
-    f = Fields(top.source, "data", top.get("data", dict), ("csv", "split", "split_on"))
+    f = Fields(top.source, "data", top.get("data", dict),
+               ("csv", "split", "split_on", "missing_values"))
     csv = f.get("csv", str)
     raw: Mapping[str, Any] = f.get("split", dict, dict(DEFAULT_SPLIT))
     if set(raw) != set(SPLITS):
@@ -50,11 +58,17 @@ def parse_data(top: Fields) -> DataConfig:
     if abs(total - 1) > 1e-6:
         f.fail(f"the shares must add up to 1, got {total:g}", "split")
     split_on = f.get("split_on", str, None)
-    return DataConfig(csv=csv, split=tuple(split), split_on=split_on)
+    markers = f.get("missing_values", list, list(DEFAULT_MISSING_VALUES))
+    if not all(isinstance(m, str) for m in markers):
+        f.fail(f"expected a list of strings (quote numbers: ['-1']), got {markers!r}",
+               "missing_values")
+    markers = tuple(dict.fromkeys(["", *(m.strip() for m in markers)]))
+    return DataConfig(csv=csv, split=tuple(split), split_on=split_on, missing_values=markers)
 
 
 def raw_data(d: DataConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"csv": d.csv, "split": dict(d.split)}
     if d.split_on is not None:
         out["split_on"] = d.split_on
+    out["missing_values"] = list(d.missing_values)
     return out

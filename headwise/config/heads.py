@@ -17,7 +17,7 @@ TASKS = tuple(tasks.TASKS)
 THRESHOLD_KEYS = ("min", "max", "max_regression")
 HEAD_KEYS = ("name", "label", "task", "loss", "loss_weight", "metrics", "thresholds",
              "auxiliary", "classes", "other_class", "delimiter", "normalize", "tower", "gate",
-             "baseline_margin")
+             "baseline_margin", "positive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,7 @@ class Head:
     delimiter: str = "|"  # multilabel: separates the labels of one example in the column
     normalize: bool = True  # regression: scale the loss by the label's spread
     tower: tuple[int, ...] = ()  # hidden units of this head's own layers
+    positive: str | None = None  # binary: the label value that is the positive class
 
     @property
     def main_metric(self) -> str:
@@ -105,7 +106,7 @@ def parse_head(source: str, index: int, spec: Any) -> Head:
     classes: tuple[str, ...] = ()
     other = None
     if t.takes_classes:
-        classes = tuple(str(c) for c in f.get("classes", list))
+        classes = tuple(_label_value(f, c, "classes") for c in f.get("classes", list))
         if task == "multiclass":
             other = f.get("other_class", str, None)
             if len(classes) + (other is not None) < 2 or len(set(classes)) != len(classes):
@@ -125,6 +126,11 @@ def parse_head(source: str, index: int, spec: Any) -> Head:
         f.fail("only multilabel heads take 'delimiter'", "delimiter")
     if not delimiter:
         f.fail("must not be empty", "delimiter")
+    positive = None
+    if "positive" in spec:
+        if task != "binary":
+            f.fail(f"only binary heads take 'positive', this head is {task}", "positive")
+        positive = _label_value(f, spec["positive"], "positive")
     auxiliary = f.get("auxiliary", bool, False)
     margin = f.get("baseline_margin", float, 0.01)
     if not 0 <= margin < 1:
@@ -137,7 +143,17 @@ def parse_head(source: str, index: int, spec: Any) -> Head:
         auxiliary=auxiliary, gate=f.get("gate", bool, not auxiliary),
         baseline_margin=margin, classes=classes, other_class=other,
         delimiter=delimiter,
-        normalize=f.get("normalize", bool, True), tower=f.int_list("tower"))
+        normalize=f.get("normalize", bool, True), tower=f.int_list("tower"), positive=positive)
+
+
+def _label_value(f: Fields, value: Any, key: str) -> str:
+    """A class or positive value as labels are matched (tasks.canonical: 1 and 1.0 are "1")."""
+    if isinstance(value, bool):
+        f.fail(f"{value!r} is a YAML boolean (yes/no, true/false and on/off are); quote the "
+               f"label value as it is written in the data, e.g. 'yes'", key)
+    if not isinstance(value, str | int | float) or tasks.canonical(value) in (None, ""):
+        f.fail(f"expected a label value (text or number), got {value!r}", key)
+    return tasks.canonical(value)
 
 
 def parse_heads(top: Fields, feature_names: Iterable[str]) -> tuple[Head, ...]:
@@ -186,4 +202,6 @@ def raw_head(head: Head) -> dict[str, Any]:
         out["delimiter"] = head.delimiter
     if head.task == "regression" or head.normalize != default.normalize:
         out["normalize"] = head.normalize
+    if head.positive is not None:
+        out["positive"] = head.positive
     return out

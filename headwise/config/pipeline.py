@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from headwise.config.data import BUCKETS, DEFAULT_SPLIT, parse_data
+from headwise.config.data import BUCKETS, DEFAULT_MISSING_VALUES, DEFAULT_SPLIT, parse_data
 from headwise.config.features import Feature, parse_features
 from headwise.config.fields import NAME_RE, ConfigError, Fields, check_name
 from headwise.config.heads import Head, parse_heads
@@ -41,6 +41,7 @@ class PipelineConfig:
     # train/validation/test shares (headwise.config.data), and the column rows are grouped by
     split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT
     split_on: str | None = None
+    missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES  # cell texts that mean "missing"
     source: str = "<dict>"  # the file this was loaded from, for messages
     # What this config holds (headwise.config.scope): a TRAINING config, as Transform and Trainer
     # receive it, has defaults in place of the keys in TRAINING_EXCLUDED (gates among them).
@@ -140,6 +141,7 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
         top.fail(f"expected a list of '--flag=value' strings, got {beam_args!r}", "beam_args")
 
     cfg = PipelineConfig(name=name, data_csv=data.csv, split=data.split, split_on=data.split_on,
+                         missing_values=data.missing_values,
                          features=features, heads=heads,
                          model=model, trainer=trainer, validation=validation,
                          evaluation_slices=slices,
@@ -175,7 +177,8 @@ def read_csv_header(path: str) -> list[str]:
     try:
         with open(path, "rb") as fh:
             first = fh.readline()  # only the header: the rows are checked before a run
-        header = next(csv.reader([first.decode("utf-8")]), None)
+        # A UTF-8 byte-order mark (Excel's "CSV UTF-8") is not part of the first name.
+        header = next(csv.reader([first.decode("utf-8").lstrip("\ufeff")]), None)
     except FileNotFoundError:
         raise ConfigError(f"data file not found: {path}") from None
     except UnicodeDecodeError as e:

@@ -1,0 +1,194 @@
+"""Label encodings and missing-value markers, end to end through the pipeline's real parts: a
+tiny CSV read by the ExampleGen's own PTransform (components.csv_example_gen), then the real
+preprocessing_fn in tf.Transform. What each encoding must give: the encoded label and weight
+per row, as README "Heads config" documents them."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.csv_example_gen import CsvToExamples
+from headwise import config as config_lib
+from headwise import tasks
+from tests.tft_helpers import run_transform
+from trainer import model as model_lib
+from trainer.heads import label_key, weight_key
+
+KINDS = {"int64_list": tf.int64, "float_list": tf.float32, "bytes_list": tf.string}
+
+
+def read_csv(tmp_path, text: str, missing_values=config_lib.DEFAULT_MISSING_VALUES,
+             name: str = "data.csv", newline: str = "\n", bom: bool = False):
+    """(rows, feature spec) as the pipeline's ExampleGen writes them from `text`."""
+    path = tmp_path / name
+    body = newline.join(text.strip().splitlines()) + newline
+    path.write_bytes(((("\ufeff" if bom else "") + body)).encode("utf-8"))
+    out = str(tmp_path / "examples")
+    with beam.Pipeline() as p:
+        _ = (p | CsvToExamples(str(path), missing_values)
+             | beam.Map(lambda e: e.SerializeToString())
+             | beam.io.WriteToTFRecord(out, shard_name_template=""))
+    rows, spec = [], {}
+    for record in tf.data.TFRecordDataset(out):
+        ex = tf.train.Example.FromString(record.numpy())
+        row = {}
+        for k, f in ex.features.feature.items():
+            kind = f.WhichOneof("kind")
+            if kind:
+                spec[k] = tf.io.VarLenFeature(KINDS[kind])
+            row[k] = list(getattr(f, kind).value) if kind else []
+        rows.append(row)
+    return rows, spec
+
+
+def transform(tmp_path, rows, spec, heads, features=None):
+    features = features or {"x": "numeric"}
+    cfg = config_lib.from_dict({"name": "enc", "data": {"csv": "unused.csv"},
+                                "features": features, "heads": heads,
+                                "model": {"hidden_units": [4]}})
+    for r in rows:  # every spec column in every row (an empty list: missing)
+        for k in spec:
+            r.setdefault(k, [])
+    tft_output, out = run_transform(cfg, rows, spec, str(tmp_path / "tft"))
+    return cfg, tft_output, out
+
+
+def encoded(out, head):
+    return ([r[label_key(head)] for r in out], [r[weight_key(head)] for r in out])
+
+
+def test_missing_value_markers_become_missing_and_numbers_stay_numbers(tmp_path):
+    rows, spec = read_csv(tmp_path, """
+x,y,c
+1.5,10,a
+NA,NaN,N/A
+2.5,null,b
+ NA ,30,
+""")
+    # The markers never reached the examples: x and y are numbers, c text, and every marked
+    # cell (blanks around it too) is an empty value list, like an empty cell.
+    assert spec["x"].dtype == tf.float32 and spec["y"].dtype == tf.int64
+    assert [r["x"] for r in rows] == [[1.5], [], [2.5], []]
+    assert [r["y"] for r in rows] == [[10], [], [], [30]]
+    assert [r["c"] for r in rows] == [[b"a"], [], [b"b"], []]
+    _, _, out = transform(tmp_path, rows, spec,
+                          [{"name": "y", "label": "y", "task": "regression"}])
+    labels, weights = encoded(out, "y")
+    assert weights == [1.0, 0.0, 0.0, 1.0]
+    assert [labels[0], labels[3]] == [10.0, 30.0]
+
+
+def test_markers_are_a_setting(tmp_path):
+    rows, spec = read_csv(tmp_path, "x,y\n1,-999\n2,5\n-999,6", missing_values=["-999"])
+    assert [r["y"] for r in rows] == [[], [5], [6]]
+    assert [r["x"] for r in rows] == [[1], [2], []]
+
+
+def test_bom_and_crlf(tmp_path):
+    rows, spec = read_csv(tmp_path, "first,y\n1,a\n2,b", newline="\r\n", bom=True)
+    assert set(spec) == {"first", "y"}  # not '\ufefffirst'
+    assert [r["y"] for r in rows] == [[b"a"], [b"b"]]  # no '\r' left on the last column
+    from headwise.config import read_csv_header
+
+    assert read_csv_header(str(tmp_path / "data.csv")) == ["first", "y"]
+
+
+@pytest.mark.parametrize("column,positive,expected", [
+    # 0/1 numbers
+    ("1\n0\n1\n", None, ([1, 0, 1], [1, 1, 1])),
+    ("1.0\n0.0\n\n", None, ([1, 0, 0], [1, 1, 0])),
+    # booleans, any case
+    ("true\nFALSE\nTrue\n", None, ([1, 0, 1], [1, 1, 1])),
+    # two text values, the positive one named
+    ("male\nfemale\nNA\nMale\n", "male", ([1, 0, 0, 1], [1, 1, 0, 1])),
+    # two numbers, the positive one named (as YAML reads it: a number)
+    ("2\n1\n2\n", 2, ([1, 0, 1], [1, 1, 1])),
+])
+def test_binary_label_encodings(tmp_path, column, positive, expected):
+    lines = column.splitlines()
+    text = "x,y\n" + "\n".join(f"{i},{v}" for i, v in enumerate(lines))
+    rows, spec = read_csv(tmp_path, text)
+    head = {"name": "y", "label": "y", "task": "binary"}
+    if positive is not None:
+        head["positive"] = positive
+    cfg, _, out = transform(tmp_path, rows, spec, [head])
+    labels, weights = encoded(out, "y")
+    want_labels, want_weights = expected
+    assert weights == [float(w) for w in want_weights]
+    assert [lab for lab, w in zip(labels, weights, strict=True) if w] == [
+        float(v) for v, w in zip(want_labels, want_weights, strict=True) if w]
+    # The Python rule (baselines, report) agrees with the graph on every present label.
+    task, h = tasks.of(cfg.heads[0]), cfg.heads[0]
+    py = [task.encode(h, r["y"][0]) if r["y"] else None for r in rows]
+    assert [p for p, w in zip(py, weights, strict=True) if w] == [
+        lab for lab, w in zip(labels, weights, strict=True) if w]
+
+
+@pytest.mark.parametrize("column,classes", [
+    ("1\n2\n3\n2\n", [1, 2]),          # ints in the data, ints in the YAML
+    ("1.0\n2.0\n3.0\n2.0\n", [1, 2]),  # float-stored classes (ExampleGen writes floats)
+    ("1\n2\n3\n2\n", ["1.0", "2"]),    # written as text in the YAML
+    ("a\nb\nc\nb\n", ["a", "b"]),      # text
+])
+def test_multiclass_labels_match_classes_however_stored(tmp_path, column, classes):
+    text = "x,y\n" + "\n".join(f"{i},{v}" for i, v in enumerate(column.splitlines()))
+    rows, spec = read_csv(tmp_path, text)
+    cfg, _, out = transform(tmp_path, rows, spec, [
+        {"name": "y", "label": "y", "task": "multiclass", "classes": classes,
+         "other_class": "other"}])
+    labels, weights = encoded(out, "y")
+    assert labels == [0, 1, 2, 1] and weights == [1.0] * 4  # the third is `other`
+    task, h = tasks.of(cfg.heads[0]), cfg.heads[0]
+    assert [task.encode(h, r["y"][0]) for r in rows] == labels
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e9, 1e12])
+def test_regression_label_statistics_are_exact_at_any_scale(tmp_path, scale):
+    """Mean and std as Transform computed them, in float64 (what the model's output layer and
+    loss scale use), against numpy over the values the examples hold."""
+    rng = np.random.default_rng(0)
+    values = scale * (5 + rng.normal(size=40))
+    text = "x,y\n" + "\n".join(f"{i},{v!r}" for i, v in enumerate(values))
+    rows, spec = read_csv(tmp_path, text)
+    cfg, tft_output, out = transform(tmp_path, rows, spec,
+                                     [{"name": "y", "label": "y", "task": "regression"}])
+    held = np.array([r["y"][0] for r in rows], np.float64)  # float32 in the examples
+    stats = model_lib.regression_stats(cfg, tft_output)["y"]
+    assert stats["mean"] == pytest.approx(held.mean(), rel=1e-12)
+    assert stats["std"] == pytest.approx(held.std(), rel=1e-9)
+    z = np.array([r["zlabel__y"] for r in out])
+    assert np.all(np.isfinite(z)) and z.std() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_unix_timestamps_as_a_regression_label(tmp_path):
+    """Integers around 1.4e9 (the taxi data's trip_start_timestamp): exact int64 examples."""
+    values = 1_400_000_000 + np.arange(0, 40 * 86_400, 86_400)
+    text = "x,y\n" + "\n".join(f"{i},{v}" for i, v in enumerate(values))
+    rows, spec = read_csv(tmp_path, text)
+    assert spec["y"].dtype == tf.int64
+    cfg, tft_output, _ = transform(tmp_path, rows, spec,
+                                   [{"name": "y", "label": "y", "task": "regression"}])
+    stats = model_lib.regression_stats(cfg, tft_output)["y"]
+    assert stats["mean"] == values.mean() and stats["std"] == pytest.approx(values.std(),
+                                                                             rel=1e-12)
+
+
+def test_schema_statistics_read_markers_as_missing(tmp_path):
+    """`headwise schema` reads the CSV as ExampleGen does: NA is missing, not a text value."""
+    from pipeline import schema as schema_lib
+
+    path = tmp_path / "d.csv"
+    path.write_text("x,y\n1.5,1\nNA,0\n2.5,NA\n")
+    cfg = config_lib.from_dict({"name": "s", "data": {"csv": str(path)},
+                                "features": {"x": "numeric"},
+                                "heads": [{"name": "y", "label": "y", "task": "binary"}]})
+    schema = schema_lib.generate_schema(cfg)
+    types = {f.name: f.type for f in schema.feature}
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    assert types == {"x": schema_pb2.FLOAT, "y": schema_pb2.INT}
+    presence = {f.name: f.presence.min_fraction for f in schema.feature}
+    assert presence["x"] == pytest.approx(2 / 3 - 0.05, abs=0.01)
