@@ -4,16 +4,30 @@ CsvExampleGen fails on a malformed file deep inside a Beam stack trace (or, for 
 quote, may silently merge rows). This check reads the file once, as bytes, and stops with a
 message that names the file, the line and what is wrong: not UTF-8, a header without rows, a row
 with more or fewer fields than the header, a quoted field that never closes, a blank line.
-Values are not judged here: types, ranges, NaN/inf, unseen categories and missing values are the
-data contract's job (the curated schema, enforced by ExampleValidator and DataValidationGate).
+
+With the heads config, the same pass also checks what the config says about values, where a
+Beam job would otherwise fail late or train on garbage:
+  * a numeric column (a numeric or bucketized feature, a regression label) holds numbers or
+    missing-value markers (`data.missing_values`) only: the first other cell stops the run,
+    naming line, column and value, and the setting that would make it a missing value;
+  * a binary label holds 0/1 or true/false, or, with `positive`, at most two values, one of
+    them the positive one;
+  * a multiclass label matches its `classes` at least once (else the encoding is wrong: e.g.
+    1.0 vs "one"); a multilabel label's tags are checked one by one against `classes`.
+Ranges, NaN/inf, unseen categories and missing shares are the data contract's job (the curated
+schema, enforced by ExampleValidator and DataValidationGate).
 """
 
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Iterator
 
-from headwise.config import ConfigError
+from headwise import tasks
+from headwise.config import ConfigError, PipelineConfig
+
+MAX_SHOWN = 5  # offending values a message lists
 
 
 class DataError(ConfigError):
@@ -30,9 +44,105 @@ def _lines(path: str, fh) -> Iterator[str]:
                 f"{e.start + 1}); re-export the file as UTF-8") from None
 
 
-def check_csv(path: str) -> int:
-    """Raise DataError naming file and line for the first structural problem; return the number
-    of data rows."""
+class _Values:
+    """The value checks of one pass over the rows (see the module docstring)."""
+
+    def __init__(self, cfg: PipelineConfig, header: list[str], path: str):
+        self.cfg, self.path = cfg, path
+        self.markers = set(cfg.missing_values)
+        index = {name: i for i, name in enumerate(header)}
+        numeric = {f.name: f"features.{f.name} is {f.type}" for f in cfg.features
+                   if f.type in ("numeric", "bucketized")}
+        numeric.update({h.label: f"the label of regression head {h.name!r}"
+                        for h in cfg.heads if h.task == "regression"})
+        self.numeric = [(index[c], c, why) for c, why in numeric.items() if c in index]
+        self.labels = [(index[h.label], h) for h in cfg.heads
+                       if h.task != "regression" and h.label in index]
+        self.seen: dict[str, Counter] = {h.name: Counter() for _, h in self.labels}
+
+    def row(self, number: int, row: list[str]) -> None:
+        for i, column, why in self.numeric:
+            cell = row[i].strip()
+            if cell in self.markers:
+                continue
+            try:
+                float(cell)
+            except ValueError:
+                raise DataError(
+                    f"{self.path}, line {number}, column {column!r}: {row[i]!r} is not a number, "
+                    f"and the column must be numeric ({why}). If {cell!r} means a missing "
+                    f"value, add it to data.missing_values in {self.cfg.source} (now "
+                    f"{list(self.cfg.missing_values)}); otherwise correct the data") from None
+        for i, head in self.labels:
+            cell = row[i].strip()
+            if cell in self.markers:
+                continue
+            seen = self.seen[head.name]
+            if head.task == "multilabel":
+                seen.update({t.strip() for t in cell.split(head.delimiter)} - {""})
+            else:
+                value = tasks.canonical(cell)
+                if len(seen) < 10_000 or value in seen:  # bounded memory on any data
+                    seen[value] += 1
+
+    def finish(self) -> None:
+        for _, head in self.labels:
+            check = getattr(self, f"_{head.task}")
+            check(head, self.seen[head.name], self._where(head))
+
+    def _where(self, head) -> str:
+        i = next(i for i, h in enumerate(self.cfg.heads) if h.name == head.name)
+        return (f"{self.path}: heads[{i}] ({head.name}) in {self.cfg.source}: label column "
+                f"{head.label!r}")
+
+    @staticmethod
+    def _shown(values) -> str:
+        values = sorted(values, key=str)
+        more = f" and {len(values) - MAX_SHOWN} more" if len(values) > MAX_SHOWN else ""
+        return ", ".join(repr(v) for v in values[:MAX_SHOWN]) + more
+
+    def _binary(self, head, seen: Counter, where: str) -> None:
+        lower = Counter()
+        for v, n in seen.items():
+            lower[v.lower()] += n
+        if head.positive is not None:
+            if len(lower) > 2:
+                raise DataError(f"{where}: a binary label takes two values, this one has "
+                                f"{len(lower)}: {self._shown(lower)}")
+            if lower and head.positive.lower() not in lower:
+                raise DataError(f"{where}: positive: {head.positive!r} never occurs; the "
+                                f"values are {self._shown(lower)}")
+            return
+        other = set(lower) - set(tasks.TRUE) - set(tasks.FALSE)
+        if other:
+            rarest = min(other, key=lambda v: (lower[v], str(v)))  # the positive class, often
+            raise DataError(
+                f"{where}: holds {self._shown(other)}; a binary label must be 0/1 or true/false, "
+                "or say which value is the positive class: add `positive: <value>` to the head "
+                f"(e.g. `positive: {rarest}`)")
+
+    def _multiclass(self, head, seen: Counter, where: str) -> None:
+        if seen and not set(seen) & set(head.classes):
+            raise DataError(
+                f"{where}: none of its values is one of classes {list(head.classes)} (values: "
+                f"{self._shown(seen)}); list the classes as they are written in the data")
+
+    def _multilabel(self, head, seen: Counter, where: str) -> None:
+        unknown = set(seen) - set(head.classes)
+        total = sum(seen.values())
+        share = sum(seen[t] for t in unknown) / total if total else 0.0
+        limit = self.cfg.validation.max_unseen_fraction
+        if unknown and (share > limit or not set(seen) & set(head.classes)):
+            raise DataError(
+                f"{where}: {share:.1%} of its tags (split on {head.delimiter!r}) are not in "
+                f"classes {list(head.classes)}: {self._shown(unknown)}; at most "
+                f"{limit:.0%} may be (validation.max_unseen_fraction). Add them to classes "
+                "or correct the delimiter")
+
+
+def check_csv(path: str, cfg: PipelineConfig | None = None) -> int:
+    """Raise DataError naming file and line for the first structural problem (and, given the
+    heads config, the first value problem); return the number of data rows."""
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
@@ -45,6 +155,8 @@ def check_csv(path: str) -> int:
             raise DataError(f"{path}, line 1: malformed CSV header ({e})") from None
         if not header:
             raise DataError(f"data file {path} is empty (no header row)")
+        header = [header[0].lstrip("\ufeff"), *header[1:]]  # Excel's "CSV UTF-8" mark
+        values = _Values(cfg, [c.strip() for c in header], path) if cfg is not None else None
         rows = 0
         while True:
             start = reader.line_num + 1  # the physical line this record starts on
@@ -66,7 +178,11 @@ def check_csv(path: str) -> int:
                         f"{len(row)} fields, the header {len(header)}")
                 raise DataError(f"{path}, line {start}: {len(row)} fields, the header has "
                                 f"{len(header)}")
+            if values is not None:
+                values.row(start, row)
             rows += 1
     if rows == 0:
         raise DataError(f"data file {path} has a header row but no data rows")
+    if values is not None:
+        values.finish()
     return rows

@@ -209,7 +209,7 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
 
     Raises DataError (a ConfigError) before anything runs if the CSV is structurally broken,
     and PipelineRunError naming the component if the pipeline stops."""
-    data_check.check_csv(cfg.resolve_data_csv())
+    data_check.check_csv(cfg.resolve_data_csv(), cfg)
     paths = paths_for(cfg, output_dir)
     stage_data(cfg, paths.data_root)
     os.makedirs(paths.serving_dir, exist_ok=True)

@@ -192,3 +192,63 @@ def test_schema_statistics_read_markers_as_missing(tmp_path):
     assert types == {"x": schema_pb2.FLOAT, "y": schema_pb2.INT}
     presence = {f.name: f.presence.min_fraction for f in schema.feature}
     assert presence["x"] == pytest.approx(2 / 3 - 0.05, abs=0.01)
+
+
+def _cfg(tmp_path, text: str, head: dict, features=None):
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    return str(path), config_lib.from_dict({
+        "name": "c", "data": {"csv": str(path)}, "features": features or {"x": "numeric"},
+        "heads": [head]}, source="c.yaml")
+
+
+@pytest.mark.parametrize("text,head,words", [
+    # a text binary label without `positive`: stops before anything runs, naming the head
+    ("x,y\n1,yes\n2,no\n", {"task": "binary"},
+     ["heads[0] (y) in c.yaml", "'no', 'yes'", "add `positive: <value>`"]),
+    ("x,y\n1,a\n2,b\n3,c\n", {"task": "binary", "positive": "a"},
+     ["takes two values, this one has 3"]),
+    ("x,y\n1,a\n2,b\n", {"task": "binary", "positive": "male"},
+     ["positive: 'male' never occurs"]),
+    ("x,y\n1,1\n2,2\n", {"task": "binary"}, ["'2'", "0/1 or true/false"]),
+    ("x,y\n1,one\n2,two\n", {"task": "multiclass", "classes": [1, 2]},
+     ["none of its values is one of classes ['1', '2']"]),
+    ("x,y\n1,a|b\n2,c|d\n3,a\n", {"task": "multilabel", "classes": ["a", "b"]},
+     ["of its tags (split on '|') are not in classes", "'c', 'd'"]),
+    # a numeric column with a token that is no number and no marker: line, column, value, fix
+    ("x,y\n1,1\n?,0\n", {"task": "binary"},
+     ["line 3, column 'x': '?' is not a number", "add it to data.missing_values in c.yaml"]),
+])
+def test_preflight_stops_bad_label_values_naming_head_and_values(tmp_path, text, head, words):
+    from headwise import data_check
+
+    path, cfg = _cfg(tmp_path, text, {"name": "y", "label": "y", **head})
+    with pytest.raises(data_check.DataError) as e:
+        data_check.check_csv(path, cfg)
+    assert path in str(e.value)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("text,head", [
+    ("x,y\n1,true\n2,False\nNA,NA\n", {"task": "binary"}),
+    ("x,y\n1,Male\n2,female\n3,\n", {"task": "binary", "positive": "male"}),
+    ("x,y\n1,1.0\n2,2\n3,7\n", {"task": "multiclass", "classes": [1, 2], "other_class": "o"}),
+    ("x,y\n1,b|a\n2,a\n3,b| a\n", {"task": "multilabel", "classes": ["a", "b"]}),
+])
+def test_preflight_accepts_every_documented_encoding(tmp_path, text, head):
+    from headwise import data_check
+
+    path, cfg = _cfg(tmp_path, text, {"name": "y", "label": "y", **head})
+    assert data_check.check_csv(path, cfg) == 3
+
+
+@pytest.mark.parametrize("head,words", [
+    ({"task": "regression", "positive": "a"}, "only binary heads take 'positive'"),
+    ({"task": "binary", "positive": True}, "is a YAML boolean"),
+    ({"task": "multiclass", "classes": [True, False]}, "is a YAML boolean"),
+])
+def test_label_values_in_the_config_are_checked(head, words):
+    with pytest.raises(config_lib.ConfigError, match=words):
+        config_lib.from_dict({"name": "c", "data": {"csv": "d.csv"}, "features": {"x": "numeric"},
+                              "heads": [{"name": "y", "label": "y", **head}]})
