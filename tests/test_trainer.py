@@ -163,3 +163,22 @@ def test_single_task_mode_is_the_same_backbone_with_one_head():
     assert list(one.output_names) == ["b"]
     assert [w.shape for w in multi.get_layer("backbone").weights] == \
         [w.shape for w in one.get_layer("backbone").weights]
+
+
+def test_a_non_finite_head_loss_stops_training_naming_the_head(x):
+    """A label far outside float32's squares (1e30: its mse overflows) on a head without
+    normalisation: training stops at the first epoch, naming that head, before anything is
+    exported; the other head's loss was finite."""
+    from trainer.run import NonFiniteLoss, StopOnNonFinite
+
+    cfg = make_cfg([{"name": "fine", "label": "a", "task": "regression", "loss": "mse"},
+                    {"name": "huge", "label": "b", "task": "regression", "loss": "mse",
+                     "normalize": False}])
+    model = model_lib.build_model(cfg, {}, unit_stats(cfg))
+    w = {k: np.ones(N, "float32") for k in ("fine", "huge")}
+    with pytest.raises(NonFiniteLoss) as e:
+        model.fit({"x": x}, {"fine": x, "huge": np.full_like(x, 1e30)}, sample_weight=w,
+                  epochs=5, batch_size=32, verbose=0, callbacks=[StopOnNonFinite(cfg)])
+    msg = str(e.value)
+    assert "training stopped at epoch 1" in msg and "head 'huge' (label column 'b')" in msg
+    assert "normalize: false" in msg and "huge_loss = nan" in msg and "fine_loss" not in msg

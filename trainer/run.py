@@ -4,6 +4,7 @@ exports it (see trainer.export for the signatures)."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import tensorflow as tf
@@ -57,6 +58,42 @@ class EpochSummary(keras.callbacks.Callback):
         print("  " + " | ".join(parts), flush=True)
 
 
+class NonFiniteLoss(RuntimeError):
+    """Training produced a non-finite loss or head metric."""
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training at the first epoch whose loss or any head's loss or metric (training or
+    validation) is NaN or infinite, with a message naming the head: a NaN that reaches the
+    shared backbone spoils every head, and an exported NaN model would only fail later."""
+
+    def __init__(self, cfg: config_lib.PipelineConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
+        if not bad:
+            return
+        heads = [h for h in self.cfg.heads
+                 if any(k.removeprefix("val_").startswith(f"{h.name}_") for k in bad)]
+        first = heads[0] if heads else None
+        what = ", ".join(f"{k} = {v}" for k, v in sorted(bad.items()))
+        if first is None:
+            cause = ("every head's own loss is finite, so the total overflowed: lower "
+                     "loss_weight values or model.learning_rate")
+        else:
+            cause = (f"head {first.name!r} (label column {first.label!r}) went non-finite "
+                     "first; likely causes: extreme or non-finite label values (check the "
+                     f"column's statistics), " + (
+                         "a regression label on a large scale with normalize: false, "
+                         if first.task == "regression" and not first.normalize else "")
+                     + f"or a learning rate too high (model.learning_rate "
+                     f"{self.cfg.model.learning_rate})")
+        raise NonFiniteLoss(f"training stopped at epoch {epoch + 1}: {what}. {cause}. No "
+                            "model was exported.")
+
+
 def _strategy(name: str) -> tf.distribute.Strategy:
     """The Trainer's distribution strategy (deploy config); `none` trains on one device."""
     if name == "mirrored":
@@ -85,7 +122,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # Several epochs over the step budget give a learning curve in the history and TensorBoard.
     epochs = max(1, min(10, fn_args.train_steps // 50))
     callbacks = [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-                 EpochSummary([h.name for h in cfg.heads], epochs)]
+                 EpochSummary([h.name for h in cfg.heads], epochs), StopOnNonFinite(cfg)]
     if cfg.trainer.early_stopping_patience:
         # The shared backbone overfits small data; keep the weights of the best epoch.
         callbacks.append(keras.callbacks.EarlyStopping(
