@@ -17,7 +17,7 @@ import time
 
 from benchmarks import common
 
-ALL = ("multihead", "pipeline", "scaling", "load")
+ALL = ("multihead", "pipeline", "scaling", "load", "datasets")
 
 
 def _plot(results: dict, path: str) -> None:
@@ -94,6 +94,7 @@ _SECTIONS = [  # (results file, title, summary function)
     ("pipeline_cost", "Pipeline cost", "benchmarks.pipeline_cost"),
     ("scaling", "Scaling with data", "benchmarks.scaling"),
     ("load", "Serving under load, with a version push", "benchmarks.load"),
+    ("datasets", "Other datasets, end to end", "benchmarks.datasets"),
 ]
 
 
@@ -188,6 +189,14 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
                      os.path.join(work_dir, "load"), total=4000 if quick else 20_000)
         results["load"] = r
         common.write_json("load", r)
+
+    if "datasets" in chosen:
+        from benchmarks import datasets
+
+        print("[datasets] headwise run on every other shipped dataset config", flush=True)
+        r = datasets.run(os.path.join(work_dir, "datasets"))
+        results["datasets"] = r
+        common.write_json("datasets", r)
 
     common.write_json("machine", {**common.machine(), "mode": mode,
                                   "finished": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
