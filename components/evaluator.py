@@ -33,6 +33,7 @@ from components import gates as gates_lib
 from components import report as report_lib
 from headwise import config as config_lib
 from headwise import contract, tasks
+from headwise import examples as examples_lib
 from headwise.config import HEADS_CONFIG_KEY
 from headwise.config import data as data_config
 
@@ -161,6 +162,22 @@ def _metric_values(evaluation_uri: str, cfg: config_lib.PipelineConfig):
     return values, diffs, class_values, counts
 
 
+def learned_classes(cfg: config_lib.PipelineConfig, model_uri: str) -> dict[str, list[str]]:
+    """The classes the model's Transform learned (heads without `classes`), read from the
+    model's description, which names each output class."""
+    if not any(h.learns_classes for h in cfg.heads):
+        return {}
+    path = os.path.join(path_utils.serving_model_path(model_uri), examples_lib.MODEL_INFO)
+    with tf.io.gfile.GFile(path) as fh:
+        info = {h["name"]: h for h in json.load(fh)["heads"]}
+    out = {}
+    for h in cfg.heads:
+        if h.learns_classes:
+            names = info[h.name]["classes"]
+            out[h.name] = names[:-1] if h.other_class is not None else names
+    return out
+
+
 def predict(model_uri: str, serialized: list[bytes], batch: int = 1024) -> dict[str, np.ndarray]:
     """The served signature's outputs for a (bounded) list of serialized examples.
 
@@ -189,6 +206,7 @@ class Executor(stock.Executor):
         cfg = config_lib.from_json(exec_properties[HEADS_CONFIG_KEY],
                                    require=config_lib.Scope.FULL)
         model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+        cfg = cfg.with_learned_classes(learned_classes(cfg, model.uri))
         baseline = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY) or []
         if baseline and baseline[0].uri == model.uri:
             # A rerun with a cached Trainer: the candidate *is* the blessed baseline. Comparing

@@ -59,6 +59,9 @@ def render_markdown(cfg: PipelineConfig, results: dict[str, list[MetricRow]], bl
     return "\n".join(lines)
 
 
+MAX_LABELLED_CLASSES = 20  # a confusion matrix shows counts and class names up to this many
+
+
 def plot_head(head: Head, rows: list[MetricRow], labels: list[Any], predictions: np.ndarray,
               path: str) -> None:
     """Metric vs baseline/threshold bars, and the task's own picture of the predictions."""
@@ -104,12 +107,17 @@ def plot_head(head: Head, rows: list[MetricRow], labels: list[Any], predictions:
         cm = np.zeros((n, n), int)
         for actual, row in zip(y.astype(int), p, strict=True):
             cm[actual, int(np.argmax(row))] += 1
-        ax2.imshow(cm, cmap="Blues")
-        for (r, c), v in np.ndenumerate(cm):
-            ax2.text(c, r, str(v), ha="center", va="center")
-        ax2.set_xticks(range(n), names, rotation=30)
-        ax2.set_yticks(range(n), names)
-        ax2.set(xlabel="predicted", ylabel="actual", title="confusion matrix")
+        if n > MAX_LABELLED_CLASSES:  # a thousand classes: the matrix's shape, no labels
+            ax2.imshow(np.log1p(cm), cmap="Blues")
+            ax2.set(xlabel="predicted class id", ylabel="actual class id",
+                    title=f"confusion matrix, {n} classes (log scale)")
+        else:
+            ax2.imshow(cm, cmap="Blues")
+            for (r, c), v in np.ndenumerate(cm):
+                ax2.text(c, r, str(v), ha="center", va="center")
+            ax2.set_xticks(range(n), names, rotation=30)
+            ax2.set_yticks(range(n), names)
+            ax2.set(xlabel="predicted", ylabel="actual", title="confusion matrix")
     else:
         k = np.arange(len(head.classes))
         ax2.bar(k - 0.2, y.mean(axis=0), 0.4, label="observed rate")

@@ -90,3 +90,8 @@ def label_stats_key(head: str) -> str:
     """A normalised regression head's label mean and std as Transform computed them: the bits
     of two float64s in one int64 pair (Transform's outputs hold no float64)."""
     return f"labelstats__{head}"
+
+
+def classes_vocabulary(head: str) -> str:
+    """Transform's vocabulary file of a multiclass head that learns its classes."""
+    return f"classes__{head}"

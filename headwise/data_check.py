@@ -122,6 +122,11 @@ class _Values:
                 f"(e.g. `positive: {rarest}`)")
 
     def _multiclass(self, head, seen: Counter, where: str) -> None:
+        if head.learns_classes:
+            if len(seen) < 2:
+                raise DataError(f"{where}: classes are learned from the data, which holds "
+                                f"{len(seen)} distinct value(s): {self._shown(seen)}")
+            return
         if seen and not set(seen) & set(head.classes):
             raise DataError(
                 f"{where}: none of its values is one of classes {list(head.classes)} (values: "

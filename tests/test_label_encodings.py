@@ -252,3 +252,40 @@ def test_label_values_in_the_config_are_checked(head, words):
     with pytest.raises(config_lib.ConfigError, match=words):
         config_lib.from_dict({"name": "c", "data": {"csv": "d.csv"}, "features": {"x": "numeric"},
                               "heads": [{"name": "y", "label": "y", **head}]})
+
+
+@pytest.mark.parametrize("other,want_labels,want_weights", [
+    ("rest", [0, 1, 0, 2, 0, 1, 0], [1, 1, 1, 1, 1, 1, 0]),  # c is beyond top_k: `rest`
+    (None, [0, 1, 0, 0, 0, 1, 0], [1, 1, 1, 0, 1, 1, 0]),    # ... or a missing label
+])
+def test_multiclass_classes_learned_by_transform(tmp_path, other, want_labels, want_weights):
+    """No `classes`: one vocabulary of the labels, most frequent first, at most top_k."""
+    from trainer.run import learned_classes
+
+    rows, spec = read_csv(tmp_path, "x,y\n" + "\n".join(
+        f"{i},{v}" for i, v in enumerate(["b", "a", "b", "c", " b", "a", "NA"])))
+    head = {"name": "y", "label": "y", "task": "multiclass", "top_k": 2}
+    if other:
+        head["other_class"] = other
+    cfg, tft_output, out = transform(tmp_path, rows, spec, [head])
+    labels, weights = encoded(out, "y")
+    assert weights == [float(w) for w in want_weights]
+    assert [lab for lab, w in zip(labels, weights, strict=True) if w] == [
+        lab for lab, w in zip(want_labels, want_weights, strict=True) if w]
+    learned = learned_classes(cfg, tft_output)
+    assert learned == {"y": ["b", "a"]}
+    resolved = cfg.with_learned_classes(learned).heads[0]
+    assert tasks.of(resolved).class_names(resolved) == ("b", "a", *((other,) if other else ()))
+    # The Python rule on the resolved head agrees with the graph (baselines, report).
+    py = [tasks.of(resolved).encode(resolved, r["y"][0]) if r["y"] else None for r in rows]
+    assert [p for p, w in zip(py, weights, strict=True) if w] == [
+        lab for lab, w in zip(labels, weights, strict=True) if w]
+
+
+def test_learned_numeric_classes_are_named_by_value(tmp_path):
+    from trainer.run import learned_classes
+
+    rows, spec = read_csv(tmp_path, "x,y\n1,3.0\n2,1.0\n3,3.0\n4,2.5")
+    cfg, tft_output, _ = transform(tmp_path, rows, spec,
+                                   [{"name": "y", "label": "y", "task": "multiclass"}])
+    assert learned_classes(cfg, tft_output)["y"] == ["3", "2.5", "1"]

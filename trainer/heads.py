@@ -25,7 +25,13 @@ import tf_keras as keras
 
 from headwise import tasks
 from headwise.config import Head
-from headwise.contract import label_key, label_stats_key, weight_key, zscore_key
+from headwise.contract import (
+    classes_vocabulary,
+    label_key,
+    label_stats_key,
+    weight_key,
+    zscore_key,
+)
 
 __all__ = ["HEAD_TYPES", "HeadLayer", "label_key", "make_head", "transform_label", "weight_key",
            "zscore_key"]
@@ -223,12 +229,47 @@ class BinaryHead(HeadLayer):
         return keras.losses.BinaryCrossentropy()
 
 
+def label_text(x: tf.Tensor) -> tf.Tensor:
+    """Dense raw labels [batch] as the text that names a learned class: text stripped, whole
+    numbers without a decimal point (an int column's 3 and a float column's 3.0 are "3")."""
+    if x.dtype == tf.string:
+        return tf.strings.strip(x)
+    if x.dtype.is_integer:
+        return tf.strings.as_string(x)
+    whole = tf.equal(x, tf.round(x)) & (tf.abs(x) < 2.0 ** 53)
+    return tf.where(whole, tf.strings.as_string(tf.cast(x, tf.int64)),
+                    tf.strings.as_string(x, shortest=True))
+
+
 class MulticlassHead(HeadLayer):
     task = "multiclass"
     activation = "softmax"
 
     @classmethod
+    def _learned_classes(cls, cfg, raw):
+        """Classes learned from the data: one vocabulary (most frequent first, at most
+        `top_k`) and one lookup, however many classes; a value outside it is `other_class`,
+        else a missing label."""
+        text = label_text(to_dense(raw, tf.zeros([], raw.dtype)))
+        present = presence(raw) > 0
+        name = classes_vocabulary(cfg.name)
+        vocab = tft.vocabulary(tf.boolean_mask(text, present), top_k=cfg.top_k,
+                               vocab_filename=name)
+        idx = tft.apply_vocabulary(text, vocab, default_value=-1)
+        known = idx >= 0
+        weight = presence(raw)
+        if cfg.other_class is None:
+            weight = weight * tf.cast(known, tf.float32)
+            idx = tf.maximum(idx, 0)
+        else:
+            size = tft.experimental.get_vocabulary_size_by_name(name)
+            idx = tf.where(known, idx, tf.cast(size, tf.int64))
+        return {label_key(cfg.name): idx, weight_key(cfg.name): weight}
+
+    @classmethod
     def transform_label(cls, cfg, raw):
+        if cfg.learns_classes:
+            return cls._learned_classes(cfg, raw)
         # The graph form of tasks.MulticlassTask.encode.
         x = to_dense(raw, tf.zeros([], raw.dtype))
         other = len(cfg.classes)  # index of other_class, or "unknown" when there is none

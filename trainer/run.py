@@ -14,6 +14,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from headwise import config as config_lib
+from headwise import contract
 from trainer import export as export_lib
 from trainer import heads as heads_lib
 from trainer import model as model_lib
@@ -56,6 +57,14 @@ class EpochSummary(keras.callbacks.Callback):
                     if k.startswith(prefix) and not k.endswith("_loss")]
             parts.append(f"{head}: {', '.join(vals)}")
         print("  " + " | ".join(parts), flush=True)
+
+
+def learned_classes(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput
+                    ) -> dict[str, list[str]]:
+    """The classes Transform learned for each head that learns them, in output order."""
+    return {h.name: [v.decode("utf-8") if isinstance(v, bytes) else v
+                     for v in tft_output.vocabulary_by_name(contract.classes_vocabulary(h.name))]
+            for h in cfg.heads if h.learns_classes}
 
 
 class NonFiniteLoss(RuntimeError):
@@ -106,6 +115,7 @@ def _strategy(name: str) -> tf.distribute.Strategy:
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     cfg = config_lib.from_json(fn_args.custom_config[config_lib.HEADS_CONFIG_KEY])
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    cfg = cfg.with_learned_classes(learned_classes(cfg, tft_output))
     keras.utils.set_random_seed(cfg.trainer.seed)
     batch = cfg.trainer.batch_size
     train = input_fn(fn_args.train_files, fn_args.data_accessor, tft_output, cfg, batch)

@@ -17,7 +17,7 @@ TASKS = tuple(tasks.TASKS)
 THRESHOLD_KEYS = ("min", "max", "max_regression")
 HEAD_KEYS = ("name", "label", "task", "loss", "loss_weight", "metrics", "thresholds",
              "auxiliary", "classes", "other_class", "delimiter", "normalize", "tower", "gate",
-             "baseline_margin", "positive")
+             "baseline_margin", "positive", "top_k")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +51,18 @@ class Head:
     normalize: bool = True  # regression: scale the loss by the label's spread
     tower: tuple[int, ...] = ()  # hidden units of this head's own layers
     positive: str | None = None  # binary: the label value that is the positive class
+    top_k: int | None = None  # multiclass without classes: learn at most this many
 
     @property
     def main_metric(self) -> str:
         """The head's first metric: the one that must beat the trivial baseline."""
         return self.metrics[0]
+
+    @property
+    def learns_classes(self) -> bool:
+        """A multiclass head without `classes`: Transform learns them from the training split
+        (by frequency, at most `top_k`); the Trainer and Evaluator read them back."""
+        return self.task == "multiclass" and not self.classes
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -105,13 +112,21 @@ def parse_head(source: str, index: int, spec: Any) -> Head:
     metrics = tuple(metrics)
     classes: tuple[str, ...] = ()
     other = None
+    top_k = None
     if t.takes_classes:
-        classes = tuple(_label_value(f, c, "classes") for c in f.get("classes", list))
+        listed = f.get("classes", list, None if task == "multiclass" else dataclasses.MISSING)
+        classes = tuple(_label_value(f, c, "classes") for c in listed or ())
         if task == "multiclass":
             other = f.get("other_class", str, None)
-            if len(classes) + (other is not None) < 2 or len(set(classes)) != len(classes):
+            if listed is None:  # learned by Transform
+                top_k = f.get("top_k", int, None)
+                if top_k is not None and top_k < 2:
+                    f.fail(f"must be >= 2, got {top_k}", "top_k")
+            elif len(classes) + (other is not None) < 2 or len(set(classes)) != len(classes):
                 f.fail("a multiclass head needs at least two distinct classes "
-                       "(counting other_class)", "classes")
+                       "(counting other_class), or no classes at all to learn them", "classes")
+            elif "top_k" in spec:
+                f.fail("top_k limits learned classes; this head lists its classes", "top_k")
             if other in classes:
                 f.fail(f"{other!r} is also listed in classes", "other_class")
         else:
@@ -121,6 +136,8 @@ def parse_head(source: str, index: int, spec: Any) -> Head:
                 f.fail("only multiclass heads take other_class", "other_class")
     elif "classes" in spec or "other_class" in spec:
         f.fail(f"only multiclass/multilabel heads take classes, this head is {task}", "classes")
+    if "top_k" in spec and task != "multiclass":
+        f.fail("only multiclass heads take top_k", "top_k")
     delimiter = f.get("delimiter", str, "|")
     if "delimiter" in spec and task != "multilabel":
         f.fail("only multilabel heads take 'delimiter'", "delimiter")
@@ -143,7 +160,8 @@ def parse_head(source: str, index: int, spec: Any) -> Head:
         auxiliary=auxiliary, gate=f.get("gate", bool, not auxiliary),
         baseline_margin=margin, classes=classes, other_class=other,
         delimiter=delimiter,
-        normalize=f.get("normalize", bool, True), tower=f.int_list("tower"), positive=positive)
+        normalize=f.get("normalize", bool, True), tower=f.int_list("tower"), positive=positive,
+        top_k=top_k)
 
 
 def _label_value(f: Fields, value: Any, key: str) -> str:
@@ -194,8 +212,10 @@ def raw_head(head: Head) -> dict[str, Any]:
         "auxiliary": head.auxiliary, "gate": head.gate, "baseline_margin": head.baseline_margin,
         "tower": list(head.tower)}
     takes_classes = head.task in tasks.TASKS and tasks.TASKS[head.task].takes_classes
-    if takes_classes or head.classes != default.classes:
+    if (takes_classes and not head.learns_classes) or head.classes != default.classes:
         out["classes"] = list(head.classes)
+    if head.top_k is not None:
+        out["top_k"] = head.top_k
     if head.other_class is not None:
         out["other_class"] = head.other_class
     if head.task == "multilabel" or head.delimiter != default.delimiter:

@@ -7,7 +7,7 @@ import csv
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -76,6 +76,14 @@ class PipelineConfig:
         return dataclasses.replace(self, name=f"{self.name}_{head_name}", heads=(head,),
                                    validation=validation,
                                    model_name=f"{self.model_name}_{head_name}")
+
+    def with_learned_classes(self, learned: Mapping[str, Sequence[str]]) -> PipelineConfig:
+        """The config with the classes Transform learned (head -> classes, in output order)
+        filled into the heads that learn them; downstream of Transform, a head's outputs are
+        then named like listed classes."""
+        heads = tuple(dataclasses.replace(h, classes=tuple(learned[h.name]))
+                      if h.learns_classes and h.name in learned else h for h in self.heads)
+        return dataclasses.replace(self, heads=heads)
 
     def fingerprint(self) -> str:
         """A short hash of the config as it crosses into TFX (headwise.config.boundary)."""
