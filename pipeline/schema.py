@@ -7,7 +7,9 @@
     `validation.missing_slack`; a column that goes missing more often is an anomaly (columns
     that no feature or head uses only keep their type checks);
   * categorical string columns keep their inferred vocabulary with
-    `min_domain_mass = 1 - validation.max_unseen_fraction`: more unseen values is an anomaly;
+    `min_domain_mass = 1 - validation.max_unseen_fraction`: more unseen values is an anomaly
+    (not multilabel label columns: their values are combinations of tags, which the pre-flight
+    check validates tag by tag);
   * categorical integer columns get their observed range as an int domain;
   * used numeric columns (features and labels) refuse NaN and inf, and values outside
     [min - k*span, max + k*span] of the observed range (k = validation.range_slack), so a
@@ -63,6 +65,7 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
     del schema.default_environment[:]
     schema.default_environment.extend([TRAINING, SERVING])
     labels = set(cfg.label_columns)
+    multilabel = {h.label for h in cfg.heads if h.task == "multilabel"}
     # Categorical: feature columns so configured, and the labels of classification heads (a
     # binary label's ints are classes, not magnitudes).
     categorical = {f.name for f in cfg.features if f.type == "categorical"} | {
@@ -82,7 +85,14 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
         feature.presence.ClearField("min_count")
         if feature.HasField("value_count"):
             feature.value_count.min = 0
-        if feature.HasField("domain") or feature.HasField("string_domain"):
+        if name in multilabel:
+            # "a|b", "b|a" and "a|c" are combinations of tags, not categories: a new
+            # combination or order of known tags is no unseen value. The tags themselves are
+            # checked one by one against `classes` before the run (headwise.data_check).
+            feature.ClearField("domain")
+            feature.ClearField("string_domain")
+            feature.ClearField("distribution_constraints")
+        elif feature.HasField("domain") or feature.HasField("string_domain"):
             feature.distribution_constraints.min_domain_mass = 1.0 - v.max_unseen_fraction
         if (name in categorical and feature.type == schema_pb2.INT and feature_stats is not None
                 and feature_stats.HasField("num_stats") and not feature.HasField("bool_domain")):
@@ -102,6 +112,10 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
             else:
                 feature.int_domain.min = math.floor(lo - slack)
                 feature.int_domain.max = math.ceil(hi + slack)
+    used_domains = {f.domain for f in schema.feature if f.HasField("domain")}
+    kept = [d for d in schema.string_domain if d.name in used_domains]
+    del schema.string_domain[:]
+    schema.string_domain.extend(kept)
     return schema
 
 

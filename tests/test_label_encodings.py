@@ -289,3 +289,22 @@ def test_learned_numeric_classes_are_named_by_value(tmp_path):
     cfg, tft_output, _ = transform(tmp_path, rows, spec,
                                    [{"name": "y", "label": "y", "task": "multiclass"}])
     assert learned_classes(cfg, tft_output)["y"] == ["3", "2.5", "1"]
+
+
+def test_multilabel_combinations_are_not_schema_categories(tmp_path):
+    """The schema keeps no domain of "a|b" strings (a new order or combination of known tags is
+    no unseen value); the tags are validated one by one before the run (test above)."""
+    from pipeline import schema as schema_lib
+
+    path = tmp_path / "d.csv"
+    path.write_text("x,t,c\n" + "".join(f"{i},{tags},{cat}\n" for i, (tags, cat) in enumerate(
+        [("a|b", "p"), ("b", "q"), ("a", "p"), ("b|a", "q")] * 5)))
+    cfg = config_lib.from_dict({"name": "s", "data": {"csv": str(path)},
+                                "features": {"x": "numeric", "c": "categorical"},
+                                "heads": [{"name": "t", "label": "t", "task": "multilabel",
+                                           "classes": ["a", "b"]}]})
+    schema = schema_lib.generate_schema(cfg)
+    by_name = {f.name: f for f in schema.feature}
+    assert not by_name["t"].HasField("domain") and not by_name["t"].HasField("string_domain")
+    assert by_name["c"].HasField("domain")  # an ordinary categorical keeps its vocabulary
+    assert [d.name for d in schema.string_domain] == ["c"]
