@@ -11,6 +11,7 @@ import shutil
 
 from benchmarks import common, official_taxi
 from headwise import config as config_lib
+from pipeline import local_runner
 from pipeline import summary as summary_lib
 
 
@@ -43,9 +44,10 @@ def run(config_path: str, work_dir: str) -> dict:
         results[label] = {"wall_s": m["wall_s"], "peak_rss_mib": m["peak_rss_mib"],
                           "components": _components(os.path.join(ours, "metadata.db"),
                                                     cfg.name, m["samples"])}
+    # "With headwise's Beam mode": the very Beam args `headwise run` uses (local_beam_args).
+    ours_args = local_runner.local_beam_args(cfg.beam_args or IN_MEMORY)
     for label, beam in (("official_taxi", []),
-                        ("official_taxi_in_memory", [f"--beam-arg={a}" for a in cfg.beam_args
-                                                     or IN_MEMORY])):
+                        ("official_taxi_in_memory", [f"--beam-arg={a}" for a in ours_args])):
         print(f"  {label.replace('_', ' ')} ...", flush=True)
         official = os.path.join(work_dir, label)
         m = common.run_measured([common.python(), "-m", "benchmarks.official_taxi", "--work-dir",

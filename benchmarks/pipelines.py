@@ -90,7 +90,7 @@ def build(cfg: config_lib.PipelineConfig, data_root: str, work_dir: str, variant
         components=[example_gen, schema_gen, transform, *trainers, *extra], enable_cache=cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             metadata_path(work_dir)),
-        beam_pipeline_args=beam_args)
+        beam_pipeline_args=local_runner.local_beam_args(beam_args))
 
 
 def metadata_path(work_dir: str) -> str:
