@@ -17,18 +17,34 @@ def _load_config(path: str):
         return None
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _preflight_run(args: argparse.Namespace):
+    """`headwise run`'s checks that need no TensorFlow: the config, then one pass over the CSV
+    (headwise.data_check). Returns the config, or None after printing why not (exit 2): a bad
+    file stops the run in about a second, before TensorFlow and TFX are even imported."""
     from headwise import config as config_lib
+    from headwise import data_check
 
     cfg = _load_config(args.config)
     if cfg is None:
-        return 2
+        return None
+    try:
+        data_check.check_csv(cfg.resolve_data_csv(), cfg)
+    except config_lib.ConfigError as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return None
+    return cfg
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from headwise import config as config_lib
+
+    cfg = args.checked_config
     from pipeline import local_runner
 
     try:
         summary = local_runner.run(
             cfg, args.output_dir, train_steps=args.train_steps, eval_steps=args.eval_steps,
-            enable_cache=not args.no_cache)
+            enable_cache=not args.no_cache, preflight=False)
     except config_lib.ConfigError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return 2
@@ -211,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help and usage errors answer before TF loads
+    if args.func is _cmd_run:
+        args.checked_config = _preflight_run(args)  # bad config or data: before TF loads too
+        if args.checked_config is None:
+            return 2
     from headwise import quiet
 
     quiet.setup()

@@ -223,12 +223,15 @@ def local_beam_args(args: Sequence[str]) -> list[str]:
 
 def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | None = None,
         eval_steps: int | None = None, beam_args: Sequence[str] | None = None,
-        enable_cache: bool = True, quiet: bool = False) -> summary_lib.RunSummary:
+        enable_cache: bool = True, quiet: bool = False,
+        preflight: bool = True) -> summary_lib.RunSummary:
     """Run the whole pipeline locally; returns the per-head summary of this run.
 
-    Raises DataError (a ConfigError) before anything runs if the CSV is structurally broken,
-    and PipelineRunError naming the component if the pipeline stops."""
-    data_check.check_csv(cfg.resolve_data_csv(), cfg)
+    Raises DataError (a ConfigError) before anything runs if the CSV is structurally broken or
+    its values do not fit the config (headwise.data_check), and PipelineRunError naming the
+    component if the pipeline stops."""
+    if preflight:  # False: the caller has just run it (headwise run, before importing TF)
+        data_check.check_csv(cfg.resolve_data_csv(), cfg)
     paths = paths_for(cfg, output_dir)
     stage_data(cfg, paths.data_root)
     os.makedirs(paths.serving_dir, exist_ok=True)
