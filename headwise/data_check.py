@@ -13,7 +13,8 @@ Beam job would otherwise fail late or train on garbage:
   * a binary label holds 0/1 or true/false, or, with `positive`, at most two values, one of
     them the positive one;
   * a multiclass label matches its `classes` at least once (else the encoding is wrong: e.g.
-    1.0 vs "one"); a multilabel label's tags are checked one by one against `classes`.
+    1.0 vs "one"); a multilabel label is split into tags, which must include `classes` (else
+    the delimiter or the names are wrong).
 Ranges, NaN/inf, unseen categories and missing shares are the data contract's job (the curated
 schema, enforced by ExampleValidator and DataValidationGate).
 """
@@ -133,16 +134,13 @@ class _Values:
                 f"{self._shown(seen)}); list the classes as they are written in the data")
 
     def _multilabel(self, head, seen: Counter, where: str) -> None:
-        unknown = set(seen) - set(head.classes)
-        total = sum(seen.values())
-        share = sum(seen[t] for t in unknown) / total if total else 0.0
-        limit = self.cfg.validation.max_unseen_fraction
-        if unknown and (share > limit or not set(seen) & set(head.classes)):
+        # Tag by tag: "b|a" and "a|b" are the same two tags. Tags outside `classes` are allowed
+        # (a head may model a few of many tags); none inside means a wrong delimiter or names.
+        if seen and not set(seen) & set(head.classes):
             raise DataError(
-                f"{where}: {share:.1%} of its tags (split on {head.delimiter!r}) are not in "
-                f"classes {list(head.classes)}: {self._shown(unknown)}; at most "
-                f"{limit:.0%} may be (validation.max_unseen_fraction). Add them to classes "
-                "or correct the delimiter")
+                f"{where}: none of its tags (split on {head.delimiter!r}) is one of classes "
+                f"{list(head.classes)} (tags: {self._shown(seen)}); check `delimiter` and the "
+                "class names")
 
 
 def check_csv(path: str, cfg: PipelineConfig | None = None) -> int:

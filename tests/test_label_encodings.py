@@ -213,8 +213,8 @@ def _cfg(tmp_path, text: str, head: dict, features=None):
     ("x,y\n1,1\n2,2\n", {"task": "binary"}, ["'2'", "0/1 or true/false"]),
     ("x,y\n1,one\n2,two\n", {"task": "multiclass", "classes": [1, 2]},
      ["none of its values is one of classes ['1', '2']"]),
-    ("x,y\n1,a|b\n2,c|d\n3,a\n", {"task": "multilabel", "classes": ["a", "b"]},
-     ["of its tags (split on '|') are not in classes", "'c', 'd'"]),
+    ("x,y\n1,a;b\n2,b;a\n3,a\n", {"task": "multilabel", "classes": ["b", "c"]},
+     ["none of its tags (split on '|') is one of classes ['b', 'c']", "'a;b'"]),
     # a numeric column with a token that is no number and no marker: line, column, value, fix
     ("x,y\n1,1\n?,0\n", {"task": "binary"},
      ["line 3, column 'x': '?' is not a number", "add it to data.missing_values in c.yaml"]),
@@ -234,7 +234,7 @@ def test_preflight_stops_bad_label_values_naming_head_and_values(tmp_path, text,
     ("x,y\n1,true\n2,False\nNA,NA\n", {"task": "binary"}),
     ("x,y\n1,Male\n2,female\n3,\n", {"task": "binary", "positive": "male"}),
     ("x,y\n1,1.0\n2,2\n3,7\n", {"task": "multiclass", "classes": [1, 2], "other_class": "o"}),
-    ("x,y\n1,b|a\n2,a\n3,b| a\n", {"task": "multilabel", "classes": ["a", "b"]}),
+    ("x,y\n1,b|a\n2,a|z\n3,b| a\n", {"task": "multilabel", "classes": ["a", "b"]}),
 ])
 def test_preflight_accepts_every_documented_encoding(tmp_path, text, head):
     from headwise import data_check
