@@ -198,7 +198,35 @@ EVERY_TASK = {
 def configs():
     """(id, config) of every shipped config and the test fixtures."""
     out = [(os.path.basename(p), config_lib.load(p, check_data=False)) for p in SHIPPED]
-    return out + [("every_task", config_lib.from_dict(EVERY_TASK, source="every_task.yaml"))]
+    return out + [("every_task", config_lib.from_dict(EVERY_TASK, source="every_task.yaml")),
+                  ("every_option", config_lib.from_dict(EVERY_OPTION, source="every_opt.yaml"))]
+
+
+# The options of the data and model issues: markers, label encodings, learned classes, experts.
+EVERY_OPTION = {
+    **EVERY_TASK, "name": "every_option",
+    "data": {"csv": "unused.csv", "missing_values": ["", "-999", "?"]},
+    "heads": [
+        {"name": "k", "label": "y_k", "task": "binary", "positive": "yes"},
+        {"name": "m", "label": "y_m", "task": "multiclass", "top_k": 50, "other_class": "rest"},
+        {"name": "n", "label": "y_n", "task": "multiclass", "classes": [1, 2.0, "3"]},
+    ],
+    "model": {"hidden_units": [8], "backbone": "ple", "experts": 2, "task_experts": 1,
+              "extraction_layers": 2, "loss_normalization": "present"},
+    "validation": {"drift": {"y_n": 0.2, "a": 0.1}},
+}
+
+
+@pytest.mark.parametrize("model, words", [
+    ({"experts": 3}, "only the mmoe and ple backbones take experts"),
+    ({"backbone": "mmoe", "extraction_layers": 2}, "only the ple backbone takes"),
+    ({"backbone": "moe"}, "unknown backbone 'moe'"),
+    ({"backbone": "mmoe", "experts": 0}, "must be >= 1"),
+    ({"loss_normalization": "mean"}, "unknown loss normalization"),
+])
+def test_backbone_and_loss_options_are_checked(tmp_path, raw, model, words):
+    raw["model"].update(model)
+    assert words in load_error(tmp_path, raw)
 
 
 @pytest.mark.parametrize("name, cfg", configs())

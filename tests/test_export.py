@@ -179,3 +179,21 @@ def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, t
         np.mean(scores[present].argmax(axis=1) == y), abs=1e-6)
     assert values["m"]["top2_accuracy"] == pytest.approx(
         np.mean((top2 == y[:, None]).any(axis=1)), abs=1e-6)
+
+
+def test_an_expert_backbone_exports_and_serves_unchanged(transformed, tmp_path):
+    """PLE (one gated mixture per head) behind the same signatures: the served outputs equal
+    the model's own predictions."""
+    import dataclasses
+
+    rows, tft_output, data = transformed
+    cfg = dataclasses.replace(CFG, model=dataclasses.replace(
+        CFG.model, backbone="ple", experts=2, task_experts=1, extraction_layers=2))
+    export_dir = str(tmp_path / "ple")
+    expected = synthetic.train_and_export(tft_output, data, export_dir, epochs=1, cfg=cfg)
+    info = examples_lib.read_model_info(export_dir)
+    serving_rows = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
+    out = tf.saved_model.load(export_dir).signatures["serving_default"](
+        examples=tf.constant(examples_lib.to_examples(serving_rows, info["features"])))
+    for head in expected:
+        np.testing.assert_allclose(out[head].numpy(), expected[head], rtol=1e-5, atol=1e-6)

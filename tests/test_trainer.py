@@ -182,3 +182,48 @@ def test_a_non_finite_head_loss_stops_training_naming_the_head(x):
     msg = str(e.value)
     assert "training stopped at epoch 1" in msg and "head 'huge' (label column 'b')" in msg
     assert "normalize: false" in msg and "huge_loss = nan" in msg and "fine_loss" not in msg
+
+
+@pytest.mark.parametrize("model_cfg", [
+    {"backbone": "mmoe", "experts": 3},
+    {"backbone": "ple", "experts": 2, "task_experts": 1, "extraction_layers": 2},
+])
+def test_expert_backbones_give_each_head_its_own_mixture_and_both_heads_learn(x, model_cfg):
+    """MMoE / PLE: each head reads its own gated mixture of experts (not one shared tensor),
+    the gates are softmaxes over the experts, and two unrelated targets both get learned."""
+    cfg = make_cfg([{"name": "lin", "label": "a", "task": "regression", "loss": "mse"},
+                    {"name": "sq", "label": "b", "task": "regression", "loss": "mse"}],
+                   hidden_units=[16], **model_cfg)
+    model = model_lib.build_model(cfg, {}, unit_stats(cfg))
+    shared = model.backbone(model.backbone.inputs())
+    assert isinstance(shared, dict) and set(shared) == {"lin", "sq"}
+    gates = [layer for layer in model.backbone._flatten_layers() if "gate" in layer.name]
+    want = 2 if model_cfg["backbone"] == "mmoe" else 2 * 2 + 1  # per head (x layers) + shared
+    assert len(gates) == want, [g.name for g in gates]
+    first = next(g for g in gates if g.name in ("gate_lin", "l0_gate_lin"))
+    weights = first.dense(tf.constant(x[:5])).numpy()  # its input: the encoded features
+    assert weights.shape == (5, model_cfg["experts"] + model_cfg.get("task_experts", 0))
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    hist = fit(model, {"x": x}, {"lin": 3 * x, "sq": x ** 2}, epochs=12)
+    for head in ("lin", "sq"):
+        losses = hist[f"{head}_loss"]
+        assert losses[-1] < 0.3 * losses[0], (head, losses)
+
+
+def test_present_normalisation_is_the_mean_over_present_labels(x):
+    """With `loss_normalization: present` a head's loss is the mean over the labels present in
+    the batch (batch: divided by the whole batch, so 50% missing halves it); none present: 0."""
+    heads = [{"name": "half", "label": "b", "task": "regression", "loss": "mse"}]
+    y = {"half": tf.constant(np.arange(8, dtype="float32")[:, None])}
+    pred = {"half": tf.zeros((8, 1))}
+    w = {"half": tf.constant([1, 0, 1, 0, 1, 0, 1, 0], tf.float32)}
+    want = np.mean(np.arange(0, 8, 2, dtype="float32") ** 2)  # present rows 0, 2, 4, 6
+    terms = {}
+    for norm in ("batch", "present"):
+        cfg = make_cfg(heads, loss_normalization=norm)
+        model = model_lib.build_model(cfg, {}, unit_stats(cfg))
+        terms[norm] = float(model.head_loss_terms(y, pred, w)["half"])
+        none = model.head_loss_terms(y, pred, {"half": tf.zeros(8)})["half"]
+        assert float(none) == 0.0  # never NaN
+    assert terms["present"] == pytest.approx(want, rel=1e-6)
+    assert terms["batch"] == pytest.approx(want / 2, rel=1e-6)

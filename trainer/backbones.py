@@ -56,32 +56,106 @@ class Backbone(keras.layers.Layer):
         return self.represent(self.encode(inputs), training=training)
 
 
+def mlp_blocks(cfg: PipelineConfig, prefix: str = "") -> list[list[keras.layers.Layer]]:
+    """`model.hidden_units` dense blocks (dense, batch norm, activation, dropout)."""
+    m = cfg.model
+    blocks = []
+    for i, units in enumerate(m.hidden_units):
+        block = [keras.layers.Dense(units, name=f"{prefix}dense_{i}")]
+        if m.batch_norm:
+            block.append(keras.layers.BatchNormalization(name=f"{prefix}bn_{i}"))
+        block.append(keras.layers.Activation(m.activation, name=f"{prefix}act_{i}"))
+        if m.dropout:
+            block.append(keras.layers.Dropout(m.dropout, name=f"{prefix}dropout_{i}"))
+        blocks.append(block)
+    return blocks
+
+
+def run_blocks(blocks: list[list[keras.layers.Layer]], x: tf.Tensor, training=None) -> tf.Tensor:
+    for block in blocks:
+        for layer in block:
+            x = layer(x, training=training) if isinstance(
+                layer, keras.layers.BatchNormalization | keras.layers.Dropout) else layer(x)
+    return x
+
+
 class SharedBottom(Backbone):
     """One MLP shared by every head (`model.hidden_units`, activation, batch norm, dropout)."""
 
     def __init__(self, cfg: PipelineConfig, cardinalities: dict[str, int], **kwargs):
         super().__init__(cfg, cardinalities, **kwargs)
-        m = cfg.model
-        self.blocks = []
-        for i, units in enumerate(m.hidden_units):
-            block = [keras.layers.Dense(units, name=f"dense_{i}")]
-            if m.batch_norm:
-                block.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
-            block.append(keras.layers.Activation(m.activation, name=f"act_{i}"))
-            if m.dropout:
-                block.append(keras.layers.Dropout(m.dropout, name=f"dropout_{i}"))
-            self.blocks.append(block)
+        self.blocks = mlp_blocks(cfg)
 
     def represent(self, x, training=None):
-        for block in self.blocks:
-            for layer in block:
-                x = layer(x, training=training) if isinstance(
-                    layer, keras.layers.BatchNormalization | keras.layers.Dropout) else layer(x)
-        return x
+        return run_blocks(self.blocks, x, training)
 
 
-BACKBONES = {"shared_bottom": SharedBottom}
+class _Gate(keras.layers.Layer):
+    """A softmax over experts, computed from the gate's input: sum_e g_e(x) * expert_e."""
+
+    def __init__(self, n: int, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(n, activation="softmax", name="weights")
+
+    def call(self, x, experts: list[tf.Tensor]):
+        g = self.dense(x)  # [batch, n]
+        return tf.einsum("bn,nbd->bd", g, tf.stack(experts))
+
+
+class MMoE(Backbone):
+    """Multi-gate mixture of experts (Ma et al., KDD 2018): `model.experts` MLPs on the encoded
+    features, and per head a softmax gate that mixes them into that head's input."""
+
+    def __init__(self, cfg: PipelineConfig, cardinalities: dict[str, int], **kwargs):
+        super().__init__(cfg, cardinalities, **kwargs)
+        self.experts = [mlp_blocks(cfg, f"expert_{e}_") for e in range(cfg.model.experts)]
+        self.gates = {h.name: _Gate(cfg.model.experts, name=f"gate_{h.name}")
+                      for h in cfg.heads}
+
+    def represent(self, x, training=None):
+        outs = [run_blocks(blocks, x, training) for blocks in self.experts]
+        return {head: gate(x, outs) for head, gate in self.gates.items()}
+
+
+class PLE(Backbone):
+    """Progressive layered extraction (Tang et al., RecSys 2020): per extraction layer,
+    `model.experts` shared experts and `model.task_experts` experts per head. A head's gate mixes
+    its own experts with the shared ones; between layers a shared gate mixes them all. Each
+    expert is a `model.hidden_units` MLP."""
+
+    def __init__(self, cfg: PipelineConfig, cardinalities: dict[str, int], **kwargs):
+        super().__init__(cfg, cardinalities, **kwargs)
+        m, heads = cfg.model, [h.name for h in cfg.heads]
+        self.heads = heads
+        self.layers_ = []
+        for level in range(m.extraction_layers):
+            last = level == m.extraction_layers - 1
+            self.layers_.append({
+                "shared": [mlp_blocks(cfg, f"l{level}_shared_{e}_") for e in range(m.experts)],
+                "task": {h: [mlp_blocks(cfg, f"l{level}_{h}_{e}_")
+                             for e in range(m.task_experts)] for h in heads},
+                "gates": {h: _Gate(m.task_experts + m.experts, name=f"l{level}_gate_{h}")
+                          for h in heads},
+                "shared_gate": None if last else _Gate(
+                    m.experts + m.task_experts * len(heads), name=f"l{level}_gate_shared")})
+
+    def represent(self, x, training=None):
+        task_in = {h: x for h in self.heads}
+        shared_in = x
+        for layer in self.layers_:
+            shared = [run_blocks(b, shared_in, training) for b in layer["shared"]]
+            own = {h: [run_blocks(b, task_in[h], training) for b in layer["task"][h]]
+                   for h in self.heads}
+            out = {h: layer["gates"][h](task_in[h], own[h] + shared) for h in self.heads}
+            if layer["shared_gate"] is not None:
+                everything = [e for h in self.heads for e in own[h]] + shared
+                shared_in = layer["shared_gate"](shared_in, everything)
+            task_in = out
+        return task_in
+
+
+BACKBONES = {"shared_bottom": SharedBottom, "mmoe": MMoE, "ple": PLE}
 
 
 def make_backbone(cfg: PipelineConfig, cardinalities: dict[str, int]) -> Backbone:
-    return BACKBONES["shared_bottom"](cfg, cardinalities)
+    return BACKBONES[cfg.model.backbone](cfg, cardinalities)

@@ -50,7 +50,7 @@ class MultiHeadModel(keras.Model):
     LOG_VAR_LIMIT = 8.0
 
     def __init__(self, backbone: backbones_lib.Backbone, heads: list[heads_lib.HeadLayer],
-                 loss_balancing: str = "static", **kwargs):
+                 loss_balancing: str = "static", loss_normalization: str = "batch", **kwargs):
         inputs = backbone.inputs()
         shared = backbone(inputs)
         outputs = {h.name: h(shared[h.name] if isinstance(shared, dict) else shared)
@@ -61,6 +61,7 @@ class MultiHeadModel(keras.Model):
         self.head_losses = {h.name: h.loss() for h in heads}
         self.head_loss_weights = {h.name: h.cfg.loss_weight for h in heads}
         self.loss_balancing = loss_balancing
+        self.loss_normalization = loss_normalization
         self.total_loss_tracker = keras.metrics.Mean(name="loss")
         self.head_loss_trackers = {h: keras.metrics.Mean(name=f"{h}_loss")
                                    for h in self.head_names}
@@ -71,10 +72,20 @@ class MultiHeadModel(keras.Model):
                              for h in self.head_names}
 
     def head_loss_terms(self, y, y_pred, sample_weight=None) -> dict[str, tf.Tensor]:
-        """Each head's loss on this batch, missing labels weighted out."""
+        """Each head's loss on this batch, missing labels weighted out. Keras divides the
+        weighted sum by the batch size; with `loss_normalization: present` it is divided by
+        the head's present labels instead (their mean; 0 when the batch has none)."""
         sample_weight = sample_weight or {}
-        return {h: self.head_losses[h](y[h], y_pred[h], sample_weight=sample_weight.get(h))
-                for h in self.head_names}
+        out = {}
+        for h in self.head_names:
+            w = sample_weight.get(h)
+            loss = self.head_losses[h](y[h], y_pred[h], sample_weight=w)
+            if self.loss_normalization == "present" and w is not None:
+                w = tf.cast(w, loss.dtype)
+                loss = loss * tf.math.divide_no_nan(tf.cast(tf.size(w), loss.dtype),
+                                                    tf.reduce_sum(w))
+            out[h] = loss
+        return out
 
     def _log_var(self, h):
         return tf.clip_by_value(self.log_vars[h], -self.LOG_VAR_LIMIT, self.LOG_VAR_LIMIT)
@@ -113,6 +124,7 @@ def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
     heads = [heads_lib.make_head(h, stats.get(h.name, {}), cfg.model.activation)
              for h in cfg.heads]
     model = MultiHeadModel(backbone, heads, loss_balancing=cfg.model.loss_balancing,
+                           loss_normalization=cfg.model.loss_normalization,
                            name=f"{cfg.name}_multihead")
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.model.learning_rate),

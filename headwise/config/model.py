@@ -8,6 +8,8 @@ from typing import Any
 from headwise.config.fields import Fields
 
 LOSS_BALANCING = ("static", "uncertainty")
+BACKBONE_TYPES = ("shared_bottom", "mmoe", "ple")  # trainer.backbones.BACKBONES
+LOSS_NORMALIZATION = ("batch", "present")
 ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
 TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience")
 
@@ -21,6 +23,17 @@ class ModelConfig:
     embedding_dim: int = 8
     learning_rate: float = 0.003
     loss_balancing: str = "static"  # static: loss_weight; uncertainty: Kendall et al. 2018
+    # shared_bottom: one MLP (hidden_units) for every head; mmoe: `experts` such MLPs mixed by
+    # one softmax gate per head (Ma et al. 2018); ple: per extraction layer, `experts` shared and
+    # `task_experts` per head, mixed by gates (Tang et al. 2020).
+    backbone: str = "shared_bottom"
+    experts: int = 4
+    task_experts: int = 1
+    extraction_layers: int = 1
+    # A head's masked loss, divided by the batch size (batch: a head with labels in a share p of
+    # rows trains at p x its weight) or by its present labels in the batch (present: the mean
+    # over them; 0 when there are none).
+    loss_normalization: str = "batch"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,16 +48,35 @@ class TrainerConfig:
 def parse_model(top: Fields) -> ModelConfig:
     m = Fields(top.source, "model", top.get("model", dict, {}), (
         "hidden_units", "activation", "dropout", "batch_norm", "embedding_dim", "learning_rate",
-        "loss_balancing"))
+        "loss_balancing", "backbone", "experts", "task_experts", "extraction_layers",
+        "loss_normalization"))
     model = ModelConfig(
         hidden_units=m.int_list("hidden_units", ModelConfig.hidden_units),
         activation=m.choice("activation", ACTIVATIONS, "relu", what="activation"),
         dropout=m.get("dropout", float, 0.0), batch_norm=m.get("batch_norm", bool, False),
         embedding_dim=m.get("embedding_dim", int, 8),
         learning_rate=m.get("learning_rate", float, 0.003),
-        loss_balancing=m.choice("loss_balancing", LOSS_BALANCING, "static", what="loss balancing"))
+        loss_balancing=m.choice("loss_balancing", LOSS_BALANCING, "static", what="loss balancing"),
+        backbone=m.choice("backbone", BACKBONE_TYPES, "shared_bottom", what="backbone"),
+        experts=m.get("experts", int, 4), task_experts=m.get("task_experts", int, 1),
+        extraction_layers=m.get("extraction_layers", int, 1),
+        loss_normalization=m.choice("loss_normalization", LOSS_NORMALIZATION, "batch",
+                                    what="loss normalization"))
     if not 0 <= model.dropout < 1:
         m.fail(f"must be in [0, 1), got {model.dropout}", "dropout")
+    for key in ("experts", "extraction_layers"):
+        if getattr(model, key) < 1:
+            m.fail("must be >= 1", key)
+    if model.task_experts < 0:
+        m.fail("must be >= 0", "task_experts")
+    if model.backbone == "shared_bottom":
+        for key in ("experts", "task_experts", "extraction_layers"):
+            if key in m.value:
+                m.fail(f"only the mmoe and ple backbones take {key}", key)
+    elif model.backbone == "mmoe":
+        for key in ("task_experts", "extraction_layers"):
+            if key in m.value:
+                m.fail(f"only the ple backbone takes {key}", key)
     return model
 
 
@@ -58,8 +90,15 @@ def parse_trainer(top: Fields) -> TrainerConfig:
 
 
 def raw_model(model: ModelConfig) -> dict[str, Any]:
-    """The YAML form of the model section (the inverse of parse_model)."""
-    return {**dataclasses.asdict(model), "hidden_units": list(model.hidden_units)}
+    """The YAML form of the model section (the inverse of parse_model); the expert keys only
+    for the backbones that take them."""
+    out = {**dataclasses.asdict(model), "hidden_units": list(model.hidden_units)}
+    takes = {"shared_bottom": (), "mmoe": ("experts",),
+             "ple": ("experts", "task_experts", "extraction_layers")}[model.backbone]
+    for key in ("experts", "task_experts", "extraction_layers"):
+        if key not in takes:
+            del out[key]
+    return out
 
 
 def raw_trainer(trainer: TrainerConfig) -> dict[str, Any]:
