@@ -19,7 +19,6 @@ types are the ones ExampleGen will write.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Sequence
 
@@ -53,65 +52,59 @@ def blank_markers(cells: list, markers: frozenset) -> list:
     return [b"" if c.strip().decode("utf-8", "replace") in markers else c for c in cells]
 
 
-def _csv_line(cells: list) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow([c.decode("utf-8") for c in cells])
-    return out.getvalue()
+def _read_cells(pipeline, pattern: str, markers: frozenset):
+    """CSV files (one header each, all the same) -> (parsed rows with markers made empty cells,
+    the column types inferred over all of them, as a side input): TFX's CSV reading, where
+    quoted fields may span lines. What both transforms below are built from."""
+    files = fileio.glob(pattern)
+    if not files:
+        raise RuntimeError(f"no CSV file matches {pattern}")
+    names = column_names(files[0])
+    for f in files[1:]:
+        if column_names(f) != names:
+            raise RuntimeError(f"{f}: its header differs from {files[0]}'s")
+    rows = (pipeline
+            | "Files" >> beam.Create(files)
+            | "Read" >> beam.ParDo(stock._ReadCsvRecordsFromTextFile())  # noqa: SLF001
+            | "Parse" >> beam.ParDo(csv_decoder.ParseCSVLine(delimiter=","))
+            | "Cells" >> beam.Keys()
+            | "Missing" >> beam.Map(blank_markers, markers))
+    types = beam.pvalue.AsSingleton(
+        rows | "InferTypes" >> beam.CombineGlobally(
+            csv_decoder.ColumnTypeInferrer(names, skip_blank_lines=True)))
+    return rows, types
 
 
-class CsvToRecordBatches(beam.PTransform):
-    """CSV files -> Arrow RecordBatches, as TFDV reads a CSV (a missing cell is null, which
-    TFDV's statistics count as missing), with markers read as missing: what `headwise schema`
-    computes statistics on."""
-
+class _CsvTransform(beam.PTransform):
     def __init__(self, pattern: str, missing_values: Sequence[str] = DEFAULT_MISSING_VALUES):
         super().__init__()
         self._pattern = pattern
         self._markers = frozenset(["", *missing_values])
 
-    def expand(self, pipeline):
-        files = fileio.glob(self._pattern)
-        if not files:
-            raise RuntimeError(f"no CSV file matches {self._pattern}")
-        lines = (pipeline
-                 | "Files" >> beam.Create(files)
-                 | "Read" >> beam.ParDo(stock._ReadCsvRecordsFromTextFile())  # noqa: SLF001
-                 | "Parse" >> beam.ParDo(csv_decoder.ParseCSVLine(delimiter=","))
-                 | "Cells" >> beam.Keys()
-                 | "Missing" >> beam.Map(blank_markers, self._markers)
-                 | "Line" >> beam.Map(_csv_line))
-        return lines | "Decode" >> csv_decoder.CSVToRecordBatch(
-            column_names=column_names(files[0]), desired_batch_size=1000)
 
-
-class CsvToExamples(beam.PTransform):
-    """CSV files (one header) -> tf.Examples, markers read as missing. TFX's CSV reading
-    otherwise: quoted fields may span lines; column types are inferred over all the rows."""
-
-    def __init__(self, pattern: str, missing_values: Sequence[str] = DEFAULT_MISSING_VALUES):
-        super().__init__()
-        self._pattern = pattern
-        self._markers = frozenset(["", *missing_values])
+class CsvToExamples(_CsvTransform):
+    """CSV files -> tf.Examples, as TFX's CsvExampleGen writes them, markers read as missing
+    (an empty value list)."""
 
     def expand(self, pipeline):
-        files = fileio.glob(self._pattern)
-        if not files:
-            raise RuntimeError(f"no CSV file matches {self._pattern}")
-        names = column_names(files[0])
-        for f in files[1:]:
-            if column_names(f) != names:
-                raise RuntimeError(f"{f}: its header differs from {files[0]}'s")
-        rows = (pipeline
-                | "Files" >> beam.Create(files)
-                | "Read" >> beam.ParDo(stock._ReadCsvRecordsFromTextFile())  # noqa: SLF001
-                | "Parse" >> beam.ParDo(csv_decoder.ParseCSVLine(delimiter=","))
-                | "Cells" >> beam.Keys()
-                | "Missing" >> beam.Map(blank_markers, self._markers))
-        types = beam.pvalue.AsSingleton(
-            rows | "InferTypes" >> beam.CombineGlobally(
-                csv_decoder.ColumnTypeInferrer(names, skip_blank_lines=True)))
+        rows, types = _read_cells(pipeline, self._pattern, self._markers)
         return rows | "ToExample" >> beam.ParDo(
             stock._ParsedCsvToTfExample(), types)  # noqa: SLF001
+
+
+class CsvToRecordBatches(_CsvTransform):
+    """CSV files -> Arrow RecordBatches, as TFDV reads a CSV (a missing cell is null, which
+    TFDV's statistics count as missing), markers read as missing, with the very column types
+    CsvToExamples gives: what `headwise schema` computes statistics on."""
+
+    def expand(self, pipeline):
+        rows, types = _read_cells(pipeline, self._pattern, self._markers)
+        return (rows
+                | "WithRawLine" >> beam.Map(lambda cells: (cells, "")).with_output_types(
+                    tuple[list[bytes], str])  # no raw-record column is asked for
+                | "Batch" >> beam.BatchElements(min_batch_size=100, max_batch_size=1000)
+                | "ToRecordBatch" >> beam.ParDo(
+                    csv_decoder.BatchedCSVRowsToRecordBatch(skip_blank_lines=True), types))
 
 
 def _missing_values(exec_properties) -> list[str]:
