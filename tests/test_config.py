@@ -212,7 +212,8 @@ EVERY_OPTION = {
         {"name": "n", "label": "y_n", "task": "multiclass", "classes": [1, 2.0, "3"]},
     ],
     "model": {"hidden_units": [8], "backbone": "ple", "experts": 2, "task_experts": 1,
-              "extraction_layers": 2, "loss_normalization": "present"},
+              "extraction_layers": 2, "loss_normalization": "present",
+              "loss_balancing": "gradnorm"},
     "validation": {"drift": {"y_n": 0.2, "a": 0.1}},
 }
 

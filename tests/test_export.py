@@ -181,15 +181,19 @@ def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, t
         np.mean((top2 == y[:, None]).any(axis=1)), abs=1e-6)
 
 
-def test_an_expert_backbone_exports_and_serves_unchanged(transformed, tmp_path):
-    """PLE (one gated mixture per head) behind the same signatures: the served outputs equal
-    the model's own predictions."""
+@pytest.mark.parametrize("model_cfg", [
+    {"backbone": "ple", "experts": 2, "task_experts": 1, "extraction_layers": 2},
+    {"backbone": "mmoe", "experts": 2, "loss_balancing": "gradnorm"},
+])
+def test_an_expert_backbone_exports_and_serves_unchanged(transformed, tmp_path, model_cfg):
+    """PLE / MMoE (one gated mixture per head; the latter trained with GradNorm's own train
+    step and state) behind the same signatures: the served outputs equal the model's own
+    predictions."""
     import dataclasses
 
     rows, tft_output, data = transformed
-    cfg = dataclasses.replace(CFG, model=dataclasses.replace(
-        CFG.model, backbone="ple", experts=2, task_experts=1, extraction_layers=2))
-    export_dir = str(tmp_path / "ple")
+    cfg = dataclasses.replace(CFG, model=dataclasses.replace(CFG.model, **model_cfg))
+    export_dir = str(tmp_path / model_cfg["backbone"])
     expected = synthetic.train_and_export(tft_output, data, export_dir, epochs=1, cfg=cfg)
     info = examples_lib.read_model_info(export_dir)
     serving_rows = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]

@@ -227,3 +227,103 @@ def test_present_normalisation_is_the_mean_over_present_labels(x):
         assert float(none) == 0.0  # never NaN
     assert terms["present"] == pytest.approx(want, rel=1e-6)
     assert terms["batch"] == pytest.approx(want / 2, rel=1e-6)
+
+
+def test_dwa_gives_weight_to_the_head_whose_loss_falls_slowest():
+    """DWA (Liu et al. 2019): lambda_h = K softmax(r_h / T), r_h = L_h(t-1) / L_h(t-2)."""
+    from trainer.balancing import dwa_weights
+
+    same = dwa_weights([0.5, 0.5], [1.0, 1.0])
+    assert same == pytest.approx([1.0, 1.0])
+    lam = dwa_weights([1.0, 0.5, 0.9], [1.0, 1.0, 1.0])  # ratios 1.0, 0.5, 0.9
+    assert sum(lam) == pytest.approx(3.0)
+    assert lam[0] > lam[2] > lam[1]
+    e = np.exp(np.array([1.0, 0.5, 0.9]) / 2.0)
+    np.testing.assert_allclose(lam, 3 * e / e.sum(), rtol=1e-6)
+
+
+def test_dwa_training_moves_weight_to_the_plateaued_head(x):
+    """Trained with its callback: 'easy' (a learnable target) keeps falling, 'noise' (pure
+    noise, nothing to learn) plateaus at once, so DWA weights the noise head up from epoch 3,
+    and the total loss is sum_h w_h lambda_h L_h."""
+    cfg = make_cfg([{"name": "easy", "label": "a", "task": "regression", "loss": "mse"},
+                    {"name": "noise", "label": "b", "task": "regression", "loss": "mse"}],
+                   loss_balancing="dwa")
+    tf.keras.utils.set_random_seed(3)
+    model = model_lib.build_model(cfg, {}, unit_stats(cfg))
+    assert model.adaptive_weights.numpy().tolist() == [1.0, 1.0]
+    noise = np.random.default_rng(2).normal(size=x.shape).astype("float32")
+    y = {"easy": 3 * x, "noise": noise}
+    w = {k: np.ones(N, "float32") for k in y}
+    model.fit({"x": x}, y, sample_weight=w, epochs=4, batch_size=32, verbose=0,
+              callbacks=model.balancing_callbacks())
+    lam = dict(zip(model.head_names, model.adaptive_weights.numpy()))
+    assert lam["noise"] > lam["easy"] + 0.02, lam
+    assert sum(lam.values()) == pytest.approx(2.0, rel=1e-5)
+    pred = model({"x": x[:64]})
+    terms = model.head_loss_terms({k: v[:64] for k, v in y.items()}, pred)
+    want = sum(lam[h] * float(terms[h]) for h in model.head_names)
+    assert float(model.objective(terms)) == pytest.approx(want, rel=1e-5)
+
+
+def test_gradnorm_update_equalises_the_gradient_norms():
+    """GradNorm (Chen et al. 2018) with equal training rates drives lambda_h g_h to one common
+    value (within 10%: Adam steps on a sign-valued gradient
+    circle the balance point), from gradient norms 100x apart; the lambdas keep summing to K."""
+    from trainer.balancing import GradNorm
+
+    lam = tf.Variable(tf.ones([2]))
+    gn = GradNorm(lam, learning_rate=0.003)  # the default model.learning_rate
+    norms, losses = tf.constant([10.0, 0.1]), tf.constant([2.0, 0.5])
+    for _ in range(2000):
+        gn.update(norms, losses)  # losses never change: equal rates L/L0 = 1
+    weighted = (lam * norms).numpy()
+    assert weighted[0] == pytest.approx(weighted[1], rel=0.1), (lam.numpy(), weighted)
+    assert float(tf.reduce_sum(lam)) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_gradnorm_favours_the_head_that_trains_slower():
+    """Equal gradient norms, but head 0's loss is still at its start and head 1's fell to a
+    quarter: head 0's target is (1 / 0.625)^1.5 vs (0.25 / 0.625)^1.5, so it gains weight."""
+    from trainer.balancing import GradNorm
+
+    lam = tf.Variable(tf.ones([2]))
+    gn = GradNorm(lam, learning_rate=0.01)
+    gn.update(tf.constant([1.0, 1.0]), tf.constant([4.0, 4.0]))  # initial losses
+    for _ in range(500):
+        gn.update(tf.constant([1.0, 1.0]), tf.constant([4.0, 1.0]))
+    a, b = lam.numpy()
+    assert a > 1.5 and b < 0.5, (a, b)
+
+
+def _weighted_norms(model, x, y):
+    """lambda_h * ||dL_h / dW|| on the backbone's last shared weights, for each head."""
+    with tf.GradientTape(persistent=True) as tape:
+        terms = model.head_loss_terms(y, model({"x": x}, training=True))
+    shared = model.backbone.shared_variables()
+    norms = np.array([float(tf.linalg.global_norm(tape.gradient(terms[h], shared)))
+                      for h in model.head_names])
+    lam = 1.0 if model.adaptive_weights is None else model.adaptive_weights.numpy()
+    return lam * norms
+
+
+def test_gradnorm_training_brings_the_heads_gradient_norms_together(x):
+    """Two heads on one backbone, labels on scales 100x apart (no normalisation): with static
+    weights the large head's gradient dominates the shared layer; GradNorm, trained for the
+    same epochs, brings the two weighted gradient norms within a few times of each other."""
+    heads = [{"name": "big", "label": "a", "task": "regression", "loss": "mse",
+              "normalize": False},
+             {"name": "small", "label": "b", "task": "regression", "loss": "mse",
+              "normalize": False}]
+    y = {"big": 30 * x, "small": 0.3 * x ** 2}
+    ratios = {}
+    for method in ("static", "gradnorm"):
+        cfg = make_cfg(heads, loss_balancing=method)
+        tf.keras.utils.set_random_seed(1)
+        model = model_lib.build_model(cfg, {}, {})
+        hist = fit(model, {"x": x}, y, epochs=6)
+        assert all(np.isfinite(v).all() for v in hist.values())
+        g = _weighted_norms(model, x, y)
+        ratios[method] = g.max() / g.min()
+    assert ratios["static"] > 20, ratios
+    assert ratios["gradnorm"] < 5 and ratios["gradnorm"] < ratios["static"] / 10, ratios

@@ -52,6 +52,11 @@ class Backbone(keras.layers.Layer):
     def represent(self, x: tf.Tensor, training=None) -> tf.Tensor | dict[str, tf.Tensor]:
         raise NotImplementedError
 
+    def shared_variables(self) -> list[tf.Variable]:
+        """The last weights that every head's loss reaches (GradNorm measures each head's
+        gradient norm on them). Subclasses name their last shared layer; by default, all."""
+        return list(self.trainable_weights)
+
     def call(self, inputs, training=None):
         return self.represent(self.encode(inputs), training=training)
 
@@ -89,6 +94,10 @@ class SharedBottom(Backbone):
     def represent(self, x, training=None):
         return run_blocks(self.blocks, x, training)
 
+    def shared_variables(self):
+        return list(self.blocks[-1][0].trainable_weights) if self.blocks else \
+            super().shared_variables()
+
 
 class _Gate(keras.layers.Layer):
     """A softmax over experts, computed from the gate's input: sum_e g_e(x) * expert_e."""
@@ -115,6 +124,12 @@ class MMoE(Backbone):
     def represent(self, x, training=None):
         outs = [run_blocks(blocks, x, training) for blocks in self.experts]
         return {head: gate(x, outs) for head, gate in self.gates.items()}
+
+    def shared_variables(self):
+        """Every expert's last dense layer (the gates are per head)."""
+        if not self.cfg.model.hidden_units:
+            return super().shared_variables()
+        return [w for blocks in self.experts for w in blocks[-1][0].trainable_weights]
 
 
 class PLE(Backbone):
@@ -152,6 +167,13 @@ class PLE(Backbone):
                 shared_in = layer["shared_gate"](shared_in, everything)
             task_in = out
         return task_in
+
+    def shared_variables(self):
+        """The last extraction layer's shared experts' last dense layers."""
+        if not self.cfg.model.hidden_units:
+            return super().shared_variables()
+        return [w for blocks in self.layers_[-1]["shared"]
+                for w in blocks[-1][0].trainable_weights]
 
 
 BACKBONES = {"shared_bottom": SharedBottom, "mmoe": MMoE, "ple": PLE}

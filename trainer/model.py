@@ -19,6 +19,7 @@ import tf_keras as keras
 from headwise.config import PipelineConfig
 from headwise.contract import label_stats_key
 from trainer import backbones as backbones_lib
+from trainer import balancing
 from trainer import heads as heads_lib
 
 
@@ -35,22 +36,24 @@ def feature_cardinalities(cfg: PipelineConfig, tft_output: tft.TFTransformOutput
 
 
 class MultiHeadModel(keras.Model):
-    """A functional model whose training loss combines one loss per head.
-
-    total = sum_h  w_h * L_h                              (loss_balancing: static)
-    total = sum_h  w_h * (exp(-s_h) * L_h + s_h)          (loss_balancing: uncertainty)
+    """A functional model whose training loss combines one loss per head
+    (`model.loss_balancing`; the formulas are in `trainer.balancing`).
 
     L_h is head h's loss with its missing labels weighted 0 (an all-missing batch gives 0, not
-    NaN); s_h = log(sigma_h^2) is a learned log-variance per head (Kendall, Gal & Cipolla 2018,
-    in the common form that covers both regression and classification), clipped to
-    [-LOG_VAR_LIMIT, LOG_VAR_LIMIT] so that exp(-s_h) can neither overflow nor vanish.
-    Every head's own loss is tracked as `<head>_loss`, next to the total `loss`.
+    NaN). Under `uncertainty`, s_h = log(sigma_h^2) is a learned log-variance per head, clipped
+    to [-LOG_VAR_LIMIT, LOG_VAR_LIMIT] so that exp(-s_h) can neither overflow nor vanish. Under
+    `dwa` and `gradnorm`, `adaptive_weights` holds the lambdas, in head order.
+
+    Logged: `loss` (what is minimised), `<head>_loss` per head, and `weighted_loss` =
+    sum_h w_h L_h, the same quantity under every balancing: early stopping watches its
+    validation value, which an adaptive method cannot lower by moving weight between heads.
     """
 
     LOG_VAR_LIMIT = 8.0
 
     def __init__(self, backbone: backbones_lib.Backbone, heads: list[heads_lib.HeadLayer],
-                 loss_balancing: str = "static", loss_normalization: str = "batch", **kwargs):
+                 loss_balancing: str = "static", loss_normalization: str = "batch",
+                 learning_rate: float = 0.001, **kwargs):
         inputs = backbone.inputs()
         shared = backbone(inputs)
         outputs = {h.name: h(shared[h.name] if isinstance(shared, dict) else shared)
@@ -60,9 +63,12 @@ class MultiHeadModel(keras.Model):
         self.head_names = [h.name for h in heads]
         self.head_losses = {h.name: h.loss() for h in heads}
         self.head_loss_weights = {h.name: h.cfg.loss_weight for h in heads}
+        if loss_balancing not in balancing.METHODS:
+            raise ValueError(f"unknown loss balancing {loss_balancing!r}")
         self.loss_balancing = loss_balancing
         self.loss_normalization = loss_normalization
         self.total_loss_tracker = keras.metrics.Mean(name="loss")
+        self.weighted_loss_tracker = keras.metrics.Mean(name="weighted_loss")
         self.head_loss_trackers = {h: keras.metrics.Mean(name=f"{h}_loss")
                                    for h in self.head_names}
         self.log_vars = {}
@@ -70,6 +76,13 @@ class MultiHeadModel(keras.Model):
             self.log_vars = {h: self.add_weight(name=f"log_var_{h}", shape=(),
                                                 initializer="zeros", trainable=True)
                              for h in self.head_names}
+        self.adaptive_weights = self.gradnorm = None
+        if loss_balancing in balancing.ADAPTIVE:
+            self.adaptive_weights = self.add_weight(
+                name="adaptive_weights", shape=(len(heads),), initializer="ones",
+                trainable=False)
+        if loss_balancing == "gradnorm":
+            self.gradnorm = balancing.GradNorm(self.adaptive_weights, learning_rate)
 
     def head_loss_terms(self, y, y_pred, sample_weight=None) -> dict[str, tf.Tensor]:
         """Each head's loss on this batch, missing labels weighted out. Keras divides the
@@ -90,25 +103,61 @@ class MultiHeadModel(keras.Model):
     def _log_var(self, h):
         return tf.clip_by_value(self.log_vars[h], -self.LOG_VAR_LIMIT, self.LOG_VAR_LIMIT)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
-        terms = self.head_loss_terms(y, y_pred, sample_weight)
+    def objective(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The total loss from the heads' losses, under the model's balancing; updates the
+        loss trackers."""
         total = tf.constant(0.0)
-        for h, loss in terms.items():
+        weighted = tf.constant(0.0)
+        for i, (h, loss) in enumerate(terms.items()):
             self.head_loss_trackers[h].update_state(loss)
             w = self.head_loss_weights[h]
+            weighted += w * loss
             if h in self.log_vars:
                 s = self._log_var(h)
                 total += w * (tf.exp(-s) * loss + s)
+            elif self.adaptive_weights is not None:
+                total += w * self.adaptive_weights[i] * loss
             else:
                 total += w * loss
         if self.losses:
             total += tf.add_n(self.losses)
+            weighted += tf.add_n(self.losses)
         self.total_loss_tracker.update_state(total)
+        self.weighted_loss_tracker.update_state(weighted)
         return total
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        return self.objective(self.head_loss_terms(y, y_pred, sample_weight))
+
+    def train_step(self, data):
+        """Keras's step; under `gradnorm`, also each head's gradient norm on the last shared
+        weights, and GradNorm's update of the lambdas."""
+        if self.gradnorm is None:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape(persistent=True) as tape:
+            y_pred = self(x, training=True)
+            terms = self.head_loss_terms(y, y_pred, sample_weight)
+            total = self.objective(terms)
+        self.optimizer.minimize(total, self.trainable_variables, tape=tape)
+        shared = self.backbone.shared_variables()
+        norms = tf.stack([tf.linalg.global_norm(tape.gradient(
+            terms[h], shared, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+            for h in self.head_names])
+        del tape
+        self.gradnorm.update(norms, tf.stack([terms[h] for h in self.head_names]))
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def balancing_callbacks(self) -> list[keras.callbacks.Callback]:
+        """The callbacks that training under this model's balancing needs."""
+        if self.loss_balancing == "dwa":
+            return [balancing.DynamicWeightAverage(self.head_names)]
+        return []
 
     @property
     def metrics(self):
-        return [self.total_loss_tracker, *self.head_loss_trackers.values(), *super().metrics]
+        return [self.total_loss_tracker, self.weighted_loss_tracker,
+                *self.head_loss_trackers.values(), *super().metrics]
 
 
 def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
@@ -125,6 +174,7 @@ def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
              for h in cfg.heads]
     model = MultiHeadModel(backbone, heads, loss_balancing=cfg.model.loss_balancing,
                            loss_normalization=cfg.model.loss_normalization,
+                           learning_rate=cfg.model.learning_rate,
                            name=f"{cfg.name}_multihead")
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.model.learning_rate),

@@ -56,6 +56,10 @@ class EpochSummary(keras.callbacks.Callback):
             vals = [f"{k[len(prefix):]} {v:.4g}" for k, v in logs.items()
                     if k.startswith(prefix) and not k.endswith("_loss")]
             parts.append(f"{head}: {', '.join(vals)}")
+        lam = getattr(self.model, "adaptive_weights", None)
+        if lam is not None:  # dwa / gradnorm: the weights the next epoch trains with
+            parts.append("weights " + ", ".join(
+                f"{h} {v:.3f}" for h, v in zip(self.heads, lam.numpy())))
         print("  " + " | ".join(parts), flush=True)
 
 
@@ -132,11 +136,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # Several epochs over the step budget give a learning curve in the history and TensorBoard.
     epochs = max(1, min(10, fn_args.train_steps // 50))
     callbacks = [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-                 EpochSummary([h.name for h in cfg.heads], epochs), StopOnNonFinite(cfg)]
+                 EpochSummary([h.name for h in cfg.heads], epochs), StopOnNonFinite(cfg),
+                 *model.balancing_callbacks()]
     if cfg.trainer.early_stopping_patience:
-        # The shared backbone overfits small data; keep the weights of the best epoch.
+        # The shared backbone overfits small data; keep the weights of the best epoch. The
+        # weighted loss is comparable across epochs under every balancing (trainer.model).
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.trainer.early_stopping_patience,
+            monitor="val_weighted_loss", patience=cfg.trainer.early_stopping_patience,
             restore_best_weights=True, verbose=1))
     model.fit(
         train, epochs=epochs, steps_per_epoch=max(1, fn_args.train_steps // epochs),

@@ -7,7 +7,7 @@ from typing import Any
 
 from headwise.config.fields import Fields
 
-LOSS_BALANCING = ("static", "uncertainty")
+LOSS_BALANCING = ("static", "uncertainty", "dwa", "gradnorm")  # trainer.balancing.METHODS
 BACKBONE_TYPES = ("shared_bottom", "mmoe", "ple")  # trainer.backbones.BACKBONES
 LOSS_NORMALIZATION = ("batch", "present")
 ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
@@ -22,7 +22,9 @@ class ModelConfig:
     batch_norm: bool = False
     embedding_dim: int = 8
     learning_rate: float = 0.003
-    loss_balancing: str = "static"  # static: loss_weight; uncertainty: Kendall et al. 2018
+    # static: loss_weight; uncertainty: Kendall et al. 2018; dwa: Liu et al. 2019; gradnorm:
+    # Chen et al. 2018 (trainer.balancing)
+    loss_balancing: str = "static"
     # shared_bottom: one MLP (hidden_units) for every head; mmoe: `experts` such MLPs mixed by
     # one softmax gate per head (Ma et al. 2018); ple: per extraction layer, `experts` shared and
     # `task_experts` per head, mixed by gates (Tang et al. 2020).
@@ -42,7 +44,7 @@ class TrainerConfig:
     eval_steps: int = 200
     batch_size: int = 128
     seed: int = 42  # model initialisation and shuffling
-    early_stopping_patience: int = 2  # epochs without val_loss improvement; 0: train all steps
+    early_stopping_patience: int = 2  # epochs without val_weighted_loss improvement; 0: all steps
 
 
 def parse_model(top: Fields) -> ModelConfig:
