@@ -257,7 +257,7 @@ def test_dwa_training_moves_weight_to_the_plateaued_head(x):
     w = {k: np.ones(N, "float32") for k in y}
     model.fit({"x": x}, y, sample_weight=w, epochs=4, batch_size=32, verbose=0,
               callbacks=model.balancing_callbacks())
-    lam = dict(zip(model.head_names, model.adaptive_weights.numpy()))
+    lam = dict(zip(model.head_names, model.adaptive_weights.numpy(), strict=True))
     assert lam["noise"] > lam["easy"] + 0.02, lam
     assert sum(lam.values()) == pytest.approx(2.0, rel=1e-5)
     pred = model({"x": x[:64]})

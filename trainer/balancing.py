@@ -45,7 +45,7 @@ def dwa_weights(previous: list[float], before: list[float],
                 temperature: float = DWA_TEMPERATURE) -> list[float]:
     """DWA's lambdas from each head's mean loss in the last two epochs (previous, before)."""
     k = len(previous)
-    r = np.array([p / b if b > 0 else 1.0 for p, b in zip(previous, before)])
+    r = np.array([p / b if b > 0 else 1.0 for p, b in zip(previous, before, strict=True)])
     e = np.exp((r - r.max()) / temperature)
     return list(k * e / e.sum())
 
@@ -69,7 +69,7 @@ class DynamicWeightAverage(keras.callbacks.Callback):
             lam = dwa_weights(self.history[-1], self.history[-2])
             self.model.adaptive_weights.assign(np.asarray(lam, np.float32))
             logging.info("DWA weights for epoch %d: %s", epoch + 2, ", ".join(
-                f"{h} {v:.3f}" for h, v in zip(self.heads, lam)))
+                f"{h} {v:.3f}" for h, v in zip(self.heads, lam, strict=True)))
 
 
 class GradNorm(tf.Module):

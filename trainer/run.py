@@ -59,7 +59,7 @@ class EpochSummary(keras.callbacks.Callback):
         lam = getattr(self.model, "adaptive_weights", None)
         if lam is not None:  # dwa / gradnorm: the weights the next epoch trains with
             parts.append("weights " + ", ".join(
-                f"{h} {v:.3f}" for h, v in zip(self.heads, lam.numpy())))
+                f"{h} {v:.3f}" for h, v in zip(self.heads, lam.numpy(), strict=True)))
         print("  " + " | ".join(parts), flush=True)
 
 
