@@ -1,10 +1,11 @@
 """Training pipelines for benchmarks: one CsvExampleGen and one Transform (the multi-head config's,
 so every model sees the same features, labels and splits), then one Trainer per variant.
 
-A variant is the pipeline's config (`multi`), the same with another loss balancing
-(`multi_uncertainty`), or one head alone (`single:<head>`, `PipelineConfig.single_task`), at a
-given seed. The components are the pipeline's own (`pipeline.pipeline`), so what is measured is
-what `make run` runs. Run as a module, it executes in its own process so that the parent can
+A variant is the pipeline's config (`multi`), the same with another backbone, loss balancing
+or loss normalisation (`multi:<architecture>:<balancing>[:<normalization>]`), or one head alone
+(`single:<head>`, `PipelineConfig.single_task`), at a given seed (`variant_config`). The
+components are the pipeline's own (`pipeline.pipeline`), so what is measured is what `make run`
+runs. Run as a module, it executes in its own process so that the parent can
 sample that process's memory:
 
     python -m benchmarks.pipelines --config C --data-root D --work-dir W \\
@@ -25,15 +26,41 @@ WARMUP_ID = "Trainer_warmup"
 WARMUP_STEPS = 20
 
 
+ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
+
+
+def architecture(model: config_lib.ModelConfig, name: str) -> config_lib.ModelConfig:
+    """The config's model section with another backbone. Expert backbones get experts half as
+    wide as the shared bottom's layers, so that their parameter count stays within reach of the
+    cost goal (one shared model at most about 1.5 single-task models): MMoE 3 experts, PLE one
+    shared and one per-head expert in one extraction layer."""
+    if name == "shared_bottom":
+        return dataclasses.replace(model, backbone="shared_bottom")
+    narrow = tuple(max(4, u // 2) for u in model.hidden_units)
+    if name == "mmoe":
+        return dataclasses.replace(model, backbone="mmoe", experts=3, hidden_units=narrow)
+    if name == "ple":
+        return dataclasses.replace(model, backbone="ple", experts=1, task_experts=1,
+                                   extraction_layers=1, hidden_units=narrow)
+    raise ValueError(f"unknown architecture {name!r}; one of {ARCHITECTURES}")
+
+
 def variant_config(cfg: config_lib.PipelineConfig, variant: str, seed: int,
                    early_stopping: bool = True) -> config_lib.PipelineConfig:
+    """`multi`: the config as it is; `multi:<architecture>:<balancing>[:<normalization>]`: the
+    config with another backbone (`architecture`), model.loss_balancing and
+    model.loss_normalization; `single:<head>`: that head alone (`PipelineConfig.single_task`)."""
+    kind, _, rest = variant.partition(":")
     if variant == "multi":
         out = cfg
-    elif variant == "multi_uncertainty":
-        out = dataclasses.replace(cfg, model=dataclasses.replace(
-            cfg.model, loss_balancing="uncertainty"))
-    elif variant.startswith("single:"):
-        out = cfg.single_task(variant.split(":", 1)[1])
+    elif kind == "multi":
+        arch, balancing, *norm = rest.split(":")
+        model = dataclasses.replace(architecture(cfg.model, arch), loss_balancing=balancing)
+        if norm:
+            model = dataclasses.replace(model, loss_normalization=norm[0])
+        out = dataclasses.replace(cfg, model=model)
+    elif kind == "single":
+        out = cfg.single_task(rest)
     else:
         raise ValueError(f"unknown variant {variant!r}")
     trainer = dataclasses.replace(out.trainer, seed=seed)
