@@ -1,8 +1,15 @@
-# The headwise pipeline image for Kubeflow Pipelines: the official TFX 1.16 image (TensorFlow,
-# TFX, Beam, TFMA, tf.Transform) plus this project, whose trainer code TFX imports by module path.
-FROM tensorflow/tfx:1.16.0
+# The headwise pipeline image for Kubeflow Pipelines. It runs what the tests ran: Beam's own
+# Python 3.10 SDK image at the lock's Beam version, then requirements.lock installed exactly as
+# every local run and test installs it (no resolution: --no-deps), then this project, whose
+# trainer code TFX imports by module path. The build fails if any installed distribution differs
+# from the lock (python -m headwise.parity); tests/test_parity.py checks this file offline.
+ARG BEAM_VERSION=2.74.0
+FROM apache/beam_python3.10_sdk:${BEAM_VERSION}
 
 WORKDIR /pipeline
+COPY requirements.lock ./
+RUN python -m pip install --no-cache-dir --no-deps -r requirements.lock
+
 COPY pyproject.toml README.md ./
 COPY headwise/ headwise/
 COPY pipeline/ pipeline/
@@ -10,12 +17,12 @@ COPY components/ components/
 COPY trainer/ trainer/
 COPY kubeflow/ kubeflow/
 COPY schemas/ schemas/
-
-# TFX and its stack come with the base image; install only this project on top of it.
 RUN python -m pip install --no-cache-dir --no-deps -e . \
-    && python -c "import trainer.run, components.evaluator, components.pusher"
+    && python -m headwise.parity requirements.lock \
+    && TF_USE_LEGACY_KERAS=1 python -c "import trainer.run, components.evaluator, components.pusher"
 
 ENV TF_USE_LEGACY_KERAS=1 \
     PYTHONUNBUFFERED=1
-# Kubeflow's launcher supplies the command; run as an unprivileged user.
+# Kubeflow's launcher supplies the command (it replaces the Beam image's entrypoint); run as an
+# unprivileged user.
 USER 1000
