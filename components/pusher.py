@@ -1,15 +1,21 @@
-"""Pusher that TF Serving can never catch half-way.
+"""Pusher that TF Serving can never catch half-way, on local disk and object stores alike.
 
 The stock Pusher copies files straight into `<base>/<unix time>/`, names versions by the second
 (two pushes in one second: the second is silently skipped), and pushes the same model again as a
-new version when a cached rerun re-blesses it. This executor, for local filesystem destinations:
-  * copies into a hidden `.tmp-*` directory (TF Serving only loads numeric directories), then
-    renames it to the version number in one atomic step;
+new version when a cached rerun re-blesses it. This executor, for every filesystem destination
+(local disk, gs://, s3://, anything tf.io.gfile reaches):
+  * copies the model into a hidden `.tmp-*` staging directory (TF Serving only considers numeric
+    directories), with the push record and the drift baseline inside it;
+  * publishes it as the version: on local disk by one atomic rename; on an object store, which
+    has no rename and lists objects as they are written, by copying the staged files into
+    `<version>/` with `saved_model.pb` last. TF Serving loads only a directory that holds
+    `saved_model.pb` (`headwise.versions.numeric_versions` is that rule), and an object store
+    writes each object whole, so a version is loadable only once every other file is in place;
   * numbers versions strictly increasing: max(unix time, latest version + 1);
   * does not push a model that is already the latest version (same Trainer artifact);
-  * keeps the newest `keep_versions` versions and removes older ones and stale `.tmp-*` leftovers
-    of interrupted pushes.
-Remote destinations (gs://, s3://) fall back to the stock behaviour.
+  * keeps the newest `keep_versions` versions (an old version loses its `saved_model.pb` first)
+    and removes what an interrupted push left: `.tmp-*` directories and numeric directories
+    without `saved_model.pb`, which no server ever loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import time
 from typing import Any
 
@@ -32,11 +37,12 @@ from tfx.utils import io_utils, json_utils, proto_utils
 from tfx.v1.components import Pusher as StockPusher
 
 from components.data_gate import BASELINE_STATISTICS, DRIFT_SPLIT
-from headwise.versions import numeric_versions
+from headwise.versions import SAVED_MODEL, numeric_versions
 
 PUSH_RECORD = os.path.join("assets.extra", "headwise_push.json")
 STATISTICS_KEY = "statistics"
 TMP_PREFIX = ".tmp-"
+SAVED_MODEL_FILES = (SAVED_MODEL, "saved_model.pbtxt")  # what makes a directory loadable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,58 +53,150 @@ class PushResult:
     removed: tuple[int, ...] = ()
 
 
-def serving_versions(base_dir: str) -> list[int]:
+class Storage:
+    """The file operations a push needs, through tf.io.gfile (local disk, gs://, s3://, ...).
+    `listdir`, `isdir` and `exists` have gfile's names, so `numeric_versions` reads any
+    Storage. Tests substitute an object-store fake (tests/test_pusher.py)."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.gfile = tf.io.gfile
+
+    def listdir(self, path: str) -> list[str]:
+        return [n.rstrip("/") for n in self.gfile.listdir(path)]
+
+    def isdir(self, path: str) -> bool:
+        return self.gfile.isdir(path)
+
+    def exists(self, path: str) -> bool:
+        return self.gfile.exists(path)
+
+    def makedirs(self, path: str) -> None:
+        self.gfile.makedirs(path)
+
+    def files(self, root: str) -> list[str]:
+        """Every file under root, as paths relative to it."""
+        if not self.isdir(root):
+            raise FileNotFoundError(f"no directory {root}")
+        return sorted(os.path.relpath(os.path.join(d, f), root)
+                      for d, _, fs in self.gfile.walk(root) for f in fs)
+
+    def copy(self, src: str, dst: str) -> None:
+        self.makedirs(os.path.dirname(dst))
+        self.gfile.copy(src, dst, overwrite=True)
+
+    def write(self, path: str, content: bytes) -> None:
+        self.makedirs(os.path.dirname(path))
+        with self.gfile.GFile(path, "wb") as fh:
+            fh.write(content)
+
+    def read(self, path: str) -> bytes:
+        with self.gfile.GFile(path, "rb") as fh:
+            return fh.read()
+
+    def remove(self, path: str) -> None:
+        """A file or a whole tree; absent is fine."""
+        if self.isdir(path):
+            self.gfile.rmtree(path)
+        elif self.exists(path):
+            self.gfile.remove(path)
+
+    def rename_dir(self, src: str, dst: str) -> bool:
+        """Rename a directory atomically where the filesystem can (local disk); False where
+        it cannot (object stores: gfile would copy object by object)."""
+        if "://" in src:
+            return False
+        os.rename(src, dst)
+        return True
+
+
+def serving_versions(base_dir: str, storage: Storage | None = None) -> list[int]:
     """The versions under base_dir that TF Serving would load, oldest first."""
-    return numeric_versions(base_dir)
+    return numeric_versions(base_dir, storage or Storage())
 
 
-def _source_of(version_dir: str) -> str | None:
+def _source_of(storage: Storage, version_dir: str) -> str | None:
     try:
-        with open(os.path.join(version_dir, PUSH_RECORD), encoding="utf-8") as fh:
-            return json.load(fh).get("source")
-    except (OSError, ValueError):
+        return json.loads(storage.read(os.path.join(version_dir, PUSH_RECORD))).get("source")
+    except Exception:  # noqa: BLE001 - absent or unreadable record: not this push's model
         return None
 
 
+def _leftovers(storage: Storage, base_dir: str) -> list[str]:
+    """What interrupted pushes left: staging dirs, and numeric dirs no server would load."""
+    out = []
+    for name in storage.listdir(base_dir):
+        path = os.path.join(base_dir, name)
+        if name.startswith(TMP_PREFIX) or (name.isdigit() and not any(
+                storage.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES)):
+            out.append(path)
+    return out
+
+
+def _publish(storage: Storage, staged: str, final: str) -> None:
+    """Make the staged directory the version: one rename, or (object stores) a copy of every
+    file with the SavedModel's graph file last, then the staging copy removed."""
+    if storage.rename_dir(staged, final):
+        return
+    files = storage.files(staged)
+    for rel in sorted(files, key=lambda f: f in SAVED_MODEL_FILES):  # graph last
+        storage.copy(os.path.join(staged, rel), os.path.join(final, rel))
+    try:
+        storage.remove(staged)
+    except Exception as e:  # noqa: BLE001 - the version is published; the next push cleans up
+        logging.warning("could not remove the staging copy %s (%s); the next push will", staged,
+                        e)
+
+
+def _unpublish(storage: Storage, version_dir: str) -> None:
+    """Remove a version so that it stops being loadable first (its graph file), then the rest."""
+    for f in SAVED_MODEL_FILES:
+        storage.remove(os.path.join(version_dir, f))
+    storage.remove(version_dir)
+
+
 def push_model(model_path: str, base_dir: str, source: str, keep_versions: int = 5,
-               now: float | None = None, extra_files: dict[str, bytes] | None = None
-               ) -> PushResult:
-    """Publish the SavedModel at model_path as the next version under base_dir, atomically.
-    extra_files ({path in the version: content}) are written before the version appears."""
-    os.makedirs(base_dir, exist_ok=True)
-    for d in os.listdir(base_dir):  # leftovers of pushes that were killed half-way
-        if d.startswith(TMP_PREFIX):
-            shutil.rmtree(os.path.join(base_dir, d), ignore_errors=True)
-    versions = serving_versions(base_dir)
-    if versions and _source_of(os.path.join(base_dir, str(versions[-1]))) == source:
+               now: float | None = None, extra_files: dict[str, bytes] | None = None,
+               storage: Storage | None = None) -> PushResult:
+    """Publish the SavedModel at model_path as the next version under base_dir, never visible
+    half-written (module docstring). extra_files ({path in the version: content}) are in place
+    before the version becomes loadable."""
+    storage = storage or Storage()
+    storage.makedirs(base_dir)
+    for path in _leftovers(storage, base_dir):
+        logging.info("removing %s, left by an interrupted push", path)
+        storage.remove(path)
+    versions = serving_versions(base_dir, storage)
+    if versions and _source_of(storage, os.path.join(base_dir, str(versions[-1]))) == source:
         return PushResult(os.path.join(base_dir, str(versions[-1])), versions[-1], reused=True)
 
     version = max(int(now if now is not None else time.time()),
                   versions[-1] + 1 if versions else 0)
-    tmp = os.path.join(base_dir, f"{TMP_PREFIX}{version}-{os.getpid()}")
+    staged = os.path.join(base_dir, f"{TMP_PREFIX}{version}-{os.getpid()}")
     final = os.path.join(base_dir, str(version))
+    files = storage.files(model_path)
+    if not any(f in SAVED_MODEL_FILES for f in files):
+        raise FileNotFoundError(f"no SavedModel ({SAVED_MODEL}) under {model_path}")
     try:
-        shutil.copytree(model_path, tmp)
-        os.makedirs(os.path.dirname(os.path.join(tmp, PUSH_RECORD)), exist_ok=True)
-        with open(os.path.join(tmp, PUSH_RECORD), "w", encoding="utf-8") as fh:
-            json.dump({"source": source, "version": version, "pushed_at": time.time()}, fh)
+        for rel in files:
+            storage.copy(os.path.join(model_path, rel), os.path.join(staged, rel))
+        record = {"source": source, "version": version, "pushed_at": time.time()}
+        storage.write(os.path.join(staged, PUSH_RECORD), json.dumps(record).encode())
         for rel, content in (extra_files or {}).items():
-            os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
-            with open(os.path.join(tmp, rel), "wb") as fh:
-                fh.write(content)
-        os.rename(tmp, final)  # atomic: TF Serving sees no version or a complete one
+            storage.write(os.path.join(staged, rel), content)
+        _publish(storage, staged, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        storage.remove(staged)
+        if final not in (os.path.join(base_dir, str(v))
+                         for v in serving_versions(base_dir, storage)):
+            storage.remove(final)  # a partial copy, never loadable
         raise
     versions.append(version)
     removed = tuple(versions[:-keep_versions]) if keep_versions > 0 else ()
     for old in removed:
-        shutil.rmtree(os.path.join(base_dir, str(old)), ignore_errors=True)
+        _unpublish(storage, os.path.join(base_dir, str(old)))
     return PushResult(final, version, reused=False, removed=removed)
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
 
 
 def _extra_files(input_dict) -> dict[str, bytes]:
@@ -117,19 +215,11 @@ class Executor(stock.Executor):
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(
             exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
+        if destination.WhichOneof("destination") != "filesystem":
+            super().Do(input_dict, output_dict, exec_properties)  # not a model directory
+            return
         base_dir = destination.filesystem.base_directory
         extra = _extra_files(input_dict)
-        if destination.WhichOneof("destination") != "filesystem" or not _is_local(base_dir):
-            # gs:// and other remote stores (Kubeflow): the stock Pusher copies the model; the
-            # statistics are added to the pushed version after it (TF Serving ignores them).
-            super().Do(input_dict, output_dict, exec_properties)
-            model_push = artifact_utils.get_single_instance(
-                output_dict[standard_component_specs.PUSHED_MODEL_KEY])
-            if model_push.get_int_custom_property("pushed") == 1:
-                pushed = model_push.get_string_custom_property("pushed_destination")
-                for rel, content in extra.items():
-                    io_utils.write_bytes_file(os.path.join(pushed, rel), content)
-            return
 
         self._log_startup(input_dict, output_dict, exec_properties)
         model_push = artifact_utils.get_single_instance(

@@ -11,14 +11,17 @@ import os
 SAVED_MODEL = "saved_model.pb"
 
 
-def numeric_versions(base_path: str) -> list[int]:
-    """Version directories TF Serving would consider: numeric names holding saved_model.pb,
+def numeric_versions(base_path: str, fs=None) -> list[int]:
+    """Version directories TF Serving would load: numeric names holding saved_model.pb,
     oldest first. Non-numeric entries (the Pusher's `.tmp-*` staging dirs) are never looked at.
-    Through tf.io.gfile, so a gs:// model base path (the gate on Kubeflow) works too."""
-    import tensorflow as tf
+    Through tf.io.gfile (or `fs`, anything with gfile's listdir/isdir/exists), so a gs:// model
+    base path (the gate on Kubeflow) works too."""
+    if fs is None:
+        import tensorflow as tf
 
-    if not base_path or not tf.io.gfile.isdir(base_path):
+        fs = tf.io.gfile
+    if not base_path or not fs.isdir(base_path):
         return []
-    names = (n.rstrip("/") for n in tf.io.gfile.listdir(base_path))
+    names = (n.rstrip("/") for n in fs.listdir(base_path))
     return sorted(int(n) for n in names if n.isdigit()
-                  and tf.io.gfile.exists(os.path.join(base_path, n, SAVED_MODEL)))
+                  and fs.exists(os.path.join(base_path, n, SAVED_MODEL)))

@@ -66,9 +66,9 @@ def test_failed_copy_leaves_nothing_and_stale_temp_dirs_are_cleaned(tmp_path, mo
 
 
 def test_a_remote_push_carries_the_drift_baseline_too(tmp_path, model):
-    """gs:// on Kubeflow goes through the stock Pusher's copy; the pushed version must still
-    hold the training statistics the next run's drift check reads (ram:// stands in for gs://:
-    both are tf.io.gfile filesystems that the local fast path does not handle)."""
+    """The Executor on a remote path (gs:// on Kubeflow; ram:// stands in: both are tf.io.gfile
+    filesystems without the local rename): the pushed version holds the training statistics
+    the next run's drift check reads, and the model."""
     import json
 
     import tensorflow as tf
@@ -107,3 +107,167 @@ def test_a_remote_push_carries_the_drift_baseline_too(tmp_path, model):
     assert str(version) == pushed.get_string_custom_property("pushed_version")
     assert baseline == stats
     assert tf.io.gfile.exists(f"{base}/{version}/saved_model.pb")
+
+
+class Killed(BaseException):
+    """The pushing process died (a SIGKILL: no except or finally block of the push runs)."""
+
+
+class ObjectStore(pusher.Storage):
+    """A filesystem that behaves like GCS or S3: flat keys; each object is written whole;
+    "directories" are key prefixes, so a listing shows every object written so far (a partial
+    copy is visible); there is no rename. `kill_after(n)`: the push dies at the n-th write from
+    now: that write and every later operation raise Killed. `on_write` observes each write."""
+
+    def __init__(self):  # no TensorFlow: everything is in `objects`
+        self.objects: dict[str, bytes] = {}
+        self.writes_left: int | None = None
+        self.dead = False
+        self.on_write = lambda key: None
+        self.removed: list[str] = []
+
+    def kill_after(self, n: int) -> None:
+        self.writes_left = n
+
+    def revive(self) -> None:  # the next pipeline run: a new process
+        self.dead, self.writes_left = False, None
+
+    def _alive(self) -> None:
+        if self.dead:
+            raise Killed()
+
+    def _put(self, key: str, data: bytes) -> None:
+        self._alive()
+        if self.writes_left is not None:
+            if self.writes_left == 0:
+                self.dead = True
+                raise Killed()
+            self.writes_left -= 1
+        self.objects[key] = data
+        self.on_write(key)
+
+    def _under(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        return [k for k in self.objects if k.startswith(prefix)]
+
+    def listdir(self, path):
+        self._alive()
+        prefix = path.rstrip("/") + "/"
+        return sorted({k[len(prefix):].split("/")[0] for k in self._under(path)})
+
+    def isdir(self, path):
+        return bool(self._under(path))
+
+    def exists(self, path):
+        return path in self.objects or self.isdir(path)
+
+    def makedirs(self, path):
+        self._alive()  # no directories in an object store
+
+    def files(self, root):
+        self._alive()
+        if not self.isdir(root):
+            raise FileNotFoundError(root)
+        return sorted(k[len(root.rstrip("/")) + 1:] for k in self._under(root))
+
+    def copy(self, src, dst):
+        self._put(dst, self.read(src))
+
+    def write(self, path, content):
+        self._put(path, content)
+
+    def read(self, path):
+        self._alive()
+        if path not in self.objects:
+            raise FileNotFoundError(path)
+        return self.objects[path]
+
+    def remove(self, path):
+        self._alive()
+        for k in [path] * (path in self.objects) + self._under(path):
+            del self.objects[k]
+            self.removed.append(k)
+
+    def rename_dir(self, src, dst):
+        return False
+
+
+MODEL_FILES = {"saved_model.pb": b"graph", "variables/variables.index": b"index",
+               "variables/variables.data-00000-of-00001": b"weights",
+               "assets/vocab.txt": b"a\nb", "fingerprint.pb": b"fp"}
+BASELINE = {"assets.extra/baseline_stats.pb": b"stats"}
+BASE = "mem://bucket/serving/taxi"
+
+
+def _store_with_models(*names: str) -> ObjectStore:
+    store = ObjectStore()
+    for name in names:
+        for rel, data in MODEL_FILES.items():
+            store.objects[f"mem://bucket/pipeline/{name}/{rel}"] = data
+    return store
+
+
+def _complete(store: ObjectStore, version: int) -> bool:
+    want = set(MODEL_FILES) | set(BASELINE) | {pusher.PUSH_RECORD}
+    return set(store.files(f"{BASE}/{version}")) == want
+
+
+def test_on_an_object_store_no_partial_version_is_ever_loadable():
+    """Watched after every single write: each version that TF Serving's loading rule would
+    load (a numeric directory holding saved_model.pb) is complete, model, push record and
+    drift baseline; yet the listing does show the version while it is being copied."""
+    store = _store_with_models("m1")
+    seen_partial = []
+
+    def check(key):
+        for v in pusher.serving_versions(BASE, store):
+            assert _complete(store, v), (key, sorted(store.files(f"{BASE}/{v}")))
+        names = store.listdir(BASE)
+        seen_partial.extend(n for n in names if n.isdigit()
+                            and int(n) not in pusher.serving_versions(BASE, store))
+    store.on_write = check
+    r = pusher.push_model("mem://bucket/pipeline/m1", BASE, source="m1", now=1000,
+                          extra_files=BASELINE, storage=store)
+    assert (r.version, r.reused) == (1000, False)
+    assert seen_partial and set(seen_partial) == {"1000"}  # visible while incomplete
+    assert store.listdir(BASE) == ["1000"] and _complete(store, 1000)  # staging removed
+    assert store.read(f"{BASE}/1000/saved_model.pb") == b"graph"
+
+
+@pytest.mark.parametrize("kill_at", range(1, 2 * (len(MODEL_FILES) + 2)))  # every write
+def test_a_push_killed_midway_is_never_served_and_the_next_push_cleans_up(kill_at,
+                                                                          monkeypatch):
+    """The process dies at write `kill_at` of the second push's 14 (7 staged files, then 7
+    published, saved_model.pb last): the served version is untouched and the partial one is
+    never loadable; the next push removes what was left and publishes a complete version."""
+    store = _store_with_models("m1", "m2")
+    pusher.push_model("mem://bucket/pipeline/m1", BASE, source="m1", now=1000,
+                      extra_files=BASELINE, storage=store)
+    store.kill_after(kill_at)
+    with pytest.raises(Killed):
+        pusher.push_model("mem://bucket/pipeline/m2", BASE, source="m2", now=2000,
+                          extra_files=BASELINE, storage=store)
+    store.revive()
+    assert pusher.serving_versions(BASE, store) == [1000] and _complete(store, 1000)
+    assert len(store.listdir(BASE)) > 1  # something partial was left behind
+    monkeypatch.setattr(pusher.os, "getpid", lambda: 99999)  # the next run: another process
+    r = pusher.push_model("mem://bucket/pipeline/m2", BASE, source="m2", now=2000,
+                          extra_files=BASELINE, storage=store)
+    assert r.version == 2000 and not r.reused
+    assert store.listdir(BASE) == ["1000", "2000"]  # no staging, no partial directory
+    assert _complete(store, 2000)
+
+
+def test_object_store_pushes_dedupe_number_and_prune_like_local_ones():
+    store = _store_with_models("m1", "m2", "m3")
+    a = pusher.push_model("mem://bucket/pipeline/m1", BASE, "m1", now=100, storage=store)
+    again = pusher.push_model("mem://bucket/pipeline/m1", BASE, "m1", now=200, storage=store)
+    assert again.reused and again.version == a.version == 100
+    b = pusher.push_model("mem://bucket/pipeline/m2", BASE, "m2", now=100, storage=store)
+    store.removed.clear()
+    c = pusher.push_model("mem://bucket/pipeline/m3", BASE, "m3", keep_versions=2, now=50,
+                          storage=store)
+    assert (b.version, c.version, c.removed) == (101, 102, (100,))
+    assert store.listdir(BASE) == ["101", "102"]
+    old = [k for k in store.removed if k.startswith(f"{BASE}/100/")]
+    assert old[0] == f"{BASE}/100/saved_model.pb"  # unloadable first, then the rest
