@@ -90,3 +90,49 @@ def test_percentiles_are_in_milliseconds():
     p = common.percentiles([0.001] * 99 + [0.1])
     assert p["p50_ms"] == pytest.approx(1.0) and p["n"] == 100
     assert common.peak_between([(1.0, 2**20), (2.0, 3 * 2**20), (9.0, 9 * 2**20)], 1.0, 2.0) == 3
+
+
+def test_goal_needs_no_gating_head_worse_one_better_and_cost_within_budget():
+    """The multi-head benchmark's goal, per arm: the cost budget is max(0.35, 1.5 / N) of the
+    single-task models together; an auxiliary head may lose without failing the goal."""
+    assert multihead.budget(5) == pytest.approx(0.35) and multihead.budget(3) == 0.5
+    r = _results([0.70, 0.71, 0.72], [0.60, 0.61, 0.62], [3.0, 3.1, 3.2], [2.0, 2.1, 2.2])
+    # 2 heads: budget 0.75; train 30 / 45 = 0.67, params 0.5: within; but r is worse.
+    c = multihead.compare(r)
+    assert c["goal"]["budget"] == pytest.approx(0.75)
+    assert c["goal"]["cost_within_budget"] and c["goal"]["a_head_better"]
+    assert not c["goal"]["no_gating_head_worse"] and not c["goal"]["met"]
+    r["heads"][1]["auxiliary"] = True  # the losing head only helps train: the goal holds
+    assert multihead.compare(r)["goal"]["met"]
+    for s in r["models"]["multi"].values():
+        s["train_s"] = 40.0  # 40 / 45 > 0.75
+    assert not multihead.compare(r)["goal"]["met"]
+
+
+def test_the_best_arm_meets_the_goal_or_comes_closest_and_the_grid_names_every_arm():
+    r = _results([0.70, 0.71, 0.72], [0.60, 0.61, 0.62], [3.0, 3.1, 3.2], [2.0, 2.1, 2.2])
+    good = {s: _model(30.0, 10_000, 2**20, {"k": {"auc": 0.71}, "r": {"mae": m}})
+            for s, m in zip([1, 2, 3], [1.9, 2.0, 2.1], strict=True)}
+    r["models"]["multi:mmoe:gradnorm"] = good
+    r["default"] = {"backbone": "shared_bottom", "loss_balancing": "static"}
+    assert multihead.best_arm(r) == "multi:mmoe:gradnorm"
+    c = multihead.compare(r, "multi:mmoe:gradnorm")
+    assert {h["head"]: h["verdict"] for h in c["heads"]} == {"k": "better",
+                                                              "r": "within noise"}
+    text = multihead.summary({"datasets": {"toy": r}})
+    assert "| mmoe, gradnorm |" in text and "| config (shared_bottom, static) |" in text
+    assert "Best arm: **mmoe, gradnorm** (goal met)" in text
+
+
+def test_loss_normalisation_summary_compares_present_with_batch_per_head():
+    a, b = multihead.NORMALIZATION
+    models = {a: {s: {"metrics": {"k": {"auc": 0.6}, "r": {"mae": m}}}
+                  for s, m in zip([1, 2, 3], [2.0, 2.1, 2.2], strict=True)},
+              b: {s: {"metrics": {"k": {"auc": 0.6}, "r": {"mae": m}}}
+                  for s, m in zip([1, 2, 3], [1.5, 1.6, 1.7], strict=True)}}
+    r = {"head": "r", "share": 0.5, "config": "c.yaml", "seeds": [1, 2, 3], "models": models,
+         "heads": [{"name": "k", "main": "auc", "task": "binary"},
+                   {"name": "r", "main": "mae", "task": "regression"}]}
+    text = multihead.summary_missing(r)
+    assert "| r (50% missing) | mae | 2.1 ± 0.1 | 1.6 ± 0.1 | better |" in text
+    assert "| k | auc | 0.6 ± 0 | 0.6 ± 0 | within noise |" in text
