@@ -5,7 +5,11 @@
   (Classify/Regress per head), 1 and 64 examples per request, 1 and 4 concurrent clients;
 - one single-task model per head: N round trips (one Predict per model) for the same answer;
 - the cost of the request log (`--request-log-dir`, every request logged): the same Predicts
-  against a second server that logs them.
+  against a second server that logs them;
+- TF Serving's REST API (`--rest-port`) on the same server: serving_default, 1 and 64 examples
+  per request as {"b64": ...} instances over one keep-alive HTTP connection, next to gRPC;
+- the quick client (`headwise predict --csv --rest-port`, no TensorFlow): wall time of a fresh
+  process answering 5 rows, interpreter start included.
 
 The server is `headwise serve --builtin` in its own process (as in production: the client does
 not share its interpreter); the load comes from this process's threads over loopback.
@@ -13,7 +17,10 @@ not share its interpreter); the load comes from this process's threads over loop
 
 from __future__ import annotations
 
+import base64
 import csv
+import http.client
+import json
 import os
 import subprocess
 import time
@@ -46,8 +53,11 @@ def latest_version_dir(model_dir: str) -> str:
 
 
 def start_server(model_dirs: list[str], port: int, log_path: str,
-                 request_log_dir: str | None = None) -> subprocess.Popen:
+                 request_log_dir: str | None = None, rest_port: int | None = None
+                 ) -> subprocess.Popen:
     cmd = [common.python(), "-m", "headwise.cli", "serve", "--builtin", "--port", str(port)]
+    if rest_port is not None:
+        cmd += ["--rest-port", str(rest_port)]
     for d in model_dirs:
         cmd += ["--model-dir", d]
     if request_log_dir:
@@ -89,6 +99,45 @@ def _multi_request(name: str, info: dict, serialized: list[bytes]):
     return req
 
 
+def _rest_predict(port: int, name: str, serialized: list[bytes]):
+    """A call of serving_default over REST on one keep-alive connection (as a client would
+    keep its gRPC channel); the body is built once, as the gRPC request is."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = json.dumps({"instances": [{"b64": base64.b64encode(s).decode()}
+                                     for s in serialized]}).encode()
+    path = f"/v1/models/{name}:predict"
+    headers = {"Content-Type": "application/json"}
+
+    def call() -> None:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"REST predict: HTTP {response.status}: {data[:200]!r}")
+    return call, conn
+
+
+def quick_client_wall(csv_rows: list[dict], name: str, port: int, rest_port: int,
+                      work_dir: str, runs: int) -> list[float]:
+    """Seconds for `headwise predict --csv <5 rows> --rest-port` in a fresh process, each run."""
+    path = os.path.join(work_dir, "quick_client_rows.csv")
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(csv_rows[0]))
+        writer.writeheader()
+        writer.writerows(csv_rows[:5])
+    cmd = [common.python(), "-m", "headwise.cli", "predict", "--csv", path, "--model-name", name,
+           "--port", str(port), "--rest-port", str(rest_port)]
+    walls = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        done = subprocess.run(cmd, env=common.child_env(), cwd=common.ROOT,
+                              capture_output=True, text=True, timeout=60)
+        walls.append(time.perf_counter() - t)
+        if done.returncode != 0:
+            raise RuntimeError(f"headwise predict --rest-port failed: {done.stderr[-500:]}")
+    return walls
+
+
 def run(multi_dir: str, single_dirs: dict[str, str] | None, csv_path: str, work_dir: str,
         quick: bool = False) -> dict:
     """Measure; returns a JSON-able dict of scenarios. single_dirs: head -> model directory."""
@@ -116,9 +165,9 @@ def run(multi_dir: str, single_dirs: dict[str, str] | None, csv_path: str, work_
             common.time_calls(lambda arr=arr: servable.run({feed: arr}, fetch), n_seq))
     servable.close_when_idle()
 
-    port = common.free_port()
+    port, rest_port = common.free_port(), common.free_port()
     dirs = [multi_dir, *(single_dirs or {}).values()]
-    proc = start_server(dirs, port, os.path.join(work_dir, "server.log"))
+    proc = start_server(dirs, port, os.path.join(work_dir, "server.log"), rest_port=rest_port)
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -150,6 +199,13 @@ def run(multi_dir: str, single_dirs: dict[str, str] | None, csv_path: str, work_
                 round_trips, 4, seconds)
             results["single_task_models"] = len(singles)
         channel.close()
+        for label, data, n in (("1", one, n_seq), ("64", batch, n_seq // 4)):
+            call, conn = _rest_predict(rest_port, name, data)
+            sc[f"rest_predict_all_heads_batch{label}"] = common.percentiles(
+                common.time_calls(call, n))
+            conn.close()
+        sc["quick_client_5_rows_fresh_process"] = common.percentiles(
+            quick_client_wall(rows, name, port, rest_port, work_dir, 3 if quick else 10))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -196,6 +252,21 @@ def summary(results: dict) -> str:
                 / sc["grpc_predict_all_heads_batch64_4clients"]["examples_per_s"])
         text += (f"\n\nRequest log on (every request written): {p50:.2f}x the p50 latency "
                  f"(1 example), {rate:.2f}x the throughput (64 examples, 4 clients)")
+    if "rest_predict_all_heads_batch1" in sc:
+        text += ("\n\nREST vs gRPC, Predict on serving_default (p50/p99 ms): 1 example "
+                 f"{sc['rest_predict_all_heads_batch1']['p50_ms']:.2f}/"
+                 f"{sc['rest_predict_all_heads_batch1']['p99_ms']:.2f} vs "
+                 f"{sc['grpc_predict_all_heads_batch1']['p50_ms']:.2f}/"
+                 f"{sc['grpc_predict_all_heads_batch1']['p99_ms']:.2f}; 64 examples "
+                 f"{sc['rest_predict_all_heads_batch64']['p50_ms']:.2f}/"
+                 f"{sc['rest_predict_all_heads_batch64']['p99_ms']:.2f} vs "
+                 f"{sc['grpc_predict_all_heads_batch64']['p50_ms']:.2f}/"
+                 f"{sc['grpc_predict_all_heads_batch64']['p99_ms']:.2f}")
+    if "quick_client_5_rows_fresh_process" in sc:
+        quick = sc["quick_client_5_rows_fresh_process"]
+        text += ("\n\nQuick client (`headwise predict --csv --rest-port`, no TensorFlow), 5 rows "
+                 f"in a fresh process: {quick['p50_ms'] / 1e3:.2f} s p50, "
+                 f"{quick['p99_ms'] / 1e3:.2f} s p99 wall ({quick['n']} runs)")
     if "grpc_single_task_models_batch1" in sc:
         ratio = (sc["grpc_predict_all_heads_batch1"]["p50_ms"]
                  / sc["grpc_single_task_models_batch1"]["p50_ms"])

@@ -101,7 +101,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         return server.serve_forever(args.model_dir or ["outputs/serving/taxi"], args.model_name,
                                     args.host, args.port, args.poll_seconds, args.builtin,
-                                    args.request_log_dir, args.log_sampling_rate)
+                                    args.request_log_dir, args.log_sampling_rate,
+                                    args.rest_port)
     except ValueError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return 2
@@ -111,14 +112,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from serving import client as client_lib
+    from serving import predictions as predictions_lib
 
     try:
-        rows = client_lib.read_rows(args.csv or args.json, "csv" if args.csv else "json")
-        with client_lib.HeadwiseClient(args.host, args.port, args.model_name, args.version,
-                                       args.timeout) as client:
+        rows = predictions_lib.read_rows(args.csv or args.json, "csv" if args.csv else "json")
+        if args.rest_port is not None:  # the quick client: no TensorFlow imported
+            from serving import rest_client
+
+            client = rest_client.RestClient(args.host, args.rest_port, args.port,
+                                            args.model_name, args.version, args.timeout)
+        else:
+            from serving import client as client_lib
+
+            client = client_lib.HeadwiseClient(args.host, args.port, args.model_name,
+                                               args.version, args.timeout)
+        with client:
             predictions = list(client.predict_rows(rows, args.batch_size))
-    except client_lib.ClientError as e:
+    except predictions_lib.ClientError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return 1
     if args.format == "json":
@@ -129,7 +139,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                     if v not in (None, {}) and k != "head"} for p in row}
                           for row in predictions], indent=2))
     else:
-        print(client_lib.table(predictions))
+        print(predictions_lib.table(predictions))
     return 0
 
 
@@ -179,14 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--output-dir", default="outputs/kubeflow")
     comp.set_defaults(func=_cmd_compile)
     serve = sub.add_parser("serve", help="serve the pushed model over TF Serving's gRPC API "
-                           "(tensorflow_model_server if installed, else the built-in server)")
+                           "and, with --rest-port, its REST API (tensorflow_model_server if "
+                           "installed and --host 0.0.0.0, else the built-in server)")
     serve.add_argument("--model-dir", action="append",
                        help="the directory holding numeric version directories (default "
                        "outputs/serving/taxi); repeat to serve several models")
     serve.add_argument("--model-name", help="default: the model directory's name")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to bind (default loopback only; 0.0.0.0 for every one)")
-    serve.add_argument("--port", type=int, default=8500)
+    serve.add_argument("--host", default=None,
+                       help="address to bind, gRPC and REST (default 127.0.0.1, loopback only; "
+                       "0.0.0.0 for every one, which tensorflow_model_server requires: it "
+                       "cannot bind one address)")
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    serve.add_argument("--rest-port", type=int, default=None,
+                       help="also serve TF Serving's REST API on this port (TF Serving's "
+                       "convention: 8501; 0 picks a free one); off unless given")
     serve.add_argument("--poll-seconds", type=float, default=1.0,
                        help="how often to look for a newly pushed version")
     serve.add_argument("--builtin", action="store_true",
@@ -204,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "columns are ignored")
     src.add_argument("--json", help="rows to score: a list of objects, or one object per line")
     pred.add_argument("--host", default="127.0.0.1")
-    pred.add_argument("--port", type=int, default=8500)
+    pred.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    pred.add_argument("--rest-port", type=int, default=None,
+                      help="the quick client: predictions over the REST API on this port, "
+                      "without loading TensorFlow (the model's description still comes over "
+                      "gRPC, --port)")
     pred.add_argument("--model-name", default="taxi")
     pred.add_argument("--version", type=int, help="a specific version (default: the latest)")
     pred.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
@@ -231,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         args.checked_config = _preflight_run(args)  # bad config or data: before TF loads too
         if args.checked_config is None:
             return 2
+    if args.func is _cmd_predict and args.rest_port is not None:
+        return args.func(args)  # the quick client never loads TensorFlow
     from headwise import quiet
 
     quiet.setup()

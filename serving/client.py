@@ -4,16 +4,14 @@ The model describes itself (its `model_info` signature: feature dtypes, heads, c
 the client needs only the server's address. `predict_rows` turns raw rows (CSV strings or JSON
 values) into tf.Examples, sends one MultiInference request per batch (Classify for classifier
 heads, Regress for regression heads: class names and values in label units come back from the
-server), and returns one `HeadPrediction` per row and head.
+server), and returns one `HeadPrediction` per row and head. What it shares with the quick REST
+client (`serving/rest_client.py`, no TensorFlow) lives in `serving/predictions.py`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -28,56 +26,14 @@ from tensorflow_serving.apis import (
 
 from headwise import contract, tasks
 from headwise import examples as examples_lib
-from serving import tensors
-
-
-class ClientError(RuntimeError):
-    """A failed query, with a message a person can act on."""
-
-
-@dataclass
-class HeadPrediction:
-    head: str
-    task: str
-    value: float | None = None  # regression, in label units
-    label: str | None = None  # classifiers: the top class (multilabel: classes >= 0.5, "|")
-    score: float | None = None  # the top class's probability
-    scores: dict[str, float] = field(default_factory=dict)
-
-    def text(self) -> str:
-        if self.value is not None:
-            return f"{self.value:.4g}"
-        return f"{self.label} ({self.score:.2f})"
-
-
-def read_rows(path: str, fmt: str = "csv") -> list[dict[str, Any]]:
-    """Rows from a CSV file (header row), or JSON: a list of objects or one object per line."""
-    if not os.path.isfile(path):
-        raise ClientError(f"{path}: no such file")
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            text = fh.read()
-    except UnicodeDecodeError as e:
-        raise ClientError(f"{path}: not UTF-8 text ({e})") from None
-    if fmt == "json":
-        try:
-            stripped = text.lstrip()
-            if stripped.startswith("["):
-                rows = json.loads(text)
-            else:
-                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise ClientError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ClientError(f"{path}: expected a list of objects, one per row")
-        return rows
-    reader = csv.DictReader(text.splitlines())
-    rows = []
-    for row in reader:
-        if None in row:
-            raise ClientError(f"{path}, line {reader.line_num}: more fields than the header has")
-        rows.append(row)
-    return rows
+from serving import predictions, tensors
+from serving.predictions import (  # noqa: F401 - the client's public names, shared with REST
+    ClientError,
+    HeadPrediction,
+    read_rows,
+    table,
+    task_of,
+)
 
 
 class HeadwiseClient:
@@ -149,7 +105,7 @@ class HeadwiseClient:
         request = inference_pb2.MultiInferenceRequest()
         for head in heads:
             request.tasks.add(model_spec=self.model_spec(head["signature"]),
-                              method_name=contract.METHODS[_task(head).signature])
+                              method_name=contract.METHODS[task_of(head).signature])
         request.input.example_list.examples.extend(
             example_pb2.Example.FromString(s) for s in serialized)
         return self._call(self.stub.MultiInference, request)
@@ -165,38 +121,9 @@ class HeadwiseClient:
             yield from (list(row) for row in zip(*per_head, strict=True))
 
 
-def _task(head: dict) -> tasks.Task:
-    """The registry's task of a head in the model's description."""
-    try:
-        return tasks.get(head["task"])
-    except KeyError:
-        raise ClientError(f"head {head['name']!r}: the model was exported with a task this "
-                          f"client does not know ({head['task']!r}); upgrade headwise") from None
-
-
 def _head_predictions(head: dict, result) -> list[HeadPrediction]:
-    task = _task(head)
-    if task.signature == tasks.REGRESS:
-        return [HeadPrediction(head["name"], head["task"], value=r.value)
+    if task_of(head).signature == tasks.REGRESS:
+        return [predictions.regression(head, r.value)
                 for r in result.regression_result.regressions]
-    out = []
-    for c in result.classification_result.classifications:
-        classes = [(cls.label, cls.score) for cls in c.classes]
-        label, score = task.decode(classes)
-        out.append(HeadPrediction(head["name"], head["task"], label=label, score=score,
-                                  scores=dict(classes)))
-    return out
-
-
-def table(predictions: Sequence[list[HeadPrediction]], first_row: int = 1) -> str:
-    """A fixed-width table: one line per row, one column per head."""
-    if not predictions:
-        return "(no rows)"
-    heads = [p.head for p in predictions[0]]
-    cells = [[str(first_row + i)] + [p.text() for p in row] for i, row in enumerate(predictions)]
-    header = ["row"] + heads
-    widths = [max(len(r[j]) for r in [header, *cells]) for j in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
+    return [predictions.classification(head, [(cls.label, cls.score) for cls in c.classes])
+            for c in result.classification_result.classifications]

@@ -4,7 +4,8 @@ No transport here: every method takes a `tensorflow_serving.apis` request proto 
 response proto, or raises `ServingError(code, message)` with the status code and message that
 `tensorflow_model_server` returns for the same request (tensorflow_serving/servables/tensorflow/
 predict_util.cc, classifier.cc, regressor.cc, multi_inference.cc, get_model_metadata_impl.cc,
-get_model_status_impl.cc). The gRPC servicer in `server.py` only maps ServingError to a status.
+get_model_status_impl.cc). The gRPC servicer in `server.py` only maps ServingError to a status,
+the REST API in `rest.py` to an HTTP status and TF Serving's JSON error body.
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ class DataPlane:
             return manager.servable(spec.name, version)
         except NotFound as e:
             raise ServingError(Code.NOT_FOUND, str(e)) from None
+
+    def signature_defs(self, spec) -> dict:
+        """The SignatureDefs of the servable a ModelSpec names (the REST API reads a signature's
+        inputs to parse a request's JSON, as http_rest_api_handler.cc GetInfoMap does)."""
+        with self._servable(spec) as servable:
+            return dict(servable.signature_defs)
 
     @staticmethod
     def _run(servable: Servable, feeds: dict, fetches: list[str]) -> list[np.ndarray]:
@@ -299,6 +306,7 @@ class DataPlane:
         response = get_model_status_pb2.GetModelStatusResponse()
         for s in states:
             entry = response.model_version_status.add(version=s.version, state=s.state)
+            entry.status.SetInParent()  # TF Serving always writes it: error_code OK when fine
             if s.error:
                 entry.status.error_code = Code.UNKNOWN.value[0]
                 entry.status.error_message = s.error

@@ -1,0 +1,440 @@
+"""TF Serving's REST API (`headwise serve --rest-port`) against its gRPC API on one server, the
+quick TensorFlow-free client, and how `headwise serve` runs the real binary.
+
+Plain HTTP clients (urllib, http.client) talk to the built-in server serving the synthetic
+four-task model; every REST answer is compared with the gRPC answer to the same question, every
+error with the message and HTTP status TF Serving writes (tensorflow_serving/util/json_tensor.cc,
+model_servers/http_rest_api_handler.cc, http_server.cc).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import math
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.example import example_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from components import pusher
+from headwise import cli
+from headwise import examples as examples_lib
+from serving import client as client_lib
+from serving import rest, rest_client, wire
+from serving import server as server_lib
+from tests import synthetic
+
+NAME = "syn"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One trained version, served over gRPC and REST (free loopback ports)."""
+    tmp = tmp_path_factory.mktemp("rest")
+    raw, tft_output, data = synthetic.transform(str(tmp / "transform"))
+    export = str(tmp / "export")
+    synthetic.train_and_export(tft_output, data, export, epochs=1)
+    base = str(tmp / "serving" / NAME)
+    version = pusher.push_model(export, base, source="run-1").version
+    running = server_lib.start(base, port=0, poll_seconds=0.2, rest_port=0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    rows = [{k: (v[0] if v else None) for k, v in r.items()} for r in raw][:12]
+    info = examples_lib.read_model_info(export)
+    yield {"running": running, "stub": prediction_service_pb2_grpc.PredictionServiceStub(channel),
+           "status_stub": model_service_pb2_grpc.ModelServiceStub(channel), "rows": rows,
+           "serialized": examples_lib.to_examples(rows, info["features"]), "info": info,
+           "version": version, "url": f"http://127.0.0.1:{running.rest_port}", "tmp": tmp}
+    channel.close()
+    running.stop()
+
+
+def call(served, path: str, body=None, method: str | None = None) -> tuple[int, str]:
+    """(HTTP status, body text); body: a JSON-able value, or bytes sent as they are."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(served["url"] + path, data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def ok(served, path: str, body=None) -> dict:
+    status, text = call(served, path, body)
+    assert status == 200, text
+    return json.loads(text)
+
+
+def error(served, path: str, body=None, method: str | None = None) -> tuple[int, str]:
+    status, text = call(served, path, body, method)
+    assert status != 200, text
+    doc = json.loads(text)
+    assert list(doc) == ["error"], text
+    return status, doc["error"]
+
+
+def b64(serialized) -> list[dict]:
+    return [{"b64": base64.b64encode(s).decode()} for s in serialized]
+
+
+def spec(signature: str = "", version: int | None = None, name: str = NAME):
+    s = model_pb2.ModelSpec(name=name, signature_name=signature)
+    if version is not None:
+        s.version.value = version
+    return s
+
+
+def grpc_predict(served, serialized, signature: str = "") -> dict[str, np.ndarray]:
+    req = predict_pb2.PredictRequest(model_spec=spec(signature))
+    req.inputs["inputs" if signature.startswith(("classify_", "regress_")) else "examples"] \
+        .CopyFrom(tf.make_tensor_proto(serialized, dtype=tf.string))
+    resp = served["stub"].Predict(req, timeout=10)
+    return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+
+
+def grpc_error(rpc, request) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as e:
+        rpc(request, timeout=10)
+    return e.value.code(), e.value.details()
+
+
+# --- Predict -----------------------------------------------------------------------------------
+def test_row_format_gives_one_object_per_example_with_every_head(served):
+    expected = grpc_predict(served, served["serialized"])
+    doc = ok(served, f"/v1/models/{NAME}:predict", {"instances": b64(served["serialized"])})
+    assert list(doc) == ["predictions"]
+    assert len(doc["predictions"]) == len(served["serialized"])
+    for head, values in expected.items():
+        got = np.array([p[head] for p in doc["predictions"]], np.float32)
+        np.testing.assert_array_equal(got, values)  # float32 written so that it reads back
+
+
+def test_columnar_format_gives_one_object_keyed_by_output(served):
+    expected = grpc_predict(served, served["serialized"])
+    doc = ok(served, f"/v1/models/{NAME}/versions/{served['version']}:predict",
+             {"signature_name": "serving_default", "inputs": b64(served["serialized"])})
+    assert list(doc) == ["outputs"] and set(doc["outputs"]) == set(expected)
+    for head, values in expected.items():
+        np.testing.assert_array_equal(np.array(doc["outputs"][head], np.float32), values)
+
+
+def test_one_output_is_written_bare_and_named_instances_are_accepted(served):
+    serialized = served["serialized"][:4]
+    expected = grpc_predict(served, serialized, "regress_r")["outputs"]
+    named = [{"inputs": v} for v in b64(serialized)]
+    rows = ok(served, f"/v1/models/{NAME}:predict",
+              {"signature_name": "regress_r", "instances": named})
+    np.testing.assert_array_equal(np.array(rows["predictions"], np.float32), expected)
+    cols = ok(served, f"/v1/models/{NAME}:predict",
+              {"signature_name": "regress_r", "inputs": {"inputs": b64(serialized)}})
+    np.testing.assert_array_equal(np.array(cols["outputs"], np.float32), expected)
+
+
+def test_string_outputs_are_text_and_bytes_outputs_base64(served):
+    expected = grpc_predict(served, served["serialized"][:2], "classify_m")
+    doc = ok(served, f"/v1/models/{NAME}:predict",
+             {"signature_name": "classify_m", "instances": b64(served["serialized"][:2])})
+    assert [p["classes"] for p in doc["predictions"]] == \
+        [[c.decode() for c in row] for row in expected["classes"]]
+    # json_tensor.cc IsNamedTensorBytes: a DT_STRING output named *_bytes is {"b64": ...}
+    outputs = {"x_bytes": tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"\xff"]),
+               "y": tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"t"])}
+    for t in outputs.values():
+        t.tensor_shape.dim.add(size=1)
+    assert json.loads(rest.predict_json(outputs, "row")) == \
+        {"predictions": [{"x_bytes": {"b64": "/w=="}, "y": "t"}]}
+
+
+def test_decimals_are_written_as_tf_serving_writes_them():
+    # json_tensor.cc WriteDecimal; expected forms from json_tensor_test.cc
+    assert rest.decimal(0.2) == "0.2" and rest.decimal(9000000.0) == "9e+06"
+    assert rest.decimal(1.0) == "1.0" and rest.decimal(float("nan")) == "NaN"
+    assert rest.decimal(float("-inf")) == "-Infinity"
+    third = float(np.float32(1 / 3))
+    assert np.float32(float(rest.decimal(third))) == np.float32(third)
+
+
+# --- Classify and Regress ----------------------------------------------------------------------
+def json_examples(rows, features) -> list[dict]:
+    """Rows in the REST "examples" format: floats as JSON floats, strings as strings."""
+    out = []
+    for r in rows:
+        ex = {}
+        for name, dtype in features.items():
+            v = r.get(name)
+            if v is None:
+                continue
+            ex[name] = float(v) if dtype == "float32" else str(v)
+        out.append(ex)
+    return out
+
+
+def test_classify_and_regress_answer_as_grpc_does(served):
+    rows, features = served["rows"], served["info"]["features"]
+    examples = [example_pb2.Example.FromString(s) for s in served["serialized"]]
+    creq = classification_pb2.ClassificationRequest(model_spec=spec("classify_g"))
+    creq.input.example_list.examples.extend(examples)
+    expected = served["stub"].Classify(creq, timeout=10).result.classifications
+    doc = ok(served, f"/v1/models/{NAME}:classify",
+             {"signature_name": "classify_g", "examples": json_examples(rows, features)})
+    assert [[(label, np.float32(score)) for label, score in e] for e in doc["results"]] == \
+        [[(c.label, np.float32(c.score)) for c in e.classes] for e in expected]
+    rreq = regression_pb2.RegressionRequest(model_spec=spec("regress_r"))
+    rreq.input.example_list.examples.extend(examples)
+    expected = served["stub"].Regress(rreq, timeout=10).result.regressions
+    doc = ok(served, f"/v1/models/{NAME}:regress",
+             {"signature_name": "regress_r", "examples": json_examples(rows, features)})
+    assert [np.float32(v) for v in doc["results"]] == [np.float32(r.value) for r in expected]
+
+
+def test_context_and_base64_features_build_the_same_examples(served):
+    rows = served["rows"][:3]
+    plain = json_examples(rows, served["info"]["features"])
+    for ex in plain:
+        ex["b"] = "y"
+    without_b = [{k: v for k, v in ex.items() if k != "b"} for ex in plain]
+    with_context = ok(served, f"/v1/models/{NAME}:classify",
+                      {"signature_name": "classify_k", "context": {"b": {"b64": "eQ=="}},
+                       "examples": without_b})
+    inline = ok(served, f"/v1/models/{NAME}:classify",
+                {"signature_name": "classify_k", "examples": plain})
+    assert with_context == inline
+
+
+# --- Status and metadata -----------------------------------------------------------------------
+def test_status_is_get_model_status_as_json(served):
+    v = served["version"]
+    expected = {"model_version_status": [{"version": str(v), "state": "AVAILABLE",
+                                          "status": {"error_code": "OK", "error_message": ""}}]}
+    assert ok(served, f"/v1/models/{NAME}") == expected
+    assert ok(served, f"/v1/models/{NAME}/versions/{v}") == expected
+    req = get_model_status_pb2.GetModelStatusRequest(model_spec=spec(version=v + 7))
+    code, message = grpc_error(served["status_stub"].GetModelStatus, req)
+    assert error(served, f"/v1/models/{NAME}/versions/{v + 7}") == (404, message)
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_metadata_lists_the_signatures_grpc_lists(served):
+    doc = ok(served, f"/v1/models/{NAME}/metadata")
+    assert doc["model_spec"] == {"name": NAME, "signature_name": "",
+                                 "version": str(served["version"])}
+    req = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec(),
+                                                         metadata_field=["signature_def"])
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    served["stub"].GetModelMetadata(req, timeout=10).metadata["signature_def"].Unpack(sig_map)
+    sigs = doc["metadata"]["signature_def"]["signature_def"]
+    assert set(sigs) == set(sig_map.signature_def)
+    assert sigs["classify_k"]["method_name"] == "tensorflow/serving/classify"
+    assert sigs["serving_default"]["inputs"]["examples"]["dtype"] == "DT_STRING"
+
+
+# --- Errors ------------------------------------------------------------------------------------
+PREDICT = f"/v1/models/{NAME}:predict"
+
+
+@pytest.mark.parametrize(("path", "body", "status", "message"), [
+    (PREDICT, b"", 400, "JSON Parse error: The document is empty"),
+    (PREDICT, b"{", 400, "JSON Parse error: Missing a name for object member. at offset: 1"),
+    (PREDICT, b"[1]", 400, "JSON Value: [\n    1\n] Is not object"),
+    (PREDICT, {"instances": [{"b64": "%%%"}]}, 400,
+     "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: Unable to "
+     "base64 decode"),
+    (PREDICT, {"inputs": [{"b64": "%%%"}]}, 400, "Unable to base64 decode"),
+    (PREDICT, {"instances": [1]}, 400, "Failed to process element: 0 of 'instances' list. "
+     "Error: INVALID_ARGUMENT: JSON Value: 1 Type: Number is not of expected type: string"),
+    (PREDICT, {"signature_name": "nope", "instances": ["x"]}, 400,
+     'Serving signature name: "nope" not found in signature def'),
+    (PREDICT, {"signature_name": "model_info", "inputs": {}}, 400,
+     "Failed to get input map for signature: model_info"),
+    (PREDICT, {"instance": []}, 400, "Missing 'inputs' or 'instances' key"),
+    (f"/v1/models/{NAME}:classify", {"signature_name": "classify_k"}, 400,
+     "JSON Value: {\n    \"signature_name\": \"classify_k\"\n} When method is classify, key "
+     "'examples' is expected and was not found"),
+    (f"/v1/models/{NAME}:classify", {"signature_name": "classify_k", "examples": [{"a": [1, "x"]}]},
+     400, "Unexpected element type in feature: a expecting type: int64"),
+    (f"/v1/models/{NAME}:classify", {"examples": [{"b": "x"}]}, 400,
+     "Expected classification signature method_name to be tensorflow/serving/classify. Was: "
+     "tensorflow/serving/predict"),
+    (f"/v1/models/{NAME}/labels/stable:predict", {"instances": ["x"]}, 400,
+     "Unrecognized servable version label: stable"),
+    ("/v1/models/nope:predict", {"instances": ["x"]}, 404,
+     "Servable not found for request: Latest(nope)"),
+    ("/v1/models/nope", None, 404, "Could not find any versions of model nope"),
+    ("/v1/models", None, 400, "Missing model name in request."),
+    ("/v1/models/x/versions/1:explain", {}, 400,
+     "Malformed request: POST /v1/models/x/versions/1:explain"),
+])
+def test_bad_requests_get_tf_servings_status_and_message(served, path, body, status, message):
+    if path == "/v1/models/nope:predict":  # the gRPC message for the same request
+        req = predict_pb2.PredictRequest(model_spec=spec(name="nope"))
+        message = grpc_error(served["stub"].Predict, req)[1]
+    assert error(served, path, body) == (status, message)
+
+
+def test_corrupt_example_bytes_get_grpcs_invalid_argument(served):
+    junk = [b"\xff\x00not an example"]
+    req = predict_pb2.PredictRequest(model_spec=spec())
+    req.inputs["examples"].CopyFrom(tf.make_tensor_proto(junk, dtype=tf.string))
+    code, message = grpc_error(served["stub"].Predict, req)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error(served, PREDICT, {"instances": b64(junk)}) == (400, message)
+
+
+def test_other_methods_and_paths_and_the_server_keeps_serving(served):
+    assert error(served, f"/v1/models/{NAME}", b"{}", method="PUT") == \
+        (400, f"Malformed request: PUT /v1/models/{NAME}")
+    conn = http.client.HTTPConnection("127.0.0.1", served["running"].rest_port, timeout=10)
+    conn.request("GET", "/metrics")
+    resp = conn.getresponse()
+    assert resp.status == 404 and b"Not Found" in resp.read()
+    conn.request("POST", PREDICT, body=b'{"instances": [', headers={"Content-Length": "15"})
+    resp = conn.getresponse()
+    assert resp.status == 400 and "JSON Parse error" in json.loads(resp.read())["error"]
+    conn.close()
+    assert ok(served, f"/v1/models/{NAME}")["model_version_status"][0]["state"] == "AVAILABLE"
+    assert len(ok(served, PREDICT, {"instances": b64(served["serialized"][:1])})
+               ["predictions"]) == 1
+
+
+# --- The quick client --------------------------------------------------------------------------
+def test_hand_written_examples_are_the_ones_tensorflow_writes(served):
+    features = {"i": "int64", "f": "float32", "s": "string", **served["info"]["features"]}
+    rows = [{**r, "i": n, "f": x, "s": s} for r, n, x, s in zip(
+        served["rows"], [3, "-7", "2.0", -2**62, None, ""] * 2,
+        [0.1, "1e-3", math.nan, -3.5, "", None] * 2,
+        ["é", "", "x y", 5, None, "z"] * 2, strict=True)]
+    ours, theirs = wire.examples(rows, features), examples_lib.to_examples(rows, features)
+    for a, b in zip(ours, theirs, strict=True):
+        parsed = tf.train.Example.FromString(a)
+        assert parsed == tf.train.Example.FromString(b)
+        assert a == parsed.SerializeToString(deterministic=True)
+    with pytest.raises(ValueError, match="row 1, column 'i': expected int64"):
+        wire.examples([{"i": "1.5"}], {"i": "int64"})
+
+
+def test_the_quick_client_answers_as_the_grpc_client(served):
+    running = served["running"]
+    with client_lib.HeadwiseClient("127.0.0.1", running.port, NAME) as grpc_client:
+        expected = list(grpc_client.predict_rows(served["rows"], batch_size=5))
+    with rest_client.RestClient("127.0.0.1", running.rest_port, running.port, NAME) as quick:
+        assert list(quick.predict_rows(served["rows"], batch_size=5)) == expected
+
+
+def test_predict_over_rest_loads_no_tensorflow_and_prints_the_grpc_table(served, capsys):
+    running, csv_path = served["running"], served["tmp"] / "rows.csv"
+    columns = ["a", "b", "c"]
+    lines = [",".join(columns)] + [",".join("" if r[c] is None else str(r[c]) for c in columns)
+                                   for r in served["rows"][:5]]
+    csv_path.write_text("\n".join(lines) + "\n")
+    args = ["predict", "--csv", str(csv_path), "--model-name", NAME, "--port", str(running.port)]
+    assert cli.main(args) == 0
+    grpc_table = capsys.readouterr().out
+    script = ("import sys, time; t = time.monotonic(); from headwise import cli; "
+              f"rc = cli.main({args + ['--rest-port', str(running.rest_port)]!r}); "
+              "print('WALL', time.monotonic() - t, 'TF', 'tensorflow' in sys.modules, "
+              "'TFS', 'tensorflow_serving' in sys.modules); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    table, _, footer = done.stdout.rpartition("WALL")
+    assert footer.split()[2:] == ["False", "TFS", "False"], footer
+    assert table == grpc_table
+    # Its wall time is measured in benchmarks/serving.py (quick_client_5_rows_fresh_process),
+    # never asserted here.
+
+
+def test_the_quick_client_says_when_no_server_answers(tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a\n1\n")
+    done = subprocess.run([sys.executable, "-m", "headwise.cli", "predict", "--csv", str(rows),
+                           "--port", "9", "--rest-port", "9", "--timeout", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "headwise: error: no answer from a model server at 127.0.0.1:9" in done.stderr
+
+
+# --- Wiring: start() and `headwise serve` with the real binary -----------------------------------
+def test_rest_stops_with_the_server(served, tmp_path):
+    running = server_lib.start(str(tmp_path), port=0, rest_port=0)
+    port = running.rest_port
+    assert port and port != running.port
+    status, _ = rest_call(port, "/v1/models/x")
+    assert status == 404  # no version yet: TF Serving's NOT_FOUND
+    running.stop()
+    with pytest.raises(OSError):
+        rest_call(port, "/v1/models/x")
+
+
+def rest_call(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def fake_binary(tmp_path, monkeypatch):
+    """A `tensorflow_model_server` on PATH that records its argv and exits 0."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "argv.json"
+    bin_dir.mkdir()
+    script = bin_dir / "tensorflow_model_server"
+    script.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                      f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    model_dir = tmp_path / "models" / "taxi"
+    model_dir.mkdir(parents=True)
+    return record, str(model_dir)
+
+
+def argv_of(record) -> list[str] | None:
+    return json.loads(record.read_text()) if record.exists() else None
+
+
+@pytest.mark.parametrize("host", [None, "127.0.0.1", "10.1.2.3"])
+def test_the_binary_is_refused_where_it_would_bind_more_than_asked(fake_binary, host, caplog):
+    record, model_dir = fake_binary
+    args = ["serve", "--model-dir", model_dir] + (["--host", host] if host else [])
+    assert cli.main(args) == 2
+    assert argv_of(record) is None
+    text = caplog.text
+    assert "binds every interface" in text and "no flag for the address" in text
+    assert "--host 0.0.0.0" in text and "--builtin" in text
+    assert (f"--host {host}" if host else "default --host 127.0.0.1") in text
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_the_binary_runs_for_every_interface_with_the_rest_port(fake_binary, host):
+    record, model_dir = fake_binary
+    assert cli.main(["serve", "--model-dir", model_dir, "--host", host, "--port", "8600",
+                     "--rest-port", "8601"]) == 0
+    assert argv_of(record) == ["--port=8600", "--model_name=taxi",
+                               f"--model_base_path={model_dir}",
+                               "--file_system_poll_wait_seconds=1", "--rest_api_port=8601"]
+    record.unlink()
+    assert cli.main(["serve", "--model-dir", model_dir, "--host", host]) == 0
+    assert not any(a.startswith("--rest_api_port") for a in argv_of(record))
