@@ -219,7 +219,7 @@ EVERY_OPTION = {
 
 
 @pytest.mark.parametrize("model, words", [
-    ({"experts": 3}, "only the mmoe and ple backbones take experts"),
+    ({"backbone": "shared_bottom", "experts": 3}, "only the mmoe and ple backbones take experts"),
     ({"backbone": "mmoe", "extraction_layers": 2}, "only the ple backbone takes"),
     ({"backbone": "moe"}, "unknown backbone 'moe'"),
     ({"backbone": "mmoe", "experts": 0}, "must be >= 1"),

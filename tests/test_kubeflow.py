@@ -182,10 +182,10 @@ def test_inference_service_has_required_fields(cfg, deploy):
     assert model["storageUri"].endswith(f"/{cfg.model_name}")
 
 
-def test_dockerfile_builds_on_tfx_and_installs_the_project():
+def test_dockerfile_copies_the_project_and_runs_unprivileged():
+    """(What the image installs, the lock, is checked in tests/test_parity.py.)"""
     with open(os.path.join(ROOT, "Dockerfile")) as fh:
         text = fh.read()
-    assert "FROM tensorflow/tfx:1.16.0" in text
     for folder in ("headwise/", "pipeline/", "components/", "trainer/", "schemas/"):
         assert f"COPY {folder}" in text
     assert "pip install" in text and "USER 1000" in text
