@@ -41,8 +41,13 @@ def pins(lock_path: str) -> dict[str, str]:
 
 
 def installed() -> dict[str, str]:
-    return {canonical(d.metadata["Name"]): d.version
-            for d in importlib.metadata.distributions() if d.metadata["Name"]}
+    """{canonical name: version} of what `import` would find: the first of each name on
+    sys.path (a process can also see vendored copies, e.g. setuptools' own, further down)."""
+    out: dict[str, str] = {}
+    for d in importlib.metadata.distributions():
+        if d.metadata["Name"]:
+            out.setdefault(canonical(d.metadata["Name"]), d.version)
+    return out
 
 
 def check(lock_path: str = LOCK, have: dict[str, str] | None = None) -> list[str]:
