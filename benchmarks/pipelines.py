@@ -33,10 +33,14 @@ def architecture(model: config_lib.ModelConfig, name: str) -> config_lib.ModelCo
     """The config's model section with another backbone. Expert backbones get experts half as
     wide as the shared bottom's layers, so that their parameter count stays within reach of the
     cost goal (one shared model at most about 1.5 single-task models): MMoE 3 experts, PLE one
-    shared and one per-head expert in one extraction layer."""
+    shared and one per-head expert in one extraction layer. The shared bottom's width is the
+    config's `hidden_units`, or twice that when the config's backbone has experts (its units
+    are already an expert's), so the arms are the same whichever backbone the config ships."""
+    wide = (model.hidden_units if model.backbone == "shared_bottom"
+            else tuple(2 * u for u in model.hidden_units))
     if name == "shared_bottom":
-        return dataclasses.replace(model, backbone="shared_bottom")
-    narrow = tuple(max(4, u // 2) for u in model.hidden_units)
+        return dataclasses.replace(model, backbone="shared_bottom", hidden_units=wide)
+    narrow = tuple(max(4, u // 2) for u in wide)
     if name == "mmoe":
         return dataclasses.replace(model, backbone="mmoe", experts=3, hidden_units=narrow)
     if name == "ple":

@@ -136,3 +136,22 @@ def test_loss_normalisation_summary_compares_present_with_batch_per_head():
     text = multihead.summary_missing(r)
     assert "| r (50% missing) | mae | 2.1 ± 0.1 | 1.6 ± 0.1 | better |" in text
     assert "| k | auc | 0.6 ± 0 | 0.6 ± 0 | within noise |" in text
+
+
+def test_the_grid_arms_do_not_depend_on_the_backbone_the_config_ships():
+    """The shipped taxi config is MMoE + uncertainty with [32, 16] experts: its own grid arm is
+    that config (so the grid skips it as a duplicate of `multi`), and the shared-bottom arm is
+    the [64, 32] MLP the benchmark measured it against."""
+    import dataclasses
+
+    from benchmarks import pipelines
+
+    cfg = config_lib.load("pipeline/configs/taxi.yaml")
+    arm = pipelines.variant_config(cfg, "multi:mmoe:uncertainty", 1)
+    assert arm == pipelines.variant_config(cfg, "multi", 1)
+    assert "multi:mmoe:uncertainty" not in multihead.grid_variants(cfg)
+    assert len(multihead.grid_variants(cfg)) == len(multihead.GRID) - 1
+    shared = pipelines.variant_config(cfg, "multi:shared_bottom:static", 1).model
+    assert (shared.backbone, shared.hidden_units) == ("shared_bottom", (64, 32))
+    old = dataclasses.replace(cfg, model=shared)  # a shared-bottom config: the same arms
+    assert pipelines.variant_config(old, "multi:mmoe:uncertainty", 1).model == arm.model
