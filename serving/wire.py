@@ -10,17 +10,18 @@ seconds; `headwise predict --rest-port` answers a few rows in well under that. I
 - one PredictRequest (tensorflow_serving/apis/predict.proto, model.proto) and the string values
   of its response, for the model's `model_info` signature over gRPC.
 
-`examples` applies the same value rules as `headwise/examples.py` (which builds the protos with
-TensorFlow; tests/test_rest.py checks the two byte for byte). Map entries are written sorted by
-key: what protobuf's deterministic serialization writes.
+`examples` types values with `headwise.examples.typed_value`, the rules of the TensorFlow
+encoder `headwise.examples.to_examples` (tests/test_rest.py checks the two byte for byte). Map
+entries are written sorted by key: what protobuf's deterministic serialization writes.
 """
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+
+from headwise import examples as examples_lib
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
@@ -43,34 +44,23 @@ def _varint_field(number: int, n: int) -> bytes:
     return _varint(number << 3 | _VARINT) + _varint(n)
 
 
-def feature(value: Any, dtype: str) -> bytes | None:
-    """One raw value -> a serialized Feature of the model's dtype (int64, float32, else bytes);
-    None for a missing value. ValueError says why a value does not fit its dtype."""
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        return None  # missing: the model imputes it
+def feature(value: int | float | bytes, dtype: str) -> bytes:
+    """A serialized Feature holding one value already typed by `examples.typed_value`."""
     if dtype == "int64":
-        as_float = float(value)
-        if not as_float.is_integer():
-            raise ValueError(f"{value!r} is not an integer")
-        return _len_field(3, _len_field(1, _varint(int(as_float))))
+        return _len_field(3, _len_field(1, _varint(value)))
     if dtype == "float32":
-        v = float(value)
-        if math.isnan(v):
-            return None
-        return _len_field(2, _len_field(1, struct.pack("<f", v)))
-    return _len_field(1, _len_field(1, str(value).encode()))
+        return _len_field(2, _len_field(1, struct.pack("<f", value)))
+    return _len_field(1, _len_field(1, value))
 
 
 def example(row: Mapping[str, Any], features: Mapping[str, str], row_no: int = 1) -> bytes:
-    """A serialized tf.Example of the row's feature columns (labels and extras dropped)."""
+    """A serialized tf.Example of the row's feature columns (labels and extras dropped), by
+    headwise/examples.py's value rules."""
     entries = []
     for name in sorted(features):
-        try:
-            f = feature(row.get(name), features[name])
-        except (TypeError, ValueError, OverflowError) as e:
-            raise ValueError(f"row {row_no}, column {name!r}: expected {features[name]}, got "
-                             f"{row.get(name)!r} ({e})") from None
-        if f is not None:
+        v = examples_lib.typed_value(name, features[name], row.get(name), row_no)
+        if v is not None:
+            f = feature(v, features[name])
             entries.append(_len_field(1, _len_field(1, name.encode()) + _len_field(2, f)))
     return _len_field(1, b"".join(entries)) if entries else b""
 
