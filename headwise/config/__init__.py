@@ -25,7 +25,13 @@ from headwise.config.data import DEFAULT_MISSING_VALUES
 from headwise.config.features import FEATURE_TYPES, Feature
 from headwise.config.fields import NAME_RE, ConfigError, Fields
 from headwise.config.heads import TASKS, THRESHOLD_KEYS, Head, Threshold
-from headwise.config.model import LOSS_BALANCING, ModelConfig, TrainerConfig
+from headwise.config.model import (
+    LOSS_BALANCING,
+    FineTune,
+    ImageBackbone,
+    ModelConfig,
+    TrainerConfig,
+)
 from headwise.config.pipeline import (
     PACKAGE_PREFIX,
     PipelineConfig,
@@ -41,7 +47,8 @@ from headwise.config.validation import ValidationConfig
 _Fields = Fields  # the old name (kubeflow/compile.py)
 
 __all__ = [
-    "DEFAULT_MISSING_VALUES", "FEATURE_TYPES", "FORMAT", "HEADS_CONFIG_KEY", "LOSS_BALANCING",
+    "DEFAULT_MISSING_VALUES", "FEATURE_TYPES", "FORMAT", "FineTune",
+    "ImageBackbone", "HEADS_CONFIG_KEY", "LOSS_BALANCING",
     "NAME_RE", "PACKAGE_PREFIX",
     "TASKS", "THRESHOLD_KEYS", "TRAINING_EXCLUDED", "ConfigError", "Feature", "Fields", "Head",
     "ModelConfig", "PipelineConfig", "Scope", "Threshold", "TrainerConfig", "ValidationConfig",

@@ -12,6 +12,11 @@ that rows sharing that value (one user, one trip, duplicates) never straddle two
 `missing_values`: cell texts that mean "no value" (compared after stripping blanks, case
 sensitive). ExampleGen writes such a cell as an empty value list, so the schema, statistics,
 Transform and the labels all see a missing value, exactly as for an empty cell.
+
+`images`: the folder that the cells of `image` feature columns name files in (a relative path
+is relative to the config file; default: the CSV's folder). ExampleGen reads each named file and
+writes its encoded bytes into the tf.Example, so a folder of images plus a CSV of labels is a
+dataset as it stands.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ class DataConfig:
     split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT  # (name, share), in SPLITS order
     split_on: str | None = None  # a column: rows with the same value land in the same split
     missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
+    images: str | None = None  # the folder image columns' file names are relative to
 
 
 def parse_data(top: Fields) -> DataConfig:
     f = Fields(top.source, "data", top.get("data", dict),
-               ("csv", "split", "split_on", "missing_values"))
+               ("csv", "split", "split_on", "missing_values", "images"))
     csv = f.get("csv", str)
     raw: Mapping[str, Any] = f.get("split", dict, dict(DEFAULT_SPLIT))
     if set(raw) != set(SPLITS):
@@ -63,7 +69,11 @@ def parse_data(top: Fields) -> DataConfig:
         f.fail(f"expected a list of strings (quote numbers: ['-1']), got {markers!r}",
                "missing_values")
     markers = tuple(dict.fromkeys(["", *(m.strip() for m in markers)]))
-    return DataConfig(csv=csv, split=tuple(split), split_on=split_on, missing_values=markers)
+    images = f.get("images", str, None)
+    if images is not None and not images.strip():
+        f.fail("expected a folder (relative to the config file), got an empty string", "images")
+    return DataConfig(csv=csv, split=tuple(split), split_on=split_on, missing_values=markers,
+                      images=images)
 
 
 def raw_data(d: DataConfig) -> dict[str, Any]:
@@ -71,4 +81,6 @@ def raw_data(d: DataConfig) -> dict[str, Any]:
     if d.split_on is not None:
         out["split_on"] = d.split_on
     out["missing_values"] = list(d.missing_values)
+    if d.images is not None:
+        out["images"] = d.images
     return out

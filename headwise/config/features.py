@@ -7,7 +7,9 @@ from typing import Any
 
 from headwise.config.fields import Fields
 
-FEATURE_TYPES = ("numeric", "categorical", "bucketized")
+FEATURE_TYPES = ("numeric", "categorical", "bucketized", "image")
+IMAGE_CHANNELS = (1, 3)
+DEFAULT_IMAGE_SIZE = (224, 224)  # Keras Applications' default input size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,13 +19,18 @@ class Feature:
     buckets: int = 10  # bucketized only
     oov_buckets: int = 1  # categorical only
     top_k: int | None = None  # categorical only: keep the top_k most frequent values
+    # image only: encoded PNG/JPEG/GIF/BMP bytes, decoded and resized to size (height, width)
+    # with `channels` (3: RGB, what pretrained models take; 1: grey) inside the serving graph
+    size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+    channels: int = 3
 
 
 def parse_feature(source: str, name: str, spec: Any) -> Feature:
     path = f"features.{name}"
     if isinstance(spec, str):
         spec = {"type": spec}
-    f = Fields(source, path, spec, ("type", "buckets", "oov_buckets", "top_k"))
+    f = Fields(source, path, spec, ("type", "buckets", "oov_buckets", "top_k", "size",
+                                    "channels"))
     ftype = f.choice("type", FEATURE_TYPES, what="feature type")
     buckets = f.get("buckets", int, 10)
     oov = f.get("oov_buckets", int, 1)
@@ -32,11 +39,24 @@ def parse_feature(source: str, name: str, spec: Any) -> Feature:
         f.fail("only bucketized features take 'buckets'", "buckets")
     if ftype != "categorical" and ({"oov_buckets", "top_k"} & set(spec)):
         f.fail("only categorical features take 'oov_buckets'/'top_k'", "oov_buckets")
+    if ftype != "image" and ({"size", "channels"} & set(spec)):
+        f.fail("only image features take 'size'/'channels'", "size")
     if buckets < 2:
         f.fail("must be >= 2", "buckets")
     if oov < 1:
         f.fail("must be >= 1", "oov_buckets")
-    return Feature(name=name, type=ftype, buckets=buckets, oov_buckets=oov, top_k=top_k)
+    size = f.int_list("size", DEFAULT_IMAGE_SIZE)
+    if len(size) != 2:
+        f.fail(f"expected [height, width], got {list(size)}", "size")
+    if min(size) < 32:
+        # Keras Applications refuse inputs smaller than 32 x 32 without their top.
+        f.fail(f"images are resized to at least 32 x 32 for a pretrained backbone, got "
+               f"{list(size)}; smaller images (e.g. 8 x 8) are upsampled: size: [32, 32]", "size")
+    channels = f.get("channels", int, 3)
+    if channels not in IMAGE_CHANNELS:
+        f.fail(f"expected 3 (RGB) or 1 (grey), got {channels}", "channels")
+    return Feature(name=name, type=ftype, buckets=buckets, oov_buckets=oov, top_k=top_k,
+                   size=(size[0], size[1]), channels=channels)
 
 
 def parse_features(top: Fields) -> tuple[Feature, ...]:
@@ -58,4 +78,8 @@ def raw_feature(feature: Feature) -> dict[str, Any]:
         out["oov_buckets"] = feature.oov_buckets
     if feature.top_k is not None:
         out["top_k"] = feature.top_k
+    if feature.type == "image" or feature.size != default.size:
+        out["size"] = list(feature.size)
+    if feature.type == "image" or feature.channels != default.channels:
+        out["channels"] = feature.channels
     return out

@@ -12,6 +12,37 @@ BACKBONE_TYPES = ("shared_bottom", "mmoe", "ple")  # trainer.backbones.BACKBONES
 LOSS_NORMALIZATION = ("batch", "present")
 ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
 TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience")
+# Keras Applications models an image feature can be read with (trainer.images.APPLICATIONS).
+APPLICATIONS = ("ResNet50", "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
+                "EfficientNetB0")
+WITH_ALPHA = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large")
+IMAGENET, NO_WEIGHTS = "imagenet", "none"
+BACKBONE_KEYS = ("type", "application", "weights", "alpha", "embedding_units", "trainable",
+                 "fine_tune")
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTune:
+    """Frozen for `after_epochs` epochs, then the top `layers` layers of the application
+    (batch normalisation excepted) train at `learning_rate`."""
+
+    after_epochs: int
+    layers: int
+    learning_rate: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageBackbone:
+    """The pretrained image model every image feature is read with: a Keras Applications model
+    without its top, global average pooling, then a dense layer of `embedding_units`. The
+    embedding is concatenated with the tabular features before the backbone's `type`."""
+
+    application: str
+    weights: str  # a weights file (relative to the config file), `imagenet` or `none`
+    alpha: float | None = None  # MobileNet family: the width multiplier
+    embedding_units: int = 128
+    trainable: bool = False  # the whole application trains from the first step
+    fine_tune: FineTune | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +67,8 @@ class ModelConfig:
     # rows trains at p x its weight) or by its present labels in the batch (present: the mean
     # over them; 0 when there are none).
     loss_normalization: str = "batch"
+    # model.backbone as a mapping with `application`: image features' pretrained model
+    image: ImageBackbone | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +80,57 @@ class TrainerConfig:
     early_stopping_patience: int = 2  # epochs without val_weighted_loss improvement; 0: all steps
 
 
+def parse_image_backbone(m: Fields, raw) -> tuple[str, ImageBackbone | None]:
+    """`model.backbone`: a backbone type, or a mapping with the image application (and `type`,
+    the tabular backbone: shared_bottom by default)."""
+    if not isinstance(raw, dict):
+        return m.choice("backbone", BACKBONE_TYPES, "shared_bottom", what="backbone"), None
+    b = Fields(m.source, "model.backbone", raw, BACKBONE_KEYS)
+    kind = b.choice("type", BACKBONE_TYPES, "shared_bottom", what="backbone")
+    if "application" not in raw:
+        b.fail("is required in a backbone mapping (or write `backbone: "
+               f"{kind}`); choose one of {list(APPLICATIONS)}", "application")
+    application = b.choice("application", APPLICATIONS, what="Keras Applications model")
+    weights = b.get("weights", str, None)
+    if weights is None:
+        b.fail(f"is required: a weights file for {application} without its top (relative to "
+               f"the config file), '{IMAGENET}' (read from the Keras cache; nothing is "
+               f"downloaded at run time) or '{NO_WEIGHTS}' (random initialisation)", "weights")
+    alpha = b.get("alpha", float, None)
+    if alpha is not None and application not in WITH_ALPHA:
+        b.fail(f"{application} takes no alpha (only {list(WITH_ALPHA)})", "alpha")
+    if alpha is not None and not 0 < alpha <= 2:
+        b.fail(f"expected a width multiplier in (0, 2], got {alpha}", "alpha")
+    units = b.get("embedding_units", int, 128)
+    if units < 1:
+        b.fail("must be >= 1", "embedding_units")
+    trainable = b.get("trainable", bool, False)
+    fine_tune = None
+    if raw.get("fine_tune") is not None:
+        if trainable:
+            b.fail("a fine-tune schedule unfreezes a frozen application: set trainable: false "
+                   "(trainable: true trains all its layers from the first step)", "fine_tune")
+        ft = Fields(m.source, "model.backbone.fine_tune", raw["fine_tune"],
+                    ("after_epochs", "layers", "learning_rate"))
+        fine_tune = FineTune(after_epochs=ft.get("after_epochs", int),
+                             layers=ft.get("layers", int),
+                             learning_rate=ft.get("learning_rate", float))
+        if fine_tune.after_epochs < 1:
+            ft.fail("must be >= 1 (epochs with the application frozen)", "after_epochs")
+        if fine_tune.layers < 1:
+            ft.fail("must be >= 1 (the top layers to unfreeze)", "layers")
+        if not 0 < fine_tune.learning_rate:
+            ft.fail("must be > 0", "learning_rate")
+    return kind, ImageBackbone(application=application, weights=weights, alpha=alpha,
+                               embedding_units=units, trainable=trainable, fine_tune=fine_tune)
+
+
 def parse_model(top: Fields) -> ModelConfig:
     m = Fields(top.source, "model", top.get("model", dict, {}), (
         "hidden_units", "activation", "dropout", "batch_norm", "embedding_dim", "learning_rate",
         "loss_balancing", "backbone", "experts", "task_experts", "extraction_layers",
         "loss_normalization"))
+    backbone, image = parse_image_backbone(m, m.value.get("backbone"))
     model = ModelConfig(
         hidden_units=m.int_list("hidden_units", ModelConfig.hidden_units),
         activation=m.choice("activation", ACTIVATIONS, "relu", what="activation"),
@@ -59,7 +138,7 @@ def parse_model(top: Fields) -> ModelConfig:
         embedding_dim=m.get("embedding_dim", int, 8),
         learning_rate=m.get("learning_rate", float, 0.003),
         loss_balancing=m.choice("loss_balancing", LOSS_BALANCING, "static", what="loss balancing"),
-        backbone=m.choice("backbone", BACKBONE_TYPES, "shared_bottom", what="backbone"),
+        backbone=backbone, image=image,
         experts=m.get("experts", int, 4), task_experts=m.get("task_experts", int, 1),
         extraction_layers=m.get("extraction_layers", int, 1),
         loss_normalization=m.choice("loss_normalization", LOSS_NORMALIZATION, "batch",
@@ -95,6 +174,10 @@ def raw_model(model: ModelConfig) -> dict[str, Any]:
     """The YAML form of the model section (the inverse of parse_model); the expert keys only
     for the backbones that take them."""
     out = {**dataclasses.asdict(model), "hidden_units": list(model.hidden_units)}
+    del out["image"]
+    if model.image is not None:
+        image = {k: v for k, v in dataclasses.asdict(model.image).items() if v is not None}
+        out["backbone"] = {"type": model.backbone, **image}
     takes = {"shared_bottom": (), "mmoe": ("experts",),
              "ple": ("experts", "task_experts", "extraction_layers")}[model.backbone]
     for key in ("experts", "task_experts", "extraction_layers"):

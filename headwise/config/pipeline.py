@@ -42,6 +42,7 @@ class PipelineConfig:
     split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT
     split_on: str | None = None
     missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES  # cell texts that mean "missing"
+    images_dir: str | None = None  # data.images: where image columns' file names point
     source: str = "<dict>"  # the file this was loaded from, for messages
     # What this config holds (headwise.config.scope): a TRAINING config, as Transform and Trainer
     # receive it, has defaults in place of the keys in TRAINING_EXCLUDED (gates among them).
@@ -104,6 +105,27 @@ class PipelineConfig:
         """The data file's path; `package://pkg/rel/path` points inside an installed package."""
         return resolve_path(self.data_csv, os.path.dirname(self.source))
 
+    @property
+    def image_features(self) -> tuple[Feature, ...]:
+        return tuple(f for f in self.features if f.type == "image")
+
+    def resolve_images_dir(self) -> str:
+        """The folder image columns name files in (data.images, relative to the config file;
+        default: the CSV's folder)."""
+        if self.images_dir is None:
+            return os.path.dirname(os.path.abspath(self.resolve_data_csv()))
+        return self.resolve_file(self.images_dir)
+
+    def resolve_file(self, path: str) -> str:
+        """A path from the config: absolute, a URL (gs://...), package://..., or relative to the
+        config file."""
+        if "://" in path and not path.startswith(PACKAGE_PREFIX):
+            return path
+        if path.startswith(PACKAGE_PREFIX) or os.path.isabs(path):
+            return resolve_path(path)
+        return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.source)),
+                                             path))
+
 
 def resolve_path(path: str, base_dir: str = "") -> str:
     if path.startswith(PACKAGE_PREFIX):
@@ -130,6 +152,14 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     heads = parse_heads(top, (f.name for f in features))
     model = parse_model(top)
     trainer = parse_trainer(top)
+    images = [f.name for f in features if f.type == "image"]
+    if images and model.image is None:
+        top.fail(f"{images[0]!r} is an image feature, which a pretrained image model reads: "
+                 "set model.backbone: {application: MobileNetV2, weights: <file>|imagenet|none}",
+                 f"features.{images[0]}")
+    if model.image is not None and not images:
+        top.fail(f"an image application ({model.image.application}) needs at least one feature "
+                 "of type image", "model.backbone.application")
 
     s = Fields(source, "serving", top.get("serving", dict, {}), ("model_name", "keep_versions"))
     model_name = s.get("model_name", str, name)
@@ -149,7 +179,7 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
         top.fail(f"expected a list of '--flag=value' strings, got {beam_args!r}", "beam_args")
 
     cfg = PipelineConfig(name=name, data_csv=data.csv, split=data.split, split_on=data.split_on,
-                         missing_values=data.missing_values,
+                         missing_values=data.missing_values, images_dir=data.images,
                          features=features, heads=heads,
                          model=model, trainer=trainer, validation=validation,
                          evaluation_slices=slices,
@@ -212,4 +242,22 @@ def load(path: str, check_data: bool = True) -> PipelineConfig:
     if check_data:
         csv_path = cfg.resolve_data_csv()
         check_columns(cfg, read_csv_header(csv_path), data_name=csv_path)
+        check_files(cfg)
     return cfg
+
+
+def check_files(cfg: PipelineConfig) -> None:
+    """The image folder and a weights file that the config names must exist."""
+    if cfg.image_features:
+        folder = cfg.resolve_images_dir()
+        if "://" not in folder and not os.path.isdir(folder):
+            where = "data.images" if cfg.images_dir is not None else \
+                "data.images (not set: the CSV's folder)"
+            raise ConfigError(f"{cfg.source}: {where}: no such folder: {folder}")
+    image = cfg.model.image
+    if image is not None and image.weights not in ("imagenet", "none"):
+        path = cfg.resolve_file(image.weights)
+        if "://" not in path and not os.path.isfile(path):
+            raise ConfigError(f"{cfg.source}: model.backbone.weights: no such file: {path} (a "
+                              f"weights file of {image.application} without its top, relative "
+                              "to the config file; or 'imagenet' / 'none')")

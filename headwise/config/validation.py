@@ -49,6 +49,13 @@ def parse_validation(top: Fields, features: Iterable[Feature], heads: Iterable[H
         val.fail(f"must be >= 0, got {validation.range_slack}", "range_slack")
     if validation.skew_min_examples < 1:
         val.fail(f"must be >= 1, got {validation.skew_min_examples}", "skew_min_examples")
+    features = list(features)
+    for f in features:
+        for key in ("drift", "skew"):
+            if f.type == "image" and f.name in getattr(validation, key):
+                val.fail(f"{f.name!r} is an image feature: its encoded bytes have no "
+                         "distribution to compare; check drift on a derived feature column "
+                         "instead", key)
     feature_columns = {f.name for f in features}
     label_columns = {h.label for h in heads}
     for key, allowed, what in (
