@@ -4,13 +4,22 @@ missing-value markers and the CSV conventions that spreadsheet exports use.
 TFX's CsvExampleGen treats only an empty cell as missing: a column with `NA` cells is typed as
 text, and Transform later fails on it with a cast error that names no column. This executor is
 the stock one (same reading, same type inference over the whole data, same tf.Examples) with
-three differences:
+these differences:
   * a cell whose stripped text is one of `data.missing_values` is written as an empty value
     list, exactly like an empty cell (so statistics, schema, Transform and labels all see a
     missing value), before the column types are inferred;
   * a UTF-8 byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name, and
-    blanks around column names are dropped (CRLF line ends are read as TFX reads them).
+    blanks around column names are dropped (CRLF line ends are read as TFX reads them);
+  * the cells of image columns (`image` features) name files under the images folder
+    (`data.images`): each is replaced by the file's bytes, read with tf.io.gfile (so gs:// works)
+    and decoded once to validate it, before the column types are inferred: an image column is
+    always bytes, even where its file names look like numbers. A missing, unreadable or
+    undecodable file stops the job with an `ImageError` that names the CSV, the column, the file
+    and the row. An empty (or marker) cell stays a missing value.
 Everything stays inside Beam, so it runs on any runner.
+
+The component's custom config is a Struct {missing_values: [...], image_columns: [...],
+images_dir: "..."}; the ListValue of markers that earlier versions wrote is still read.
 
 `CsvToExamples` is also what `headwise schema` reads the data with, so the curated schema's
 types are the ones ExampleGen will write.
@@ -19,7 +28,9 @@ types are the ones ExampleGen will write.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
+import re
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -35,8 +46,14 @@ from tfx.types import standard_component_specs
 from tfx_bsl.coders import csv_decoder
 
 from headwise.config import DEFAULT_MISSING_VALUES
+from headwise.image_files import FORMATS, image_path
 
 BOM = "\ufeff"
+SHOWN_CHARS = 40  # of each cell, where an error message shows the row
+
+
+class ImageError(ValueError):
+    """An image column's cell names a file that is missing, unreadable or not an image."""
 
 
 def column_names(path: str) -> list[str]:
@@ -52,10 +69,75 @@ def blank_markers(cells: list, markers: frozenset) -> list:
     return [b"" if c.strip().decode("utf-8", "replace") in markers else c for c in cells]
 
 
-def _read_cells(pipeline, pattern: str, markers: frozenset):
-    """CSV files (one header each, all the same) -> (parsed rows with markers made empty cells,
-    the column types inferred over all of them, as a side input): TFX's CSV reading, where
-    quoted fields may span lines. What both transforms below are built from."""
+class ReadImages(beam.DoFn):
+    """Parsed rows -> the same rows with each image column's cell (a file name) replaced by that
+    file's bytes, validated by decoding them; an empty cell (missing) stays empty.
+
+    Beam keeps no line numbers, so an error shows the row's cells instead (what the CSV says
+    before any file was read), which is enough to find the line; `headwise run`'s pre-flight
+    check (headwise.data_check) names the line itself for a local folder."""
+
+    def __init__(self, names: Sequence[str], image_columns: Sequence[str], images_dir: str,
+                 source: str):
+        super().__init__()
+        self._names = list(names)
+        self._columns = [(self._names.index(c), c) for c in image_columns]
+        self._dir, self._source = images_dir, source
+
+    def process(self, cells: list):
+        if not cells or len(cells) != len(self._names):
+            yield cells  # a blank line, or the field count the stock code reports as it always did
+            return
+        out = list(cells)
+        for i, column in self._columns:
+            name = cells[i].strip()
+            if name:
+                out[i] = self._read(name.decode("utf-8", "replace"), column, cells)
+        yield out
+
+    def _read(self, name: str, column: str, cells: list) -> bytes:
+        path = image_path(self._dir, name)
+        try:
+            with tf.io.gfile.GFile(path, "rb") as fh:
+                data = fh.read()
+        except tf.errors.NotFoundError:
+            raise self._error(column, cells, path, "no such file",
+                              "correct the name or add the file") from None
+        except (tf.errors.OpError, OSError) as e:
+            raise self._error(column, cells, path,
+                              f"cannot be read ({getattr(e, 'message', None) or e})",
+                              "make it a readable file") from None
+        try:
+            tf.io.decode_image(data, expand_animations=False)
+        except (tf.errors.OpError, ValueError) as e:
+            why = (getattr(e, "message", None) or str(e)).strip().splitlines()[0]
+            why = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", why)  # TF's op noise
+            raise self._error(column, cells, path,
+                              f"not a {FORMATS} image, or a damaged one ({len(data)} bytes; "
+                              f"decoding failed: {why})",
+                              f"replace it with a {FORMATS} file") from None
+        return data
+
+    def _error(self, column: str, cells: list, path: str, problem: str, fix: str) -> ImageError:
+        row = ", ".join(f"{n}={self._shown(c)}" for n, c in zip(self._names, cells, strict=True))
+        return ImageError(
+            f"{self._source}: column {column!r} (an image feature): image file {path}: {problem}. "
+            f"The row: {row}. The column's cells name image files relative to the images folder "
+            f"{self._dir} (data.images in the heads config); {fix}, or leave the cell empty "
+            "(a missing image)")
+
+    @staticmethod
+    def _shown(cell: bytes) -> str:
+        text = cell.decode("utf-8", "replace")
+        return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "...")
+
+
+def _read_cells(pipeline, pattern: str, markers: frozenset, image_columns: Sequence[str] = (),
+                images_dir: str = ""):
+    """CSV files (one header each, all the same) -> (parsed rows with markers made empty cells
+    and image file names made the files' bytes, the column types inferred over all of them, as a
+    side input): TFX's CSV reading, where quoted fields may span lines. What both transforms
+    below are built from. `images_dir` "" is the (first) CSV file's folder."""
     files = fileio.glob(pattern)
     if not files:
         raise RuntimeError(f"no CSV file matches {pattern}")
@@ -63,12 +145,22 @@ def _read_cells(pipeline, pattern: str, markers: frozenset):
     for f in files[1:]:
         if column_names(f) != names:
             raise RuntimeError(f"{f}: its header differs from {files[0]}'s")
+    absent = [c for c in image_columns if c not in names]
+    if absent:
+        raise RuntimeError(f"{files[0]}: no column {absent[0]!r} in its header, which the "
+                           f"image feature of that name reads (columns: {names})")
     rows = (pipeline
             | "Files" >> beam.Create(files)
             | "Read" >> beam.ParDo(stock._ReadCsvRecordsFromTextFile())  # noqa: SLF001
             | "Parse" >> beam.ParDo(csv_decoder.ParseCSVLine(delimiter=","))
             | "Cells" >> beam.Keys()
             | "Missing" >> beam.Map(blank_markers, markers))
+    if image_columns:
+        # Before the type inference: the column is typed by the files' bytes (STRING), never
+        # by names such as 0001 that read as numbers.
+        source = files[0] if len(files) == 1 else f"one of the {len(files)} CSV files {pattern}"
+        rows = rows | "Images" >> beam.ParDo(ReadImages(
+            names, image_columns, images_dir or os.path.dirname(files[0]), source))
     types = beam.pvalue.AsSingleton(
         rows | "InferTypes" >> beam.CombineGlobally(
             csv_decoder.ColumnTypeInferrer(names, skip_blank_lines=True)))
@@ -76,10 +168,15 @@ def _read_cells(pipeline, pattern: str, markers: frozenset):
 
 
 class _CsvTransform(beam.PTransform):
-    def __init__(self, pattern: str, missing_values: Sequence[str] = DEFAULT_MISSING_VALUES):
+    """`image_columns`: the columns whose cells name image files under `images_dir` (default:
+    the CSV's folder)."""
+
+    def __init__(self, pattern: str, missing_values: Sequence[str] = DEFAULT_MISSING_VALUES,
+                 image_columns: Sequence[str] = (), images_dir: str = ""):
         super().__init__()
         self._pattern = pattern
         self._markers = frozenset(["", *missing_values])
+        self._images = (tuple(image_columns), images_dir)
 
 
 class CsvToExamples(_CsvTransform):
@@ -87,7 +184,7 @@ class CsvToExamples(_CsvTransform):
     (an empty value list)."""
 
     def expand(self, pipeline):
-        rows, types = _read_cells(pipeline, self._pattern, self._markers)
+        rows, types = _read_cells(pipeline, self._pattern, self._markers, *self._images)
         return rows | "ToExample" >> beam.ParDo(
             stock._ParsedCsvToTfExample(), types)  # noqa: SLF001
 
@@ -98,7 +195,7 @@ class CsvToRecordBatches(_CsvTransform):
     CsvToExamples gives: what `headwise schema` computes statistics on."""
 
     def expand(self, pipeline):
-        rows, types = _read_cells(pipeline, self._pattern, self._markers)
+        rows, types = _read_cells(pipeline, self._pattern, self._markers, *self._images)
         return (rows
                 | "WithRawLine" >> beam.Map(lambda cells: (cells, "")).with_output_types(
                     tuple[list[bytes], str])  # no raw-record column is asked for
@@ -107,17 +204,40 @@ class CsvToRecordBatches(_CsvTransform):
                     csv_decoder.BatchedCSVRowsToRecordBatch(skip_blank_lines=True), types))
 
 
-def _missing_values(exec_properties) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the executor reads from the component's custom config."""
+
+    missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
+    image_columns: tuple[str, ...] = ()
+    images_dir: str = ""  # "": the CSV's folder
+
+    def to_struct(self) -> struct_pb2.Struct:
+        s = struct_pb2.Struct()
+        s.update({"missing_values": list(self.missing_values),
+                  "image_columns": list(self.image_columns), "images_dir": self.images_dir})
+        return s
+
+
+def executor_settings(exec_properties) -> Settings:
     raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
     if not raw:
-        return list(DEFAULT_MISSING_VALUES)
+        return Settings()
     config = example_gen_pb2.CustomConfig()
     from tfx.utils import proto_utils
 
     proto_utils.json_to_proto(raw, config)
-    values = struct_pb2.ListValue()
-    config.custom_config.Unpack(values)
-    return [v.string_value for v in values.values]
+    if config.custom_config.Is(struct_pb2.ListValue.DESCRIPTOR):  # markers only (before images)
+        values = struct_pb2.ListValue()
+        config.custom_config.Unpack(values)
+        return Settings(missing_values=tuple(v.string_value for v in values.values))
+    s = struct_pb2.Struct()
+    config.custom_config.Unpack(s)
+    fields = s.fields
+    return Settings(
+        missing_values=tuple(v.string_value for v in fields["missing_values"].list_value.values),
+        image_columns=tuple(v.string_value for v in fields["image_columns"].list_value.values),
+        images_dir=fields["images_dir"].string_value)
 
 
 @beam.ptransform_fn
@@ -126,7 +246,9 @@ def _missing_values(exec_properties) -> list[str]:
 def _csv_to_example(pipeline, exec_properties, split_pattern):
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
                            split_pattern)
-    return pipeline | CsvToExamples(pattern, _missing_values(exec_properties))
+    settings = executor_settings(exec_properties)
+    return pipeline | CsvToExamples(pattern, settings.missing_values, settings.image_columns,
+                                    settings.images_dir)
 
 
 class Executor(BaseExampleGenExecutor):
@@ -135,15 +257,24 @@ class Executor(BaseExampleGenExecutor):
 
 
 class CsvExampleGen(example_gen_component.FileBasedExampleGen):
-    """TFX's CsvExampleGen (inputs, outputs, splitting, spans) with `missing_values`."""
+    """TFX's CsvExampleGen (inputs, outputs, splitting, spans) with `missing_values`, and
+    `image_columns` whose cells name files under `images_dir` ("": the CSV's folder; give the
+    folder explicitly where the CSV is a staged copy)."""
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, input_base: str, output_config: example_gen_pb2.Output,
-                 missing_values: Sequence[str] = DEFAULT_MISSING_VALUES):
+                 missing_values: Sequence[str] = DEFAULT_MISSING_VALUES,
+                 image_columns: Sequence[str] = (), images_dir: str = "",
+                 images_version: str = ""):
+        """`images_version`: a fingerprint of the images folder's files. The executor does not
+        read it; TFX's cache does (ExampleGen's own fingerprint covers the CSV only), so
+        replacing an image file runs ExampleGen again."""
         config = example_gen_pb2.CustomConfig()
-        config.custom_config.Pack(struct_pb2.ListValue(
-            values=[struct_pb2.Value(string_value=v) for v in missing_values]))
+        struct = Settings(tuple(missing_values), tuple(image_columns), images_dir).to_struct()
+        if images_version:
+            struct.fields["images_version"].string_value = images_version
+        config.custom_config.Pack(struct)
         super().__init__(input_base=input_base, output_config=output_config,
                          custom_config=config)
 

@@ -15,6 +15,11 @@ Beam job would otherwise fail late or train on garbage:
   * a multiclass label matches its `classes` at least once (else the encoding is wrong: e.g.
     1.0 vs "one"); a multilabel label is split into tags, which must include `classes` (else
     the delimiter or the names are wrong).
+  * an image column's cell that is not missing names a file in the images folder
+    (`data.images`; an absolute path is used as it is) whose first bytes are a PNG, JPEG, GIF
+    or BMP signature (headwise.image_files; only HEADER_BYTES of each file are read, so the
+    check stays fast). Images in a bucket (gs://...) are left to ExampleGen, which reads and
+    decodes every file.
 Ranges, NaN/inf, unseen categories and missing shares are the data contract's job (the curated
 schema, enforced by ExampleValidator and DataValidationGate).
 """
@@ -27,6 +32,7 @@ from collections.abc import Iterator
 
 from headwise import tasks
 from headwise.config import ConfigError, PipelineConfig
+from headwise.image_files import FORMATS, HEADER_BYTES, image_format, image_path
 
 MAX_SHOWN = 5  # offending values a message lists
 
@@ -60,6 +66,8 @@ class _Values:
         self.labels = [(index[h.label], h) for h in cfg.heads
                        if h.task != "regression" and h.label in index]
         self.seen: dict[str, Counter] = {h.name: Counter() for _, h in self.labels}
+        self.images = [(index[f.name], f.name) for f in cfg.image_features if f.name in index]
+        self.images_dir = cfg.resolve_images_dir() if self.images else ""
 
     def row(self, number: int, row: list[str]) -> None:
         for i, column, why in self.numeric:
@@ -74,6 +82,10 @@ class _Values:
                     f"and the column must be numeric ({why}). If {cell!r} means a missing "
                     f"value, add it to data.missing_values in {self.cfg.source} (now "
                     f"{list(self.cfg.missing_values)}); otherwise correct the data") from None
+        for i, column in self.images:
+            cell = row[i].strip()
+            if cell not in self.markers:
+                self._image(number, column, cell)
         for i, head in self.labels:
             cell = row[i].strip()
             if cell in self.markers:
@@ -85,6 +97,30 @@ class _Values:
                 value = tasks.canonical(cell)
                 if len(seen) < 10_000 or value in seen:  # bounded memory on any data
                     seen[value] += 1
+
+    def _image(self, number: int, column: str, name: str) -> None:
+        path = image_path(self.images_dir, name)
+        if "://" in path:
+            return  # a bucket: ExampleGen reads (and decodes) it
+        where = f"{self.path}, line {number}, column {column!r}: image file {name!r}"
+        setting = "data.images" if self.cfg.images_dir is not None else \
+            "data.images, not set: the CSV's folder,"
+        folder = f"the images folder {self.images_dir} ({setting} in {self.cfg.source})"
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(HEADER_BYTES)
+        except FileNotFoundError:
+            raise DataError(
+                f"{where}: no such file ({path}). The column's cells name image files in "
+                f"{folder}: correct the name or the folder, add the file, or leave the cell "
+                "empty (a missing image)") from None
+        except OSError as e:
+            raise DataError(f"{where}: cannot be read ({path}: {e.strerror}); make it a "
+                            "readable image file, or leave the cell empty") from None
+        if image_format(head) is None:
+            raise DataError(
+                f"{where}: not a {FORMATS} image ({path} starts with {head[:8]!r}); replace it "
+                f"with a {FORMATS} file, or leave the cell empty (a missing image)")
 
     def finish(self) -> None:
         for _, head in self.labels:

@@ -75,6 +75,21 @@ def image_schema_path(cfg: PipelineConfig, repo_root: str) -> str | None:
     return os.path.join(IMAGE_PROJECT_ROOT, os.path.relpath(local, repo_root))
 
 
+def check_remote_paths(cfg: PipelineConfig) -> None:
+    """ExampleGen and Trainer read the images folder and a weights file in their containers,
+    where this machine's paths do not exist: on Kubeflow they must be URLs (gs://...)."""
+    if cfg.image_features and "://" not in cfg.resolve_images_dir():
+        raise ConfigError(f"{cfg.source}: data.images: {cfg.resolve_images_dir()} is a local "
+                          "folder, which the pipeline's containers cannot read; copy the images "
+                          "to the cluster's storage and set data.images: gs://bucket/images")
+    image = cfg.model.image
+    if image is not None and image.weights not in ("imagenet", "none") and \
+            "://" not in image.weights:
+        raise ConfigError(f"{cfg.source}: model.backbone.weights: {image.weights} is a local "
+                          "file, which the Trainer's container cannot read; set it to a URL "
+                          "(gs://bucket/weights.h5)")
+
+
 def compile_pipeline(cfg: PipelineConfig, deploy: DeployConfig, output_path: str) -> str:
     """Write the KFP v2 PipelineSpec YAML of `create_pipeline(cfg)` for this deployment."""
     from tfx import v1 as tfx
@@ -82,6 +97,7 @@ def compile_pipeline(cfg: PipelineConfig, deploy: DeployConfig, output_path: str
     from pipeline import pipeline as pipeline_lib
 
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    check_remote_paths(cfg)
     p = pipeline_lib.create_pipeline(
         cfg,
         pipeline_root=deploy.pipeline_root,

@@ -27,6 +27,7 @@ from components.pusher import Pusher
 from headwise import config as config_lib
 from headwise.config import HEADS_CONFIG_KEY, PipelineConfig, Scope
 from headwise.config import data as data_config
+from pipeline import schema as schema_lib
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
@@ -58,7 +59,9 @@ def code_version(root: str | None = None) -> str:
 def example_gen_component(cfg: PipelineConfig, data_root: str) -> csv_example_gen.CsvExampleGen:
     """The CSV files under data_root, split into train, validation and test by hash (of the whole
     row, or of `data.split_on`) in the config's shares (headwise.config.data); cells that hold
-    one of `data.missing_values` are missing (components.csv_example_gen)."""
+    one of `data.missing_values` are missing, and image features' cells name files in the
+    images folder, which ExampleGen reads into the examples (components.csv_example_gen). The
+    folder is resolved here: data_root holds a staged copy of the CSV, not the images."""
     split = example_gen_pb2.SplitConfig(splits=[
         example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
         for name, buckets in cfg.hash_buckets().items()])
@@ -66,7 +69,33 @@ def example_gen_component(cfg: PipelineConfig, data_root: str) -> csv_example_ge
         split.partition_feature_name = cfg.split_on
     return csv_example_gen.CsvExampleGen(
         input_base=data_root, output_config=example_gen_pb2.Output(split_config=split),
-        missing_values=cfg.missing_values).with_id("CsvExampleGen")
+        missing_values=cfg.missing_values,
+        image_columns=[f.name for f in cfg.image_features],
+        images_dir=cfg.resolve_images_dir() if cfg.image_features else "",
+        images_version=files_version(cfg.resolve_images_dir()) if cfg.image_features else "",
+    ).with_id("CsvExampleGen")
+
+
+def files_version(path: str) -> str:
+    """A fingerprint of a local file or folder tree: every file's relative path, size and
+    modification time (not the content: cheap for thousands of images). TFX's cache keys on
+    it, so an edited image or weights file reruns what reads it. "" for a URL (gs://...): there
+    the cache cannot see a change; publish changed data under a new path."""
+    if "://" in path or not os.path.exists(path):
+        return ""
+    h = hashlib.sha256()
+    if os.path.isfile(path):
+        st = os.stat(path)
+        h.update(f"{st.st_size}\0{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+    for d, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(d, name)
+            st = os.stat(full)
+            h.update(f"{os.path.relpath(full, path)}\0{st.st_size}\0{st.st_mtime_ns}\0"
+                     .encode())
+    return h.hexdigest()[:16]
 
 
 def transform_component(cfg: PipelineConfig, examples, schema) -> tfx.components.Transform:
@@ -93,7 +122,16 @@ def trainer_component(cfg: PipelineConfig, transform, schema, train_steps: int |
                                      num_steps=eval_steps or cfg.trainer.eval_steps),
         custom_config={HEADS_CONFIG_KEY: config_lib.to_json(cfg, Scope.TRAINING),
                        "code_version": code_version(),
-                       "distribution_strategy": distribution_strategy})
+                       "distribution_strategy": distribution_strategy,
+                       # a replaced weights file under the same name trains again
+                       "weights_version": _weights_version(cfg)})
+
+
+def _weights_version(cfg: PipelineConfig) -> str:
+    image = cfg.model.image
+    if image is None or image.weights in ("imagenet", "none"):
+        return ""
+    return files_version(cfg.resolve_file(image.weights))
 
 
 def create_pipeline(
@@ -123,7 +161,10 @@ def create_pipeline(
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"],
         schema=imported.outputs["schema"] if imported else None,
-        stats_options=distributions.stats_options())
+        # Without a curated schema, TFDV is told which columns hold image bytes, so that it
+        # computes no vocabulary of them (the curated schema says so itself: image_domain).
+        stats_options=distributions.stats_options(
+            None if imported or not cfg.image_features else schema_lib.image_schema(cfg)))
     schema_gen = imported or tfx.components.SchemaGen(  # variable-length: values may be missing
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
     example_validator = tfx.components.ExampleValidator(

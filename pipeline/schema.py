@@ -14,6 +14,10 @@
   * used numeric columns (features and labels) refuse NaN and inf, and values outside
     [min - k*span, max + k*span] of the observed range (k = validation.range_slack), so a
     corrupt or mis-scaled value stops the run instead of silently skewing a model.
+  * image feature columns (encoded image bytes, as ExampleGen writes them) are BYTES with an
+    `image_domain`: TFDV then keeps byte statistics for them (no top-k or vocabulary of image
+    bytes) and checks nothing but type and presence; the files themselves were decoded by
+    ExampleGen.
 Drift thresholds are not part of the schema: they come from `validation.drift` in the heads
 config at run time (components/data_gate.py).
 The pipeline imports the committed file with ImportSchemaGen, so a change of the data never
@@ -51,8 +55,10 @@ def _column_stats(stats: statistics_pb2.DatasetFeatureStatisticsList):
     dataset = stats.datasets[0]
     out = {}
     for f in dataset.features:
-        common = (f.num_stats.common_stats if f.HasField("num_stats")
-                  else f.string_stats.common_stats)
+        # bytes_stats: an image_domain column, when the statistics were given the schema
+        kind = f.WhichOneof("stats")
+        common = getattr(f, kind if kind in ("num_stats", "bytes_stats") else "string_stats"
+                         ).common_stats
         out[f.path.step[0]] = (f, common.num_non_missing / max(1, dataset.num_examples))
     return out
 
@@ -70,6 +76,7 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
     # binary label's ints are classes, not magnitudes).
     categorical = {f.name for f in cfg.features if f.type == "categorical"} | {
         h.label for h in cfg.heads if h.task != "regression"}
+    images = {f.name for f in cfg.image_features}
     for feature in schema.feature:
         name = feature.name
         feature_stats, present = columns.get(name, (None, 0.0))
@@ -85,6 +92,15 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
         feature.presence.ClearField("min_count")
         if feature.HasField("value_count"):
             feature.value_count.min = 0
+        if name in images:
+            # Encoded image bytes: no vocabulary, no unseen-value share, no range. Statistics
+            # computed with this schema keep byte statistics for it, not a top-k of images.
+            feature.type = schema_pb2.BYTES
+            for field in ("domain", "string_domain", "int_domain", "float_domain",
+                          "distribution_constraints"):
+                feature.ClearField(field)
+            feature.image_domain.SetInParent()
+            continue
         if name in multilabel:
             # "a|b", "b|a" and "a|c" are combinations of tags, not categories: a new
             # combination or order of known tags is no unseen value. The tags themselves are
@@ -122,8 +138,9 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
 def csv_statistics(cfg: PipelineConfig, csv_path: str
                    ) -> statistics_pb2.DatasetFeatureStatisticsList:
     """TFDV statistics of the CSV as the pipeline's ExampleGen reads it (missing-value markers,
-    a byte-order mark; the same type inference), so the schema's types are the ones ExampleGen
-    writes."""
+    a byte-order mark, image files read and validated; the same type inference), so the
+    schema's types are the ones ExampleGen writes. Image columns are declared bytes to TFDV
+    (`image_schema`), so no top-k of encoded images is kept in memory."""
     import tempfile
 
     import apache_beam as beam
@@ -133,10 +150,23 @@ def csv_statistics(cfg: PipelineConfig, csv_path: str
     with tempfile.TemporaryDirectory(prefix="headwise-schema-") as tmp:
         out = os.path.join(tmp, "stats.tfrecord")
         with beam.Pipeline(argv=list(cfg.beam_args) or None) as p:
-            _ = (p | CsvToRecordBatches(csv_path, cfg.missing_values)
-                 | tfdv.GenerateStatistics(tfdv.StatsOptions())
+            images = [f.name for f in cfg.image_features]
+            _ = (p | CsvToRecordBatches(csv_path, cfg.missing_values, images,
+                                        cfg.resolve_images_dir() if images else "")
+                 | tfdv.GenerateStatistics(tfdv.StatsOptions(
+                     schema=image_schema(cfg) if images else None))
                  | tfdv.WriteStatisticsToBinaryFile(out))
         return tfdv.load_stats_binary(out)
+
+
+def image_schema(cfg: PipelineConfig) -> schema_pb2.Schema:
+    """A schema of the image columns alone (BYTES, image_domain): what TFDV's statistics
+    generators need to treat them as bytes; the other columns get TFDV's usual statistics."""
+    schema = schema_pb2.Schema()
+    for f in cfg.image_features:
+        feature = schema.feature.add(name=f.name, type=schema_pb2.BYTES)
+        feature.image_domain.SetInParent()
+    return schema
 
 
 def generate_schema(cfg: PipelineConfig, csv_path: str | None = None) -> schema_pb2.Schema:
@@ -156,6 +186,9 @@ def write_schema(schema: schema_pb2.Schema, path: str, cfg: PipelineConfig,
                            slack=cfg.validation.missing_slack,
                            unseen=cfg.validation.max_unseen_fraction,
                            range=cfg.validation.range_slack)
+    if cfg.image_features:  # only then: the other contracts' headers stay as they are
+        header += (f"# Image columns ({', '.join(f.name for f in cfg.image_features)}): BYTES "
+                   "with image_domain: type and presence only (ExampleGen decoded every file).\n")
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(header + text_format.MessageToString(schema))

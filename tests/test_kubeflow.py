@@ -204,3 +204,25 @@ def test_gate_reads_the_deployments_request_logs_and_is_never_cached(compiled, c
     assert list(value.values()) == [f"{deploy.request_log_dir}/{cfg.model_name}"]
     skew = params["skew"]["runtimeValue"]["constantValue"]
     assert json.loads(next(iter(skew.values()))) == cfg.validation.skew
+
+
+def test_images_and_weights_must_be_urls_the_containers_can_read(deploy, tmp_path):
+    """The digits config points at this machine's folder and no weights: refused, naming the
+    field; with the images and a weights file on the cluster's storage it compiles, and
+    ExampleGen and the Trainer read those URLs."""
+    digits = config_lib.load(os.path.join(ROOT, "pipeline", "configs", "digits.yaml"),
+                             check_data=False)
+    with pytest.raises(config_lib.ConfigError, match=r"digits.yaml: data.images: .* local "
+                                                     r"folder.*gs://"):
+        kfp_compile.compile_pipeline(digits, deploy, str(tmp_path / "a.yaml"))
+    local_weights = dataclasses.replace(
+        digits, images_dir="gs://bucket/digits/images", model=dataclasses.replace(
+            digits.model, image=dataclasses.replace(digits.model.image, weights="w.h5")))
+    with pytest.raises(config_lib.ConfigError, match="model.backbone.weights: w.h5 is a local"):
+        kfp_compile.compile_pipeline(local_weights, deploy, str(tmp_path / "b.yaml"))
+    remote = dataclasses.replace(local_weights, model=dataclasses.replace(
+        digits.model, image=dataclasses.replace(digits.model.image,
+                                                weights="gs://bucket/mobilenet_v2.h5")))
+    _, spec = _compile(remote, deploy, tmp_path)
+    text = json.dumps(spec)
+    assert "gs://bucket/digits/images" in text and "gs://bucket/mobilenet_v2.h5" in text
