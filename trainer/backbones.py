@@ -1,7 +1,11 @@
 """Backbones: the shared part of the multi-head model, one replaceable object per architecture.
 
 The interface every backbone implements (`Backbone`):
-  * `inputs()`: the Keras Inputs it reads, one per transformed feature, by feature name;
+  * `inputs()`: the Keras Inputs it reads, one per transformed feature, by feature name (an
+    image feature: its decoded image, float32 [batch, height, width, channels]);
+  * `encode`: every feature as one flat vector: numeric values, embedded integer ids, and each
+    image feature's embedding from the pretrained application (`trainer.images.ImageEncoder`),
+    concatenated, so that any architecture below combines images with the tabular features;
   * called on those inputs: either one tensor [batch, d] that every head reads (a shared bottom),
     or a dict {head name: tensor [batch, d_h]} when the architecture gives each head its own
     representation (expert mixtures such as MMoE or PLE).
@@ -17,6 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from headwise.config import PipelineConfig
+from trainer import images as images_lib
 
 
 class Backbone(keras.layers.Layer):
@@ -29,21 +34,30 @@ class Backbone(keras.layers.Layer):
         self.embeddings = {
             f.name: keras.layers.Embedding(self.cardinalities[f.name], m.embedding_dim,
                                            name=f"embed_{f.name}")
-            for f in cfg.features if f.type != "numeric"}
+            for f in cfg.features if f.type in ("categorical", "bucketized")}
+        self.image_encoders = {f.name: images_lib.ImageEncoder(cfg, f)
+                               for f in cfg.image_features}
 
     def inputs(self) -> dict[str, keras.Input]:
-        """One Keras Input of shape [batch, 1] per transformed feature."""
-        return {f.name: keras.Input(shape=(1,), name=f.name,
-                                    dtype=tf.float32 if f.type == "numeric" else tf.int64)
-                for f in self.cfg.features}
+        """One Keras Input per transformed feature: [batch, 1], or an image feature's decoded
+        [batch, height, width, channels]."""
+        def one(f):
+            if f.type == "image":
+                return keras.Input(shape=(*f.size, f.channels), name=f.name, dtype=tf.float32)
+            return keras.Input(shape=(1,), name=f.name,
+                               dtype=tf.float32 if f.type == "numeric" else tf.int64)
+        return {f.name: one(f) for f in self.cfg.features}
 
-    def encode(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
-        """Every feature as one flat vector: numeric values as they are, integer ids embedded."""
+    def encode(self, inputs: dict[str, tf.Tensor], training=None) -> tf.Tensor:
+        """Every feature as one flat vector: numeric values as they are, integer ids embedded,
+        images through their encoder."""
         parts = []
         for f in self.cfg.features:
             x = inputs[f.name]
             if f.type == "numeric":
                 parts.append(tf.cast(x, tf.float32))
+            elif f.type == "image":
+                parts.append(self.image_encoders[f.name](x, training=training))
             else:
                 parts.append(tf.reshape(self.embeddings[f.name](x),
                                         [-1, self.cfg.model.embedding_dim]))
@@ -58,7 +72,7 @@ class Backbone(keras.layers.Layer):
         return list(self.trainable_weights)
 
     def call(self, inputs, training=None):
-        return self.represent(self.encode(inputs), training=training)
+        return self.represent(self.encode(inputs, training=training), training=training)
 
 
 def mlp_blocks(cfg: PipelineConfig, prefix: str = "") -> list[list[keras.layers.Layer]]:

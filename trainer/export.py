@@ -41,11 +41,15 @@ from tensorflow.core.protobuf import saved_model_pb2
 from headwise import config as config_lib
 from headwise import contract, tasks
 from headwise import examples as examples_lib
+from trainer import images as images_lib
 
 
 def model_features(cfg: config_lib.PipelineConfig, transformed: dict) -> dict[str, tf.Tensor]:
-    """Transformed columns [batch] -> the model's inputs [batch, 1]."""
-    return {f.name: tf.reshape(transformed[f.name], [-1, 1]) for f in cfg.features}
+    """Transformed columns [batch] -> the model's inputs [batch, 1]; an image feature's bytes
+    -> its decoded image [batch, height, width, channels] (trainer.images.decode), in the input
+    function and in every serving signature alike."""
+    return {f.name: images_lib.decode(transformed[f.name], f) if f.type == "image"
+            else tf.reshape(transformed[f.name], [-1, 1]) for f in cfg.features}
 
 
 def make_signatures(model: keras.Model, cfg: config_lib.PipelineConfig,
@@ -125,6 +129,9 @@ def model_info(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput
         "signature": contract.DEFAULT_SIGNATURE,
         "input": contract.SERVING_INPUT,
         "features": {f.name: raw_spec[f.name].dtype.name for f in cfg.features},
+        # image features: the encoded file's bytes, decoded and resized in the graph
+        "images": {f.name: {"size": list(f.size), "channels": f.channels}
+                   for f in cfg.image_features},
         "heads": heads,
     }
 

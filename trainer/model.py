@@ -176,11 +176,25 @@ def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
                            loss_normalization=cfg.model.loss_normalization,
                            learning_rate=cfg.model.learning_rate,
                            name=f"{cfg.name}_multihead")
+    return compile_model(model, cfg.model.learning_rate)
+
+
+def compile_model(model: MultiHeadModel, learning_rate: float) -> MultiHeadModel:
+    """(Re)compile with Adam at `learning_rate`: after changing which weights train (the image
+    fine-tune schedule) Keras must compile again for the change to take effect."""
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.model.learning_rate),
-        weighted_metrics={h.name: h.keras_metrics() for h in heads},
+        optimizer=keras.optimizers.Adam(learning_rate),
+        weighted_metrics={h: layer.keras_metrics() for h, layer in model.heads.items()},
+        run_eagerly=model._run_eagerly,  # noqa: SLF001 (a recompile keeps the setting)
     )
     return model
+
+
+def unfreeze_images(model: MultiHeadModel, layers: int) -> int:
+    """Unfreeze the top `layers` layers of every image feature's application (batch
+    normalisation excepted); returns the application weights that now train."""
+    return sum(encoder.unfreeze_top(layers)
+               for encoder in model.backbone.image_encoders.values())
 
 
 def regression_stats(cfg: PipelineConfig, tft_output: tft.TFTransformOutput

@@ -116,6 +116,28 @@ def _strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def fine_tune(model: model_lib.MultiHeadModel, schedule, epochs: int,
+              strategy: tf.distribute.Strategy, fit: dict) -> None:
+    """`model.backbone.fine_tune`: `after_epochs` epochs with the image application frozen, then
+    its top `layers` layers unfrozen and the rest of the epochs at the schedule's learning
+    rate."""
+    frozen = min(schedule.after_epochs, epochs)
+    model.fit(epochs=frozen, **fit)
+    if frozen >= epochs:
+        logging.warning("model.backbone.fine_tune.after_epochs (%d) >= the run's %d epochs: "
+                        "the image application stayed frozen", schedule.after_epochs, epochs)
+        print(f"  fine-tune: after_epochs {schedule.after_epochs} >= {epochs} epochs in this "
+              "run; the image application stayed frozen", flush=True)
+        return
+    with strategy.scope():
+        unfrozen = model_lib.unfreeze_images(model, schedule.layers)
+        model_lib.compile_model(model, schedule.learning_rate)
+    print(f"  fine-tune: epoch {frozen + 1}/{epochs} on, the top {schedule.layers} layers of "
+          f"the image application train ({unfrozen:,} weights) at learning rate "
+          f"{schedule.learning_rate:g}", flush=True)
+    model.fit(initial_epoch=frozen, epochs=epochs, **fit)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     cfg = config_lib.from_json(fn_args.custom_config[config_lib.HEADS_CONFIG_KEY])
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -129,7 +151,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     for head, s in stats.items():
         logging.info("head %s: label mean %.4g, std %.4g (from Transform)", head, s["mean"],
                      s["std"])
-    with _strategy(fn_args.custom_config.get("distribution_strategy", "none")).scope():
+    strategy = _strategy(fn_args.custom_config.get("distribution_strategy", "none"))
+    with strategy.scope():
         model = model_lib.build_model(cfg, model_lib.feature_cardinalities(cfg, tft_output),
                                       stats)
 
@@ -144,10 +167,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_weighted_loss", patience=cfg.trainer.early_stopping_patience,
             restore_best_weights=True, verbose=1))
-    model.fit(
-        train, epochs=epochs, steps_per_epoch=max(1, fn_args.train_steps // epochs),
-        validation_data=evals, validation_steps=max(1, fn_args.eval_steps), verbose=0,
-        callbacks=callbacks)
+    fit = dict(x=train, steps_per_epoch=max(1, fn_args.train_steps // epochs),
+               validation_data=evals, validation_steps=max(1, fn_args.eval_steps), verbose=0,
+               callbacks=callbacks)
+    schedule = cfg.model.image.fine_tune if cfg.model.image else None
+    if schedule is None:
+        model.fit(epochs=epochs, **fit)
+    else:
+        fine_tune(model, schedule, epochs, strategy, fit)
     export_lib.save(model, cfg, tft_output, fn_args.serving_model_dir)
     logging.info("saved the %d-head model to %s", len(cfg.heads),
                  os.path.abspath(fn_args.serving_model_dir))

@@ -5,7 +5,9 @@ Input features (names kept):
   categorical -> int64 vocabulary index by descending frequency; a missing value (no entry
                  in the vocabulary) and values unseen in training hash into the `oov_buckets`
                  extra ids; the vocabulary file is named after the feature;
-  bucketized  -> int64 quantile bucket in [0, buckets); missing -> `buckets`.
+  bucketized  -> int64 quantile bucket in [0, buckets); missing -> `buckets`;
+  image       -> the encoded image bytes, unchanged (a missing image: empty bytes); the model's
+                 input function and serving signatures decode them (trainer.images.decode).
 Labels: each head's `transform_label` (see trainer.heads), keyed by head name.
 """
 
@@ -32,6 +34,8 @@ def transform_feature(feature: config_lib.Feature, raw: Any) -> tf.Tensor:
     Every analyzer reads only the present values of the raw column, so Transform needs a single
     analysis phase and imputed values never bias the statistics.
     """
+    if feature.type == "image":
+        return heads_lib.to_dense(raw, b"")
     if feature.type == "categorical":
         text = heads_lib.to_dense(heads_lib.as_text(raw), "")
         return tft.compute_and_apply_vocabulary(
