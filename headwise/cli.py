@@ -77,6 +77,23 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from headwise import datasets
+
+    try:
+        w = datasets.write_digits(args.output)
+    except (ValueError, OSError) as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return 2
+    if w.written:
+        print(f"headwise: wrote {w.images:,} images to {w.images_dir} and their labels to "
+              f"{w.labels_csv}")
+    else:
+        print(f"headwise: {w.out_dir} already holds the digits dataset ({w.images:,} images "
+              "and labels.csv, identical); nothing written")
+    return 0
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     from headwise import config as config_lib
 
@@ -112,10 +129,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import os
+
     from serving import predictions as predictions_lib
 
+    files = None  # --images: the image files, one row each
     try:
-        rows = predictions_lib.read_rows(args.csv or args.json, "csv" if args.csv else "json")
+        if args.images:
+            files = predictions_lib.image_files(args.images)
+            base_dir = args.images
+        else:
+            source = args.csv or args.json
+            rows = predictions_lib.read_rows(source, "csv" if args.csv else "json")
+            base_dir = os.path.dirname(os.path.abspath(source))  # image paths are relative to it
         if args.rest_port is not None:  # the quick client: no TensorFlow imported
             from serving import rest_client
 
@@ -127,7 +153,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             client = client_lib.HeadwiseClient(args.host, args.port, args.model_name,
                                                args.version, args.timeout)
         with client:
-            predictions = list(client.predict_rows(rows, args.batch_size))
+            if files is not None:
+                rows, missing = predictions_lib.image_rows(client.model_info(), files)
+                if missing:
+                    print(f"headwise: --images sets only the image; these features are missing "
+                          f"from every row and the model imputes them: {', '.join(missing)}",
+                          file=sys.stderr)
+            predictions = list(client.predict_rows(rows, args.batch_size, base_dir))
     except predictions_lib.ClientError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return 1
@@ -135,11 +167,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         import dataclasses
         import json
 
-        print(json.dumps([{p.head: {k: v for k, v in dataclasses.asdict(p).items()
-                                    if v not in (None, {}) and k != "head"} for p in row}
-                          for row in predictions], indent=2))
+        answers = [{p.head: {k: v for k, v in dataclasses.asdict(p).items()
+                             if v not in (None, {}) and k != "head"} for p in row}
+                   for row in predictions]
+        # --images: keyed by file name, as the table's first column names the files
+        print(json.dumps(answers if files is None else dict(zip(files, answers, strict=True)),
+                         indent=2))
     else:
-        print(predictions_lib.table(predictions))
+        print(predictions_lib.table(predictions, files=files))
     return 0
 
 
@@ -180,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--config", required=True, help="heads config YAML")
     schema.add_argument("--output", help="default: the config's validation.schema")
     schema.set_defaults(func=_cmd_schema)
+    data = sub.add_parser("data", help="write a demo dataset to disk (offline): digits, "
+                          "scikit-learn's 1,797 8x8 digit images as PNGs plus a labels CSV")
+    data.add_argument("dataset", choices=["digits"])
+    data.add_argument("--output", default="data/digits",
+                      help="the folder to write images/ and labels.csv to (default data/digits)")
+    data.set_defaults(func=_cmd_data)
     comp = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2 and "
                           "render the serving manifests")
     comp.add_argument("--config", required=True, help="heads config YAML")
@@ -219,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--csv", help="rows to score, with a header row; label and unknown "
                      "columns are ignored")
     src.add_argument("--json", help="rows to score: a list of objects, or one object per line")
+    src.add_argument("--images", metavar="DIR",
+                     help="score every image file in DIR (png, jpg, jpeg, gif, bmp; sorted by "
+                     "name), one row each, as the model's image feature; its other features "
+                     "are left missing. With --csv or --json, an image feature's column holds "
+                     "file paths relative to that file's folder")
     pred.add_argument("--host", default="127.0.0.1")
     pred.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
     pred.add_argument("--rest-port", type=int, default=None,
@@ -229,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--version", type=int, help="a specific version (default: the latest)")
     pred.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     pred.add_argument("--batch-size", type=int, default=64, help="rows per request")
-    pred.add_argument("--format", choices=["table", "json"], default="table")
+    pred.add_argument("--format", choices=["table", "json"], default="table",
+                      help="json: a list with one object per row, {head: answer} (--images: "
+                      "an object with one such object per file name)")
     pred.set_defaults(func=_cmd_predict)
     bench = sub.add_parser("bench", help="run the benchmarks; results go to benchmarks/results/")
     bench.add_argument("--quick", action="store_true", help="a few minutes: checks that every "
@@ -253,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.func is _cmd_predict and args.rest_port is not None:
         return args.func(args)  # the quick client never loads TensorFlow
+    if args.func is _cmd_data:
+        return args.func(args)  # writing files: no TensorFlow
     from headwise import quiet
 
     quiet.setup()

@@ -1,7 +1,11 @@
-"""Raw rows (CSV strings or JSON values) -> serialized tf.Examples that a headwise model serves.
+"""Raw rows (CSV strings, JSON values, or bytes) -> serialized tf.Examples that a headwise model
+serves.
 
 The dtypes come from the model's own description (`assets.extra/headwise.json`, written by the
-trainer), so a client needs nothing but the pushed model directory or its metadata.
+trainer; the same JSON its `model_info` signature returns), so a client needs nothing but the
+pushed model directory or its metadata. An image feature (named in the description's `images`)
+is a string feature holding the encoded file's bytes (PNG, JPEG, GIF or BMP), decoded inside the
+serving graph: a row gives it as those bytes, or as the path of the file, which is read here.
 """
 
 from __future__ import annotations
@@ -9,25 +13,32 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 MODEL_INFO = os.path.join("assets.extra", "headwise.json")
 
 
 def read_model_info(model_dir: str) -> dict[str, Any]:
-    """The model's description: {"features": {name: dtype}, "heads": [...]}."""
+    """The model's description: {"features": {name: dtype}, "images": {name: {"size": [h, w],
+    "channels": c}}, "heads": [...]} (models exported before image features have no "images")."""
     path = os.path.join(model_dir, MODEL_INFO)
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 
-def typed_value(name: str, dtype: str, value: Any, row_no: int) -> int | float | bytes | None:
-    """One raw value as the model's dtype (int64 -> int, float32 -> float, else UTF-8 bytes);
-    None when missing (empty, or NaN for a float): the model imputes it. ValueError names the
-    row and column. The rules of both encoders: `to_examples` and the TF-free serving/wire.py."""
+def typed_value(name: str, dtype: str, value: Any, row_no: int, *, image: bool = False,
+                base_dir: str | None = None) -> int | float | bytes | None:
+    """One raw value as the model's dtype (int64 -> int, float32 -> float, else bytes: `bytes`
+    as they are, other values UTF-8 encoded); None when missing (None, a blank string, or NaN
+    for a float): the model imputes it. For an image feature (`image`), a string is the path of
+    the image file, relative to `base_dir` (default: the working directory), and the value is
+    the file's bytes. ValueError names the row and column (and the path of a file that cannot be
+    read). The rules of both encoders: `to_examples` and the TF-free serving/wire.py."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
+    if image:
+        return _image_bytes(name, value, row_no, base_dir)
     try:
         if dtype == "int64":
             as_float = float(value)
@@ -37,21 +48,42 @@ def typed_value(name: str, dtype: str, value: Any, row_no: int) -> int | float |
         if dtype == "float32":
             v = float(value)
             return None if math.isnan(v) else v
-        return str(value).encode()
+        return bytes(value) if isinstance(value, (bytes, bytearray)) else str(value).encode()
     except (TypeError, ValueError, OverflowError) as e:
         raise ValueError(f"row {row_no}, column {name!r}: expected {dtype}, got {value!r} ({e})"
                          ) from None
 
 
-def to_examples(rows: Iterable[Mapping[str, Any]], features: Mapping[str, str]) -> list[bytes]:
-    """Serialize rows; only the model's feature columns are sent (labels and extras dropped)."""
+def _image_bytes(name: str, value: Any, row_no: int, base_dir: str | None) -> bytes:
+    """An image feature's value: bytes as they are, a string read as a file's path."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise ValueError(f"row {row_no}, column {name!r}: expected an image file's path or its "
+                         f"bytes, got {value!r}")
+    path = os.path.join(base_dir or "", value)  # an absolute path stays as it is
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as e:
+        raise ValueError(f"row {row_no}, column {name!r}: cannot read the image file {path!r} "
+                         f"({e.strerror or e})") from None
+
+
+def to_examples(rows: Iterable[Mapping[str, Any]], features: Mapping[str, str],
+                images: Collection[str] = (), base_dir: str | None = None,
+                first_row: int = 1) -> list[bytes]:
+    """Serialize rows; only the model's feature columns are sent (labels and extras dropped).
+    `images`: the image features (the description's "images"), whose string values are file
+    paths relative to `base_dir`; `first_row`: the number of rows[0] in error messages."""
     from tensorflow.core.example import example_pb2
 
     out = []
-    for i, row in enumerate(rows, start=1):
+    for i, row in enumerate(rows, start=first_row):
         ex = example_pb2.Example()
         for name, dtype in features.items():
-            v = typed_value(name, dtype, row.get(name), i)
+            v = typed_value(name, dtype, row.get(name), i, image=name in images,
+                            base_dir=base_dir)
             if v is None:
                 continue
             f = ex.features.feature[name]

@@ -92,9 +92,14 @@ class HeadwiseClient:
             self._info = json.loads(raw.item())
         return self._info
 
-    def examples(self, rows: Iterable[Mapping[str, Any]]) -> list[bytes]:
+    def examples(self, rows: Iterable[Mapping[str, Any]], base_dir: str | None = None,
+                 first_row: int = 1) -> list[bytes]:
+        """Rows -> serialized tf.Examples; an image feature's value is the file's bytes, or its
+        path (relative to `base_dir`), read here. `first_row`: rows[0]'s number in errors."""
+        info = self.model_info()
         try:
-            return examples_lib.to_examples(rows, self.model_info()["features"])
+            return examples_lib.to_examples(rows, info["features"], info.get("images", {}),
+                                            base_dir, first_row)
         except ValueError as e:
             raise ClientError(str(e)) from None
 
@@ -110,12 +115,14 @@ class HeadwiseClient:
             example_pb2.Example.FromString(s) for s in serialized)
         return self._call(self.stub.MultiInference, request)
 
-    def predict_rows(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64
-                     ) -> Iterator[list[HeadPrediction]]:
-        """Per row (in order), one HeadPrediction per head."""
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64,
+                     base_dir: str | None = None) -> Iterator[list[HeadPrediction]]:
+        """Per row (in order), one HeadPrediction per head. `base_dir`: where relative image
+        paths point (e.g. the CSV's folder)."""
         heads = self.model_info()["heads"]
         for start in range(0, len(rows), batch_size):
-            response = self.multi_inference(self.examples(rows[start:start + batch_size]), heads)
+            serialized = self.examples(rows[start:start + batch_size], base_dir, start + 1)
+            response = self.multi_inference(serialized, heads)
             per_head = [_head_predictions(h, r) for h, r in zip(heads, response.results,
                                                                  strict=True)]
             yield from (list(row) for row in zip(*per_head, strict=True))

@@ -1,9 +1,10 @@
 """What every headwise client shares, without TensorFlow: rows in, `HeadPrediction`s out, a table.
 
 The gRPC client (`serving/client.py`, TensorFlow protos) and the quick REST client
-(`serving/rest_client.py`, no TensorFlow) both read rows with `read_rows`, turn a head's answer
-into a `HeadPrediction` with its task's rule from the registry (`headwise.tasks`), and print
-`table`; one source of truth for what `headwise predict` shows.
+(`serving/rest_client.py`, no TensorFlow) both read rows with `read_rows` (or, for a folder of
+images, `image_files` and `image_rows`), turn a head's answer into a `HeadPrediction` with its
+task's rule from the registry (`headwise.tasks`), and print `table`; one source of truth for
+what `headwise predict` shows.
 """
 
 from __future__ import annotations
@@ -67,6 +68,39 @@ def read_rows(path: str, fmt: str = "csv") -> list[dict[str, Any]]:
     return rows
 
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")  # what tf.io.decode_image reads
+
+
+def image_files(folder: str) -> list[str]:
+    """The image files directly in `folder` (by extension, any case), sorted by name."""
+    if not os.path.isdir(folder):
+        raise ClientError(f"{folder}: no such folder")
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)
+                   and os.path.isfile(os.path.join(folder, n)))
+    if not names:
+        raise ClientError(f"{folder}: no image files (extensions "
+                          f"{', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
+    return names
+
+
+def image_rows(info: dict[str, Any], names: Sequence[str]
+               ) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per image file (`names`, relative to the folder given to the encoder as its
+    base_dir) with the model's one image feature set to it: (rows, the model's other features,
+    which every row leaves missing and the model imputes). ClientError when the model has no
+    image feature or several."""
+    images = list(info.get("images") or {})
+    if not images:
+        raise ClientError("the model has no image feature: --images needs one; use --csv or "
+                          "--json")
+    if len(images) > 1:
+        raise ClientError(f"the model has {len(images)} image features ({', '.join(images)}): "
+                          "--images fills only one; use --csv with one column of file paths "
+                          "per image feature (relative to the CSV's folder)")
+    (image,) = images
+    return [{image: n} for n in names], [f for f in info["features"] if f != image]
+
+
 def task_of(head: dict) -> tasks.Task:
     """The registry's task of a head in the model's description."""
     try:
@@ -87,13 +121,17 @@ def classification(head: dict, classes: Sequence[tuple[str, float]]) -> HeadPred
                           scores=dict(classes))
 
 
-def table(predictions: Sequence[list[HeadPrediction]], first_row: int = 1) -> str:
-    """A fixed-width table: one line per row, one column per head."""
+def table(predictions: Sequence[list[HeadPrediction]], first_row: int = 1,
+          files: Sequence[str] | None = None) -> str:
+    """A fixed-width table: one line per row, one column per head. The first column numbers
+    the rows from `first_row`, or names each row's image file (`files`, for --images)."""
     if not predictions:
         return "(no rows)"
     heads = [p.head for p in predictions[0]]
-    cells = [[str(first_row + i)] + [p.text() for p in row] for i, row in enumerate(predictions)]
-    header = ["row"] + heads
+    keys = list(files) if files is not None else [str(first_row + i)
+                                                  for i in range(len(predictions))]
+    cells = [[key] + [p.text() for p in row] for key, row in zip(keys, predictions, strict=True)]
+    header = ["file" if files is not None else "row"] + heads
     widths = [max(len(r[j]) for r in [header, *cells]) for j in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
              "  ".join("-" * w for w in widths)]

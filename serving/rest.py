@@ -200,15 +200,34 @@ def _is_b64(value) -> bool:
 
 
 def _b64decode(value) -> bytes:
-    """json_tensor.cc JsonDecodeBase64Object (absl::Base64Unescape: padding optional)."""
+    """json_tensor.cc JsonDecodeBase64Object."""
     if not _is_b64(value):
         raise _invalid("JSON Value: ", _value_text(value),
                        " not formatted correctly for base64 data")
-    text = value["b64"]
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise _invalid("Unable to base64 decode") from None
+    decoded = base64_unescape(value["b64"])
+    if decoded is None:
+        raise _invalid("Unable to base64 decode")
+    return decoded
+
+
+_B64_SPACE = re.compile(rb"[ \t\n\v\f\r]")  # absl::ascii_isspace
+_B64_TEXT = re.compile(rb"([A-Za-z0-9+/]*)([=.]*)")
+
+
+def base64_unescape(text: str) -> bytes | None:
+    """absl::Base64Unescape (absl/strings/escaping.cc Base64UnescapeInternal), None where it
+    fails: the standard alphabet; ASCII whitespace anywhere is skipped; the padding ('=', or
+    '.') is optional, but if present it must be exactly what the length calls for ("QQ==" or
+    "QQ", never "QQ="); one character too many ("QUJDR") is an error; the unused bits of the
+    last character are ignored."""
+    m = _B64_TEXT.fullmatch(_B64_SPACE.sub(b"", _bytes(text)))
+    if m is None:
+        return None
+    data, padding = m.groups()
+    expected = -len(data) % 4  # 0, 2 or 1 ('=' signs); 3: one character too many
+    if expected == 3 or (padding and len(padding) != expected):
+        return None
+    return binascii.a2b_base64(data + b"=" * expected)
 
 
 def _signature(doc: dict, request) -> None:

@@ -3,10 +3,12 @@ second, without TensorFlow.
 
 Importing TensorFlow takes seconds, so nothing here imports it, nor `tensorflow_serving.apis`
 (its protos import TensorFlow's): rows become serialized tf.Examples with a hand-written
-protobuf encoder (`serving/wire.py`) and go as {"b64": ...} instances to the model's
-serving_default signature over TF Serving's REST API (urllib); each head's outputs are read as
-its Classify/Regress signature reads them (trainer/export.py): a binary head's one probability
-is the second class's score, the first's is 1 - p (in float32, as the graph computes it).
+protobuf encoder (`serving/wire.py`; an image feature holds the image file's bytes) and go as
+{"b64": ...} instances to the model's serving_default signature over TF Serving's REST API
+(urllib), so image bytes travel base64 encoded, as TF Serving's REST API takes binary data.
+Each head's outputs are read as its Classify/Regress signature reads them (trainer/export.py):
+a binary head's one probability is the second class's score, the first's is 1 - p (in float32,
+as the graph computes it).
 The answers are the gRPC client's (`serving/client.py`), printed by the same `table`.
 
 The model's description comes from its `model_info` signature, which takes no input. TF Serving's
@@ -104,9 +106,13 @@ class RestClient:
             self._info = json.loads(values[0])
         return self._info
 
-    def examples(self, rows: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    def examples(self, rows: Sequence[Mapping[str, Any]], base_dir: str | None = None,
+                 first_row: int = 1) -> list[bytes]:
+        """As the gRPC client's `examples` (image paths relative to `base_dir` are read here)."""
+        info = self.model_info()
         try:
-            return wire.examples(rows, self.model_info()["features"])
+            return wire.examples(rows, info["features"], info.get("images", {}), base_dir,
+                                 first_row)
         except ValueError as e:
             raise ClientError(str(e)) from None
 
@@ -122,12 +128,14 @@ class RestClient:
             rows = [{heads[0]: r} for r in rows]
         return rows
 
-    def predict_rows(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64
-                     ) -> Iterator[list[HeadPrediction]]:
-        """Per row (in order), one HeadPrediction per head."""
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64,
+                     base_dir: str | None = None) -> Iterator[list[HeadPrediction]]:
+        """Per row (in order), one HeadPrediction per head. `base_dir`: where relative image
+        paths point (e.g. the CSV's folder)."""
         heads = self.model_info()["heads"]
         for start in range(0, len(rows), batch_size):
-            for outputs in self.predict(self.examples(rows[start:start + batch_size])):
+            serialized = self.examples(rows[start:start + batch_size], base_dir, start + 1)
+            for outputs in self.predict(serialized):
                 yield [head_prediction(h, outputs[h["name"]]) for h in heads]
 
 

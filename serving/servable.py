@@ -74,16 +74,37 @@ class Servable:
         return out
 
     def warm_up(self) -> None:
-        """Run every signature that reads serialized examples once, on one empty tf.Example,
-        so a broken model fails here and the first request pays no graph-setup cost."""
+        """Run every signature that reads serialized examples once, on one tf.Example with every
+        feature missing, so a broken model fails here and the first request pays no graph-setup
+        cost. An image feature cannot be missing (decoding no bytes fails), so the example gives
+        each image feature the model's description names (assets.extra/headwise.json) a
+        one-pixel PNG."""
         by_input: dict[str, list[str]] = {}
         for name, sig in self.signature_defs.items():
             if name == INIT_OP_SIGNATURE or len(sig.inputs) != 1:
                 continue
             (info,) = sig.inputs.values()
             by_input.setdefault(info.name, []).extend(t.name for t in sig.outputs.values())
+        example = self._warm_up_example()
         for input_name, outputs in by_input.items():
-            self.run({input_name: np.array([b""], dtype=object)}, sorted(set(outputs)))
+            self.run({input_name: np.array([example], dtype=object)}, sorted(set(outputs)))
+
+    def _warm_up_example(self) -> bytes:
+        import tensorflow as tf
+
+        from headwise import examples as examples_lib
+
+        try:
+            images = examples_lib.read_model_info(self.path).get("images") or {}
+        except (OSError, ValueError, AttributeError):
+            images = {}  # not a headwise model, or one without image features
+        if not images:
+            return b""
+        pixel = tf.io.encode_png(np.zeros((1, 1, 3), np.uint8)).numpy()
+        example = tf.train.Example()
+        for name in images:
+            example.features.feature[name].bytes_list.value.append(pixel)
+        return example.SerializeToString()
 
     # In-flight accounting: a retired version is closed only once nobody is using it.
     def __enter__(self) -> Servable:

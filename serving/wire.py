@@ -11,14 +11,15 @@ seconds; `headwise predict --rest-port` answers a few rows in well under that. I
   of its response, for the model's `model_info` signature over gRPC.
 
 `examples` types values with `headwise.examples.typed_value`, the rules of the TensorFlow
-encoder `headwise.examples.to_examples` (tests/test_rest.py checks the two byte for byte). Map
-entries are written sorted by key: what protobuf's deterministic serialization writes.
+encoder `headwise.examples.to_examples` (tests/test_rest.py checks the two byte for byte): bytes
+go as they are, so an image feature holds the encoded file's bytes (read from its path there).
+Map entries are written sorted by key: what protobuf's deterministic serialization writes.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from headwise import examples as examples_lib
@@ -53,20 +54,27 @@ def feature(value: int | float | bytes, dtype: str) -> bytes:
     return _len_field(1, _len_field(1, value))
 
 
-def example(row: Mapping[str, Any], features: Mapping[str, str], row_no: int = 1) -> bytes:
+def example(row: Mapping[str, Any], features: Mapping[str, str], row_no: int = 1,
+            images: Collection[str] = (), base_dir: str | None = None) -> bytes:
     """A serialized tf.Example of the row's feature columns (labels and extras dropped), by
-    headwise/examples.py's value rules."""
+    headwise/examples.py's value rules (`images`: the image features, whose string values are
+    file paths relative to `base_dir`)."""
     entries = []
     for name in sorted(features):
-        v = examples_lib.typed_value(name, features[name], row.get(name), row_no)
+        v = examples_lib.typed_value(name, features[name], row.get(name), row_no,
+                                     image=name in images, base_dir=base_dir)
         if v is not None:
             f = feature(v, features[name])
             entries.append(_len_field(1, _len_field(1, name.encode()) + _len_field(2, f)))
     return _len_field(1, b"".join(entries)) if entries else b""
 
 
-def examples(rows: Iterable[Mapping[str, Any]], features: Mapping[str, str]) -> list[bytes]:
-    return [example(r, features, i) for i, r in enumerate(rows, start=1)]
+def examples(rows: Iterable[Mapping[str, Any]], features: Mapping[str, str],
+             images: Collection[str] = (), base_dir: str | None = None,
+             first_row: int = 1) -> list[bytes]:
+    """`headwise.examples.to_examples`, without TensorFlow."""
+    return [example(r, features, i, images, base_dir)
+            for i, r in enumerate(rows, start=first_row)]
 
 
 # --- Predict over gRPC, for model_info -------------------------------------------------------

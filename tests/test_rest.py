@@ -318,19 +318,48 @@ def test_other_methods_and_paths_and_the_server_keeps_serving(served):
 
 
 # --- The quick client --------------------------------------------------------------------------
-def test_hand_written_examples_are_the_ones_tensorflow_writes(served):
-    features = {"i": "int64", "f": "float32", "s": "string", **served["info"]["features"]}
-    rows = [{**r, "i": n, "f": x, "s": s} for r, n, x, s in zip(
+def test_hand_written_examples_are_the_ones_tensorflow_writes(served, tmp_path):
+    features = {"i": "int64", "f": "float32", "s": "string", "p": "string",
+                **served["info"]["features"]}
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    rows = [{**r, "i": n, "f": x, "s": s, "p": p} for r, n, x, s, p in zip(
         served["rows"], [3, "-7", "2.0", -2**62, None, ""] * 2,
         [0.1, "1e-3", math.nan, -3.5, "", None] * 2,
-        ["é", "", "x y", 5, None, "z"] * 2, strict=True)]
-    ours, theirs = wire.examples(rows, features), examples_lib.to_examples(rows, features)
+        ["é", "", "x y", 5, None, b"\xff\xfe\x00 not UTF-8"] * 2,
+        ["a.png", str(tmp_path / "a.png"), b"\x80raw", None, "", b""] * 2, strict=True)]
+    args = (features, {"p": {"size": [8, 8], "channels": 3}}, str(tmp_path))
+    ours, theirs = wire.examples(rows, *args), examples_lib.to_examples(rows, *args)
     for a, b in zip(ours, theirs, strict=True):
         parsed = tf.train.Example.FromString(a)
         assert parsed == tf.train.Example.FromString(b)
         assert a == parsed.SerializeToString(deterministic=True)
+    sent = [tf.train.Example.FromString(a).features.feature for a in ours[:6]]
+    assert sent[5]["s"].bytes_list.value == [b"\xff\xfe\x00 not UTF-8"]  # bytes as they are
+    assert [list(f["p"].bytes_list.value) for f in sent] == \
+        [[b"\x89PNG\r\n\x1a\n\x00\xff"]] * 2 + [[b"\x80raw"], [], [], [b""]]
     with pytest.raises(ValueError, match="row 1, column 'i': expected int64"):
         wire.examples([{"i": "1.5"}], {"i": "int64"})
+    with pytest.raises(ValueError, match=f"row 7, column 'p': cannot read the image file "
+                       f"'{tmp_path}/b.png' \\(No such file or directory\\)"):
+        wire.examples([{"p": "b.png"}], features, *args[1:], first_row=7)
+
+
+def test_base64_is_decoded_as_abseil_decodes_it():
+    # absl::Base64Unescape (json_tensor.cc JsonDecodeBase64Object): padding optional but exact
+    # when present, '.' pads too, ASCII whitespace anywhere is skipped.
+    for text, expected in [("QUJD", b"ABC"), ("QUI", b"AB"), ("QUI=", b"AB"), ("QQ", b"A"),
+                           ("QQ==", b"A"), ("QQ..", b"A"), ("Q Q\n=\t=", b"A"), ("", b""),
+                           ("QR==", b"A"), ("/+8=", b"\xff\xef")]:
+        assert rest.base64_unescape(text) == expected, text
+    for text in ["QQ=", "QUI==", "QUJD=", "QUJDR", "Q===", "QQ==QQ==", "Q=Q=", "-_8=", "QQ\x00",
+                 "éAAA"]:
+        assert rest.base64_unescape(text) is None, text
+    request = classification_pb2.ClassificationRequest()
+    rest.classify_regress_request({"examples": [{"p": {"b64": "/+8"}}]}, request)
+    assert request.input.example_list.examples[0].features.feature["p"].bytes_list.value == \
+        [b"\xff\xef"]
+    with pytest.raises(rest.ServingError, match="^Unable to base64 decode$"):
+        rest.classify_regress_request({"examples": [{"p": {"b64": "QQ="}}]}, request)
 
 
 def test_the_quick_client_answers_as_the_grpc_client(served):
