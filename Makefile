@@ -7,13 +7,17 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run test test-fast lint lock clean bench bench-quick serve
+.PHONY: venv run test test-fast lint lock clean bench bench-quick serve digits
 
 venv:
 	@bash scripts/bootstrap.sh
 
 run: venv  ## Run the whole pipeline locally and push a model to outputs/serving/
 	$(VENV)/bin/headwise run --config $(CONFIG)
+
+digits: venv  ## The image example: write scikit-learn's digits as PNGs + labels, run its pipeline
+	$(VENV)/bin/headwise data digits
+	$(VENV)/bin/headwise run --config pipeline/configs/digits.yaml
 
 test: venv  ## Lint, unit tests, then the end-to-end pipeline tests (README, Tests: how long)
 	$(VENV)/bin/ruff check .
