@@ -86,8 +86,11 @@ def _dir_bytes(path: str) -> int:
 
 
 def run_dataset(config_path: str, work_dir: str, seeds: list[int], train_steps: int | None,
-                variants: list[str], serving: bool, serving_quick: bool = False) -> dict:
-    """Train `variants` x `seeds` on one config in one TFX run and measure every model."""
+                variants: list[str], serving: bool, serving_quick: bool = False,
+                image_weights: str | None = None) -> dict:
+    """Train `variants` x `seeds` on one config in one TFX run and measure every model.
+    `image_weights`: the pretrained file that `image:<arm>` variants read
+    (`benchmarks.pipelines.image_arm`)."""
     cfg = config_lib.load(config_path)
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
@@ -98,6 +101,8 @@ def run_dataset(config_path: str, work_dir: str, seeds: list[int], train_steps: 
            "--seeds", ",".join(map(str, seeds))]
     if train_steps:
         cmd += ["--train-steps", str(train_steps)]
+    if image_weights:
+        cmd += ["--image-weights", image_weights]
     print(f"  {cfg.name}: training {len(variants)} variants x {len(seeds)} seeds "
           f"(log: {work_dir}/pipeline.log) ...", flush=True)
     measured = common.run_measured(cmd, env=common.child_env(), cwd=common.ROOT,
@@ -113,7 +118,8 @@ def run_dataset(config_path: str, work_dir: str, seeds: list[int], train_steps: 
         for v in variants:
             r = runs[bench_pipelines.trainer_id(v, seed)]
             model_uri = r.outputs["Model"][0]
-            vcfg = bench_pipelines.variant_config(cfg, v, seed)
+            vcfg = bench_pipelines.variant_config(cfg, v, seed, image_weights=image_weights,
+                                                  train_steps=train_steps)
             preds = predict(model_uri, serialized)
             serving_dir = os.path.join(model_uri, "Format-Serving")
             params, latency = _served(serving_dir, serialized[0])

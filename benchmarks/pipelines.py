@@ -2,14 +2,17 @@
 so every model sees the same features, labels and splits), then one Trainer per variant.
 
 A variant is the pipeline's config (`multi`), the same with another backbone, loss balancing
-or loss normalisation (`multi:<architecture>:<balancing>[:<normalization>]`), or one head alone
-(`single:<head>`, `PipelineConfig.single_task`), at a given seed (`variant_config`). The
+or loss normalisation (`multi:<architecture>:<balancing>[:<normalization>]`), one head alone
+(`single:<head>`, `PipelineConfig.single_task`), or, for a config with image features, another
+way of using its image application (`image:none|frozen|finetune`, `image_arm`; the pretrained
+weights file from `--image-weights`), at a given seed (`variant_config`). The
 components are the pipeline's own (`pipeline.pipeline`), so what is measured is what `make run`
 runs. Run as a module, it executes in its own process so that the parent can
 sample that process's memory:
 
     python -m benchmarks.pipelines --config C --data-root D --work-dir W \\
         --variants multi,single:fare --seeds 1,2 [--train-steps N] [--no-early-stopping]
+        [--image-weights FILE]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import sys
 
 from headwise import config as config_lib
+from headwise.config.model import NO_WEIGHTS
 
 PIPELINE_NAME = "headwise_bench"
 WARMUP_ID = "Trainer_warmup"
@@ -49,11 +53,51 @@ def architecture(model: config_lib.ModelConfig, name: str) -> config_lib.ModelCo
     raise ValueError(f"unknown architecture {name!r}; one of {ARCHITECTURES}")
 
 
+IMAGE_ARMS = ("none", "frozen", "finetune")
+FINE_TUNE_LAYERS = 20  # of MobileNetV2's 155 (no top): part of block 15, block 16 and Conv_1
+
+
+def trainer_epochs(train_steps: int) -> int:
+    """The epochs trainer/run.py `run_fn` splits a step budget into (one per 50 steps, 1 to
+    10); a fine-tune schedule counts in them."""
+    return max(1, min(10, train_steps // 50))
+
+
+def image_arm(model: config_lib.ModelConfig, arm: str, weights: str | None,
+              train_steps: int) -> config_lib.ModelConfig:
+    """The model section with its image application used another way:
+    `none`: random initialisation, the whole application trains (the digits config as shipped);
+    `frozen`: the pretrained `weights` file, the application frozen;
+    `finetune`: the `weights` file, frozen for half of the Trainer's epochs at `train_steps`,
+    then its top FINE_TUNE_LAYERS layers train at a tenth of model.learning_rate."""
+    if model.image is None:
+        raise ValueError("image:<arm> variants need a config with an image application "
+                         "(model.backbone.application)")
+    if arm == "none":
+        return dataclasses.replace(model, image=dataclasses.replace(
+            model.image, weights=NO_WEIGHTS, trainable=True, fine_tune=None))
+    if arm not in IMAGE_ARMS:
+        raise ValueError(f"unknown image arm {arm!r}; one of {IMAGE_ARMS}")
+    if not weights:
+        raise ValueError(f"image:{arm} needs a pretrained weights file (--image-weights)")
+    schedule = None
+    if arm == "finetune":
+        schedule = config_lib.FineTune(after_epochs=max(1, trainer_epochs(train_steps) // 2),
+                                       layers=FINE_TUNE_LAYERS,
+                                       learning_rate=model.learning_rate / 10)
+    # Absolute: the Trainer resolves a relative path against the config file, not the cwd.
+    return dataclasses.replace(model, image=dataclasses.replace(
+        model.image, weights=os.path.abspath(weights), trainable=False, fine_tune=schedule))
+
+
 def variant_config(cfg: config_lib.PipelineConfig, variant: str, seed: int,
-                   early_stopping: bool = True) -> config_lib.PipelineConfig:
+                   early_stopping: bool = True, image_weights: str | None = None,
+                   train_steps: int | None = None) -> config_lib.PipelineConfig:
     """`multi`: the config as it is; `multi:<architecture>:<balancing>[:<normalization>]`: the
     config with another backbone (`architecture`), model.loss_balancing and
-    model.loss_normalization; `single:<head>`: that head alone (`PipelineConfig.single_task`)."""
+    model.loss_normalization; `single:<head>`: that head alone (`PipelineConfig.single_task`);
+    `image:<arm>`: the image application from scratch, frozen or fine-tuned (`image_arm`, with
+    `image_weights`; `train_steps`: the Trainer's budget, default the config's)."""
     kind, _, rest = variant.partition(":")
     if variant == "multi":
         out = cfg
@@ -65,6 +109,9 @@ def variant_config(cfg: config_lib.PipelineConfig, variant: str, seed: int,
         out = dataclasses.replace(cfg, model=model)
     elif kind == "single":
         out = cfg.single_task(rest)
+    elif kind == "image":
+        out = dataclasses.replace(cfg, model=image_arm(
+            cfg.model, rest, image_weights, train_steps or cfg.trainer.train_steps))
     else:
         raise ValueError(f"unknown variant {variant!r}")
     trainer = dataclasses.replace(out.trainer, seed=seed)
@@ -83,10 +130,11 @@ EVALUATOR_ID = "Evaluator"
 def build(cfg: config_lib.PipelineConfig, data_root: str, work_dir: str, variants: list[str],
           seeds: list[int], train_steps: int | None, eval_steps: int | None,
           early_stopping: bool, beam_args: list[str], evaluate: bool = False,
-          cache: bool = False):
+          cache: bool = False, image_weights: str | None = None):
     """`evaluate`: also run the pipeline's Evaluator on the first variant's first model (no
     baseline model). `cache`: reuse earlier executions from the same metadata store, so a second
-    process with `evaluate` runs the Evaluator alone and its memory is the Evaluator's."""
+    process with `evaluate` runs the Evaluator alone and its memory is the Evaluator's.
+    `image_weights`: the pretrained file of `image:frozen` and `image:finetune`."""
     from tfx import v1 as tfx
 
     from pipeline import local_runner
@@ -99,12 +147,14 @@ def build(cfg: config_lib.PipelineConfig, data_root: str, work_dir: str, variant
                                                  schema_gen.outputs["schema"])
     # The first Trainer in a process pays one-time costs (imports, tracing); a short unmeasured
     # one runs first so that no measured variant pays them.
+    warmup = variant_config(cfg, variants[0], seeds[0], early_stopping, image_weights,
+                            WARMUP_STEPS)
     trainers = [pipeline_lib.trainer_component(
-        variant_config(cfg, variants[0], seeds[0], early_stopping), transform,
-        schema_gen.outputs["schema"], WARMUP_STEPS, WARMUP_STEPS).with_id(WARMUP_ID)]
+        warmup, transform, schema_gen.outputs["schema"], WARMUP_STEPS, WARMUP_STEPS
+    ).with_id(WARMUP_ID)]
     for seed in seeds:
         for v in variants:
-            vcfg = variant_config(cfg, v, seed, early_stopping)
+            vcfg = variant_config(cfg, v, seed, early_stopping, image_weights, train_steps)
             trainers.append(pipeline_lib.trainer_component(
                 vcfg, transform, schema_gen.outputs["schema"], train_steps, eval_steps
             ).with_id(trainer_id(v, seed)))
@@ -114,7 +164,8 @@ def build(cfg: config_lib.PipelineConfig, data_root: str, work_dir: str, variant
 
         extra.append(Evaluator(examples=example_gen.outputs["examples"],
                                model=trainers[1].outputs["model"], baseline_model=None,
-                               cfg=variant_config(cfg, variants[0], seeds[0], early_stopping)
+                               cfg=variant_config(cfg, variants[0], seeds[0], early_stopping,
+                                                  image_weights, train_steps)
                                ).with_id(EVALUATOR_ID))
     return tfx.dsl.Pipeline(
         pipeline_name=PIPELINE_NAME, pipeline_root=os.path.join(work_dir, "root"),
@@ -144,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the Evaluator on the first variant's first model")
     parser.add_argument("--cache", action="store_true",
                         help="reuse executions recorded in --work-dir's metadata store")
+    parser.add_argument("--image-weights",
+                        help="the pretrained application's weights file for image:frozen and "
+                        "image:finetune variants")
     args = parser.parse_args(argv)
     cfg = config_lib.load(args.config)
     from tfx import v1 as tfx
@@ -154,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
               args.variants.split(","), [int(s) for s in args.seeds.split(",")],
               args.train_steps, args.eval_steps, not args.no_early_stopping,
               args.beam_arg if args.beam_arg else list(cfg.beam_args), args.evaluate,
-              args.cache)
+              args.cache, args.image_weights)
     with local_runner.neutral_argv():
         tfx.orchestration.LocalDagRunner().run(p)
     return 0

@@ -4,9 +4,12 @@ benchmarks/results/ (one JSON per benchmark, SUMMARY.md, summary.png).
     full  (--seeds 3): multi-head vs single-task, every backbone x loss balancing, on taxi and
                        penguins, and loss normalisation with missing labels, at the configs' steps;
                        pipeline cost vs the official taxi example, scaling 1x/10x/50x and Beam
-                       modes, serving latency, load test with a version push.  ~40 min on 2 cores.
+                       modes, serving latency, load test with a version push.  ~40 min on 2 cores;
+                       images (digits: rotation pretraining, 3 arms x 3 seeds, CPU throughput)
+                       ~35 min more.
     quick (--quick):   one seed at 100 steps, no official example, scaling 1x/2x, a shorter
-                       load test. ~9 minutes; for checking that everything runs, not for numbers.
+                       load test, a 40-step pretraining. ~9 minutes, images ~12 more; for checking
+                       that everything runs, not for numbers.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 
 from benchmarks import common
 
-ALL = ("multihead", "pipeline", "scaling", "load", "datasets")
+ALL = ("multihead", "pipeline", "scaling", "load", "datasets", "images")
 
 
 def _plot(results: dict, path: str) -> None:
@@ -100,6 +103,7 @@ _SECTIONS = [  # (results file, title, summary function)
     ("scaling", "Scaling with data", "benchmarks.scaling"),
     ("load", "Serving under load, with a version push", "benchmarks.load"),
     ("datasets", "Other datasets, end to end", "benchmarks.datasets"),
+    ("images", "Images: a backbone pretrained without a download (digits)", "benchmarks.images"),
 ]
 
 
@@ -204,6 +208,16 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
         r = datasets.run(os.path.join(work_dir, "datasets"))
         results["datasets"] = r
         common.write_json("datasets", r)
+
+    if "images" in chosen:
+        from benchmarks import images
+
+        print("[images] digits: rotation-pretrained MobileNetV2 frozen / fine-tuned vs from "
+              "scratch; training and serving images/s", flush=True)
+        r = images.run(os.path.join(work_dir, "images"),
+                       seeds=[1] if quick else list(range(1, seeds + 1)), quick=quick)
+        results["images"] = r
+        common.write_json("images", r)
 
     common.write_json("machine", {**common.machine(), "mode": mode,
                                   "finished": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),

@@ -155,3 +155,194 @@ def test_the_grid_arms_do_not_depend_on_the_backbone_the_config_ships():
     assert (shared.backbone, shared.hidden_units) == ("shared_bottom", (64, 32))
     old = dataclasses.replace(cfg, model=shared)  # a shared-bottom config: the same arms
     assert pipelines.variant_config(old, "multi:mmoe:uncertainty", 1).model == arm.model
+
+
+# ---------------------------------------------------------------------------- images benchmark
+
+DIGITS = "pipeline/configs/digits.yaml"
+
+
+def _digits():
+    return config_lib.load(DIGITS, check_data=False)  # data/digits is written by the benchmark
+
+
+def test_trainer_epochs_follow_the_trainer_one_per_50_steps_between_1_and_10():
+    from benchmarks import pipelines
+
+    assert [pipelines.trainer_epochs(n) for n in (20, 99, 100, 400, 500, 1500)] == [
+        1, 1, 2, 8, 10, 10]
+
+
+def test_image_arms_from_scratch_frozen_and_fine_tuned():
+    import os
+
+    from benchmarks import pipelines
+
+    cfg = _digits()
+    assert cfg.model.image.weights == "none" and cfg.model.image.trainable  # as shipped
+    none = pipelines.variant_config(cfg, "image:none", 2, image_weights="w.h5")
+    assert none.model == cfg.model and none.trainer.seed == 2  # the shipped arm is the config
+
+    frozen = pipelines.variant_config(cfg, "image:frozen", 1, image_weights="w.h5").model.image
+    assert frozen.weights == os.path.abspath("w.h5")  # the Trainer runs in another directory
+    assert not frozen.trainable and frozen.fine_tune is None
+    assert frozen.application == cfg.model.image.application
+    assert frozen.alpha == cfg.model.image.alpha
+
+    steps = cfg.trainer.train_steps
+    tuned = pipelines.variant_config(cfg, "image:finetune", 1, image_weights="w.h5").model
+    epochs = max(1, min(10, steps // 50))
+    assert not tuned.image.trainable and tuned.image.weights == os.path.abspath("w.h5")
+    assert tuned.image.fine_tune.after_epochs == epochs // 2
+    assert tuned.image.fine_tune.layers == pipelines.FINE_TUNE_LAYERS
+    assert tuned.image.fine_tune.learning_rate == pytest.approx(cfg.model.learning_rate / 10)
+    assert tuned.learning_rate == cfg.model.learning_rate  # only the fine-tune phase's is lower
+    # The schedule follows the budget the Trainer really gets (--train-steps), never below 1.
+    short = pipelines.variant_config(cfg, "image:finetune", 1, image_weights="w.h5",
+                                     train_steps=100).model.image.fine_tune
+    assert short.after_epochs == 1
+    assert pipelines.variant_config(cfg, "image:finetune", 1, image_weights="w.h5",
+                                    train_steps=20).model.image.fine_tune.after_epochs == 1
+
+
+def test_image_arms_reach_the_trainer_through_the_config_boundary():
+    from benchmarks import pipelines
+
+    vcfg = pipelines.variant_config(_digits(), "image:finetune", 3, image_weights="/w/p.h5")
+    back = config_lib.from_json(config_lib.to_json(vcfg, config_lib.Scope.TRAINING))
+    assert back.model.image == vcfg.model.image and back.trainer.seed == 3
+
+
+@pytest.mark.parametrize("config, variant, weights, words", [
+    (DIGITS, "image:frozen", None, "--image-weights"),
+    (DIGITS, "image:finetune", "", "--image-weights"),
+    (DIGITS, "image:imagenet", "w.h5", "unknown image arm"),
+    ("pipeline/configs/taxi.yaml", "image:none", "w.h5", "image application"),
+])
+def test_bad_image_arms_are_named(config, variant, weights, words):
+    from benchmarks import pipelines
+
+    cfg = config_lib.load(config, check_data=False)
+    with pytest.raises(ValueError, match=words):
+        pipelines.variant_config(cfg, variant, 1, image_weights=weights)
+
+
+def test_rotations_turn_counterclockwise_and_are_labelled_by_quarter_turns():
+    from benchmarks import images
+
+    x = np.zeros((2, 3, 3, 1), np.uint8)
+    x[:, 0, 0] = 255  # a bright top-left corner
+    r = images.rotations(x)
+    assert r.shape == (2, 4, 3, 3, 1)
+    corners = [tuple(np.argwhere(r[0, k, :, :, 0])[0]) for k in range(4)]
+    # counterclockwise: top-left -> bottom-left -> bottom-right -> top-right
+    assert corners == [(0, 0), (2, 0), (2, 2), (0, 2)]
+    assert images.rotation_labels(2).tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    with pytest.raises(ValueError, match="square"):
+        images.rotations(np.zeros((1, 3, 4, 1)))
+
+
+def test_crop_boxes_stay_inside_their_columns_and_side_range():
+    from benchmarks import images
+
+    assert images.split_columns(640) == ((0, 427), (427, 640))
+    photos = [np.zeros((427, 640, 3), np.uint8)] * 2
+    assert images.max_crop_side(photos) == 213
+    rng = np.random.default_rng(0)
+    boxes = images.crop_boxes(427, (427, 640), 500, 16, 213, rng)
+    top, left, side = boxes.T
+    assert (side >= 16).all() and (side <= 213).all()
+    assert (top >= 0).all() and (top + side <= 427).all()
+    assert (left >= 427).all() and (left + side <= 640).all()
+    assert np.median(side) < (16 + 213) / 2  # log-uniform: more small crops than large
+    with pytest.raises(ValueError, match="do not fit"):
+        images.crop_boxes(427, (0, 10), 1, 16, 213, rng)
+
+
+def test_held_out_crops_never_see_the_training_columns():
+    from benchmarks import images
+
+    photo = np.zeros((100, 150, 3), np.uint8)
+    photo[:, 100:] = 255  # the held-out third is white, the training columns black
+    rng = np.random.default_rng(1)
+    train = images.crops([photo], 50, False, (32, 32), 3, rng)
+    held = images.crops([photo], 50, True, (32, 32), 3, rng)
+    assert train.shape == held.shape == (50, 32, 32, 3) and train.dtype == np.uint8
+    assert train.max() == 0 and held.min() == 255
+    grey = images.crops([photo], 2, True, (32, 32), 1, rng)
+    assert grey.shape == (2, 32, 32, 1)
+
+
+def test_throughput_is_the_median_of_per_step_rates():
+    from benchmarks import images
+
+    r = images.step_rates([10.0, 10.1, 10.3, 10.4], batch=64)
+    # steps of 0.1, 0.2 and 0.1 s: rates 640, 320, 640 images/s
+    assert r["images_per_s"] == pytest.approx(640)
+    assert r["images_per_s_window"] == pytest.approx(64 * 3 / 0.4)
+    assert r["step_ms_p50"] == pytest.approx(100) and r["steps"] == 3
+    with pytest.raises(ValueError):
+        images.step_rates([1.0], batch=64)
+    c = images.call_rates([0.01, 0.03, 0.02], batch=64)
+    assert c["images_per_s"] == pytest.approx(64 / 0.02) and c["p50_ms"] == pytest.approx(20)
+
+
+def _image_results():
+    heads = [{"name": "digit", "metrics": ["accuracy"], "main": "accuracy",
+              "task": "multiclass", "auxiliary": False},
+             {"name": "even", "metrics": ["auc", "accuracy"], "main": "auc", "task": "binary",
+              "auxiliary": False}]
+    digit = {"image:none": [0.90, 0.92, 0.94], "image:frozen": [0.50, 0.52, 0.54],
+             "image:finetune": [0.91, 0.93, 0.95]}
+    models = {arm: {s: {"train_s": 10.0 * s, "params": 1000, "metrics": {
+        "digit": {"accuracy": a}, "even": {"auc": 0.9, "accuracy": 0.75}}}
+        for s, a in zip([1, 2, 3], acc, strict=True)} for arm, acc in digit.items()}
+    quality = {"split": "test", "seeds": [1, 2, 3], "train_steps": 400,
+               "variants": list(digit), "heads": heads, "models": models}
+    pretrain = {"application": "MobileNetV2", "alpha": 0.35, "size": [32, 32],
+                "train_examples": 8192, "train_crops": 2048, "steps": 1200, "batch": 64,
+                "train_s": 100.0, "held_out_accuracy": 0.41, "held_out_examples": 1024,
+                "train_accuracy": 0.5}
+    train = {k: {"batch": 64, "images_per_s": v, "step_ms_p50": 64e3 / v,
+                 "peak_rss_mib": 900.0} for k, v in (("frozen", 800.0), ("trainable", 300.0))}
+    serve = {f"batch{b}": {"batch": b, "images_per_s": v, "p50_ms": b * 1e3 / v,
+                           "peak_rss_mib": 700.0} for b, v in ((1, 100.0), (64, 2000.0))}
+    return {"config": DIGITS, "mode": "full", "quality": quality, "pretrain": pretrain,
+            "params": {a: {"total": 500_000, "trainable": 20_000} for a in digit},
+            "throughput": {"train": train, "serve": serve},
+            "machine": {"cpus": 2, "processor": "x86_64", "platform": "Linux"}}
+
+
+def test_image_arms_mean_std_per_head_and_verdict_against_from_scratch():
+    from benchmarks import images
+
+    s = images.arm_stats(_image_results()["quality"])
+    mean, std = s["image:frozen"]["metrics"]["digit"]["accuracy"]
+    assert mean == pytest.approx(0.52) and std == pytest.approx(0.02)  # sample std, ddof 1
+    assert s["image:none"]["train_s"] == pytest.approx((20.0, 10.0))
+    assert "vs_none" not in s["image:none"]
+    assert s["image:frozen"]["vs_none"] == {"digit": "worse", "even": "within noise"}
+    assert s["image:finetune"]["vs_none"]["digit"] == "within noise"  # 0.01 < std 0.02
+
+
+def test_images_summary_says_what_pretrained_means_and_lists_arms_and_costs():
+    from benchmarks import images
+
+    text = images.summary(_image_results())
+    assert "no ImageNet" in text and "china.jpg, flower.jpg" in text and "**0.410**" in text
+    assert ("| image:frozen (pretrained file, frozen) | 0.52 ± 0.02 worse | 0.9 ± 0 | "
+            "0.75 ± 0 | 20 ± 10 | 500,000 / 20,000 |") in text
+    assert "| train, frozen application (pretrained file) | 64 | 800 | 80 | 900 |" in text
+    assert "| serve `serving_default` in process, 64 PNG examples | 64 | 2,000 | 32 | 700 |" \
+        in text
+
+
+def test_render_has_an_images_section(tmp_path):
+    import json
+
+    from benchmarks import run
+
+    (tmp_path / "images.json").write_text(json.dumps(_image_results()))
+    text = run.render(str(tmp_path))
+    assert "## Images: a backbone pretrained without a download (digits)" in text
+    assert "images" in run.ALL
