@@ -23,7 +23,7 @@ import os
 import sys
 
 from headwise import config as config_lib
-from headwise.config.model import NO_WEIGHTS
+from headwise.config.model import NO_WEIGHTS, epochs_for
 
 PIPELINE_NAME = "headwise_bench"
 WARMUP_ID = "Trainer_warmup"
@@ -57,10 +57,7 @@ IMAGE_ARMS = ("none", "frozen", "finetune")
 FINE_TUNE_LAYERS = 20  # of MobileNetV2's 155 (no top): part of block 15, block 16 and Conv_1
 
 
-def trainer_epochs(train_steps: int) -> int:
-    """The epochs trainer/run.py `run_fn` splits a step budget into (one per 50 steps, 1 to
-    10); a fine-tune schedule counts in them."""
-    return max(1, min(10, train_steps // 50))
+trainer_epochs = epochs_for  # the Trainer's own rule (headwise.config.model)
 
 
 def image_arm(model: config_lib.ModelConfig, arm: str, weights: str | None,

@@ -14,7 +14,7 @@ import os
 
 FORMATS = "PNG, JPEG, GIF or BMP"  # what tf.io.decode_image reads, and so what the model takes
 HEADER_BYTES = 16  # enough for every signature below
-_SIGNATURES = (
+SIGNATURES = (  # the first bytes of each format; also checked in the graph (trainer.images)
     (b"\x89PNG\r\n\x1a\n", "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
     (b"GIF87a", "GIF"),
@@ -35,4 +35,4 @@ def image_path(images_dir: str, name: str) -> str:
 
 def image_format(head: bytes) -> str | None:
     """"PNG", "JPEG", "GIF" or "BMP" from a file's first bytes; None for anything else."""
-    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+    return next((kind for magic, kind in SIGNATURES if head.startswith(magic)), None)

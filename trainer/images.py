@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 import tensorflow as tf
 import tf_keras as keras
 
+from headwise import image_files
 from headwise.config import Feature, PipelineConfig
 from headwise.config.model import IMAGENET, NO_WEIGHTS, ImageBackbone
 
@@ -45,8 +46,6 @@ APPLICATIONS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
-# The first bytes of the formats tf.io.decode_image reads.
-SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
 
 
 SCRATCH_BN_MOMENTUM = 0.9  # weights: none (see ImageEncoder)
@@ -67,10 +66,10 @@ def decode(serialized: tf.Tensor, feature: Feature) -> tf.Tensor:
             tf.strings.length(data), 0,
             message=f"image feature '{feature.name}': an example has no image bytes")
         head = tf.strings.substr(data, 0, 4)
-        known = tf.reduce_any([tf.equal(tf.strings.substr(data, 0, len(s)), s)
-                               for s in SIGNATURES])
+        known = tf.reduce_any([tf.equal(tf.strings.substr(data, 0, len(magic)), magic)
+                               for magic, _ in image_files.SIGNATURES])
         tf.debugging.Assert(known, [f"image feature '{feature.name}': the bytes are not a "
-                                    "PNG, JPEG, GIF or BMP image; they begin with", head])
+                                    f"{image_files.FORMATS} image; they begin with", head])
         image = tf.io.decode_image(data, channels=feature.channels, expand_animations=False)
         image = tf.image.resize(tf.cast(image, tf.float32), [height, width])
         return tf.ensure_shape(image, [height, width, feature.channels])

@@ -15,6 +15,7 @@ from tfx_bsl.public import tfxio
 
 from headwise import config as config_lib
 from headwise import contract
+from headwise.config.model import epochs_for
 from trainer import export as export_lib
 from trainer import heads as heads_lib
 from trainer import model as model_lib
@@ -157,7 +158,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                                       stats)
 
     # Several epochs over the step budget give a learning curve in the history and TensorBoard.
-    epochs = max(1, min(10, fn_args.train_steps // 50))
+    epochs = epochs_for(fn_args.train_steps)
     callbacks = [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
                  EpochSummary([h.name for h in cfg.heads], epochs), StopOnNonFinite(cfg),
                  *model.balancing_callbacks()]

@@ -161,6 +161,12 @@ def parse_model(top: Fields) -> ModelConfig:
     return model
 
 
+def epochs_for(train_steps: int) -> int:
+    """The epochs the Trainer splits a step budget into: one per 50 steps, 1 to 10 (a learning
+    curve in the history; a fine-tune schedule's `after_epochs` counts in them)."""
+    return max(1, min(10, train_steps // 50))
+
+
 def parse_trainer(top: Fields) -> TrainerConfig:
     t = Fields(top.source, "trainer", top.get("trainer", dict, {}), TRAINER_KEYS)
     trainer = TrainerConfig(*(t.get(k, int, getattr(TrainerConfig, k)) for k in TRAINER_KEYS))
