@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,6 +17,7 @@ from trainer import model as model_lib
 
 tf.keras.utils.set_random_seed(7)
 N = 512
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_cfg(heads, features=None, **model):
@@ -165,23 +172,59 @@ def test_single_task_mode_is_the_same_backbone_with_one_head():
         [w.shape for w in one.get_layer("backbone").weights]
 
 
-def test_a_non_finite_head_loss_stops_training_naming_the_head(x):
-    """A label far outside float32's squares (1e30: its mse overflows) on a head without
-    normalisation: training stops at the first epoch, naming that head, before anything is
-    exported; the other head's loss was finite."""
-    from trainer.run import NonFiniteLoss, StopOnNonFinite
+def non_finite_message(seed: int) -> str:
+    """Trains two regression heads where one row in ten of head `huge`'s labels is 1e30 (its
+    mse overflows float32) and head `fine` is ordinary; returns StopOnNonFinite's message.
+    The seed moves the rows and the batch order, so the first bad batch differs."""
+    from trainer.callbacks import NonFiniteLoss, StopOnNonFinite
 
+    tf.keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, 1)).astype("float32")
+    huge = np.where(rng.random(N) < 0.1, 1e30, x[:, 0]).astype("float32")[:, None]
     cfg = make_cfg([{"name": "fine", "label": "a", "task": "regression", "loss": "mse"},
                     {"name": "huge", "label": "b", "task": "regression", "loss": "mse",
                      "normalize": False}])
     model = model_lib.build_model(cfg, {}, unit_stats(cfg))
     w = {k: np.ones(N, "float32") for k in ("fine", "huge")}
-    with pytest.raises(NonFiniteLoss) as e:
-        model.fit({"x": x}, {"fine": x, "huge": np.full_like(x, 1e30)}, sample_weight=w,
-                  epochs=5, batch_size=32, verbose=0, callbacks=[StopOnNonFinite(cfg)])
-    msg = str(e.value)
-    assert "training stopped at epoch 1" in msg and "head 'huge' (label column 'b')" in msg
-    assert "normalize: false" in msg and "huge_loss = nan" in msg and "fine_loss" not in msg
+    try:
+        model.fit({"x": x}, {"fine": x, "huge": huge}, sample_weight=w, epochs=5,
+                  batch_size=32, verbose=0, callbacks=[StopOnNonFinite(cfg)])
+    except NonFiniteLoss as e:
+        return str(e)
+    raise AssertionError("training did not stop")
+
+
+def assert_names_huge(msg: str) -> None:
+    assert "training stopped at epoch 1" in msg, msg
+    assert "head 'huge' (label column 'b') went non-finite first" in msg, msg
+    assert "head 'fine'" not in msg and "fine_loss" not in msg, msg
+    assert "huge_loss = inf" in msg and "(finite then: fine)" in msg, msg
+    assert "normalize: false" in msg, msg
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_non_finite_head_loss_stops_training_naming_the_head(seed):
+    """A label far outside float32's squares on a head without normalisation: training stops
+    after the first epoch, before anything is exported, naming that head and not the one whose
+    loss went NaN only after the bad gradients reached the shared backbone."""
+    assert_names_huge(non_finite_message(seed))
+
+
+def test_the_non_finite_head_is_named_on_one_thread():
+    """The same on one inter-op and one intra-op thread, in a fresh process (TensorFlow reads
+    the thread counts once, at start-up; the test above ran with the machine's defaults)."""
+    code = ("from tests.test_trainer import non_finite_message\n"
+            "for seed in (3, 4):\n    print(repr(non_finite_message(seed)))")
+    env = {**os.environ, "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    messages = [ast.literal_eval(line) for line in out.stdout.splitlines()
+                if line.startswith(("'", '"'))]
+    assert len(messages) == 2, out.stdout
+    for msg in messages:
+        assert_names_huge(msg)
 
 
 @pytest.mark.parametrize("model_cfg", [

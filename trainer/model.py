@@ -35,6 +35,41 @@ def feature_cardinalities(cfg: PipelineConfig, tft_output: tft.TFTransformOutput
     return sizes
 
 
+class NonFiniteRecord(tf.Module):
+    """Which losses were NaN or infinite at the first step (training or validation) where any
+    was: one flag per head, then one for the total.
+
+    It is set inside that step, from the losses computed with weights that were still finite:
+    once the step's NaN gradients reach the shared backbone every head reads spoiled weights, so
+    a check at the end of the batch or epoch could no longer tell which head went first. Kept
+    across epochs (Keras resets metrics). Per-replica under a distribution strategy, summed on
+    read, so a head that went bad on any replica is flagged.
+    """
+
+    def __init__(self, heads: list[str]):
+        super().__init__(name="non_finite")
+        self.names = [*heads, None]  # None: the total loss
+        per_replica = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                           aggregation=tf.VariableAggregation.SUM)
+        self.nan = tf.Variable(tf.zeros([len(self.names)]), name="nan", **per_replica)
+        self.inf = tf.Variable(tf.zeros([len(self.names)]), name="inf", **per_replica)
+
+    def record(self, head_losses: list[tf.Tensor], total: tf.Tensor) -> None:
+        """Flags this step's non-finite losses if no earlier step had one."""
+        values = tf.cast(tf.stack([*head_losses, total]), tf.float32)
+        first = tf.logical_and(tf.reduce_all(tf.equal(self.nan + self.inf, 0.0)),
+                               tf.logical_not(tf.reduce_all(tf.math.is_finite(values))))
+        self.nan.assign(tf.where(first, tf.cast(tf.math.is_nan(values), tf.float32), self.nan))
+        self.inf.assign(tf.where(first, tf.cast(tf.math.is_inf(values), tf.float32), self.inf))
+
+    def first(self) -> dict[str | None, str]:
+        """{head name (None for the total): "nan" or "inf"} at the first non-finite step; empty
+        while every loss has been finite."""
+        nan, inf = self.nan.read_value().numpy(), self.inf.read_value().numpy()
+        return {name: "nan" if n > 0 else "inf"
+                for name, n, i in zip(self.names, nan, inf, strict=True) if n > 0 or i > 0}
+
+
 class MultiHeadModel(keras.Model):
     """A functional model whose training loss combines one loss per head
     (`model.loss_balancing`; the formulas are in `trainer.balancing`).
@@ -83,6 +118,7 @@ class MultiHeadModel(keras.Model):
                 trainable=False)
         if loss_balancing == "gradnorm":
             self.gradnorm = balancing.GradNorm(self.adaptive_weights, learning_rate)
+        self.non_finite = NonFiniteRecord(self.head_names)
 
     def head_loss_terms(self, y, y_pred, sample_weight=None) -> dict[str, tf.Tensor]:
         """Each head's loss on this batch, missing labels weighted out. Keras divides the
@@ -122,6 +158,7 @@ class MultiHeadModel(keras.Model):
         if self.losses:
             total += tf.add_n(self.losses)
             weighted += tf.add_n(self.losses)
+        self.non_finite.record([terms[h] for h in self.head_names], total)
         self.total_loss_tracker.update_state(total)
         self.weighted_loss_tracker.update_state(weighted)
         return total

@@ -4,7 +4,6 @@ exports it (see trainer.export for the signatures)."""
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 import tensorflow as tf
@@ -16,6 +15,7 @@ from tfx_bsl.public import tfxio
 from headwise import config as config_lib
 from headwise import contract
 from headwise.config.model import epochs_for
+from trainer import callbacks as callbacks_lib
 from trainer import export as export_lib
 from trainer import heads as heads_lib
 from trainer import model as model_lib
@@ -42,70 +42,12 @@ def input_fn(file_pattern, data_accessor, tft_output: tft.TFTransformOutput,
     return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-class EpochSummary(keras.callbacks.Callback):
-    """One readable line per epoch: the total loss, then each head's validation metrics."""
-
-    def __init__(self, heads: list[str], epochs: int):
-        super().__init__()
-        self.heads, self.epochs = heads, epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        parts = [f"epoch {epoch + 1}/{self.epochs}  loss {logs.get('loss', float('nan')):.4f}"]
-        for head in self.heads:
-            prefix = f"val_{head}_"
-            vals = [f"{k[len(prefix):]} {v:.4g}" for k, v in logs.items()
-                    if k.startswith(prefix) and not k.endswith("_loss")]
-            parts.append(f"{head}: {', '.join(vals)}")
-        lam = getattr(self.model, "adaptive_weights", None)
-        if lam is not None:  # dwa / gradnorm: the weights the next epoch trains with
-            parts.append("weights " + ", ".join(
-                f"{h} {v:.3f}" for h, v in zip(self.heads, lam.numpy(), strict=True)))
-        print("  " + " | ".join(parts), flush=True)
-
-
 def learned_classes(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput
                     ) -> dict[str, list[str]]:
     """The classes Transform learned for each head that learns them, in output order."""
     return {h.name: [v.decode("utf-8") if isinstance(v, bytes) else v
                      for v in tft_output.vocabulary_by_name(contract.classes_vocabulary(h.name))]
             for h in cfg.heads if h.learns_classes}
-
-
-class NonFiniteLoss(RuntimeError):
-    """Training produced a non-finite loss or head metric."""
-
-
-class StopOnNonFinite(keras.callbacks.Callback):
-    """Stops training at the first epoch whose loss or any head's loss or metric (training or
-    validation) is NaN or infinite, with a message naming the head: a NaN that reaches the
-    shared backbone spoils every head, and an exported NaN model would only fail later."""
-
-    def __init__(self, cfg: config_lib.PipelineConfig):
-        super().__init__()
-        self.cfg = cfg
-
-    def on_epoch_end(self, epoch, logs=None):
-        bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
-        if not bad:
-            return
-        heads = [h for h in self.cfg.heads
-                 if any(k.removeprefix("val_").startswith(f"{h.name}_") for k in bad)]
-        first = heads[0] if heads else None
-        what = ", ".join(f"{k} = {v}" for k, v in sorted(bad.items()))
-        if first is None:
-            cause = ("every head's own loss is finite, so the total overflowed: lower "
-                     "loss_weight values or model.learning_rate")
-        else:
-            cause = (f"head {first.name!r} (label column {first.label!r}) went non-finite "
-                     "first; likely causes: extreme or non-finite label values (check the "
-                     f"column's statistics), " + (
-                         "a regression label on a large scale with normalize: false, "
-                         if first.task == "regression" and not first.normalize else "")
-                     + f"or a learning rate too high (model.learning_rate "
-                     f"{self.cfg.model.learning_rate})")
-        raise NonFiniteLoss(f"training stopped at epoch {epoch + 1}: {what}. {cause}. No "
-                            "model was exported.")
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
@@ -160,7 +102,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # Several epochs over the step budget give a learning curve in the history and TensorBoard.
     epochs = epochs_for(fn_args.train_steps)
     callbacks = [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-                 EpochSummary([h.name for h in cfg.heads], epochs), StopOnNonFinite(cfg),
+                 callbacks_lib.EpochSummary([h.name for h in cfg.heads], epochs),
+                 callbacks_lib.StopOnNonFinite(cfg),
                  *model.balancing_callbacks()]
     if cfg.trainer.early_stopping_patience:
         # The shared backbone overfits small data; keep the weights of the best epoch. The

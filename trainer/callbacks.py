@@ -1,0 +1,82 @@
+"""Keras callbacks of the Trainer: a readable line per epoch, and a stop at the first
+non-finite loss that names the head. Light to import (no TFX)."""
+
+from __future__ import annotations
+
+import math
+
+import tf_keras as keras
+
+from headwise import config as config_lib
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """One readable line per epoch: the total loss, then each head's validation metrics."""
+
+    def __init__(self, heads: list[str], epochs: int):
+        super().__init__()
+        self.heads, self.epochs = heads, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"epoch {epoch + 1}/{self.epochs}  loss {logs.get('loss', float('nan')):.4f}"]
+        for head in self.heads:
+            prefix = f"val_{head}_"
+            vals = [f"{k[len(prefix):]} {v:.4g}" for k, v in logs.items()
+                    if k.startswith(prefix) and not k.endswith("_loss")]
+            parts.append(f"{head}: {', '.join(vals)}")
+        lam = getattr(self.model, "adaptive_weights", None)
+        if lam is not None:  # dwa / gradnorm: the weights the next epoch trains with
+            parts.append("weights " + ", ".join(
+                f"{h} {v:.3f}" for h, v in zip(self.heads, lam.numpy(), strict=True)))
+        print("  " + " | ".join(parts), flush=True)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a non-finite loss or head metric."""
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch with a NaN or infinite loss or metric
+    (training or validation), naming the head whose loss went non-finite first: a NaN that
+    reaches the shared backbone spoils every head, and an exported NaN model would only fail
+    later. Which head was first is recorded inside the step where it happened
+    (`MultiHeadModel.non_finite`), before that step's gradients reached the shared weights."""
+
+    def __init__(self, cfg: config_lib.PipelineConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def on_epoch_end(self, epoch, logs=None):
+        first = self.model.non_finite.first()
+        bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
+        if not first and not bad:
+            return
+        stop = f"training stopped at epoch {epoch + 1}"
+        if not first:  # a metric overflowed while every loss stayed finite
+            raise NonFiniteLoss(f"{stop}: {_listing(bad)}; every loss stayed finite. No model "
+                                "was exported.")
+        heads = [h for h in self.cfg.heads if h.name in first]
+        if heads:
+            named = ", ".join(f"head {h.name!r} (label column {h.label!r})" for h in heads)
+            scale = any(h.task == "regression" and not h.normalize for h in heads)
+            cause = (f"{named} went non-finite first; likely causes: extreme or non-finite "
+                     "label values (check the column's statistics), "
+                     + ("a regression label on a large scale with normalize: false, "
+                        if scale else "")
+                     + f"or a learning rate too high (model.learning_rate "
+                     f"{self.cfg.model.learning_rate})")
+        else:
+            cause = ("every head's own loss was finite at that step, so the total overflowed: "
+                     "lower loss_weight values or model.learning_rate")
+        finite = [h.name for h in self.cfg.heads if h.name not in first]
+        values = _listing({"loss" if name is None else f"{name}_loss": v
+                           for name, v in first.items()})
+        raise NonFiniteLoss(
+            f"{stop}: at the first step with a non-finite loss, {values}"
+            + (f" (finite then: {', '.join(finite)})" if finite else "")
+            + f". {cause}. No model was exported.")
+
+
+def _listing(values: dict) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in sorted(values.items()))
