@@ -59,7 +59,7 @@ def run(work_dir: str, configs: tuple[str, ...] = CONFIGS) -> dict:
         out = os.path.join(work_dir, cfg.name)
         print(f"  {cfg.name} ({path}) ...", flush=True)
         m = common.run_measured(
-            [common.python(), "-m", "headwise.cli", "run", "--config", path, "--output-dir", out],
+            [common.python(), "-m", "cli", "run", "--config", path, "--output-dir", out],
             env=common.child_env(), cwd=common.ROOT,
             log_path=os.path.join(work_dir, f"{cfg.name}.log"))
         s = summary_lib.summarize(cfg, os.path.join(out, "metadata.db"))

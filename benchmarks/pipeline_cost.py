@@ -34,7 +34,7 @@ def run(config_path: str, work_dir: str) -> dict:
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
     ours = os.path.join(work_dir, "headwise")
-    cmd = [common.python(), "-m", "headwise.cli", "run", "--config", config_path,
+    cmd = [common.python(), "-m", "cli", "run", "--config", config_path,
            "--output-dir", ours]
     results: dict = {}
     for label in RUNS:

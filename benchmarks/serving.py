@@ -55,7 +55,7 @@ def latest_version_dir(model_dir: str) -> str:
 def start_server(model_dirs: list[str], port: int, log_path: str,
                  request_log_dir: str | None = None, rest_port: int | None = None
                  ) -> subprocess.Popen:
-    cmd = [common.python(), "-m", "headwise.cli", "serve", "--builtin", "--port", str(port)]
+    cmd = [common.python(), "-m", "cli", "serve", "--builtin", "--port", str(port)]
     if rest_port is not None:
         cmd += ["--rest-port", str(rest_port)]
     for d in model_dirs:
@@ -125,7 +125,7 @@ def quick_client_wall(csv_rows: list[dict], name: str, port: int, rest_port: int
         writer = csv.DictWriter(fh, fieldnames=list(csv_rows[0]))
         writer.writeheader()
         writer.writerows(csv_rows[:5])
-    cmd = [common.python(), "-m", "headwise.cli", "predict", "--csv", path, "--model-name", name,
+    cmd = [common.python(), "-m", "cli", "predict", "--csv", path, "--model-name", name,
            "--port", str(port), "--rest-port", str(rest_port)]
     walls = []
     for _ in range(runs):

@@ -17,12 +17,21 @@ import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:  # the config imports this module; only annotations go the other way
-    from headwise.config import Head
+
+class Head(Protocol):
+    """What a task reads of a head's config. `headwise.config.Head` is one; the config imports
+    this module, never the reverse."""
+
+    task: str
+    classes: tuple[str, ...]  # multiclass/multilabel: named classes, in output order
+    other_class: str | None  # multiclass: the name for every value not in `classes`
+    delimiter: str  # multilabel: separates one example's labels
+    positive: str | None  # binary: the label value that is the positive class
+
 
 CLASSIFY, REGRESS = "classify", "regress"  # serving signature kinds (headwise.contract)
 MULTILABEL_THRESHOLD = 0.5  # a multilabel class is "on" in a client's answer at this score

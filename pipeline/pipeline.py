@@ -27,28 +27,22 @@ from components.pusher import Pusher
 from headwise import config as config_lib
 from headwise.config import HEADS_CONFIG_KEY, PipelineConfig, Scope
 from headwise.config import data as data_config
+from pipeline import imports as imports_lib
 from pipeline import schema as schema_lib
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
-# The packages whose code Transform and Trainer run: the module code (trainer/, see
-# PREPROCESSING_FN and RUN_FN) and the project package it imports (headwise/).
-USER_CODE_PACKAGES = ("headwise", "trainer")
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def code_version(root: str | None = None) -> str:
-    """A fingerprint of the user code that Transform and Trainer import: every *.py file under
-    USER_CODE_PACKAGES (below `root`, the project root by default), by sorted relative path and
-    content, so a new, renamed or edited module changes it."""
-    root = root or _ROOT
-    files = sorted(
-        os.path.relpath(os.path.join(d, name), root).replace(os.sep, "/")
-        for package in USER_CODE_PACKAGES
-        for d, _, names in os.walk(os.path.join(root, package))
-        for name in names if name.endswith(".py"))
+    """A fingerprint of the code that Transform and Trainer run: the files that the modules of
+    PREPROCESSING_FN and RUN_FN import, directly or indirectly (read from their imports,
+    `pipeline.imports.closure`), by sorted relative path and content. Editing any of them, or
+    adding an import, changes it; the command line, serving, the README do not."""
+    root = root or imports_lib.ROOT
+    entry = [fn.rpartition(".")[0] for fn in (PREPROCESSING_FN, RUN_FN)]
     h = hashlib.sha256()
-    for rel in files:
+    for rel in imports_lib.closure(entry, root):
         with open(os.path.join(root, rel), "rb") as fh:
             content = fh.read()
         h.update(f"{rel}\0{len(content)}\0".encode())

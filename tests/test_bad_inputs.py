@@ -13,7 +13,7 @@ import os
 import pytest
 import yaml
 
-from headwise import cli
+from cli import main as cli
 from headwise import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -237,7 +237,8 @@ def test_json_round_trips(name, cfg):
     assert back == cfg and back.scope is Scope.FULL
     assert [f.name for f in back.features] == [f.name for f in cfg.features]  # the input order
     assert config_lib.from_dict(config_lib.to_raw(cfg, Scope.FULL), source=cfg.source) == cfg
-    assert config_lib.to_json(back) == text and back.fingerprint() == cfg.fingerprint()
+    assert config_lib.to_json(back) == text
+    assert config_lib.fingerprint(back) == config_lib.fingerprint(cfg)
     payload = json.loads(text)
     assert (payload["format"], payload["scope"], payload["source"]) == (1, "full", cfg.source)
     # A training payload reads back to a training config whose training payload is the same.
@@ -407,24 +408,40 @@ def test_from_dict_reads_only_the_yaml_form():
             config_lib.from_dict({**raw, key: "x"})
 
 
-def test_code_version_covers_every_module_of_the_user_packages(tmp_path):
+def test_code_version_covers_exactly_what_transform_and_trainer_import(tmp_path):
+    """The fingerprint that keys TFX's cache for Transform and Trainer follows their imports:
+    the command line, serving, a bottom-layer module they do not import and the README leave it
+    as it is; their own modules, the config they import, and a new module once imported
+    change it."""
+    from pipeline import imports as imports_lib
     from pipeline import pipeline as pipeline_lib
 
-    for package in pipeline_lib.USER_CODE_PACKAGES:
+    for package in imports_lib.PACKAGES:
         shutil.copytree(os.path.join(ROOT, package), tmp_path / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path / "README.md")
     root = str(tmp_path)
     before = pipeline_lib.code_version(root)
-    assert before == pipeline_lib.code_version(root)
     assert before == pipeline_lib.code_version()  # the project's own packages, copied
+    for rel in ("cli/main.py", "serving/rest.py", "headwise/datasets.py", "headwise/parity.py",
+                "components/report.py", "README.md"):
+        path = tmp_path / rel
+        path.write_text(path.read_text() + "\n# edited\n")
+    (tmp_path / "trainer" / "unused.py").write_text("X = 1\n")
+    assert pipeline_lib.code_version(root) == before
+    versions = {before}
+    for rel in ("trainer/heads.py", "trainer/run.py", "headwise/config/heads.py",
+                "headwise/tasks.py", "headwise/config/__init__.py"):
+        path = tmp_path / rel
+        path.write_text(path.read_text() + "\n# edited\n")
+        assert pipeline_lib.code_version(root) not in versions, rel
+        versions.add(pipeline_lib.code_version(root))
     run = tmp_path / "trainer" / "run.py"
-    run.write_text(run.read_text() + "\n# changed\n")
-    changed = pipeline_lib.code_version(root)
-    assert changed != before
-    (tmp_path / "trainer" / "new_module.py").write_text("X = 1\n")  # a module no list names
-    assert pipeline_lib.code_version(root) != changed
-    (tmp_path / "headwise" / "config" / "heads.py").write_text("# edited\n")
-    assert pipeline_lib.code_version(root) not in (before, changed)
+    run.write_text(run.read_text() + "\nfrom trainer import unused  # noqa\n")
+    imported = pipeline_lib.code_version(root)
+    assert imported not in versions
+    (tmp_path / "trainer" / "unused.py").write_text("X = 2\n")
+    assert pipeline_lib.code_version(root) != imported
 
 
 def test_three_splits_by_default_and_as_configured(tmp_path, raw):

@@ -105,7 +105,7 @@ def test_headwise_serve_answers_image_bytes_and_survives_corrupt_ones(run, cfg, 
     from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2
     from tensorflow_serving.apis import prediction_service_pb2_grpc as pb_grpc
 
-    from headwise import cli
+    from cli import main as cli
     from serving import server as server_lib
 
     out, summary = run

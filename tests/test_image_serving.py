@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from headwise import cli
+from cli import main as cli
 from headwise import examples as examples_lib
 from serving import predictions as predictions_lib
 from serving import server as server_lib

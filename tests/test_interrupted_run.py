@@ -34,7 +34,7 @@ def _kill_during(component: str, out: str, seconds_in: float) -> list[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_USE_LEGACY_KERAS": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "headwise.cli", "run", "--config", TAXI, "--output-dir", out,
+        [sys.executable, "-m", "cli", "run", "--config", TAXI, "--output-dir", out,
          *STEPS], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     seen = []

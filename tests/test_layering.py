@@ -1,97 +1,47 @@
-"""The repository's layers, read from the source: no import points upward.
+"""The repository's layers, read from the source: no import points upward, no import cycle.
 
 Bottom up:
   headwise        config, the task registry, the serving contract, request-log reading, version
-                  listing: light modules every other layer may import (not headwise.cli)
+                  listing: the core every other layer may import
   trainer         the model, Transform's preprocessing, the export
-  serving         TF Serving's API (gRPC); beside trainer: it imports the bottom layer only
+  serving         TF Serving's API (gRPC, REST); beside trainer: it imports the bottom layer only
   components      the pipeline's custom components
   pipeline        the TFX pipeline and its local runner
   kubeflow, benchmarks   on top of the pipeline; neither imports the other
-  headwise.cli    the command line: the very top
+  cli             the `headwise` command line: the very top
 
 A module may import its own layer and any layer below it. Besides, `pipeline` and everything
 below import neither `serving` nor `grpc` (the pipeline's containers need no serving stack),
-and `serving` imports nothing of the repository but the bottom layer.
+and `serving` imports nothing of the repository but the bottom layer. No exemption.
 
-Every import counts: module level, inside functions, under `if TYPE_CHECKING:`.
+Every import counts: module level, inside functions, under `if TYPE_CHECKING:`
+(pipeline.imports reads them).
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("headwise", "trainer", "components", "pipeline", "serving", "kubeflow", "benchmarks")
+from pipeline import imports as imports_lib
+from pipeline.imports import Import, imports
+
+ROOT = imports_lib.ROOT
 
 # Layer -> rank, bottom up. Layers of the same rank do not import each other.
 RANK = {"headwise": 0, "trainer": 1, "serving": 1, "components": 2, "pipeline": 3,
-        "kubeflow": 4, "benchmarks": 4, "headwise.cli": 5}
+        "kubeflow": 4, "benchmarks": 4, "cli": 5}
 NO_SERVING = ("headwise", "trainer", "components", "pipeline")  # and so no grpc either
 FORBIDDEN_THERE = ("serving", "grpc")
 
 
-@dataclass(frozen=True)
-class Import:
-    file: str  # relative to the repository root
-    line: int
-    module: str  # the importing module, dotted
-    target: str  # what it imports, dotted (`from a import b` -> "a.b")
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line} imports {self.target}"
-
-
 def layer_of(module: str) -> str | None:
     """The layer of a dotted module name of the repository (None: not the repository's)."""
-    if module == "headwise.cli" or module.startswith("headwise.cli."):
-        return "headwise.cli"
     top = module.split(".")[0]
-    return top if top in PACKAGES else None
-
-
-def _module_name(path: str) -> str:
-    rel = os.path.relpath(path, ROOT)[:-len(".py")].split(os.sep)
-    return ".".join(rel[:-1] if rel[-1] == "__init__" else rel)
-
-
-def _source_files() -> list[str]:
-    found = []
-    for package in PACKAGES:
-        for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, package)):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py")]
-    return found
-
-
-def imports() -> list[Import]:
-    """Every import statement of the repository's packages, anywhere in a module."""
-    found = []
-    for path in _source_files():
-        module = _module_name(path)
-        is_package = path.endswith("__init__.py")
-        with open(path, encoding="utf-8") as fh:
-            tree = ast.parse(fh.read(), path)
-        rel = os.path.relpath(path, ROOT)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                found += [Import(rel, node.lineno, module, a.name) for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:  # relative: resolve against this module's package
-                    parts = module.split(".")[:len(module.split(".")) - node.level
-                                                + (1 if is_package else 0)]
-                    base = ".".join(parts + ([base] if base else []))
-                found += [Import(rel, node.lineno, module,
-                                 base if a.name == "*" else f"{base}.{a.name}")
-                          for a in node.names]
-    return found
+    return top if top in RANK else None
 
 
 def _fail_on(bad: list[Import], what: str) -> None:
@@ -103,10 +53,35 @@ def _fail_on(bad: list[Import], what: str) -> None:
 def test_the_scan_sees_every_package_and_both_kinds_of_import():
     found = imports()
     modules = {i.module for i in found}
-    assert {layer_of(m) for m in modules} == set(RANK)
+    assert {layer_of(m) for m in modules} == set(RANK) == set(imports_lib.PACKAGES)
     # a function-level import (the CLI imports its commands lazily) and a module-level one
-    assert any(i.module == "headwise.cli" and i.target.startswith("pipeline.") for i in found)
+    assert any(i.module == "cli.main" and i.target.startswith("pipeline.") for i in found)
     assert any(i.module == "serving.server" and i.target.startswith("serving.") for i in found)
+    # `from a import name` loads module a; `from a import module` loads a.module
+    by_target = {i.target: i.resolved for i in found}
+    assert by_target["headwise.config.Head"] == "headwise.config"
+    assert by_target["headwise.config.heads.raw_head"] == "headwise.config.heads"
+
+
+def test_no_import_cycle():
+    """Not even through an import under TYPE_CHECKING or inside a function: each concept can be
+    read, tested and replaced from the bottom up."""
+    found = imports_lib.cycles(imports())
+    assert not found, "import cycles:\n  " + "\n  ".join(" <-> ".join(c) for c in found)
+
+
+def test_the_cycle_check_sees_a_type_checking_import(tmp_path):
+    import shutil
+
+    for package in imports_lib.PACKAGES:
+        shutil.copytree(os.path.join(ROOT, package), tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    tasks = tmp_path / "headwise" / "tasks.py"
+    tasks.write_text(tasks.read_text() + "\nif TYPE_CHECKING:\n"
+                     "    from headwise.config import Head as ConfigHead  # noqa\n")
+    found = imports_lib.cycles(imports(str(tmp_path)))
+    assert any({"headwise.tasks", "headwise.config", "headwise.config.heads"} <= set(c)
+               for c in found), found
 
 
 def test_no_import_points_upward():

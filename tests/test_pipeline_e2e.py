@@ -10,6 +10,7 @@ import csv
 import glob
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -117,7 +118,7 @@ def test_pushed_model_answers_raw_rows_without_labels(first_run, cfg):
 def test_pushed_model_is_served_over_tf_servings_grpc_api(first_run, cfg, tmp_path, capsys):
     """`headwise serve` on the pushed model directory, `headwise predict --csv` on raw taxi rows
     (labels included in the file: ignored): the same numbers as the in-process signature."""
-    from headwise import cli
+    from cli import main as cli
     from serving import client as client_lib
     from serving import server as server_lib
 
@@ -153,8 +154,37 @@ def test_pushed_model_is_served_over_tf_servings_grpc_api(first_run, cfg, tmp_pa
         assert by_head["payment_type"].label in table.splitlines()[2 + i]
 
 
-def test_rerun_reuses_the_cache_and_does_not_push_twice(first_run, cfg):
+def _repository_copy(tmp_path) -> str:
+    """The repository's packages and README, copied: code_version reads them from here."""
+    from pipeline import imports as imports_lib
+
+    for package in imports_lib.PACKAGES:
+        shutil.copytree(os.path.join(ROOT, package), tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path / "README.md")
+    return str(tmp_path)
+
+
+def _edit(root: str, rel: str, old: str, new: str) -> None:
+    path = os.path.join(root, rel)
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    assert old in text, (rel, old)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text.replace(old, new, 1))
+
+
+def test_rerun_reuses_the_cache_and_does_not_push_twice(first_run, cfg, tmp_path, monkeypatch):
+    """Nothing that Transform and Trainer run changed: the command line's help text, the README
+    and a serving module were edited (in a copy of the repository that keys the cache)."""
+    from pipeline import imports as imports_lib
+
     out, first = first_run
+    copy = _repository_copy(tmp_path)
+    _edit(copy, "cli/main.py", "run the whole pipeline locally", "run every component locally")
+    _edit(copy, "README.md", "# headwise", "# headwise (edited)")
+    _edit(copy, "serving/server.py", '"""', '"""Edited. ')
+    monkeypatch.setattr(imports_lib, "ROOT", copy)
     again = local_runner.run(cfg, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS, quiet=True)
     assert again.run_id != first.run_id
     cached = {c for c, state in again.executions.items() if state == "CACHED"}
@@ -169,6 +199,27 @@ def test_rerun_reuses_the_cache_and_does_not_push_twice(first_run, cfg):
     assert again.pushed_path == first.pushed_path
     versions = glob.glob(os.path.join(out, "serving", cfg.model_name, "*", "saved_model.pb"))
     assert len(versions) == 1, "the same model must not be pushed as a second version"
+
+
+def test_editing_the_training_code_reruns_transform_and_trainer(first_run, cfg, tmp_path,
+                                                                monkeypatch):
+    """A change to a module that run_fn imports (trainer/heads.py) misses the cache. The gate is
+    made impossible so that this run pushes nothing for the tests after it."""
+    from pipeline import imports as imports_lib
+
+    out, _ = first_run
+    served = _served_files(out, cfg)
+    copy = _repository_copy(tmp_path)
+    _edit(copy, "trainer/heads.py", '"""', '"""Edited. ')
+    monkeypatch.setattr(imports_lib, "ROOT", copy)
+    strict = _with_threshold(cfg, "fare", "mae", max=0.01)
+    summary = local_runner.run(strict, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
+                               quiet=True)
+    assert summary.executions["Transform"] == "COMPLETE", summary.executions
+    assert summary.executions["Trainer"] == "COMPLETE", summary.executions
+    assert summary.executions["CsvExampleGen"] == "CACHED", summary.executions
+    assert summary.blessed is False and not summary.pushed
+    assert _served_files(out, cfg) == served
 
 
 # --- Gating: one failing head blocks the push; a new model is compared with the last blessed --
@@ -351,7 +402,7 @@ def test_corpus_values_stop_the_real_pipeline_at_the_gate(first_run, cfg, tmp_pa
 def test_a_dropped_column_is_reported_before_any_beam_job(cfg, tmp_path, capsys):
     import yaml
 
-    from headwise import cli
+    from cli import main as cli
 
     csv_path = _damaged_csv(cfg, tmp_path, lambda rows, fields: [c for c in fields if c != "fare"])
     with open(TAXI) as fh:

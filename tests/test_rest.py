@@ -36,8 +36,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from cli import main as cli
 from components import pusher
-from headwise import cli
 from headwise import examples as examples_lib
 from serving import client as client_lib
 from serving import rest, rest_client, wire
@@ -379,7 +379,7 @@ def test_predict_over_rest_loads_no_tensorflow_and_prints_the_grpc_table(served,
     args = ["predict", "--csv", str(csv_path), "--model-name", NAME, "--port", str(running.port)]
     assert cli.main(args) == 0
     grpc_table = capsys.readouterr().out
-    script = ("import sys, time; t = time.monotonic(); from headwise import cli; "
+    script = ("import sys, time; t = time.monotonic(); from cli import main as cli; "
               f"rc = cli.main({args + ['--rest-port', str(running.rest_port)]!r}); "
               "print('WALL', time.monotonic() - t, 'TF', 'tensorflow' in sys.modules, "
               "'TFS', 'tensorflow_serving' in sys.modules); sys.exit(rc)")
@@ -396,7 +396,7 @@ def test_predict_over_rest_loads_no_tensorflow_and_prints_the_grpc_table(served,
 def test_the_quick_client_says_when_no_server_answers(tmp_path):
     rows = tmp_path / "rows.csv"
     rows.write_text("a\n1\n")
-    done = subprocess.run([sys.executable, "-m", "headwise.cli", "predict", "--csv", str(rows),
+    done = subprocess.run([sys.executable, "-m", "cli", "predict", "--csv", str(rows),
                            "--port", "9", "--rest-port", "9", "--timeout", "1"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1

@@ -28,8 +28,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from cli import main as cli
 from components import pusher
-from headwise import cli
 from headwise import examples as examples_lib
 from serving import client as client_lib
 from serving import server as server_lib

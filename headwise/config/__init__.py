@@ -17,6 +17,7 @@ trainer), `validation`, `pipeline` (the whole config, `from_dict`, `load`); `sco
 from headwise.config.boundary import (
     FORMAT,
     HEADS_CONFIG_KEY,
+    fingerprint,
     from_json,
     to_json,
     to_raw,
@@ -52,6 +53,6 @@ __all__ = [
     "NAME_RE", "PACKAGE_PREFIX",
     "TASKS", "THRESHOLD_KEYS", "TRAINING_EXCLUDED", "ConfigError", "Feature", "Fields", "Head",
     "ModelConfig", "PipelineConfig", "Scope", "Threshold", "TrainerConfig", "ValidationConfig",
-    "check_columns", "from_dict", "from_json", "load", "read_csv_header", "resolve_path",
+    "check_columns", "fingerprint", "from_dict", "from_json", "load", "read_csv_header", "resolve_path",
     "to_json", "to_raw",
 ]

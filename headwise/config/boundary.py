@@ -17,6 +17,7 @@ each scope holds.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -143,3 +144,8 @@ def from_json(text: str, require: Scope | None = None) -> PipelineConfig:
         env.fail(f"a {scope.value}-scope config was passed where a {Scope(require).value}-scope "
                  "one is needed", "scope")
     return dataclasses.replace(_validated(raw, source), scope=scope)
+
+
+def fingerprint(cfg: PipelineConfig) -> str:
+    """A short hash of the config as it crosses into TFX (`to_json` at the config's scope)."""
+    return hashlib.sha256(to_json(cfg, cfg.scope).encode()).hexdigest()[:16]

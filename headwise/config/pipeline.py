@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -85,12 +84,6 @@ class PipelineConfig:
         heads = tuple(dataclasses.replace(h, classes=tuple(learned[h.name]))
                       if h.learns_classes and h.name in learned else h for h in self.heads)
         return dataclasses.replace(self, heads=heads)
-
-    def fingerprint(self) -> str:
-        """A short hash of the config as it crosses into TFX (headwise.config.boundary)."""
-        from headwise.config.boundary import to_json
-
-        return hashlib.sha256(to_json(self, self.scope).encode()).hexdigest()[:16]
 
     def schema_path(self) -> str | None:
         """The curated schema's path (relative paths are relative to the config file)."""
