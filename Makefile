@@ -29,7 +29,7 @@ test-fast: venv  ## Unit tests only, no pipeline run
 serve: venv  ## Serve the pushed model over TF Serving's gRPC API on 127.0.0.1:8500, logging requests
 	$(VENV)/bin/headwise serve --model-dir outputs/serving/taxi --request-log-dir outputs/request_logs/taxi
 
-bench: venv  ## Every benchmark; results in benchmarks/results/ (README, Benchmarks)
+bench: venv  ## Every benchmark; results in benchmarks/results/ (docs/benchmarks.md)
 	$(VENV)/bin/headwise bench
 
 bench-quick: venv  ## The benchmarks as a smoke check (minutes)
