@@ -14,6 +14,8 @@ import apache_beam as beam
 import numpy as np
 from tensorflow_model_analysis.metrics import mean_regression_error, metric_types, metric_util
 
+from headwise import tasks
+
 
 class RootMeanSquaredError(metric_types.Metric):
     """The square root of TFMA's MeanSquaredError (same weighting and slicing)."""
@@ -98,4 +100,56 @@ class _AccuracyCombiner(beam.CombineFn):
         return {self._key: acc[0] / acc[1] if acc[1] else float("nan")}
 
 
-METRICS = {cls.__name__: cls for cls in (RootMeanSquaredError, MulticlassAccuracy)}
+class PoissonDeviance(metric_types.Metric):
+    """The (weighted) mean Poisson deviance of a count output against its label
+    (`headwise.tasks.poisson_deviance`, the formula the Trainer's Keras metric computes)."""
+
+    def __init__(self, name: str = "poisson_deviance"):
+        super().__init__(metric_util.merge_per_key_computations(_deviance_computations),
+                         name=name)
+
+
+def _deviance_computations(name: str, eval_config=None, model_name: str = "",
+                           output_name: str = "", example_weighted: bool = False, sub_key=None,
+                           aggregation_type=None, class_weights=None, preprocessors=None
+                           ) -> metric_types.MetricComputations:
+    key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
+                                 sub_key=sub_key, example_weighted=example_weighted,
+                                 aggregation_type=aggregation_type)
+    return [metric_types.MetricComputation(
+        keys=[key], preprocessors=preprocessors,
+        combiner=_DevianceCombiner(key, eval_config, example_weighted))]
+
+
+class _DevianceCombiner(beam.CombineFn):
+    def __init__(self, key, eval_config, example_weighted: bool):
+        self._key, self._eval_config = key, eval_config
+        self._example_weighted = example_weighted
+
+    def create_accumulator(self):
+        return [0.0, 0.0]  # weighted deviance, weight
+
+    def add_input(self, acc, element):
+        for label, prediction, weight in metric_util.to_label_prediction_example_weight(
+                element, eval_config=self._eval_config, model_name=self._key.model_name,
+                output_name=self._key.output_name, example_weighted=self._example_weighted):
+            w = float(np.sum(weight))
+            if w == 0:
+                continue
+            acc[0] += w * float(np.sum(tasks.poisson_deviance(label, prediction)))
+            acc[1] += w
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = self.create_accumulator()
+        for a in accs:
+            out[0] += a[0]
+            out[1] += a[1]
+        return out
+
+    def extract_output(self, acc):
+        return {self._key: acc[0] / acc[1] if acc[1] else float("nan")}
+
+
+METRICS = {cls.__name__: cls for cls in (RootMeanSquaredError, MulticlassAccuracy,
+                                         PoissonDeviance)}

@@ -60,11 +60,14 @@ class _Values:
         index = {name: i for i, name in enumerate(header)}
         numeric = {f.name: f"features.{f.name} is {f.type}" for f in cfg.features
                    if f.type in ("numeric", "bucketized")}
-        numeric.update({h.label: f"the label of regression head {h.name!r}"
-                        for h in cfg.heads if h.task == "regression"})
+        numeric.update({h.label: f"the label of {h.task} head {h.name!r}"
+                        for h in cfg.heads if tasks.of(h).numeric_label})
         self.numeric = [(index[c], c, why) for c, why in numeric.items() if c in index]
+        # A numeric label's values, one by one, against its task's rule (e.g. counts).
+        self.label_values = [(index[h.label], h) for h in cfg.heads
+                             if tasks.of(h).numeric_label and h.label in index]
         self.labels = [(index[h.label], h) for h in cfg.heads
-                       if h.task != "regression" and h.label in index]
+                       if not tasks.of(h).numeric_label and h.label in index]
         self.seen: dict[str, Counter] = {h.name: Counter() for _, h in self.labels}
         self.images = [(index[f.name], f.name) for f in cfg.image_features if f.name in index]
         self.images_dir = cfg.resolve_images_dir() if self.images else ""
@@ -82,6 +85,16 @@ class _Values:
                     f"and the column must be numeric ({why}). If {cell!r} means a missing "
                     f"value, add it to data.missing_values in {self.cfg.source} (now "
                     f"{list(self.cfg.missing_values)}); otherwise correct the data") from None
+        for i, head in self.label_values:
+            cell = row[i].strip()
+            if cell in self.markers:
+                continue
+            why = tasks.of(head).value_error(head, float(cell))
+            if why:
+                raise DataError(
+                    f"{self.path}, line {number}, column {head.label!r}: {row[i]!r}: {why} "
+                    f"(head {head.name!r} in {self.cfg.source}). Correct the data, or choose "
+                    "the task that fits the column")
         for i, column in self.images:
             cell = row[i].strip()
             if cell not in self.markers:
@@ -91,10 +104,7 @@ class _Values:
             if cell in self.markers:
                 continue
             seen = self.seen[head.name]
-            if head.task == "multilabel":
-                seen.update({t.strip() for t in cell.split(head.delimiter)} - {""})
-            else:
-                value = tasks.canonical(cell)
+            for value in tasks.of(head).seen(head, cell):
                 if len(seen) < 10_000 or value in seen:  # bounded memory on any data
                     seen[value] += 1
 
@@ -124,8 +134,9 @@ class _Values:
 
     def finish(self) -> None:
         for _, head in self.labels:
-            check = getattr(self, f"_{head.task}")
-            check(head, self.seen[head.name], self._where(head))
+            why = tasks.of(head).check_labels(head, self.seen[head.name], self._shown)
+            if why:
+                raise DataError(f"{self._where(head)}: {why}")
 
     def _where(self, head) -> str:
         i = next(i for i, h in enumerate(self.cfg.heads) if h.name == head.name)
@@ -137,46 +148,6 @@ class _Values:
         values = sorted(values, key=str)
         more = f" and {len(values) - MAX_SHOWN} more" if len(values) > MAX_SHOWN else ""
         return ", ".join(repr(v) for v in values[:MAX_SHOWN]) + more
-
-    def _binary(self, head, seen: Counter, where: str) -> None:
-        lower = Counter()
-        for v, n in seen.items():
-            lower[v.lower()] += n
-        if head.positive is not None:
-            if len(lower) > 2:
-                raise DataError(f"{where}: a binary label takes two values, this one has "
-                                f"{len(lower)}: {self._shown(lower)}")
-            if lower and head.positive.lower() not in lower:
-                raise DataError(f"{where}: positive: {head.positive!r} never occurs; the "
-                                f"values are {self._shown(lower)}")
-            return
-        other = set(lower) - set(tasks.TRUE) - set(tasks.FALSE)
-        if other:
-            rarest = min(other, key=lambda v: (lower[v], str(v)))  # the positive class, often
-            raise DataError(
-                f"{where}: holds {self._shown(other)}; a binary label must be 0/1 or true/false, "
-                "or say which value is the positive class: add `positive: <value>` to the head "
-                f"(e.g. `positive: {rarest}`)")
-
-    def _multiclass(self, head, seen: Counter, where: str) -> None:
-        if head.learns_classes:
-            if len(seen) < 2:
-                raise DataError(f"{where}: classes are learned from the data, which holds "
-                                f"{len(seen)} distinct value(s): {self._shown(seen)}")
-            return
-        if seen and not set(seen) & set(head.classes):
-            raise DataError(
-                f"{where}: none of its values is one of classes {list(head.classes)} (values: "
-                f"{self._shown(seen)}); list the classes as they are written in the data")
-
-    def _multilabel(self, head, seen: Counter, where: str) -> None:
-        # Tag by tag: "b|a" and "a|b" are the same two tags. Tags outside `classes` are allowed
-        # (a head may model a few of many tags); none inside means a wrong delimiter or names.
-        if seen and not set(seen) & set(head.classes):
-            raise DataError(
-                f"{where}: none of its tags (split on {head.delimiter!r}) is one of classes "
-                f"{list(head.classes)} (tags: {self._shown(seen)}); check `delimiter` and the "
-                "class names")
 
 
 def check_csv(path: str, cfg: PipelineConfig | None = None) -> int:

@@ -1,14 +1,26 @@
 """The task registry: everything that depends on a head's task, in one place, without TensorFlow.
 
-A task (regression, binary, multiclass, multilabel) is one `Task` subclass and one entry in
-`TASKS`. It says which losses and metrics a head of that task accepts (with each metric's Keras
-class, TFMA name, direction and range), the default metrics, the classes the head outputs, the
-rule that turns a raw label value into the encoded label (the one Transform's graph applies,
-written here for what reads raw values outside TensorFlow), the trivial baseline, the serving
-signature kind, and how a client reads an answer. Config validation, the model's heads, the eval
-config and its gates, the report, the client and the benchmarks all read it.
+A task (regression, count, binary, multiclass, multilabel) is one `Task` subclass and one entry
+in `TASKS`. It says:
+  * config: the head keys only this task takes and their validation (`config_keys`, `parse`,
+    `raw`), whether the head learns its classes from the data;
+  * data: whether the label column holds numbers and which values it accepts (`numeric_label`,
+    `value_error`, the pre-flight check of the values seen, `check_labels`), and the label's
+    domain in the curated schema (`schema_domain`);
+  * training: which losses and metrics a head of that task accepts (with each metric's Keras
+    class, TFMA name, direction and range), the default metrics, whether Transform computes
+    the label's mean and spread for the model (`label_statistics`), what to suspect when the
+    loss goes non-finite;
+  * evaluation: the classes the head outputs, the rule that turns a raw label value into the
+    encoded label (the one Transform's graph applies, written here for what reads raw values
+    outside TensorFlow), the trivial baseline, whether gates hold per class, the report's plot;
+  * serving: the signature kind, how a head's output becomes class scores, how a client reads
+    an answer.
+Config validation, the pre-flight check, the schema, the model's heads, the eval config and its
+gates, the report, the clients and the benchmarks all read it.
 
-Adding a task type means adding one `Task` here and one head class in `trainer/heads.py`.
+Adding a task type means adding one `Task` here and one head class in `trainer/heads.py`
+(tests/test_tasks.py fails if a task name is written anywhere else).
 """
 
 from __future__ import annotations
@@ -92,6 +104,17 @@ def canonical(value: Any) -> str | None:
     return str(int(f32)) if float(f32).is_integer() else str(f32)  # shortest form
 
 
+def label_value(f: Any, value: Any, key: str) -> str:
+    """A class or positive value from the config, as labels are matched (`canonical`: 1 and 1.0
+    are "1"); `f` (headwise.config.fields.Fields) names the field in an error."""
+    if isinstance(value, bool):
+        f.fail(f"{value!r} is a YAML boolean (yes/no, true/false and on/off are); quote the "
+               f"label value as it is written in the data, e.g. 'yes'", key)
+    if not isinstance(value, str | int | float) or canonical(value) in (None, ""):
+        f.fail(f"expected a label value (text or number), got {value!r}", key)
+    return canonical(value)
+
+
 def _metrics(*metrics: Metric) -> dict[str, Metric]:
     return {m.name: m for m in metrics}
 
@@ -105,6 +128,9 @@ def _count_and_sum(y: Sequence[Any]) -> dict[str, float]:
     return {"n": float(y.size), "sum": float(y.sum())}
 
 
+NUMERIC, CATEGORICAL, TAGS = "numeric", "categorical", "tags"  # a label's schema domain
+
+
 class Task:
     """What a head's task decides. Subclasses fill in the class attributes and methods."""
 
@@ -113,10 +139,67 @@ class Task:
     metrics: Mapping[str, Metric] = {}
     default_metrics: tuple[str, ...] = ()
     signature: str = CLASSIFY  # CLASSIFY or REGRESS
-    takes_classes: bool = False  # the config lists `classes`
+    config_keys: tuple[str, ...] = ()  # the head keys only this task takes
+    numeric_label: bool = False  # the label column holds numbers (checked row by row)
+    schema_domain: str = CATEGORICAL  # NUMERIC: a value range; CATEGORICAL: a vocabulary;
+    #                                   TAGS: combinations of tags, no domain
+    per_class: bool = False  # the Evaluator scores (and gates) each class, then their average
 
     def metric(self, name: str) -> Metric:
         return self.metrics[name]
+
+    # --- Config ---------------------------------------------------------------------------
+    def parse(self, f: Any, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The head fields that this task's own keys (`config_keys`) set, validated. `f` is the
+        head's reader (headwise.config.fields.Fields: get, choice, fail name the field)."""
+        return {}
+
+    def raw(self, head: Head) -> dict[str, Any]:
+        """This task's keys in the YAML form of a head (the inverse of `parse`)."""
+        return {}
+
+    def learns_classes(self, head: Head) -> bool:
+        """Transform learns the head's classes from the training split."""
+        return False
+
+    # --- Data -----------------------------------------------------------------------------
+    def value_error(self, head: Head, value: float) -> str | None:
+        """A numeric label (`numeric_label`) that this task refuses: why; None if it is fine."""
+        return None
+
+    def seen(self, head: Head, cell: str) -> list[str | None]:
+        """The values one present cell of the label column holds, as the pre-flight check
+        counts them (not for numeric labels)."""
+        return [canonical(cell)]
+
+    def check_labels(self, head: Head, seen: Mapping[str, int], shown) -> str | None:
+        """Why the values seen in the label column (value -> count) cannot train this head,
+        naming the fix; None when they can. `shown(values)` formats a few of them."""
+        return None
+
+    # --- Training -------------------------------------------------------------------------
+    def label_statistics(self, head: Head) -> bool:
+        """Transform computes the label's mean and spread for the model (trainer.heads)."""
+        return False
+
+    def non_finite_hint(self, head: Head) -> str:
+        """A likely cause, beside extreme labels and the learning rate, when the loss of a head
+        of this task goes non-finite ("" for none)."""
+        return ""
+
+    # --- Evaluation -----------------------------------------------------------------------
+    def plot(self, ax, head: Head, y: np.ndarray, pred: np.ndarray) -> None:
+        """The task's picture of encoded labels `y` against the outputs `pred` [n, units], on a
+        matplotlib Axes (the report's second panel)."""
+        ax.hist(y - pred[:, 0], bins=50, color="gray")
+        ax.set_title("residuals (label - prediction)")
+
+    # --- Serving --------------------------------------------------------------------------
+    def class_scores(self, scores: Any, concat=list) -> Any:
+        """The head's outputs as one score per class (`class_names` order), in the serving
+        graph (`concat` joins [batch, 1] tensors along the class axis) and in a client (one
+        row's outputs, a list)."""
+        return scores
 
     def class_names(self, head: Head) -> tuple[str, ...]:
         """The classes the head outputs, in output order (none for regression)."""
@@ -189,6 +272,21 @@ class RegressionTask(Task):
                        Metric("mse", "MeanSquaredError", False))
     default_metrics = ("mae", "rmse")
     signature = REGRESS
+    config_keys = ("normalize",)
+    numeric_label = True
+    schema_domain = NUMERIC
+
+    def parse(self, f, spec):
+        return {"normalize": f.get("normalize", bool, True)}
+
+    def raw(self, head):
+        return {"normalize": head.normalize}
+
+    def label_statistics(self, head):
+        return head.normalize  # the loss is scaled by the label's spread
+
+    def non_finite_hint(self, head):
+        return "" if head.normalize else "a regression label on a large scale with normalize: false"
 
     def encode(self, head, raw):
         return float(raw)
@@ -216,6 +314,70 @@ class RegressionTask(Task):
                 "rmse": float(np.sqrt(np.mean(err ** 2)))}
 
 
+POISSON_MIN_RATE = 1e-8  # a predicted count is at least this (log 0 is -inf)
+
+
+def poisson_deviance(y: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Each example's Poisson deviance 2 (y log(y / mu) - (y - mu)), with y log y = 0 at y = 0;
+    0 for a perfect prediction. The Keras metric (trainer.heads) and the Evaluator's
+    (components.tfma_metrics) compute the same."""
+    y, mu = np.asarray(y, float), np.maximum(np.asarray(mu, float), POISSON_MIN_RATE)
+    ratio = np.where(y > 0, y / mu, 1.0)
+    return 2.0 * (np.where(y > 0, y * np.log(ratio), 0.0) - (y - mu))
+
+
+class CountTask(Task):
+    """Non-negative whole numbers (sales, trips, clicks): a Poisson model with a log link; the
+    output is the expected count, in the label's units."""
+
+    name = "count"
+    losses = ("poisson",)
+    metrics = _metrics(Metric("mae", "MeanAbsoluteError", False),
+                       Metric("rmse", "RootMeanSquaredError", False,
+                              tfma_class="RootMeanSquaredError"),
+                       Metric("poisson_deviance", "PoissonDeviance", False,
+                              tfma_class="PoissonDeviance"))
+    default_metrics = ("mae", "poisson_deviance")
+    signature = REGRESS
+    numeric_label = True
+    schema_domain = NUMERIC
+
+    def value_error(self, head, value):
+        if value < 0 or not float(value).is_integer():
+            return "a count head's label must be a non-negative whole number"
+        return None
+
+    def label_statistics(self, head):
+        return True  # the training mean starts the output's log rate
+
+    def encode(self, head, raw):
+        return float(raw)
+
+    # Always predict the training mean.
+    def fit_stats(self, head, y):
+        return _count_and_sum(y)
+
+    def fit(self, head, stats):
+        return {"mean": stats["sum"] / stats["n"] if stats["n"] else 0.0}
+
+    def score_stats(self, head, fitted, y):
+        y = np.asarray(y, float)
+        err = y - fitted["mean"]
+        return {"n": float(err.size), "abs": float(np.abs(err).sum()),
+                "sq": float((err ** 2).sum()),
+                "deviance": float(poisson_deviance(y, np.full_like(y, fitted["mean"])).sum())}
+
+    def baseline_metrics(self, head, fitted, stats):
+        n = stats["n"] or float("nan")
+        return {"mae": stats["abs"] / n, "rmse": float(np.sqrt(stats["sq"] / n)),
+                "poisson_deviance": stats["deviance"] / n}
+
+    def score(self, head, y, pred):
+        err = pred[:, 0] - y
+        return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
+                "poisson_deviance": float(np.mean(poisson_deviance(y, pred[:, 0])))}
+
+
 class BinaryTask(Task):
     name = "binary"
     losses = ("binary_crossentropy",)
@@ -226,6 +388,47 @@ class BinaryTask(Task):
                        Metric("pr_auc", "AUC", True, {"curve": "PR"}, **_PROBABILITY))
     default_metrics = ("auc", "accuracy")
     CLASSES = ("0", "1")
+    config_keys = ("positive",)
+
+    def parse(self, f, spec):
+        return {"positive": label_value(f, spec["positive"], "positive")
+                if "positive" in spec else None}
+
+    def raw(self, head):
+        return {} if head.positive is None else {"positive": head.positive}
+
+    def check_labels(self, head, seen, shown):
+        lower: dict[str, int] = {}
+        for v, n in seen.items():
+            lower[v.lower()] = lower.get(v.lower(), 0) + n
+        if head.positive is not None:
+            if len(lower) > 2:
+                return f"a binary label takes two values, this one has {len(lower)}: " \
+                       f"{shown(lower)}"
+            if lower and head.positive.lower() not in lower:
+                return f"positive: {head.positive!r} never occurs; the values are {shown(lower)}"
+            return None
+        other = set(lower) - set(TRUE) - set(FALSE)
+        if other:
+            rarest = min(other, key=lambda v: (lower[v], str(v)))  # the positive class, often
+            return (f"holds {shown(other)}; a binary label must be 0/1 or true/false, or say "
+                    "which value is the positive class: add `positive: <value>` to the head "
+                    f"(e.g. `positive: {rarest}`)")
+        return None
+
+    def plot(self, ax, head, y, pred):
+        p = pred[:, 0]
+        edges = np.linspace(0, 1, 11)
+        idx = np.clip(np.digitize(p, edges) - 1, 0, 9)
+        mids = [(p[idx == b].mean(), y[idx == b].mean()) for b in range(10) if (idx == b).any()]
+        ax.plot([0, 1], [0, 1], "k--", label="perfect")
+        ax.plot(*zip(*mids, strict=True), "o-", label="model")
+        ax.set(xlabel="predicted probability", ylabel="observed rate", title="calibration")
+        ax.legend()
+
+    def class_scores(self, scores, concat=list):
+        # One sigmoid unit for two classes: it is the second class's probability.
+        return concat([1.0 - scores, scores])
 
     def class_names(self, head):
         return self.CLASSES
@@ -280,7 +483,66 @@ class MulticlassTask(Task):
                               **_PROBABILITY, tfma_class="MulticlassAccuracy",
                               tfma_kwargs={"k": 2}))
     default_metrics = ("accuracy",)
-    takes_classes = True
+    config_keys = ("classes", "other_class", "top_k")
+    MAX_LABELLED_CLASSES = 20  # the report's confusion matrix names classes up to this many
+
+    def parse(self, f, spec):
+        listed = f.get("classes", list, None)
+        classes = tuple(label_value(f, c, "classes") for c in listed or ())
+        other = f.get("other_class", str, None)
+        top_k = None
+        if listed is None:  # learned by Transform
+            top_k = f.get("top_k", int, None)
+            if top_k is not None and top_k < 2:
+                f.fail(f"must be >= 2, got {top_k}", "top_k")
+        elif len(classes) + (other is not None) < 2 or len(set(classes)) != len(classes):
+            f.fail("a multiclass head needs at least two distinct classes "
+                   "(counting other_class), or no classes at all to learn them", "classes")
+        elif "top_k" in spec:
+            f.fail("top_k limits learned classes; this head lists its classes", "top_k")
+        if other in classes:
+            f.fail(f"{other!r} is also listed in classes", "other_class")
+        return {"classes": classes, "other_class": other, "top_k": top_k}
+
+    def raw(self, head):
+        out: dict[str, Any] = {} if self.learns_classes(head) else {"classes": list(head.classes)}
+        if head.other_class is not None:
+            out["other_class"] = head.other_class
+        if head.top_k is not None:
+            out["top_k"] = head.top_k
+        return out
+
+    def learns_classes(self, head):
+        return not head.classes
+
+    def check_labels(self, head, seen, shown):
+        if self.learns_classes(head):
+            if len(seen) < 2:
+                return (f"classes are learned from the data, which holds {len(seen)} distinct "
+                        f"value(s): {shown(seen)}")
+            return None
+        if seen and not set(seen) & set(head.classes):
+            return (f"none of its values is one of classes {list(head.classes)} (values: "
+                    f"{shown(seen)}); list the classes as they are written in the data")
+        return None
+
+    def plot(self, ax, head, y, pred):
+        names = self.class_names(head)
+        n = len(names)
+        cm = np.zeros((n, n), int)
+        for actual, row in zip(y.astype(int), pred, strict=True):
+            cm[actual, int(np.argmax(row))] += 1
+        if n > self.MAX_LABELLED_CLASSES:  # a thousand classes: the matrix's shape, no labels
+            ax.imshow(np.log1p(cm), cmap="Blues")
+            ax.set(xlabel="predicted class id", ylabel="actual class id",
+                   title=f"confusion matrix, {n} classes (log scale)")
+        else:
+            ax.imshow(cm, cmap="Blues")
+            for (r, c), v in np.ndenumerate(cm):
+                ax.text(c, r, str(v), ha="center", va="center")
+            ax.set_xticks(range(n), names, rotation=30)
+            ax.set_yticks(range(n), names)
+            ax.set(xlabel="predicted", ylabel="actual", title="confusion matrix")
 
     def class_names(self, head):
         return head.classes + ((head.other_class,) if head.other_class else ())
@@ -328,7 +590,42 @@ class MultilabelTask(Task):
                        Metric("precision", "Precision", True, **_PROBABILITY),
                        Metric("recall", "Recall", True, **_PROBABILITY))
     default_metrics = ("auc",)
-    takes_classes = True
+    config_keys = ("classes", "delimiter")
+    schema_domain = TAGS
+    per_class = True
+
+    def parse(self, f, spec):
+        classes = tuple(label_value(f, c, "classes") for c in f.get("classes", list))
+        if not classes or len(set(classes)) != len(classes):
+            f.fail("a multilabel head needs at least one class, each once", "classes")
+        delimiter = f.get("delimiter", str, "|")
+        if not delimiter:
+            f.fail("must not be empty", "delimiter")
+        return {"classes": classes, "delimiter": delimiter}
+
+    def raw(self, head):
+        return {"classes": list(head.classes), "delimiter": head.delimiter}
+
+    def seen(self, head, cell):
+        # Tag by tag: "b|a" and "a|b" are the same two tags.
+        return [t for t in {t.strip() for t in cell.split(head.delimiter)} if t]
+
+    def check_labels(self, head, seen, shown):
+        # Tags outside `classes` are allowed (a head may model a few of many tags); none inside
+        # means a wrong delimiter or names.
+        if seen and not set(seen) & set(head.classes):
+            return (f"none of its tags (split on {head.delimiter!r}) is one of classes "
+                    f"{list(head.classes)} (tags: {shown(seen)}); check `delimiter` and the "
+                    "class names")
+        return None
+
+    def plot(self, ax, head, y, pred):
+        k = np.arange(len(head.classes))
+        ax.bar(k - 0.2, y.mean(axis=0), 0.4, label="observed rate")
+        ax.bar(k + 0.2, pred.mean(axis=0), 0.4, label="mean prediction")
+        ax.set_xticks(k, head.classes)
+        ax.set_title("per-class rate")
+        ax.legend()
 
     def class_names(self, head):
         return head.classes
@@ -368,8 +665,11 @@ class MultilabelTask(Task):
         return "|".join(on) or "-", max(score for _, score in classes)
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (RegressionTask(), BinaryTask(), MulticlassTask(),
-                                              MultilabelTask())}
+TASKS: dict[str, Task] = {t.name: t for t in (RegressionTask(), CountTask(), BinaryTask(),
+                                              MulticlassTask(), MultilabelTask())}
+# Every head key that some task takes (headwise.config.heads: a key the head's task does not
+# take is an error that names the tasks that do).
+TASK_KEYS: tuple[str, ...] = tuple(dict.fromkeys(k for t in TASKS.values() for k in t.config_keys))
 
 
 def get(name: str) -> Task:

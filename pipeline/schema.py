@@ -32,6 +32,7 @@ import os
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
+from headwise import tasks
 from headwise.config import PipelineConfig
 
 TRAINING, SERVING = "TRAINING", "SERVING"
@@ -71,11 +72,12 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
     del schema.default_environment[:]
     schema.default_environment.extend([TRAINING, SERVING])
     labels = set(cfg.label_columns)
-    multilabel = {h.label for h in cfg.heads if h.task == "multilabel"}
+    domain = {h.label: tasks.of(h).schema_domain for h in cfg.heads}
+    tags = {label for label, d in domain.items() if d == tasks.TAGS}
     # Categorical: feature columns so configured, and the labels of classification heads (a
     # binary label's ints are classes, not magnitudes).
     categorical = {f.name for f in cfg.features if f.type == "categorical"} | {
-        h.label for h in cfg.heads if h.task != "regression"}
+        label for label, d in domain.items() if d != tasks.NUMERIC}
     images = {f.name for f in cfg.image_features}
     for feature in schema.feature:
         name = feature.name
@@ -101,7 +103,7 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
                 feature.ClearField(field)
             feature.image_domain.SetInParent()
             continue
-        if name in multilabel:
+        if name in tags:
             # "a|b", "b|a" and "a|c" are combinations of tags, not categories: a new
             # combination or order of known tags is no unseen value. The tags themselves are
             # checked one by one against `classes` before the run (headwise.data_check).

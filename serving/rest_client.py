@@ -6,9 +6,9 @@ Importing TensorFlow takes seconds, so nothing here imports it, nor `tensorflow_
 protobuf encoder (`serving/wire.py`; an image feature holds the image file's bytes) and go as
 {"b64": ...} instances to the model's serving_default signature over TF Serving's REST API
 (urllib), so image bytes travel base64 encoded, as TF Serving's REST API takes binary data.
-Each head's outputs are read as its Classify/Regress signature reads them (trainer/export.py):
-a binary head's one probability is the second class's score, the first's is 1 - p (in float32,
-as the graph computes it).
+Each head's outputs are read as its Classify/Regress signature reads them (trainer/export.py),
+through the same rule of the task registry (`Task.class_scores`, in float32 as the graph
+computes it).
 The answers are the gRPC client's (`serving/client.py`), printed by the same `table`.
 
 The model's description comes from its `model_info` signature, which takes no input. TF Serving's
@@ -27,6 +27,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from headwise import contract, tasks
 from serving import wire
@@ -145,7 +147,7 @@ def head_prediction(head: dict, output) -> HeadPrediction:
     values = [_float32(v) for v in (output if isinstance(output, list) else [output])]
     if task_of(head).signature == tasks.REGRESS:
         return regression(head, values[0])
-    classes = head["classes"]
-    if len(values) == 1 and len(classes) == 2:  # one sigmoid unit: the second class's score
-        values = [_float32(1.0 - values[0]), values[0]]
-    return classification(head, list(zip(classes, values, strict=True)))
+    # The outputs as one score per class, by the rule the Classify signature applies.
+    scores = task_of(head).class_scores(np.asarray([values], np.float32),
+                                        lambda parts: np.concatenate(parts, axis=1))
+    return classification(head, list(zip(head["classes"], map(float, scores[0]), strict=True)))

@@ -21,6 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from headwise.config import PipelineConfig
+from headwise.config.model import BACKBONE_TYPES
 from trainer import images as images_lib
 
 
@@ -101,6 +102,8 @@ def run_blocks(blocks: list[list[keras.layers.Layer]], x: tf.Tensor, training=No
 class SharedBottom(Backbone):
     """One MLP shared by every head (`model.hidden_units`, activation, batch norm, dropout)."""
 
+    kind = "shared_bottom"  # its name in the config (model.backbone)
+
     def __init__(self, cfg: PipelineConfig, cardinalities: dict[str, int], **kwargs):
         super().__init__(cfg, cardinalities, **kwargs)
         self.blocks = mlp_blocks(cfg)
@@ -129,6 +132,8 @@ class MMoE(Backbone):
     """Multi-gate mixture of experts (Ma et al., KDD 2018): `model.experts` MLPs on the encoded
     features, and per head a softmax gate that mixes them into that head's input."""
 
+    kind = "mmoe"  # its name in the config (model.backbone)
+
     def __init__(self, cfg: PipelineConfig, cardinalities: dict[str, int], **kwargs):
         super().__init__(cfg, cardinalities, **kwargs)
         self.experts = [mlp_blocks(cfg, f"expert_{e}_") for e in range(cfg.model.experts)]
@@ -151,6 +156,8 @@ class PLE(Backbone):
     `model.experts` shared experts and `model.task_experts` experts per head. A head's gate mixes
     its own experts with the shared ones; between layers a shared gate mixes them all. Each
     expert is a `model.hidden_units` MLP."""
+
+    kind = "ple"  # its name in the config (model.backbone)
 
     def __init__(self, cfg: PipelineConfig, cardinalities: dict[str, int], **kwargs):
         super().__init__(cfg, cardinalities, **kwargs)
@@ -190,7 +197,11 @@ class PLE(Backbone):
                 for w in blocks[-1][0].trainable_weights]
 
 
-BACKBONES = {"shared_bottom": SharedBottom, "mmoe": MMoE, "ple": PLE}
+BACKBONES: dict[str, type[Backbone]] = {b.kind: b for b in (SharedBottom, MMoE, PLE)}
+# The config accepts exactly these names (headwise.config.model.BACKBONE_TYPES, TF-free).
+if set(BACKBONES) != set(BACKBONE_TYPES):
+    raise ImportError(f"trainer.backbones.BACKBONES {sorted(BACKBONES)} and "
+                      f"headwise.config.model.BACKBONE_TYPES {sorted(BACKBONE_TYPES)} differ")
 
 
 def make_backbone(cfg: PipelineConfig, cardinalities: dict[str, int]) -> Backbone:

@@ -34,7 +34,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-METHODS = ("static", "uncertainty", "dwa", "gradnorm")  # headwise.config.model.LOSS_BALANCING
+from headwise.config.model import LOSS_BALANCING
+
+# The config names the methods (TF-free, so that a config is checked before TensorFlow loads);
+# this module implements each of them (trainer.model.MultiHeadModel.objective).
+METHODS = LOSS_BALANCING
 ADAPTIVE = ("dwa", "gradnorm")  # the methods with one weight lambda_h per head
 DWA_TEMPERATURE = 2.0
 GRADNORM_ALPHA = 1.5

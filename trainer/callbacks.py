@@ -8,6 +8,7 @@ import math
 import tf_keras as keras
 
 from headwise import config as config_lib
+from headwise import tasks
 
 
 class EpochSummary(keras.callbacks.Callback):
@@ -59,11 +60,10 @@ class StopOnNonFinite(keras.callbacks.Callback):
         heads = [h for h in self.cfg.heads if h.name in first]
         if heads:
             named = ", ".join(f"head {h.name!r} (label column {h.label!r})" for h in heads)
-            scale = any(h.task == "regression" and not h.normalize for h in heads)
+            hints = dict.fromkeys(tasks.of(h).non_finite_hint(h) for h in heads)
             cause = (f"{named} went non-finite first; likely causes: extreme or non-finite "
                      "label values (check the column's statistics), "
-                     + ("a regression label on a large scale with normalize: false, "
-                        if scale else "")
+                     + "".join(f"{hint}, " for hint in hints if hint)
                      + f"or a learning rate too high (model.learning_rate "
                      f"{self.cfg.model.learning_rate})")
         else:

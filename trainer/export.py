@@ -103,10 +103,7 @@ def _head_signature(head: config_lib.Head, predict) -> dict:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUTS)])
     def classify(inputs):
-        scores = predict(inputs)[name]
-        if scores.shape[-1] == 1 and len(class_names) == 2:
-            # One sigmoid unit for two classes (binary): it is the second class's probability.
-            scores = tf.concat([1.0 - scores, scores], axis=1)
+        scores = task.class_scores(predict(inputs)[name], lambda parts: tf.concat(parts, axis=1))
         batch_classes = tf.tile(tf.expand_dims(classes, 0), [tf.shape(scores)[0], 1])
         return {contract.CLASSIFY_OUTPUT_CLASSES: batch_classes,
                 contract.CLASSIFY_OUTPUT_SCORES: scores}

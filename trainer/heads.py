@@ -123,6 +123,28 @@ class ScaledLoss(keras.losses.Loss):
         return {**super().get_config(), "base": self.base, "scale": self.scale}
 
 
+def poisson_deviance(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Per example, the graph form of `tasks.poisson_deviance`; [batch, 1] -> [batch]."""
+    y = tf.cast(y_true, y_pred.dtype)
+    mu = tf.maximum(y_pred, tasks.POISSON_MIN_RATE)
+    return tf.reduce_mean(2.0 * (tf.math.xlogy(y, y / mu) - (y - mu)), axis=-1)
+
+
+class PoissonDeviance(keras.metrics.MeanMetricWrapper):
+    """The mean Poisson deviance of a count head (0: every count predicted exactly)."""
+
+    def __init__(self, name: str = "poisson_deviance", dtype=None):
+        super().__init__(poisson_deviance, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+# Keras metrics that tf_keras lacks, by the class name the task registry gives
+# (`tasks.Metric.keras_class`).
+KERAS_METRICS: dict[str, type[keras.metrics.Metric]] = {"PoissonDeviance": PoissonDeviance}
+
+
 class HeadLayer(keras.layers.Layer):
     """One head: its tower and output layer. Subclasses set the task and the label rule."""
 
@@ -162,8 +184,31 @@ class HeadLayer(keras.layers.Layer):
 
     def keras_metrics(self) -> list[keras.metrics.Metric]:
         task = tasks.of(self.cfg)
-        return [getattr(keras.metrics, task.metric(m).keras_class)(
-                    name=m, **task.metric(m).kwargs) for m in self.cfg.metrics]
+        out = []
+        for m in self.cfg.metrics:
+            spec = task.metric(m)
+            cls = KERAS_METRICS.get(spec.keras_class) or getattr(keras.metrics, spec.keras_class)
+            out.append(cls(name=m, **spec.kwargs))
+        return out
+
+
+def numeric_label(cfg: Head, raw: Any) -> dict[str, tf.Tensor]:
+    """A numeric label as it is (float32) and its weight; when its task asks for them
+    (`tasks.Task.label_statistics`), also its z-score and the mean and std of the present values,
+    in float64 at any scale (timestamps, 1e12, 1e-6), z computed in float64 too; the trainer
+    reads mean and std back, bit for bit, from the label_stats_key column
+    (trainer.model.regression_stats)."""
+    y64 = tf.cast(to_dense(raw, tf.zeros([], raw.dtype)), tf.float64)
+    out = {label_key(cfg.name): tf.cast(y64, tf.float32), weight_key(cfg.name): presence(raw)}
+    if tasks.of(cfg).label_statistics(cfg):
+        v = tf.cast(values(raw), tf.float64)
+        mean = tft.mean(v, output_dtype=tf.float64)
+        var = tft.var(v, output_dtype=tf.float64)
+        std = tf.where(var > 0, tf.sqrt(var), tf.ones_like(var))
+        out[zscore_key(cfg.name)] = tf.cast((y64 - mean) / std, tf.float32)
+        bits = tf.bitcast(tf.stack([mean, std]), tf.int64)  # [2]: exact float64 bits
+        out[label_stats_key(cfg.name)] = tf.tile(bits[None, :], [tf.shape(y64)[0], 1])
+    return out
 
 
 class RegressionHead(HeadLayer):
@@ -171,20 +216,7 @@ class RegressionHead(HeadLayer):
 
     @classmethod
     def transform_label(cls, cfg, raw):
-        y64 = tf.cast(to_dense(raw, tf.zeros([], raw.dtype)), tf.float64)
-        out = {label_key(cfg.name): tf.cast(y64, tf.float32), weight_key(cfg.name): presence(raw)}
-        if cfg.normalize:
-            # Mean and std of the present values, in float64 at any scale (timestamps, 1e12,
-            # 1e-6), z computed in float64 too; the trainer reads mean and std back, bit for
-            # bit, from the label_stats_key column (trainer.model.regression_stats).
-            v = tf.cast(values(raw), tf.float64)
-            mean = tft.mean(v, output_dtype=tf.float64)
-            var = tft.var(v, output_dtype=tf.float64)
-            std = tf.where(var > 0, tf.sqrt(var), tf.ones_like(var))
-            out[zscore_key(cfg.name)] = tf.cast((y64 - mean) / std, tf.float32)
-            bits = tf.bitcast(tf.stack([mean, std]), tf.int64)  # [2]: exact float64 bits
-            out[label_stats_key(cfg.name)] = tf.tile(bits[None, :], [tf.shape(y64)[0], 1])
-        return out
+        return numeric_label(cfg, raw)
 
     def make_output(self):
         if not self.cfg.normalize:
@@ -197,6 +229,27 @@ class RegressionHead(HeadLayer):
         if self.cfg.normalize:
             return ScaledLoss(self.cfg.loss, self.stats["std"], name=f"{self.name}_loss_fn")
         return REGRESSION_LOSSES[self.cfg.loss]()
+
+
+class CountHead(HeadLayer):
+    """A Poisson model with a log link: the output layer gives the log rate, started at the log
+    of the training mean (from Transform), and the head outputs its exponential, the expected
+    count in the label's units."""
+
+    task = "count"
+
+    @classmethod
+    def transform_label(cls, cfg, raw):
+        return numeric_label(cfg, raw)
+
+    def make_output(self):
+        start = float(np.log(max(self.stats.get("mean", 1.0), tasks.POISSON_MIN_RATE)))
+        return [keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(start),
+                                   name="output_log_rate"),
+                keras.layers.Activation("exponential", name="expected_count")]
+
+    def loss(self):
+        return keras.losses.Poisson()
 
 
 class BinaryHead(HeadLayer):
@@ -310,7 +363,7 @@ class MultilabelHead(HeadLayer):
 
 
 HEAD_TYPES: dict[str, type[HeadLayer]] = {
-    h.task: h for h in (RegressionHead, BinaryHead, MulticlassHead, MultilabelHead)}
+    h.task: h for h in (RegressionHead, CountHead, BinaryHead, MulticlassHead, MultilabelHead)}
 assert set(HEAD_TYPES) == set(tasks.TASKS), "every task in headwise.tasks needs a head class"
 
 

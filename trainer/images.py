@@ -30,6 +30,7 @@ import tf_keras as keras
 
 from headwise import image_files
 from headwise.config import Feature, PipelineConfig
+from headwise.config.model import APPLICATIONS as config_applications
 from headwise.config.model import IMAGENET, NO_WEIGHTS, ImageBackbone
 
 A = keras.applications
@@ -44,6 +45,10 @@ APPLICATIONS: dict[str, tuple[Callable, Callable]] = {
     "MobileNetV3Large": (A.MobileNetV3Large, A.mobilenet_v3.preprocess_input),
     "EfficientNetB0": (A.EfficientNetB0, A.efficientnet.preprocess_input),
 }
+# The config accepts exactly these names (headwise.config.model.APPLICATIONS, TF-free).
+if set(APPLICATIONS) != set(config_applications):
+    raise ImportError(f"trainer.images.APPLICATIONS {sorted(APPLICATIONS)} and "
+                      f"headwise.config.model.APPLICATIONS {sorted(config_applications)} differ")
 
 
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from headwise import tasks
 from headwise.config import PipelineConfig
 from headwise.contract import label_stats_key
 from trainer import backbones as backbones_lib
@@ -236,14 +237,15 @@ def unfreeze_images(model: MultiHeadModel, layers: int) -> int:
 
 def regression_stats(cfg: PipelineConfig, tft_output: tft.TFTransformOutput
                      ) -> dict[str, dict[str, float]]:
-    """Mean and std of each normalised regression label, exactly as Transform's analyzers
-    computed them in float64: the graph's label_stats_key output holds their bits (it depends
-    on no input, so one probe row reads it)."""
+    """Mean and std of each label whose task asks Transform for them
+    (`tasks.Task.label_statistics`: a normalised regression label, a count), exactly as
+    Transform's analyzers computed them in float64: the graph's label_stats_key output holds
+    their bits (it depends on no input, so one probe row reads it)."""
     out = {}
     raw_spec = tft_output.raw_feature_spec()
     layer = None
     for h in cfg.heads:
-        if h.task != "regression" or not h.normalize:
+        if not tasks.of(h).label_statistics(h):
             continue
         layer = layer or tft_output.transform_features_layer()
         probe = tf.zeros([1, 1], raw_spec[h.label].dtype)

@@ -7,8 +7,8 @@ from typing import Any
 
 from headwise.config.fields import Fields
 
-LOSS_BALANCING = ("static", "uncertainty", "dwa", "gradnorm")  # trainer.balancing.METHODS
-BACKBONE_TYPES = ("shared_bottom", "mmoe", "ple")  # trainer.backbones.BACKBONES
+LOSS_BALANCING = ("static", "uncertainty", "dwa", "gradnorm")  # implemented: trainer.balancing
+BACKBONE_TYPES = ("shared_bottom", "mmoe", "ple")  # implemented: trainer.backbones.BACKBONES
 LOSS_NORMALIZATION = ("batch", "present")
 ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
 TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience")
