@@ -3,7 +3,8 @@
 The stock Evaluator (TFMA) computes each head's metrics on the test split and judges the
 EvalConfig's thresholds. This executor first computes each head's trivial baseline in a Beam
 pipeline (fitted on the training split, scored on the test split; `headwise.tasks`), then builds
-the whole EvalConfig with all three gates (`components.gates`) and runs TFMA with it; so TFMA's
+the whole EvalConfig with every gate of the gate registry (`headwise.gates`, built into TFMA's
+thresholds by `components.gates`) and runs TFMA with it; so TFMA's
 one blessing, which Pusher and the latest-blessed-model resolver read, covers every gate. After
 TFMA it reads the verdicts back from TFMA's ValidationResult and writes the report
 (components.report), whose plots draw a fixed-size sample of the test split.

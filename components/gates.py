@@ -1,18 +1,17 @@
 """A head's gates, in one place: built into TFMA's EvalConfig before TFMA runs, and read back
 from TFMA's ValidationResult, the one verdict that blesses a model (and that Pusher reads).
 
-Three gates per gating head (`gate: true`, every head that is not auxiliary by default), all on
-the overall slice (a gate judged on each hour's few examples is noise, not a gate):
-  absolute        `thresholds: {metric: {min, max}}`: the metric's value within bounds;
-  no regression   `thresholds: {metric: {max_regression}}`: no worse than the last blessed model
-                  by more than that (TFMA's change threshold against the baseline model);
-  beats baseline  the head's main metric (its first) beats the trivial baseline (a model that
-                  ignores every feature, `headwise.tasks`) by `baseline_margin`, a share of the
-                  room between the baseline and the metric's best value (`baseline_bound`).
-Heads with `gate: false` are evaluated and reported, with no thresholds.
+The gates are the gate registry's (`headwise.gates.GATES`: absolute, no regression, beats
+trivial baseline; each entry says its config keys, its bound, its verdict and its report
+column), held by every gating head (`gate: true`, every head that is not auxiliary by default),
+all on the overall slice (a gate judged on each hour's few examples is noise, not a gate). This
+module is what they share, written once for every gate: the EvalConfig, reading the verdicts
+back, the rows of the report. Heads with `gate: false` are evaluated and reported, with no
+thresholds.
 
-The absolute and beats-baseline gates share TFMA's value threshold (the tighter bound of the
-two); a value failure is attributed to whichever bound(s) the value crosses.
+The gates of one kind share the metric's one TFMA threshold (the tightest bound of them: the
+value gates its value threshold, the change gates its change threshold); a failure is
+attributed to whichever gate(s) of that kind the value or change crosses.
 
 Each head is one model output: its label and missing-label weight come from the model's
 `transform_features` signature (`label__<head>`, `weight__<head>`). Only
@@ -25,83 +24,68 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import tensorflow_model_analysis as tfma
 
 from headwise import contract, tasks
 from headwise.config import Head, PipelineConfig
+from headwise.gates import (  # noqa: F401 (baseline_bound: the formula, read from here too)
+    CHANGE,
+    FAIL,
+    GATES,
+    NA,
+    PASS,
+    VALUE,
+    Bound,
+    Target,
+    baseline_bound,
+)
 
-ABSOLUTE, NO_REGRESSION, BEATS_BASELINE = "absolute", "no_regression", "beats_baseline"
-GATE_TITLES = {ABSOLUTE: "absolute threshold", NO_REGRESSION: "no regression",
-               BEATS_BASELINE: "beats trivial baseline"}
-PASS, FAIL, NA = "pass", "FAIL", "-"
-
-
-def baseline_bound(value: float, margin: float, metric: tasks.Metric) -> float:
-    """What the head's main metric must reach to beat a baseline scoring `value` by `margin`:
-    the margin is a share of the room left between the baseline and the metric's best value,
-    so the bound is always reachable and never vacuous. Higher-is-better with a ceiling (AUC,
-    accuracy, precision, recall; ceiling 1): b + margin * (1 - b). Lower-is-better with a floor
-    (errors; floor 0): b - margin * (b - 0), i.e. margin as a share of the baseline's error.
-    Without a ceiling or floor, margin as a share of |b|."""
-    if metric.higher_is_better:
-        room = metric.upper - value if metric.upper is not None else abs(value)
-        return value + margin * max(room, 0.0)
-    room = value - metric.lower if metric.lower is not None else abs(value)
-    return value - margin * max(room, 0.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Bounds:
-    """What one gating metric of one head must meet (None: that bound does not apply)."""
-
-    min: float | None = None  # absolute
-    max: float | None = None  # absolute
-    max_regression: float | None = None
-    baseline: float | None = None  # the trivial baseline's value
-    baseline_bound: float | None = None  # what beating it by the margin takes
-
-    def value_bound(self, higher_is_better: bool) -> tuple[float | None, float | None]:
-        """The (lower, upper) bound of TFMA's value threshold: the tighter of both gates."""
-        lower, upper = self.min, self.max
-        if self.baseline_bound is not None:
-            if higher_is_better:
-                lower = self.baseline_bound if lower is None else max(lower, self.baseline_bound)
-            else:
-                upper = self.baseline_bound if upper is None else min(upper, self.baseline_bound)
-        return lower, upper
+Bounds = Mapping[str, Bound]  # one metric's bounds, by gate name (the gates that apply)
 
 
 def head_bounds(head: Head, baselines: Mapping[str, float] | None) -> dict[str, Bounds]:
-    """Per metric of a gating head, what it must meet; {} for a head that does not gate."""
+    """Per metric of a gating head, each gate's bound, by gate name in the registry's order
+    (a metric that no gate applies to is left out); {} for a head that does not gate.
+    `baselines`: the trivial baseline's value per metric, once computed."""
     if not head.gate:
         return {}
     task = tasks.of(head)
     out = {}
     for m in head.metrics:
-        t = head.thresholds.get(m)
-        kwargs = dataclasses.asdict(t) if t is not None else {}
-        if m == head.main_metric and baselines and m in baselines:
-            b = baselines[m]
-            kwargs.update(baseline=b, baseline_bound=baseline_bound(
-                b, head.baseline_margin, task.metric(m)))
-        if kwargs:
-            out[m] = Bounds(**kwargs)
+        target = Target(head, task.metric(m), head.thresholds.get(m) or {},
+                        (baselines or {}).get(m))
+        found = {g.name: b for g in GATES.values() if (b := g.bound(target)) is not None}
+        if found:
+            out[m] = found
     return out
 
 
-def _threshold(bounds: Bounds, higher: bool) -> tfma.MetricThreshold | None:
+def _tightest(bounds: Bounds, kind: str) -> tuple[float | None, float | None]:
+    """The (lower, upper) bound that holds every gate of one kind: the tightest of theirs."""
+    mine = [bounds[g.name] for g in GATES.values() if g.kind == kind and g.name in bounds]
+    lowers = [b.lower for b in mine if b.lower is not None]
+    uppers = [b.upper for b in mine if b.upper is not None]
+    return max(lowers, default=None), min(uppers, default=None)
+
+
+def _threshold(bounds: Bounds) -> tfma.MetricThreshold | None:
     out = tfma.MetricThreshold()
-    lower, upper = bounds.value_bound(higher)
+    lower, upper = _tightest(bounds, VALUE)
     if lower is not None:
         out.value_threshold.lower_bound.value = lower
     if upper is not None:
         out.value_threshold.upper_bound.value = upper
-    if bounds.max_regression is not None:
-        out.change_threshold.direction = (tfma.MetricDirection.HIGHER_IS_BETTER if higher
-                                          else tfma.MetricDirection.LOWER_IS_BETTER)
-        out.change_threshold.absolute.value = (-bounds.max_regression if higher
-                                               else bounds.max_regression)
+    lower, upper = _tightest(bounds, CHANGE)
+    if lower is not None and upper is not None:
+        raise ValueError(f"TFMA's change threshold bounds one side; the gates set both: {bounds}")
+    if lower is not None:  # the change may not fall below: higher is better
+        out.change_threshold.direction = tfma.MetricDirection.HIGHER_IS_BETTER
+        out.change_threshold.absolute.value = lower
+    elif upper is not None:
+        out.change_threshold.direction = tfma.MetricDirection.LOWER_IS_BETTER
+        out.change_threshold.absolute.value = upper
     return out if out.ByteSize() else None
 
 
@@ -121,13 +105,13 @@ def metrics_specs(head: Head, baselines: Mapping[str, float] | None = None
         metric = task.metric(name)
         class_name, config = metric.tfma_config()
         mc = tfma.MetricConfig(class_name=class_name, config=config, module=_module(class_name))
-        threshold = _threshold(bounds[name], metric.higher_is_better) if name in bounds else None
+        threshold = _threshold(bounds[name]) if name in bounds else None
         if threshold is not None:
             mc.per_slice_thresholds.add(slicing_specs=[tfma.SlicingSpec()]).threshold.CopyFrom(
                 threshold)
         configs.append(mc)
     classes = range(len(task.class_names(head)))
-    if head.task == "multilabel":
+    if task.per_class:  # each class binarized and gated, then their macro average
         return [tfma.MetricsSpec(
             output_names=[head.name], metrics=configs,
             binarize=tfma.BinarizationOptions(class_ids={"values": classes}),
@@ -138,8 +122,9 @@ def metrics_specs(head: Head, baselines: Mapping[str, float] | None = None
 
 def eval_config(cfg: PipelineConfig,
                 baselines: Mapping[str, Mapping[str, float]] | None = None) -> tfma.EvalConfig:
-    """The EvalConfig with every gate: absolute and no-regression always; beats-baseline once
-    the trivial baselines (per head, per metric) are known, which the Evaluator computes."""
+    """The EvalConfig with every gate: those set in the config always; those that need the
+    trivial baselines (per head, per metric; beats-baseline) once they are known, which the
+    Evaluator computes."""
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             # Evaluate through the exported signatures, as TF Serving calls them; as a Keras
@@ -168,31 +153,31 @@ class MetricRow:
     baseline: float | None
     threshold: str  # what it must meet, for a person
     change: float | None  # candidate - last blessed model (None: no baseline model)
-    absolute: str  # PASS / FAIL / NA
-    no_regression: str
-    beats_baseline: str
+    verdicts: dict[str, str]  # gate name -> PASS / FAIL / NA, every gate, in registry order
     class_name: str | None = None  # a multilabel/multiclass head's class, when per class
 
     def failed_gates(self) -> list[str]:
-        return [g for g in (ABSOLUTE, NO_REGRESSION, BEATS_BASELINE) if getattr(self, g) == FAIL]
+        return [g for g, verdict in self.verdicts.items() if verdict == FAIL]
 
     def failure_text(self) -> str:
         what = self.metric + (f" (class {self.class_name})" if self.class_name else "")
         value = "-" if self.value is None else f"{self.value:.4g}"
         return (f"{what} = {value} fails "
-                f"{' and '.join(GATE_TITLES[g] for g in self.failed_gates())} ({self.threshold})")
+                f"{' and '.join(GATES[g].title for g in self.failed_gates())} ({self.threshold})")
+
+    def as_json(self) -> dict[str, Any]:
+        """The row in gates.json: its fields, with each gate's verdict under the gate's name."""
+        row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        verdicts, class_name = row.pop("verdicts"), row.pop("class_name")
+        clash = set(verdicts) & {*row, "class_name"}
+        if clash:
+            raise ValueError(f"a gate is named like a row's field: {sorted(clash)}")
+        return {**row, **verdicts, "class_name": class_name}
 
 
-def threshold_text(bounds: Bounds | None, higher: bool) -> str:
-    if bounds is None:
-        return NA
-    texts = []
-    texts += [f">= {bounds.min:g}"] if bounds.min is not None else []
-    texts += [f"<= {bounds.max:g}"] if bounds.max is not None else []
-    if bounds.max_regression is not None:
-        texts.append(f"change {'>= -' if higher else '<= +'}{bounds.max_regression:g}")
-    if bounds.baseline_bound is not None:
-        texts.append(f"{'>=' if higher else '<='} {bounds.baseline_bound:.4g} (baseline)")
+def threshold_text(bounds: Bounds | None) -> str:
+    """What a metric must meet, for a person: each gate's bound, in registry order."""
+    texts = [bounds[g].text for g in GATES if bounds and g in bounds and bounds[g].text]
     return ", ".join(texts) or NA
 
 
@@ -221,9 +206,24 @@ def failures(validation: tfma.ValidationResult) -> list[Failure]:
     return out
 
 
-def _crosses(value: float | None, lower: float | None, upper: float | None) -> bool:
-    return value is not None and ((lower is not None and value < lower)
-                                  or (upper is not None and value > upper))
+def gate_verdicts(bounds: Bounds | None, value: float | None, change: float | None,
+                  fails: list[Failure], has_baseline_model: bool = True) -> dict[str, str]:
+    """Every gate's verdict on one metric (or one class of it), by gate name in registry order,
+    from TFMA's failures of its threshold: a gate that is set gives its own (`Gate.verdict`);
+    one that is not set, or needs a blessed model where there is none, is NA."""
+    out = {name: NA for name in GATES}
+    for kind, quantity in ((VALUE, value), (CHANGE, change)):
+        failed = any(f.is_diff == (kind == CHANGE) for f in fails)
+        mine = [g for g in GATES.values() if g.kind == kind and bounds and g.name in bounds
+                and (has_baseline_model or not g.needs_baseline_model)]
+        for g in mine:
+            out[g.name] = g.verdict(bounds[g.name], quantity, failed)
+        if failed and mine and not any(out[g.name] == FAIL for g in mine):
+            # TFMA failed a bound that no gate's own is crossed by (rounding at the bound, or a
+            # change not known here): its verdict stands, on the kind's last gate. (TFMA judges
+            # only the thresholds these gates set: a failure of a kind has a gate of it.)
+            out[mine[-1].name] = FAIL
+    return out
 
 
 def head_rows(head: Head, bounds: Mapping[str, Bounds], values: Mapping[str, float],
@@ -238,36 +238,16 @@ def head_rows(head: Head, bounds: Mapping[str, Bounds], values: Mapping[str, flo
     rows = []
     for m in head.metrics:
         b = bounds.get(m)
-        higher = task.metric(m).higher_is_better
         fails = [f for f in head_failures if f.metric == m]
-
-        def verdicts(value, fails, b=b, higher=higher):
-            value_fail = [f for f in fails if not f.is_diff]
-            diff_fail = any(f.is_diff for f in fails)
-            out = {ABSOLUTE: NA, NO_REGRESSION: NA, BEATS_BASELINE: NA}
-            if b is None:
-                return out
-            if b.min is not None or b.max is not None:
-                out[ABSOLUTE] = FAIL if value_fail and _crosses(value, b.min, b.max) else PASS
-            if b.baseline_bound is not None:
-                lo, hi = (b.baseline_bound, None) if higher else (None, b.baseline_bound)
-                out[BEATS_BASELINE] = FAIL if value_fail and _crosses(value, lo, hi) else PASS
-            if b.max_regression is not None and has_baseline_model:
-                out[NO_REGRESSION] = FAIL if diff_fail else PASS
-            if value_fail and out[ABSOLUTE] != FAIL and out[BEATS_BASELINE] != FAIL:
-                # TFMA failed a bound the value does not cross (rounding at the bound): its
-                # verdict stands; name the gate that owns the tighter bound.
-                out[BEATS_BASELINE if b.baseline_bound is not None else ABSOLUTE] = FAIL
-            return out
-
         overall = [f for f in fails if f.class_id is None]
-        rows.append(MetricRow(m, values.get(m), baselines.get(m), threshold_text(b, higher),
-                              diffs.get(m), **verdicts(values.get(m), overall)))
+        rows.append(MetricRow(m, values.get(m), baselines.get(m), threshold_text(b),
+                              diffs.get(m), gate_verdicts(b, values.get(m), diffs.get(m), overall,
+                                                          has_baseline_model)))
         for class_id in sorted({f.class_id for f in fails if f.class_id is not None}):
             per_class = [f for f in fails if f.class_id == class_id]
             value = (class_values or {}).get((m, class_id), per_class[0].value)
-            rows.append(MetricRow(m, value, None, threshold_text(b, higher), None,
-                                  **verdicts(value, per_class),
+            rows.append(MetricRow(m, value, None, threshold_text(b), None,
+                                  gate_verdicts(b, value, None, per_class, has_baseline_model),
                                   class_name=names[class_id] if class_id < len(names)
                                   else str(class_id)))
     return rows

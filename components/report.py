@@ -9,14 +9,13 @@ whether it passed and each failure as one line) and `report/<head>.png`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Any
 
 import numpy as np
 
-from components.gates import MetricRow, head_passed
+from components.gates import GATES, NA, MetricRow, head_passed
 from headwise import tasks
 from headwise.config import Head, PipelineConfig
 
@@ -33,9 +32,10 @@ def render_markdown(cfg: PipelineConfig, results: dict[str, list[MetricRow]], bl
     lines = [f"# Validation report: {cfg.name}", "",
              f"**Blessed: {'yes' if blessed else 'NO'}** -- a model ships only if every gating "
              "head passes every gate.", ""]
-    if not has_baseline_model:
-        lines += ["No blessed model to compare with yet: the no-regression gate does not apply.",
-                  ""]
+    idle = [g.name.replace("_", "-") for g in GATES.values() if g.needs_baseline_model]
+    if not has_baseline_model and idle:
+        lines += [f"No blessed model to compare with yet: the {' and '.join(idle)} "
+                  f"{'gate does' if len(idle) == 1 else 'gates do'} not apply.", ""]
     failing = [(h.name, r) for h in cfg.heads for r in results[h.name] if r.failed_gates()]
     if failing:
         lines += ["## Failures", ""]
@@ -46,20 +46,17 @@ def render_markdown(cfg: PipelineConfig, results: dict[str, list[MetricRow]], bl
         rows = results[h.name]
         role = "gating" if h.gate else "reported only (gate: false)"
         verdict = ("PASS" if head_passed(rows) else "FAIL") if h.gate else "not gating"
+        header = ["metric", "value", "trivial baseline", "threshold", "change vs last blessed",
+                  *(g.column for g in GATES.values())]  # a column per gate, in registry order
         lines += [f"## {h.name} ({h.task}, {role}): {verdict}", "",
-                  "| metric | value | trivial baseline | threshold | change vs last blessed | "
-                  "absolute | no regression | beats baseline |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
         for r in rows:
             metric = r.metric + (f" (class {r.class_name})" if r.class_name else "")
-            lines.append(f"| {metric} | {_fmt(r.value)} | {_fmt(r.baseline)} | {r.threshold} "
-                         f"| {_fmt(r.change)} | {r.absolute} | {r.no_regression} | "
-                         f"{r.beats_baseline} |")
+            cells = [metric, _fmt(r.value), _fmt(r.baseline), r.threshold, _fmt(r.change),
+                     *(r.verdicts.get(g, NA) for g in GATES)]
+            lines.append(f"| {' | '.join(cells)} |")
         lines += ["", f"![{h.name}]({h.name}.png)", ""]
     return "\n".join(lines)
-
-
-MAX_LABELLED_CLASSES = 20  # a confusion matrix shows counts and class names up to this many
 
 
 def plot_head(head: Head, rows: list[MetricRow], labels: list[Any], predictions: np.ndarray,
@@ -89,42 +86,7 @@ def plot_head(head: Head, rows: list[MetricRow], labels: list[Any], predictions:
     task = tasks.of(head)
     present, y = task.encoded(head, labels)
     p = predictions[present]
-    if head.task == "regression":
-        ax2.hist(y - p[:, 0], bins=50, color="gray")
-        ax2.set_title("residuals (label - prediction)")
-    elif head.task == "binary":
-        p = p[:, 0]
-        edges = np.linspace(0, 1, 11)
-        idx = np.clip(np.digitize(p, edges) - 1, 0, 9)
-        mids = [(p[idx == b].mean(), y[idx == b].mean()) for b in range(10) if (idx == b).any()]
-        ax2.plot([0, 1], [0, 1], "k--", label="perfect")
-        ax2.plot(*zip(*mids, strict=True), "o-", label="model")
-        ax2.set(xlabel="predicted probability", ylabel="observed rate", title="calibration")
-        ax2.legend()
-    elif head.task == "multiclass":
-        names = task.class_names(head)
-        n = len(names)
-        cm = np.zeros((n, n), int)
-        for actual, row in zip(y.astype(int), p, strict=True):
-            cm[actual, int(np.argmax(row))] += 1
-        if n > MAX_LABELLED_CLASSES:  # a thousand classes: the matrix's shape, no labels
-            ax2.imshow(np.log1p(cm), cmap="Blues")
-            ax2.set(xlabel="predicted class id", ylabel="actual class id",
-                    title=f"confusion matrix, {n} classes (log scale)")
-        else:
-            ax2.imshow(cm, cmap="Blues")
-            for (r, c), v in np.ndenumerate(cm):
-                ax2.text(c, r, str(v), ha="center", va="center")
-            ax2.set_xticks(range(n), names, rotation=30)
-            ax2.set_yticks(range(n), names)
-            ax2.set(xlabel="predicted", ylabel="actual", title="confusion matrix")
-    else:
-        k = np.arange(len(head.classes))
-        ax2.bar(k - 0.2, y.mean(axis=0), 0.4, label="observed rate")
-        ax2.bar(k + 0.2, p.mean(axis=0), 0.4, label="mean prediction")
-        ax2.set_xticks(k, head.classes)
-        ax2.set_title("per-class rate")
-        ax2.legend()
+    task.plot(ax2, head, y, p)
     ax2.set_title(f"{ax2.get_title()}\n({len(present):,} test examples: a random sample)",
                   fontsize=9)
     fig.tight_layout()
@@ -147,7 +109,7 @@ def write_report(cfg: PipelineConfig, evaluation_uri: str, results: dict[str, li
         json.dump({"blessed": blessed, "heads": {
             h: {"passed": head_passed(rows), "example_count": example_counts.get(h),
                 "failures": [r.failure_text() for r in rows if r.failed_gates()],
-                "rows": [dataclasses.asdict(r) for r in rows]}
+                "rows": [r.as_json() for r in rows]}
             for h, rows in results.items()}}, fh, indent=1)
     path = os.path.join(out, "report.md")
     with open(path, "w") as fh:

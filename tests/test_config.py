@@ -102,6 +102,10 @@ def test_label_column_not_in_data(tmp_path, raw):
      "heads[0] (big_tipper).thresholds.rmse", "unknown metric"),
     (lambda r: r["heads"][0]["thresholds"].update(accuracy={"above": 1}),
      "heads[0] (big_tipper).thresholds.accuracy.above", "unknown key"),
+    (lambda r: r["heads"][0]["thresholds"].update(accuracy={}),
+     "heads[0] (big_tipper).thresholds.accuracy", "['min', 'max', 'max_regression']"),
+    (lambda r: r["heads"][0]["thresholds"].update(accuracy={"max_regression": -0.1}),
+     "heads[0] (big_tipper).thresholds.accuracy.max_regression", ">= 0"),
     (lambda r: r["features"].update(company="text"), "features.company.type", "feature type"),
     (lambda r: r["heads"][0].update(name="big tipper"), "heads[0].name", "not a valid name"),
     (lambda r: [h.update(auxiliary=True) for h in r["heads"]], "heads", "main head"),
@@ -278,6 +282,30 @@ def _replace_head(cfg, name, **changes):
 
 def _validation(cfg, **changes):
     return dataclasses.replace(cfg, validation=dataclasses.replace(cfg.validation, **changes))
+
+
+def test_a_threshold_holds_the_gate_registrys_keys():
+    """A metric's `thresholds` entry takes the gate registry's keys (headwise.gates), read by key
+    or as an attribute; it is immutable, equal by value and pickles whole (Beam ships the
+    config to its workers)."""
+    import pickle
+
+    from headwise import gates
+
+    assert gates.threshold_keys() == ("min", "max", "max_regression")
+    t = config_lib.Threshold(min=0.5, max_regression=0.0)
+    assert dict(t) == {"min": 0.5, "max_regression": 0.0}
+    assert (t.min, t.max, t.max_regression) == (0.5, None, 0.0)
+    assert t == config_lib.Threshold({"max_regression": 0.0, "min": 0.5, "max": None})
+    assert t != config_lib.Threshold(min=0.5)
+    assert pickle.loads(pickle.dumps(t)) == t and copy.deepcopy(t) == t
+    assert hash(t) == hash(config_lib.Threshold(max_regression=0.0, min=0.5))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.min = 1.0
+    with pytest.raises(TypeError, match=r"unknown threshold key\(s\) \['above'\]"):
+        config_lib.Threshold(above=1.0)
+    with pytest.raises(AttributeError):
+        _ = t.above
 
 
 def test_gates_are_not_in_the_training_payload():

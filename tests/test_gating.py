@@ -1,5 +1,6 @@
 """Per-head gates: trivial baselines by formula (the task registry), thresholds in the
-EvalConfig (components.gates), and verdicts read back from TFMA's ValidationResult."""
+EvalConfig (components.gates), verdicts read back from TFMA's ValidationResult, and the gate
+registry (headwise.gates) as the one place a gate is written."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 import tensorflow_model_analysis as tfma
 
 from components import gates
+from components import report as report_lib
 from headwise import config as config_lib
+from headwise import gates as gate_registry
 from headwise import tasks
 
 
@@ -195,7 +198,7 @@ def test_verdicts_come_from_tfmas_failures_and_name_each_gate(taxi):
     rows = rows_for(taxi, "big_tipper", {"auc": 0.60, "accuracy": 0.7}, {"auc": -0.05},
                     validation_result(("big_tipper", "auc", -0.05, True, None)))
     auc = next(r for r in rows if r.metric == "auc")
-    assert (auc.absolute, auc.no_regression, auc.beats_baseline) == ("pass", "FAIL", "pass")
+    assert auc.verdicts == {"absolute": "pass", "no_regression": "FAIL", "beats_baseline": "pass"}
     assert not gates.head_passed(rows)
     assert auc.failure_text() == "auc = 0.6 fails no regression (>= 0.55, change >= -0.02, " \
         ">= 0.505 (baseline))"
@@ -203,14 +206,14 @@ def test_verdicts_come_from_tfmas_failures_and_name_each_gate(taxi):
     weak = rows_for(taxi, "big_tipper", {"auc": 0.502, "accuracy": 0.7}, {},
                     validation_result(("big_tipper", "auc", 0.502, False, None)))
     auc = next(r for r in weak if r.metric == "auc")
-    assert (auc.absolute, auc.no_regression, auc.beats_baseline) == ("FAIL", "-", "FAIL")
+    assert auc.verdicts == {"absolute": "FAIL", "no_regression": "-", "beats_baseline": "FAIL"}
     # Between the baseline bound (0.505) and min (0.55): only the absolute gate fails.
     mid = rows_for(taxi, "big_tipper", {"auc": 0.52}, {},
                    validation_result(("big_tipper", "auc", 0.52, False, None)))
-    assert (mid[0].absolute, mid[0].beats_baseline) == ("FAIL", "pass")
+    assert (mid[0].verdicts["absolute"], mid[0].verdicts["beats_baseline"]) == ("FAIL", "pass")
     # accuracy is not the main metric: reported next to its baseline, not gated on it.
     acc = next(r for r in weak if r.metric == "accuracy")
-    assert acc.beats_baseline == "-"
+    assert acc.verdicts["beats_baseline"] == "-"
     # No failure in TFMA's result: every gate that is set passes, whatever the value.
     ok = rows_for(taxi, "big_tipper", {"auc": 0.60}, {"auc": 0.01}, validation_result())
     assert gates.head_passed(ok)
@@ -227,7 +230,90 @@ def test_a_per_class_failure_fails_the_head_and_names_the_class():
                            gates.failures(validation), {"auc": 0.5})
     assert not gates.head_passed(rows)
     (failing,) = [r for r in rows if r.failed_gates()]
-    assert failing.class_name == "v" and failing.absolute == "FAIL"
+    assert failing.class_name == "v" and failing.verdicts["absolute"] == "FAIL"
     assert failing.failure_text().startswith("auc (class v) = 0.55 fails absolute threshold")
     # The macro average itself passed.
-    assert next(r for r in rows if r.class_name is None).absolute == "pass"
+    assert next(r for r in rows if r.class_name is None).verdicts["absolute"] == "pass"
+
+
+class TooGood(gate_registry.Gate):
+    """A made-up gate, registered by the test alone: a value above `suspect_above` is too good
+    to be true (a label leaking into the inputs)."""
+
+    name, title, column = "too_good", "not suspiciously good", "too good"
+    keys = ("suspect_above",)
+
+    def check(self, key, value):
+        return "must be > 0" if value <= 0 else None
+
+    def bound(self, target):
+        above = target.settings.get("suspect_above")
+        return None if above is None else gate_registry.Bound(
+            upper=above, text=f"<= {above:g} (suspect)")
+
+
+def test_a_new_gate_is_one_registry_entry(monkeypatch, tmp_path):
+    """The seam: a gate registered here and nowhere else is parsed and validated from the
+    config (and kept out of Transform's and Trainer's), sets its bound in TFMA's threshold, gets
+    its verdict from TFMA's failures and its column in report.md and gates.json."""
+    assert list(gate_registry.GATES) == ["absolute", "no_regression", "beats_baseline"]
+    raw = {"name": "t", "data": {"csv": "x.csv"}, "features": {"x": "numeric"},
+           "heads": [{"name": "k", "label": "y", "task": "binary", "metrics": ["auc"],
+                      "thresholds": {"auc": {"min": 0.6, "suspect_above": 0.97}}}]}
+    with monkeypatch.context() as registry:
+        registry.setitem(gate_registry.GATES, TooGood.name, TooGood())
+        # Config: the key is parsed, validated by its gate, round-trips, and stays out of the
+        # training payload (editing it never retrains).
+        cfg = config_lib.from_dict(raw)
+        h = cfg.heads[0]
+        assert h.thresholds["auc"] == config_lib.Threshold(min=0.6, suspect_above=0.97)
+        assert h.thresholds["auc"].suspect_above == 0.97
+        assert config_lib.from_json(config_lib.to_json(cfg)) == cfg
+        training = json.loads(config_lib.to_json(cfg, config_lib.Scope.TRAINING))["config"]
+        assert "thresholds" not in training["heads"][0]
+        bad = json.loads(json.dumps(raw))
+        bad["heads"][0]["thresholds"]["auc"]["suspect_above"] = 0
+        with pytest.raises(config_lib.ConfigError,
+                           match=r"heads\[0\] \(k\)\.thresholds\.auc\.suspect_above: must be > 0"):
+            config_lib.from_dict(bad)
+        # TFMA: its bound is the value threshold's upper bound, next to the other gates'.
+        (spec,) = gates.eval_config(cfg, {"k": {"auc": 0.5}}).metrics_specs
+        t = _threshold(spec, "auc")
+        assert t.value_threshold.lower_bound.value == pytest.approx(0.6)  # min beats 0.505
+        assert t.value_threshold.upper_bound.value == pytest.approx(0.97)
+        # Verdicts: a value above it fails this gate alone; below, it passes.
+        bounds = gates.head_bounds(h, {"auc": 0.5})
+        (row,) = gates.head_rows(h, bounds, {"auc": 0.99}, {},
+                                 gates.failures(validation_result(("k", "auc", 0.99, False, None))),
+                                 {"auc": 0.5}, has_baseline_model=False)
+        assert row.verdicts == {"absolute": "pass", "no_regression": "-",
+                                "beats_baseline": "pass", "too_good": "FAIL"}
+        assert row.failure_text() == ("auc = 0.99 fails not suspiciously good "
+                                      "(>= 0.6, >= 0.505 (baseline), <= 0.97 (suspect))")
+        (fine,) = gates.head_rows(h, bounds, {"auc": 0.8}, {}, [], {"auc": 0.5})
+        assert fine.verdicts["too_good"] == "pass" and gates.head_passed([fine])
+        # Report: a column of report.md and a key of each gates.json row.
+        report_lib.write_report(cfg, str(tmp_path), {"k": [row]}, {"k": 100.0}, False, False,
+                                {}, None)
+        md = (tmp_path / "report" / "report.md").read_text()
+        assert "| absolute | no regression | beats baseline | too good |" in md
+        assert "| auc | 0.99 | 0.5 | >= 0.6, >= 0.505 (baseline), <= 0.97 (suspect) | - | " \
+            "pass | - | pass | FAIL |" in md
+        assert "- head `k`: auc = 0.99 fails not suspiciously good" in md
+        written = json.loads((tmp_path / "report" / "gates.json").read_text())["heads"]["k"]
+        assert written["rows"][0]["too_good"] == "FAIL" and not written["passed"]
+    # The registry is as it was: the made-up key is unknown again.
+    assert list(gate_registry.GATES) == ["absolute", "no_regression", "beats_baseline"]
+    with pytest.raises(config_lib.ConfigError, match="unknown key.*'suspect_above'"):
+        config_lib.from_dict(raw)
+
+
+def test_gates_json_rows_keep_their_keys(taxi):
+    """gates.json's rows, which the run summary and users read: the same keys, in the same
+    order, each gate's verdict under its name."""
+    rows = rows_for(taxi, "big_tipper", {"auc": 0.60, "accuracy": 0.7}, {"auc": -0.05},
+                    validation_result(("big_tipper", "auc", -0.05, True, None)))
+    assert list(rows[0].as_json()) == [
+        "metric", "value", "baseline", "threshold", "change", "absolute", "no_regression",
+        "beats_baseline", "class_name"]
+    assert rows[0].as_json()["no_regression"] == "FAIL" and rows[0].as_json()["change"] == -0.05

@@ -25,7 +25,7 @@ from headwise.config.boundary import (
 from headwise.config.data import DEFAULT_MISSING_VALUES
 from headwise.config.features import FEATURE_TYPES, Feature
 from headwise.config.fields import NAME_RE, ConfigError, Fields
-from headwise.config.heads import TASKS, THRESHOLD_KEYS, Head, Threshold
+from headwise.config.heads import TASKS, Head, Threshold
 from headwise.config.model import (
     LOSS_BALANCING,
     FineTune,
@@ -51,8 +51,8 @@ __all__ = [
     "DEFAULT_MISSING_VALUES", "FEATURE_TYPES", "FORMAT", "FineTune",
     "ImageBackbone", "HEADS_CONFIG_KEY", "LOSS_BALANCING",
     "NAME_RE", "PACKAGE_PREFIX",
-    "TASKS", "THRESHOLD_KEYS", "TRAINING_EXCLUDED", "ConfigError", "Feature", "Fields", "Head",
+    "TASKS", "TRAINING_EXCLUDED", "ConfigError", "Feature", "Fields", "Head",
     "ModelConfig", "PipelineConfig", "Scope", "Threshold", "TrainerConfig", "ValidationConfig",
-    "check_columns", "fingerprint", "from_dict", "from_json", "load", "read_csv_header", "resolve_path",
-    "to_json", "to_raw",
+    "check_columns", "fingerprint", "from_dict", "from_json", "load", "read_csv_header",
+    "resolve_path", "to_json", "to_raw",
 ]

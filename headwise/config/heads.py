@@ -10,27 +10,59 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from headwise import tasks
+from headwise import gates, tasks
 from headwise.config.fields import ConfigError, Fields, check_name
 
 TASKS = tuple(tasks.TASKS)
-THRESHOLD_KEYS = ("min", "max", "max_regression")
-HEAD_KEYS = ("name", "label", "task", "loss", "loss_weight", "metrics", "thresholds",
-             "auxiliary", "classes", "other_class", "delimiter", "normalize", "tower", "gate",
-             "baseline_margin", "positive", "top_k")
+COMMON_KEYS = ("name", "label", "task", "loss", "loss_weight", "metrics", "thresholds",
+               "auxiliary", "tower", "gate", "baseline_margin")
+HEAD_KEYS = COMMON_KEYS + tasks.TASK_KEYS  # the rest: keys some task takes (tasks.config_keys)
 
 
-@dataclasses.dataclass(frozen=True)
-class Threshold:
-    """Gate for one metric of one head.
+class Threshold(Mapping[str, float]):
+    """The gates of one metric of one head: {key: value} for the gate registry's keys
+    (`headwise.gates.GATES`: min / max, absolute bounds on the metric's value; max_regression,
+    the largest allowed worsening against the last blessed model, in the metric's units). Unset
+    keys are absent; a key also reads as an attribute (`threshold.min`, None when unset).
+    Immutable, like the rest of the config."""
 
-    min / max: absolute bounds on the metric's value.
-    max_regression: the largest allowed worsening against the last blessed model (absolute units).
-    """
+    __slots__ = ("_values",)
 
-    min: float | None = None
-    max: float | None = None
-    max_regression: float | None = None
+    def __init__(self, values: Mapping[str, float | None] | None = None, /,
+                 **kwargs: float | None):
+        given = {**(values or {}), **kwargs}
+        known = gates.threshold_keys()
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise TypeError(f"unknown threshold key(s) {unknown}; the gates take {list(known)}")
+        object.__setattr__(self, "_values",
+                           {k: given[k] for k in known if given.get(k) is not None})
+
+    def __getattr__(self, key: str) -> float | None:
+        if key.startswith("_") or key not in gates.threshold_keys():
+            raise AttributeError(key)
+        return self._values.get(key)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {key!r}")
+
+    def __getitem__(self, key: str) -> float:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._values.items()))
+
+    def __reduce__(self):
+        return Threshold, (dict(self._values),)
+
+    def __repr__(self) -> str:
+        return f"Threshold({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +94,7 @@ class Head:
     def learns_classes(self) -> bool:
         """A multiclass head without `classes`: Transform learns them from the training split
         (by frequency, at most `top_k`); the Trainer and Evaluator read them back."""
-        return self.task == "multiclass" and not self.classes
+        return tasks.of(self).learns_classes(self)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -81,13 +113,17 @@ def parse_thresholds(f: Fields, task: str, metrics: tuple[str, ...]) -> dict[str
         if metric not in metrics:
             f.fail(f"metric {metric!r} has a threshold but is not in this head's metrics "
                    f"{list(metrics)}", f"thresholds.{metric}")
-        t = Fields(f.source, f"{f.path}.thresholds.{metric}", bounds, THRESHOLD_KEYS)
-        vals = {k: t.get(k, float, None) for k in THRESHOLD_KEYS}
+        keys = gates.threshold_keys()  # the gate registry's, each validated by its gate
+        t = Fields(f.source, f"{f.path}.thresholds.{metric}", bounds, keys)
+        vals = {k: t.get(k, float, None) for k in keys}
         if not any(v is not None for v in vals.values()):
-            t.fail(f"give at least one of {list(THRESHOLD_KEYS)}")
-        if vals["max_regression"] is not None and vals["max_regression"] < 0:
-            t.fail("must be >= 0", "max_regression")
-        out[metric] = Threshold(**vals)
+            t.fail(f"give at least one of {list(keys)}")
+        for gate in gates.GATES.values():
+            for k in gate.keys:
+                problem = vals[k] is not None and gate.check(k, vals[k])
+                if problem:
+                    t.fail(problem, k)
+        out[metric] = Threshold(vals)
     return out
 
 
@@ -110,68 +146,20 @@ def parse_head(source: str, index: int, spec: Any) -> Head:
     if len(set(metrics)) != len(metrics) or not metrics:
         f.fail(f"needs at least one metric, each once; got {metrics}", "metrics")
     metrics = tuple(metrics)
-    classes: tuple[str, ...] = ()
-    other = None
-    top_k = None
-    if t.takes_classes:
-        listed = f.get("classes", list, None if task == "multiclass" else dataclasses.MISSING)
-        classes = tuple(_label_value(f, c, "classes") for c in listed or ())
-        if task == "multiclass":
-            other = f.get("other_class", str, None)
-            if listed is None:  # learned by Transform
-                top_k = f.get("top_k", int, None)
-                if top_k is not None and top_k < 2:
-                    f.fail(f"must be >= 2, got {top_k}", "top_k")
-            elif len(classes) + (other is not None) < 2 or len(set(classes)) != len(classes):
-                f.fail("a multiclass head needs at least two distinct classes "
-                       "(counting other_class), or no classes at all to learn them", "classes")
-            elif "top_k" in spec:
-                f.fail("top_k limits learned classes; this head lists its classes", "top_k")
-            if other in classes:
-                f.fail(f"{other!r} is also listed in classes", "other_class")
-        else:
-            if not classes or len(set(classes)) != len(classes):
-                f.fail(f"a {task} head needs at least one class, each once", "classes")
-            if "other_class" in spec:
-                f.fail("only multiclass heads take other_class", "other_class")
-    elif "classes" in spec or "other_class" in spec:
-        f.fail(f"only multiclass/multilabel heads take classes, this head is {task}", "classes")
-    if "top_k" in spec and task != "multiclass":
-        f.fail("only multiclass heads take top_k", "top_k")
-    delimiter = f.get("delimiter", str, "|")
-    if "delimiter" in spec and task != "multilabel":
-        f.fail("only multilabel heads take 'delimiter'", "delimiter")
-    if not delimiter:
-        f.fail("must not be empty", "delimiter")
-    positive = None
-    if "positive" in spec:
-        if task != "binary":
-            f.fail(f"only binary heads take 'positive', this head is {task}", "positive")
-        positive = _label_value(f, spec["positive"], "positive")
+    for key in tasks.TASK_KEYS:
+        if key in spec and key not in t.config_keys:
+            takers = "/".join(n for n, other in tasks.TASKS.items() if key in other.config_keys)
+            f.fail(f"only {takers} heads take {key!r}, this head is {task}", key)
+    own = t.parse(f, spec)  # the task's own keys, validated by its registry entry
     auxiliary = f.get("auxiliary", bool, False)
     margin = f.get("baseline_margin", float, 0.01)
     if not 0 <= margin < 1:
         f.fail(f"must be in [0, 1), got {margin}", "baseline_margin")
-    if task != "regression" and "normalize" in spec:
-        f.fail("only regression heads take 'normalize'", "normalize")
     return Head(
         name=name, label=label, task=task, loss=loss, loss_weight=weight, metrics=metrics,
         thresholds=parse_thresholds(f, task, metrics),
         auxiliary=auxiliary, gate=f.get("gate", bool, not auxiliary),
-        baseline_margin=margin, classes=classes, other_class=other,
-        delimiter=delimiter,
-        normalize=f.get("normalize", bool, True), tower=f.int_list("tower"), positive=positive,
-        top_k=top_k)
-
-
-def _label_value(f: Fields, value: Any, key: str) -> str:
-    """A class or positive value as labels are matched (tasks.canonical: 1 and 1.0 are "1")."""
-    if isinstance(value, bool):
-        f.fail(f"{value!r} is a YAML boolean (yes/no, true/false and on/off are); quote the "
-               f"label value as it is written in the data, e.g. 'yes'", key)
-    if not isinstance(value, str | int | float) or tasks.canonical(value) in (None, ""):
-        f.fail(f"expected a label value (text or number), got {value!r}", key)
-    return tasks.canonical(value)
+        baseline_margin=margin, tower=f.int_list("tower"), **own)
 
 
 def parse_heads(top: Fields, feature_names: Iterable[str]) -> tuple[Head, ...]:
@@ -207,21 +195,14 @@ def raw_head(head: Head) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": head.name, "label": head.label, "task": head.task, "loss": head.loss,
         "loss_weight": head.loss_weight, "metrics": list(head.metrics),
-        "thresholds": {m: {k: getattr(t, k) for k in THRESHOLD_KEYS if getattr(t, k) is not None}
-                       for m, t in head.thresholds.items()},
+        "thresholds": {m: dict(t) for m, t in head.thresholds.items()},
         "auxiliary": head.auxiliary, "gate": head.gate, "baseline_margin": head.baseline_margin,
         "tower": list(head.tower)}
-    takes_classes = head.task in tasks.TASKS and tasks.TASKS[head.task].takes_classes
-    if (takes_classes and not head.learns_classes) or head.classes != default.classes:
-        out["classes"] = list(head.classes)
-    if head.top_k is not None:
-        out["top_k"] = head.top_k
-    if head.other_class is not None:
-        out["other_class"] = head.other_class
-    if head.task == "multilabel" or head.delimiter != default.delimiter:
-        out["delimiter"] = head.delimiter
-    if head.task == "regression" or head.normalize != default.normalize:
-        out["normalize"] = head.normalize
-    if head.positive is not None:
-        out["positive"] = head.positive
-    return out
+    task = tasks.TASKS.get(head.task)
+    own = task.raw(head) if task else {}
+    # A key that another task takes is written only when it differs from its default.
+    for key in tasks.TASK_KEYS:
+        value = getattr(head, key)
+        if key not in own and value != getattr(default, key):
+            own[key] = list(value) if isinstance(value, tuple) else value
+    return {**out, **own}
