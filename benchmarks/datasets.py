@@ -65,7 +65,7 @@ def run(work_dir: str, configs: tuple[str, ...] = CONFIGS) -> dict:
         s = summary_lib.summarize(cfg, os.path.join(out, "metadata.db"))
         results[cfg.name] = {
             "config": os.path.relpath(path, common.ROOT) if path.startswith(common.ROOT)
-            else path, "data": cfg.data_csv, "wall_s": m["wall_s"],
+            else path, "data": cfg.data_path, "wall_s": m["wall_s"],
             "peak_rss_mib": m["peak_rss_mib"], "blessed": s.blessed, "pushed": s.pushed,
             "heads": [dataclasses.asdict(h) for h in s.heads]}
     return results

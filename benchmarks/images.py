@@ -433,7 +433,7 @@ def serving_examples(config: str, model_dir: str, n: int) -> list[bytes]:
 
     cfg = config_lib.load(config)
     info = examples_lib.read_model_info(model_dir)
-    with open(cfg.resolve_data_csv(), newline="", encoding="utf-8") as fh:
+    with open(cfg.resolve_data(), newline="", encoding="utf-8") as fh:
         rows = list(itertools.islice(csv.DictReader(fh), n))
     return examples_lib.to_examples(rows, info["features"], info.get("images", {}),
                                     base_dir=cfg.resolve_images_dir())

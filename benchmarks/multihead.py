@@ -155,7 +155,7 @@ def run_dataset(config_path: str, work_dir: str, seeds: list[int], train_steps: 
                    for h in cfg.heads}
         from benchmarks import serving as serving_bench
 
-        out["serving"] = serving_bench.run(multi_dir, singles, cfg.resolve_data_csv(), work_dir,
+        out["serving"] = serving_bench.run(multi_dir, singles, cfg.resolve_data(), work_dir,
                                            quick=serving_quick)
     return out
 
@@ -176,7 +176,7 @@ def blank_labels(config_path: str, head: str, share: float, work_dir: str,
     os.makedirs(work_dir, exist_ok=True)
     data = os.path.join(work_dir, "data.csv")
     rng = np.random.default_rng(seed)
-    with open(cfg.resolve_data_csv(), newline="", encoding="utf-8") as src, \
+    with open(cfg.resolve_data(), newline="", encoding="utf-8") as src, \
             open(data, "w", newline="", encoding="utf-8") as dst:
         reader = csv.DictReader(src)
         writer = csv.DictWriter(dst, reader.fieldnames)

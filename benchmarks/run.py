@@ -196,7 +196,7 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
         model_dir = os.path.join(work_dir, "multihead", cfg.name, "serving", cfg.model_name)
         if "multihead" not in results and not os.path.isdir(model_dir):
             model_dir = os.path.join(common.ROOT, "outputs", "serving", cfg.model_name)
-        r = load.run(model_dir, cfg.resolve_data_csv(),
+        r = load.run(model_dir, cfg.resolve_data(),
                      os.path.join(work_dir, "load"), total=4000 if quick else 20_000)
         results["load"] = r
         common.write_json("load", r)

@@ -74,7 +74,7 @@ def run(config_path: str, work_dir: str, factors: list[int], mode_factor: int | 
     cfg = config_lib.load(config_path)
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
-    src = cfg.resolve_data_csv()
+    src = cfg.resolve_data()
     results: dict = {"factors": {}, "beam_modes": {}}
     for k in factors:
         data = os.path.join(work_dir, f"data_{k}x")

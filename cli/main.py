@@ -18,17 +18,17 @@ def _load_config(path: str):
 
 
 def _preflight_run(args: argparse.Namespace):
-    """`headwise run`'s checks that need no TensorFlow: the config, then one pass over the CSV
-    (headwise.data_check). Returns the config, or None after printing why not (exit 2): a bad
+    """`headwise run`'s checks that need no TensorFlow: the config, then one pass over the data
+    (headwise.sources). Returns the config, or None after printing why not (exit 2): a bad
     file stops the run in about a second, before TensorFlow and TFX are even imported."""
     from headwise import config as config_lib
-    from headwise import data_check
+    from headwise import sources
 
     cfg = _load_config(args.config)
     if cfg is None:
         return None
     try:
-        data_check.check_csv(cfg.resolve_data_csv(), cfg)
+        sources.of(cfg).check(cfg.resolve_data(), cfg)
     except config_lib.ConfigError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return None
@@ -69,7 +69,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
         return 2
     from pipeline import schema as schema_lib
 
-    print(f"headwise: computing statistics of {cfg.resolve_data_csv()} ...", flush=True)
+    print(f"headwise: computing statistics of {cfg.resolve_data()} ...", flush=True)
     schema = schema_lib.generate_schema(cfg)
     schema_lib.write_schema(schema, out, cfg, args.config)
     print(f"headwise: wrote {out} ({len(schema.feature)} columns). Review the diff "
@@ -139,8 +139,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             files = predictions_lib.image_files(args.images)
             base_dir = args.images
         else:
-            source = args.csv or args.json
-            rows = predictions_lib.read_rows(source, "csv" if args.csv else "json")
+            source = args.csv or args.json or args.parquet
+            fmt = "csv" if args.csv else "json" if args.json else "parquet"
+            rows = predictions_lib.read_rows(source, fmt)
             base_dir = os.path.dirname(os.path.abspath(source))  # image paths are relative to it
         if args.rest_port is not None:  # the quick client: no TensorFlow imported
             from serving import rest_client
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = pred.add_mutually_exclusive_group(required=True)
     src.add_argument("--csv", help="rows to score, with a header row; label and unknown "
                      "columns are ignored")
+    src.add_argument("--parquet", help="rows to score: a Parquet file, a folder of them, or a "
+                     "glob; label and unknown columns are ignored")
     src.add_argument("--json", help="rows to score: a list of objects, or one object per line")
     src.add_argument("--images", metavar="DIR",
                      help="score every image file in DIR (png, jpg, jpeg, gif, bmp; sorted by "

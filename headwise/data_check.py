@@ -1,4 +1,5 @@
-"""Pre-flight check of a CSV file before any Beam job reads it.
+"""Pre-flight check of the data before any Beam job reads it: the CSV scan, and the value
+checks that every data source (headwise.sources) runs on its rows.
 
 CsvExampleGen fails on a malformed file deep inside a Beam stack trace (or, for an unbalanced
 quote, may silently merge rows). This check reads the file once, as bytes, and stops with a
@@ -29,9 +30,10 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 from headwise import tasks
-from headwise.config import ConfigError, PipelineConfig
+from headwise.config.fields import ConfigError
 from headwise.image_files import FORMATS, HEADER_BYTES, image_format, image_path
 
 MAX_SHOWN = 5  # offending values a message lists
@@ -51,11 +53,13 @@ def _lines(path: str, fh) -> Iterator[str]:
                 f"{e.start + 1}); re-export the file as UTF-8") from None
 
 
-class _Values:
-    """The value checks of one pass over the rows (see the module docstring)."""
+class Values:
+    """The value checks of one pass over the rows (see the module docstring), on text cells:
+    `row(number, cells)` for each row, then `finish()`. `cfg` is the PipelineConfig; `path`
+    and `unit` ("line" of a CSV, "row" of a Parquet file) say where a message points."""
 
-    def __init__(self, cfg: PipelineConfig, header: list[str], path: str):
-        self.cfg, self.path = cfg, path
+    def __init__(self, cfg: Any, header: list[str], path: str, unit: str = "line"):
+        self.cfg, self.path, self.unit = cfg, path, unit
         self.markers = set(cfg.missing_values)
         index = {name: i for i, name in enumerate(header)}
         numeric = {f.name: f"features.{f.name} is {f.type}" for f in cfg.features
@@ -81,8 +85,8 @@ class _Values:
                 float(cell)
             except ValueError:
                 raise DataError(
-                    f"{self.path}, line {number}, column {column!r}: {row[i]!r} is not a number, "
-                    f"and the column must be numeric ({why}). If {cell!r} means a missing "
+                    f"{self.path}, {self.unit} {number}, column {column!r}: {row[i]!r} is not a "
+                    f"number, and the column must be numeric ({why}). If {cell!r} means a missing "
                     f"value, add it to data.missing_values in {self.cfg.source} (now "
                     f"{list(self.cfg.missing_values)}); otherwise correct the data") from None
         for i, head in self.label_values:
@@ -92,7 +96,7 @@ class _Values:
             why = tasks.of(head).value_error(head, float(cell))
             if why:
                 raise DataError(
-                    f"{self.path}, line {number}, column {head.label!r}: {row[i]!r}: {why} "
+                    f"{self.path}, {self.unit} {number}, column {head.label!r}: {row[i]!r}: {why} "
                     f"(head {head.name!r} in {self.cfg.source}). Correct the data, or choose "
                     "the task that fits the column")
         for i, column in self.images:
@@ -112,7 +116,7 @@ class _Values:
         path = image_path(self.images_dir, name)
         if "://" in path:
             return  # a bucket: ExampleGen reads (and decodes) it
-        where = f"{self.path}, line {number}, column {column!r}: image file {name!r}"
+        where = f"{self.path}, {self.unit} {number}, column {column!r}: image file {name!r}"
         setting = "data.images" if self.cfg.images_dir is not None else \
             "data.images, not set: the CSV's folder,"
         folder = f"the images folder {self.images_dir} ({setting} in {self.cfg.source})"
@@ -150,7 +154,7 @@ class _Values:
         return ", ".join(repr(v) for v in values[:MAX_SHOWN]) + more
 
 
-def check_csv(path: str, cfg: PipelineConfig | None = None) -> int:
+def check_csv(path: str, cfg: Any = None) -> int:
     """Raise DataError naming file and line for the first structural problem (and, given the
     heads config, the first value problem); return the number of data rows."""
     try:
@@ -166,7 +170,7 @@ def check_csv(path: str, cfg: PipelineConfig | None = None) -> int:
         if not header:
             raise DataError(f"data file {path} is empty (no header row)")
         header = [header[0].lstrip("\ufeff"), *header[1:]]  # Excel's "CSV UTF-8" mark
-        values = _Values(cfg, [c.strip() for c in header], path) if cfg is not None else None
+        values = Values(cfg, [c.strip() for c in header], path) if cfg is not None else None
         rows = 0
         while True:
             start = reader.line_num + 1  # the physical line this record starts on

@@ -28,7 +28,7 @@ GATE_TASK = "DataValidationGate"
 @dataclasses.dataclass(frozen=True)
 class DeployConfig:
     pipeline_root: str  # e.g. gs://bucket/headwise/pipelines
-    data_root: str  # the directory of the CSV files, e.g. gs://bucket/headwise/data/taxi
+    data_root: str  # the directory of the data files (CSV or Parquet), e.g. gs://bucket/headwise/data/taxi
     serving_model_dir: str  # where Pusher writes versions, e.g. gs://bucket/headwise/serving
     image: str  # the pipeline image (Dockerfile), e.g. us-docker.pkg.dev/p/r/headwise:0.1.0
     beam_args: tuple[str, ...] = ()

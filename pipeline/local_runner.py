@@ -1,7 +1,8 @@
 """Run the pipeline on this machine with LocalDagRunner and report per head.
 
 Layout under `output_dir` (default `outputs/`):
-  data/<pipeline>/data.csv       the input CSV, copied from the configured source
+  data/<pipeline>/               the input data (data.csv, or part-NNNNN.parquet), copied from
+                                 the configured source
   pipelines/<pipeline>/          TFX pipeline root (every component's artifacts)
   metadata.db                    ML Metadata (SQLite): lineage and the cache
   serving/<model_name>/<version>/saved_model.pb   pushed models, TF Serving's layout
@@ -16,7 +17,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +25,7 @@ import absl.logging
 from tfx import v1 as tfx
 
 from components import data_gate
-from headwise import data_check, quiet
+from headwise import quiet, sources
 from headwise import request_logs as request_log  # the reading side: no serving code
 from headwise.config import ConfigError, PipelineConfig
 from pipeline import pipeline as pipeline_lib
@@ -79,20 +79,10 @@ def paths_for(cfg: PipelineConfig, output_dir: str) -> Paths:
     return Paths(os.path.abspath(output_dir), cfg.name, cfg.model_name)
 
 
-def stage_data(cfg: PipelineConfig, data_root: str) -> str:
-    """Copy the configured CSV into the data root (only when its content changed).
-
-    copy2 keeps the source's mtime, so an unchanged file keeps ExampleGen's input fingerprint
-    and the cache stays valid across runs.
-    """
-    src = cfg.resolve_data_csv()
-    dst = os.path.join(data_root, "data.csv")
-    os.makedirs(data_root, exist_ok=True)
-    if not (os.path.exists(dst) and _same_file(src, dst)):
-        tmp = dst + ".tmp"
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dst)  # never leave a half-copied CSV for ExampleGen to read
-    return dst
+def stage_data(cfg: PipelineConfig, data_root: str) -> list[str]:
+    """Copy the configured data into the data root, only what changed (headwise.sources: an
+    unchanged file keeps ExampleGen's input fingerprint, so the cache stays valid)."""
+    return sources.of(cfg).stage(cfg.resolve_data(), data_root)
 
 
 def stage_schema(cfg: PipelineConfig, schema_root: str) -> str | None:
@@ -117,11 +107,6 @@ def stage_schema(cfg: PipelineConfig, schema_root: str) -> str | None:
             fh.write(content)
         os.replace(dst + ".tmp", dst)
     return dst
-
-
-def _same_file(a: str, b: str) -> bool:
-    sa, sb = os.stat(a), os.stat(b)
-    return sa.st_size == sb.st_size and int(sa.st_mtime) == int(sb.st_mtime)
 
 
 class Progress(logging.Handler):
@@ -227,11 +212,11 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
         preflight: bool = True) -> summary_lib.RunSummary:
     """Run the whole pipeline locally; returns the per-head summary of this run.
 
-    Raises DataError (a ConfigError) before anything runs if the CSV is structurally broken or
+    Raises DataError (a ConfigError) before anything runs if the data is structurally broken or
     its values do not fit the config (headwise.data_check), and PipelineRunError naming the
     component if the pipeline stops."""
     if preflight:  # False: the caller has just run it (headwise run, before importing TF)
-        data_check.check_csv(cfg.resolve_data_csv(), cfg)
+        sources.of(cfg).check(cfg.resolve_data(), cfg)
     paths = paths_for(cfg, output_dir)
     stage_data(cfg, paths.data_root)
     os.makedirs(paths.serving_dir, exist_ok=True)

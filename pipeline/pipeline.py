@@ -1,8 +1,9 @@
 """`create_pipeline`: the one definition of the headwise TFX pipeline.
 
-CsvExampleGen -> ImportSchemaGen (the curated schema) -> StatisticsGen (with that schema) ->
-ExampleValidator -> DataValidationGate -> Transform -> Trainer -> Resolver (the latest blessed
-model) -> Evaluator (the candidate against it) -> Pusher. Without a curated schema, SchemaGen
+ExampleGen (CsvExampleGen or ParquetExampleGen: the data's source) -> ImportSchemaGen (the
+curated schema) -> StatisticsGen (with that schema) -> ExampleValidator -> DataValidationGate ->
+Transform -> Trainer -> Resolver (the latest blessed model) -> Evaluator (the candidate against
+it) -> Pusher. Without a curated schema, SchemaGen
 infers one from StatisticsGen's output instead (StatisticsGen then runs first).
 
 Every input is explicit; runners (local, Kubeflow) only bind paths and call this. User code is
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
-from components import csv_example_gen, distributions
+from components import data_sources, distributions
 from components.data_gate import DataValidationGate
 from components.evaluator import Evaluator
 from components.pusher import Pusher
@@ -50,24 +51,26 @@ def code_version(root: str | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def example_gen_component(cfg: PipelineConfig, data_root: str) -> csv_example_gen.CsvExampleGen:
-    """The CSV files under data_root, split into train, validation and test by hash (of the whole
-    row, or of `data.split_on`) in the config's shares (headwise.config.data); cells that hold
-    one of `data.missing_values` are missing, and image features' cells name files in the
-    images folder, which ExampleGen reads into the examples (components.csv_example_gen). The
-    folder is resolved here: data_root holds a staged copy of the CSV, not the images."""
+def example_gen_component(cfg: PipelineConfig, data_root: str):
+    """The ExampleGen of the config's data source (components.data_sources) over the files
+    under data_root, split into train, validation and test by hash (of the whole row, or of
+    `data.split_on`) in the config's shares (headwise.config.data); cells that hold one of
+    `data.missing_values` are missing, and image features' cells name files in the images
+    folder, which ExampleGen reads into the examples (components.csv_example_gen). The folder is
+    resolved here: data_root holds a staged copy of the data, not the images."""
     split = example_gen_pb2.SplitConfig(splits=[
         example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
         for name, buckets in cfg.hash_buckets().items()])
     if cfg.split_on:  # ExampleGen reads an empty name as a column named ''
         split.partition_feature_name = cfg.split_on
-    return csv_example_gen.CsvExampleGen(
+    reading = data_sources.READINGS[cfg.data_format]
+    return reading.example_gen(
         input_base=data_root, output_config=example_gen_pb2.Output(split_config=split),
         missing_values=cfg.missing_values,
         image_columns=[f.name for f in cfg.image_features],
         images_dir=cfg.resolve_images_dir() if cfg.image_features else "",
         images_version=files_version(cfg.resolve_images_dir()) if cfg.image_features else "",
-    ).with_id("CsvExampleGen")
+    ).with_id(reading.example_gen.__name__)  # CsvExampleGen, ParquetExampleGen
 
 
 def files_version(path: str) -> str:

@@ -137,28 +137,36 @@ def curate(schema: schema_pb2.Schema, stats: statistics_pb2.DatasetFeatureStatis
     return schema
 
 
-def csv_statistics(cfg: PipelineConfig, csv_path: str
-                   ) -> statistics_pb2.DatasetFeatureStatisticsList:
-    """TFDV statistics of the CSV as the pipeline's ExampleGen reads it (missing-value markers,
-    a byte-order mark, image files read and validated; the same type inference), so the
-    schema's types are the ones ExampleGen writes. Image columns are declared bytes to TFDV
+def data_statistics(cfg: PipelineConfig, path: str
+                    ) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """TFDV statistics of the data (at `path`, in the config's data format) as the pipeline's
+    ExampleGen reads it (components.data_sources: missing-value markers; for a CSV, a
+    byte-order mark, image files read and validated, the same type inference), so the schema's
+    types are the ones ExampleGen writes. Image columns are declared bytes to TFDV
     (`image_schema`), so no top-k of encoded images is kept in memory."""
     import tempfile
 
     import apache_beam as beam
 
-    from components.csv_example_gen import CsvToRecordBatches
+    from components import data_sources
+    from headwise import sources
 
+    files = sources.of(cfg).files(path)
+    reading = data_sources.READINGS[cfg.data_format]
     with tempfile.TemporaryDirectory(prefix="headwise-schema-") as tmp:
         out = os.path.join(tmp, "stats.tfrecord")
         with beam.Pipeline(argv=list(cfg.beam_args) or None) as p:
             images = [f.name for f in cfg.image_features]
-            _ = (p | CsvToRecordBatches(csv_path, cfg.missing_values, images,
-                                        cfg.resolve_images_dir() if images else "")
+            _ = (p | reading.record_batches(files[0] if len(files) == 1 else files,
+                                            cfg.missing_values, images,
+                                            cfg.resolve_images_dir() if images else "")
                  | tfdv.GenerateStatistics(tfdv.StatsOptions(
                      schema=image_schema(cfg) if images else None))
                  | tfdv.WriteStatisticsToBinaryFile(out))
         return tfdv.load_stats_binary(out)
+
+
+csv_statistics = data_statistics  # the statistics of a CSV file (its config's data)
 
 
 def image_schema(cfg: PipelineConfig) -> schema_pb2.Schema:
@@ -171,9 +179,9 @@ def image_schema(cfg: PipelineConfig) -> schema_pb2.Schema:
     return schema
 
 
-def generate_schema(cfg: PipelineConfig, csv_path: str | None = None) -> schema_pb2.Schema:
-    """Statistics over the CSV, TFDV's inference, then `curate`."""
-    stats = csv_statistics(cfg, csv_path or cfg.resolve_data_csv())
+def generate_schema(cfg: PipelineConfig, path: str | None = None) -> schema_pb2.Schema:
+    """Statistics over the data (default: the config's), TFDV's inference, then `curate`."""
+    stats = data_statistics(cfg, path or cfg.resolve_data())
     schema = tfdv.infer_schema(stats, infer_feature_shape=False)
     return curate(schema, stats, cfg)
 
@@ -184,7 +192,7 @@ def write_schema(schema: schema_pb2.Schema, path: str, cfg: PipelineConfig,
     from google.protobuf import text_format
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    header = HEADER.format(name=cfg.name, config=config_path, data=cfg.data_csv,
+    header = HEADER.format(name=cfg.name, config=config_path, data=cfg.data_path,
                            slack=cfg.validation.missing_slack,
                            unseen=cfg.validation.max_unseen_fraction,
                            range=cfg.validation.range_slack)

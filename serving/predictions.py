@@ -39,7 +39,15 @@ class HeadPrediction:
 
 
 def read_rows(path: str, fmt: str = "csv") -> list[dict[str, Any]]:
-    """Rows from a CSV file (header row), or JSON: a list of objects or one object per line."""
+    """Rows from a CSV file (header row), JSON (a list of objects or one object per line), or
+    Parquet (a file, a folder of them or a glob; headwise.sources)."""
+    if fmt == "parquet":
+        from headwise import sources
+
+        try:
+            return sources.ParquetSource().rows(path)
+        except (sources.ConfigError, OSError) as e:
+            raise ClientError(f"{path}: {e}") from None
     if not os.path.isfile(path):
         raise ClientError(f"{path}: no such file")
     try:

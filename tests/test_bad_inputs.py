@@ -33,7 +33,7 @@ def corpus_csv(case: dict, tmp_path) -> str:
     if case["feed"] == "alone":
         return path
     cfg = config_lib.load(TAXI)
-    with open(cfg.resolve_data_csv(), encoding="utf-8") as fh:
+    with open(cfg.resolve_data(), encoding="utf-8") as fh:
         base = fh.read()
     with open(path, encoding="utf-8") as fh:
         bad_rows = fh.read().splitlines()[1:]
@@ -43,10 +43,10 @@ def corpus_csv(case: dict, tmp_path) -> str:
     return str(out)
 
 
-def config_for(data_csv: str, tmp_path) -> str:
+def config_for(data_path: str, tmp_path) -> str:
     with open(TAXI, encoding="utf-8") as fh:
         raw = yaml.safe_load(fh)
-    raw["data"]["csv"] = data_csv
+    raw["data"]["csv"] = data_path
     raw["validation"]["schema"] = config_lib.load(TAXI).schema_path()
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -54,7 +54,7 @@ def test_taxi_config_is_valid_and_matches_the_data():
     assert cfg.head("payment_type").class_names == ("Cash", "Credit Card", "Other")
     # No label column is an input feature.
     assert not set(cfg.label_columns) & {f.name for f in cfg.features}
-    assert os.path.exists(cfg.resolve_data_csv())
+    assert os.path.exists(cfg.resolve_data())
 
 
 
@@ -392,7 +392,7 @@ def _payload(cfg, scope=Scope.FULL, **changes):
      "features.company.oov_buckets", ">= 1"),
     (lambda p: p["config"]["trainer"].update(batch_size="128"), "trainer.batch_size",
      "expected int"),
-    (lambda p: p["config"].update(data_csv="x.csv"), "data_csv", "unknown key"),
+    (lambda p: p["config"].update(data_path="x.csv"), "data_path", "unknown key"),
     (lambda p: p["config"].pop("heads"), "heads", "is required"),
     (lambda p: p.update(format=2), "format", "unknown format 2"),
     (lambda p: p.update(scope="gates"), "scope", "unknown scope 'gates'"),
@@ -411,7 +411,7 @@ def test_a_bad_payload_names_the_field(edit, field, words):
 
 def test_a_payload_must_be_json_of_the_declared_scope():
     cfg = config_lib.load(TAXI)
-    old_form = {"name": "taxi", "data_csv": cfg.data_csv}  # not JSON text at all
+    old_form = {"name": "taxi", "data_path": cfg.data_path}  # not JSON text at all
     for text in ("{not json", json.dumps([1]), old_form):
         with pytest.raises(config_lib.ConfigError, match=f"{HEADS_CONFIG_KEY} payload: "):
             config_lib.from_json(text)
@@ -431,7 +431,7 @@ def test_a_payload_must_be_json_of_the_declared_scope():
 
 def test_from_dict_reads_only_the_yaml_form():
     raw = json.loads(config_lib.to_json(config_lib.load(TAXI)))["config"]
-    for key in ("data_csv", "model_name", "keep_versions", "source", "evaluation_slices"):
+    for key in ("data_path", "model_name", "keep_versions", "source", "evaluation_slices"):
         with pytest.raises(config_lib.ConfigError, match=f"unknown key.*'{key}'"):
             config_lib.from_dict({**raw, key: "x"})
 

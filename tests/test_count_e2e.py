@@ -1,6 +1,8 @@
 """End to end: a `count` head (non-negative whole numbers, a Poisson model with a log link)
 beside a binary head, through the real pipeline: the pre-flight check, Transform, Trainer, the
-Evaluator's gates and baseline, the report, the push, and the served Regress signature.
+Evaluator's gates and baseline, the report, the push, and the served Regress signature. The data
+is a folder of two Parquet files (`data.parquet`), so ParquetExampleGen runs here too (its
+examples are byte-identical to a CSV's of the same rows: tests/test_sources.py).
 
 The data: counts drawn with a known rate, exp(0.2 + 0.8 x + 0.6 [zone = far]), so a model that
 reads the features must beat the training mean on deviance, and predicted counts must follow
@@ -8,12 +10,13 @@ the rate."""
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import os
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
@@ -34,16 +37,19 @@ def rate(x: float, zone: str) -> float:
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory) -> config_lib.PipelineConfig:
     rng = np.random.default_rng(5)
-    path = tmp_path_factory.mktemp("count") / "trips.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["x", "zone", "trips", "busy"])
-        for i in range(ROWS):
-            x, zone = rng.normal(), ("far", "near")[i % 2]
-            n = rng.poisson(rate(x, zone))
-            w.writerow([f"{x:.5f}", zone, "NA" if i % 50 == 0 else n, int(n >= 3)])
+    folder = tmp_path_factory.mktemp("count") / "trips"
+    folder.mkdir()
+    x = rng.normal(size=ROWS)
+    zone = np.array(["far", "near"] * (ROWS // 2))
+    n = rng.poisson([rate(a, z) for a, z in zip(x, zone, strict=True)])
+    trips = pa.array([None if i % 50 == 0 else int(v) for i, v in enumerate(n)], pa.int64())
+    table = pa.table({"x": np.round(x, 5), "zone": zone, "trips": trips,
+                      "busy": (n >= 3).astype(np.int64)})
+    pq.write_table(table.slice(0, ROWS // 2), folder / "part-0.parquet")
+    pq.write_table(table.slice(ROWS // 2), folder / "part-1.parquet")
+    path = folder
     return config_lib.from_dict({
-        "name": "trips", "data": {"csv": str(path)},
+        "name": "trips", "data": {"parquet": str(path)},
         "features": {"x": "numeric", "zone": "categorical"},
         "heads": [{"name": "trips", "label": "trips", "task": "count",
                    "metrics": ["poisson_deviance", "mae"]},
@@ -61,6 +67,7 @@ def run(cfg, tmp_path_factory):
 
 def test_the_count_head_beats_its_baseline_passes_its_gates_and_is_pushed(run):
     out, summary = run
+    assert summary.executions["ParquetExampleGen"] == "COMPLETE", summary.executions
     assert summary.blessed is True and summary.pushed, summary.table()
     trips = summary.head("trips")
     assert trips.passed and trips.failures == []

@@ -37,7 +37,7 @@ def schema(cfg):
 
 
 def _rows(cfg, n=None):
-    with open(cfg.resolve_data_csv(), newline="") as fh:
+    with open(cfg.resolve_data(), newline="") as fh:
         rows = list(csv.DictReader(fh))
     return rows[:n] if n else rows
 
@@ -202,7 +202,7 @@ def test_preprocessing_fn_on_taxi_slice_matches_the_documented_rules(cfg, schema
 def _taxi_stats(cfg, tmp_path, name: str, damage=None, keep=None):
     """Statistics of the taxi CSV as StatisticsGen computes them (schema, 100 quantiles);
     damage(i, row) edits rows, keep(i) picks a sample."""
-    with open(cfg.resolve_data_csv(), newline="") as fh:
+    with open(cfg.resolve_data(), newline="") as fh:
         reader = csv.DictReader(fh)
         fields, rows = list(reader.fieldnames), list(reader)
     rows = [r for i, r in enumerate(rows) if keep is None or keep(i)]

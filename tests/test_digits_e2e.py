@@ -53,7 +53,7 @@ def cfg(data_dir, tmp_path_factory) -> config_lib.PipelineConfig:
                                 fine_tune=config_lib.FineTune(after_epochs=1, layers=20,
                                                               learning_rate=0.001))
     return dataclasses.replace(
-        shipped, data_csv=os.path.join(data_dir, "labels.csv"),
+        shipped, data_path=os.path.join(data_dir, "labels.csv"),
         images_dir=os.path.join(data_dir, "images"),
         model=dataclasses.replace(shipped.model, image=image))
 

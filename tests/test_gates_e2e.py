@@ -27,11 +27,11 @@ TRAIN_STEPS, EVAL_STEPS = 300, 20
 
 
 @pytest.fixture(scope="module")
-def data_csv(tmp_path_factory) -> str:
+def data_path(tmp_path_factory) -> str:
     taxi = config_lib.load(os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), "pipeline", "configs", "taxi.yaml"))
     rng = np.random.default_rng(17)
-    with open(taxi.resolve_data_csv(), newline="") as fh:
+    with open(taxi.resolve_data(), newline="") as fh:
         rows = [r for _, r in zip(range(ROWS), csv.DictReader(fh), strict=False)]
     path = tmp_path_factory.mktemp("gates") / "taxi_with_noise.csv"
     columns = ["trip_miles", "trip_start_hour", "pickup_community_area", "fare", "noise", "tags"]
@@ -45,9 +45,9 @@ def data_csv(tmp_path_factory) -> str:
     return str(path)
 
 
-def make_cfg(data_csv: str, *, noise_gates: bool, tags_gate: bool) -> config_lib.PipelineConfig:
+def make_cfg(data_path: str, *, noise_gates: bool, tags_gate: bool) -> config_lib.PipelineConfig:
     return config_lib.from_dict({
-        "name": "gates", "data": {"csv": data_csv},
+        "name": "gates", "data": {"csv": data_path},
         "features": {"trip_miles": "numeric", "trip_start_hour": "categorical",
                      "pickup_community_area": "categorical"},
         "heads": [
@@ -59,7 +59,7 @@ def make_cfg(data_csv: str, *, noise_gates: bool, tags_gate: bool) -> config_lib
             {"name": "tags", "label": "tags", "task": "multilabel", "classes": ["long", "coin"],
              "metrics": ["auc"], "thresholds": {"auc": {"min": 0.6}}, "gate": tags_gate}],
         "trainer": {"train_steps": TRAIN_STEPS, "eval_steps": EVAL_STEPS},
-    }, source=data_csv)
+    }, source=data_path)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,8 @@ def out(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def noise_run(data_csv, out):
-    cfg = make_cfg(data_csv, noise_gates=True, tags_gate=False)
+def noise_run(data_path, out):
+    cfg = make_cfg(data_path, noise_gates=True, tags_gate=False)
     return cfg, local_runner.run(cfg, out, quiet=True)
 
 
@@ -88,8 +88,8 @@ def test_the_beats_baseline_gate_alone_blocks_the_push(noise_run, out):
     assert "head `noise`: mae" in report and "beats trivial baseline" in report
 
 
-def test_a_multilabel_class_failing_alone_blocks_the_push_and_is_named(noise_run, data_csv, out):
-    cfg = make_cfg(data_csv, noise_gates=False, tags_gate=True)
+def test_a_multilabel_class_failing_alone_blocks_the_push_and_is_named(noise_run, data_path, out):
+    cfg = make_cfg(data_path, noise_gates=False, tags_gate=True)
     assert dataclasses.replace(cfg, heads=()) == dataclasses.replace(noise_run[0], heads=())
     summary = local_runner.run(cfg, out, quiet=True)
     # Only gates changed: Transform and Trainer come from the cache, TFMA judges again.

@@ -226,3 +226,15 @@ def test_images_and_weights_must_be_urls_the_containers_can_read(deploy, tmp_pat
     _, spec = _compile(remote, deploy, tmp_path)
     text = json.dumps(spec)
     assert "gs://bucket/digits/images" in text and "gs://bucket/mobilenet_v2.h5" in text
+
+
+def test_parquet_data_compiles_to_the_parquet_example_gen(cfg, deploy, tmp_path):
+    """`data.parquet`: the compiled pipeline reads the data root with ParquetExampleGen (the
+    image runs components.parquet_example_gen), with the config's missing-value markers."""
+    parquet = dataclasses.replace(cfg, data_format="parquet", data_path="gs://b/taxi/")
+    _, spec = _compile(parquet, deploy, tmp_path)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "ParquetExampleGen" in tasks and "CsvExampleGen" not in tasks
+    text = json.dumps(spec)
+    assert "components.parquet_example_gen.Executor" in text
+    assert all(m in text for m in cfg.missing_values if m)

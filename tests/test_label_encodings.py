@@ -91,9 +91,9 @@ def test_bom_and_crlf(tmp_path):
     rows, spec = read_csv(tmp_path, "first,y\n1,a\n2,b", newline="\r\n", bom=True)
     assert set(spec) == {"first", "y"}  # not '\ufefffirst'
     assert [r["y"] for r in rows] == [[b"a"], [b"b"]]  # no '\r' left on the last column
-    from headwise.config import read_csv_header
+    from headwise.sources import CsvSource
 
-    assert read_csv_header(str(tmp_path / "data.csv")) == ["first", "y"]
+    assert CsvSource().columns(str(tmp_path / "data.csv")) == ["first", "y"]
 
 
 @pytest.mark.parametrize("column,positive,expected", [
@@ -194,12 +194,24 @@ def test_schema_statistics_read_markers_as_missing(tmp_path):
     assert presence["x"] == pytest.approx(2 / 3 - 0.05, abs=0.01)
 
 
-def _cfg(tmp_path, text: str, head: dict, features=None):
+def _cfg(tmp_path, text: str, head: dict, features=None, source: str = "csv"):
+    """The CSV text as the data of a one-head config; as `source` "parquet", the same rows in a
+    Parquet file, typed as pyarrow reads the CSV."""
     path = tmp_path / "d.csv"
     path.write_text(text)
+    if source == "parquet":
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        table = pacsv.read_csv(str(path))
+        path = tmp_path / "d.parquet"
+        pq.write_table(table, path)
     return str(path), config_lib.from_dict({
-        "name": "c", "data": {"csv": str(path)}, "features": features or {"x": "numeric"},
+        "name": "c", "data": {source: str(path)}, "features": features or {"x": "numeric"},
         "heads": [head]}, source="c.yaml")
+
+
+SOURCES = ["csv", "parquet"]  # every pre-flight case below runs through both data sources
 
 
 @pytest.mark.parametrize("text,head,words", [
@@ -216,17 +228,23 @@ def _cfg(tmp_path, text: str, head: dict, features=None):
     ("x,y\n1,a;b\n2,b;a\n3,a\n", {"task": "multilabel", "classes": ["b", "c"]},
      ["none of its tags (split on '|') is one of classes ['b', 'c']", "'a;b'"]),
     # a numeric column with a token that is no number and no marker: line, column, value, fix
+    # (in Parquet, the column is text: its type is named)
     ("x,y\n1,1\n?,0\n", {"task": "binary"},
-     ["line 3, column 'x': '?' is not a number", "add it to data.missing_values in c.yaml"]),
+     {"csv": ["line 3, column 'x': '?' is not a number",
+              "add it to data.missing_values in c.yaml"],
+      "parquet": ["column 'x': type string", "the column must be numeric (features.x is "
+                  "numeric)", "Cast it to a number"]}),
 ])
-def test_preflight_stops_bad_label_values_naming_head_and_values(tmp_path, text, head, words):
-    from headwise import data_check
+@pytest.mark.parametrize("source", SOURCES)
+def test_preflight_stops_bad_label_values_naming_head_and_values(tmp_path, text, head, words,
+                                                                 source):
+    from headwise import data_check, sources
 
-    path, cfg = _cfg(tmp_path, text, {"name": "y", "label": "y", **head})
+    path, cfg = _cfg(tmp_path, text, {"name": "y", "label": "y", **head}, source=source)
     with pytest.raises(data_check.DataError) as e:
-        data_check.check_csv(path, cfg)
+        sources.of(cfg).check(path, cfg)
     assert path in str(e.value)
-    for w in words:
+    for w in words[source] if isinstance(words, dict) else words:
         assert w in str(e.value), str(e.value)
 
 
@@ -236,11 +254,12 @@ def test_preflight_stops_bad_label_values_naming_head_and_values(tmp_path, text,
     ("x,y\n1,1.0\n2,2\n3,7\n", {"task": "multiclass", "classes": [1, 2], "other_class": "o"}),
     ("x,y\n1,b|a\n2,a|z\n3,b| a\n", {"task": "multilabel", "classes": ["a", "b"]}),
 ])
-def test_preflight_accepts_every_documented_encoding(tmp_path, text, head):
-    from headwise import data_check
+@pytest.mark.parametrize("source", SOURCES)
+def test_preflight_accepts_every_documented_encoding(tmp_path, text, head, source):
+    from headwise import sources
 
-    path, cfg = _cfg(tmp_path, text, {"name": "y", "label": "y", **head})
-    assert data_check.check_csv(path, cfg) == 3
+    path, cfg = _cfg(tmp_path, text, {"name": "y", "label": "y", **head}, source=source)
+    assert sources.of(cfg).check(path, cfg) == 3
 
 
 @pytest.mark.parametrize("head,words", [

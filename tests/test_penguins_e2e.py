@@ -51,7 +51,7 @@ def test_na_labels_are_missing_per_head(run, cfg):
     """11 birds have no recorded sex and 2 no body mass: each head counts only its present
     labels on the test split (species is always there)."""
     _, summary = run
-    with open(cfg.resolve_data_csv(), encoding="utf-8") as fh:
+    with open(cfg.resolve_data(), encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert sum(r["sex"] == "NA" for r in rows) == 11  # the data's own markers
     n = {h: summary.head(h).example_count for h in ("species", "sex", "body_mass")}
@@ -64,7 +64,7 @@ def test_served_model_reads_raw_rows_with_na_cells(run, cfg):
     out, _ = run
     version = sorted(glob.glob(os.path.join(out, "serving", cfg.model_name, "*")))[-1]
     info = examples_lib.read_model_info(version)
-    with open(cfg.resolve_data_csv(), encoding="utf-8") as fh:
+    with open(cfg.resolve_data(), encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))[:6]  # the 4th has NA in every measurement
     feats = [{k: (None if r[k] == "NA" else r[k]) for k in info["features"]} for r in rows]
     serve = tf.saved_model.load(version).signatures["serving_default"]

@@ -82,7 +82,7 @@ def test_blessed_and_pushed_in_tf_serving_layout(first_run, cfg):
 
 
 def _raw_rows(cfg, n: int) -> list[dict[str, str]]:
-    with open(cfg.resolve_data_csv(), newline="") as fh:
+    with open(cfg.resolve_data(), newline="") as fh:
         rows = [r for _, r in zip(range(n), csv.DictReader(fh), strict=False)]
     for r in rows:  # what a serving client has: no label columns at all
         for label in cfg.label_columns:
@@ -125,7 +125,7 @@ def test_pushed_model_is_served_over_tf_servings_grpc_api(first_run, cfg, tmp_pa
     out, summary = first_run
     running = server_lib.start(os.path.join(out, "serving", cfg.model_name))
     try:
-        with open(cfg.resolve_data_csv(), newline="") as fh:
+        with open(cfg.resolve_data(), newline="") as fh:
             lines = [line for _, line in zip(range(6), fh, strict=False)]
         csv_path = tmp_path / "rows.csv"
         csv_path.write_text("".join(lines))
@@ -309,7 +309,7 @@ def test_the_no_regression_gate_alone_blocks_a_worse_model(first_run, cfg):
 # --- Data contract: damaged copies of the taxi CSV stop the run before Transform -------------
 
 def _damaged_csv(cfg, tmp_path, damage) -> str:
-    with open(cfg.resolve_data_csv(), newline="") as fh:
+    with open(cfg.resolve_data(), newline="") as fh:
         reader = csv.DictReader(fh)
         fields, rows = list(reader.fieldnames), list(reader)
     fields = damage(rows, fields) or fields
@@ -367,7 +367,7 @@ def test_damaged_data_stops_before_training_and_keeps_the_served_model(
 
     out, _ = first_run
     served = _served_files(out, cfg)
-    damaged = dataclasses.replace(cfg, data_csv=_damaged_csv(cfg, tmp_path, damage))
+    damaged = dataclasses.replace(cfg, data_path=_damaged_csv(cfg, tmp_path, damage))
     with pytest.raises(local_runner.PipelineRunError) as exc:
         local_runner.run(damaged, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
                          quiet=True)
@@ -390,7 +390,7 @@ def test_corpus_values_stop_the_real_pipeline_at_the_gate(first_run, cfg, tmp_pa
     case = next(c for c in CASES if c["file"] == name)
     out, _ = first_run
     served = _served_files(out, cfg)
-    damaged = dataclasses.replace(cfg, data_csv=corpus_csv(case, tmp_path))
+    damaged = dataclasses.replace(cfg, data_path=corpus_csv(case, tmp_path))
     with pytest.raises(local_runner.PipelineRunError) as exc:
         local_runner.run(damaged, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
                          quiet=True)

@@ -39,7 +39,6 @@ from headwise.config.pipeline import (
     check_columns,
     from_dict,
     load,
-    read_csv_header,
     resolve_path,
 )
 from headwise.config.scope import TRAINING_EXCLUDED, Scope
@@ -53,6 +52,6 @@ __all__ = [
     "NAME_RE", "PACKAGE_PREFIX",
     "TASKS", "TRAINING_EXCLUDED", "ConfigError", "Feature", "Fields", "Head",
     "ModelConfig", "PipelineConfig", "Scope", "Threshold", "TrainerConfig", "ValidationConfig",
-    "check_columns", "fingerprint", "from_dict", "from_json", "load", "read_csv_header",
+    "check_columns", "fingerprint", "from_dict", "from_json", "load",
     "resolve_path", "to_json", "to_raw",
 ]

@@ -70,7 +70,7 @@ def to_raw(cfg: PipelineConfig, scope: Scope = Scope.FULL) -> dict[str, Any]:
                           f"scope; it has no {scope.value}-scope form (its gates are defaults)")
     raw: dict[str, Any] = {
         "name": cfg.name,
-        "data": raw_data(DataConfig(cfg.data_csv, cfg.split, cfg.split_on,
+        "data": raw_data(DataConfig(cfg.data_format, cfg.data_path, cfg.split, cfg.split_on,
                                        cfg.missing_values, cfg.images_dir)),
         "features": {f.name: raw_feature(f) for f in cfg.features},
         "heads": [raw_head(h) for h in cfg.heads],

@@ -1,5 +1,9 @@
 """The `data` section: where the examples come from and how they are split.
 
+The data is one of the sources of `headwise.sources`, named by its key: `data.csv: FILE` or
+`data.parquet: FILE` (a Parquet file, a folder of Parquet files, or a glob); a relative path is
+relative to the config file, `package://pkg/path` points inside an installed package.
+
 Three splits, each with one job:
   train       what the model is fitted on (and what Transform's analyzers and the trivial
               baselines learn from);
@@ -25,6 +29,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from headwise import sources
 from headwise.config.fields import Fields
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
@@ -35,9 +40,14 @@ BUCKETS = 100  # hash buckets in all: a split's share is a whole number of perce
 DEFAULT_MISSING_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
 
 
+# The data sources a config can name, by their key under `data:`.
+FORMATS = tuple(sources.SOURCES)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    csv: str
+    format: str  # one of FORMATS: the key the data's path was given under
+    path: str
     split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT  # (name, share), in SPLITS order
     split_on: str | None = None  # a column: rows with the same value land in the same split
     missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
@@ -46,8 +56,13 @@ class DataConfig:
 
 def parse_data(top: Fields) -> DataConfig:
     f = Fields(top.source, "data", top.get("data", dict),
-               ("csv", "split", "split_on", "missing_values", "images"))
-    csv = f.get("csv", str)
+               (*FORMATS, "split", "split_on", "missing_values", "images"))
+    given = [k for k in FORMATS if k in f.value]
+    if len(given) != 1:
+        f.fail(f"name the data with exactly one of {', '.join(f'{k}: FILE' for k in FORMATS)} "
+               f"(got {given or 'none'})")
+    fmt = given[0]
+    path = f.get(fmt, str)
     raw: Mapping[str, Any] = f.get("split", dict, dict(DEFAULT_SPLIT))
     if set(raw) != set(SPLITS):
         f.fail(f"give the share of each of {list(SPLITS)} (got {sorted(raw)}), e.g. "
@@ -72,12 +87,14 @@ def parse_data(top: Fields) -> DataConfig:
     images = f.get("images", str, None)
     if images is not None and not images.strip():
         f.fail("expected a folder (relative to the config file), got an empty string", "images")
-    return DataConfig(csv=csv, split=tuple(split), split_on=split_on, missing_values=markers,
-                      images=images)
+    if images is not None and fmt != "csv":
+        f.fail("an image folder goes with a CSV whose cells name the files (data.csv)", "images")
+    return DataConfig(format=fmt, path=path, split=tuple(split), split_on=split_on,
+                      missing_values=markers, images=images)
 
 
 def raw_data(d: DataConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {"csv": d.csv, "split": dict(d.split)}
+    out: dict[str, Any] = {d.format: d.path, "split": dict(d.split)}
     if d.split_on is not None:
         out["split_on"] = d.split_on
     out["missing_values"] = list(d.missing_values)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -11,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from headwise import sources
 from headwise.config.data import BUCKETS, DEFAULT_MISSING_VALUES, DEFAULT_SPLIT, parse_data
 from headwise.config.features import Feature, parse_features
 from headwise.config.fields import NAME_RE, ConfigError, Fields, check_name
@@ -27,7 +27,7 @@ TOP_KEYS = ("name", "data", "features", "heads", "model", "trainer", "serving", 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     name: str
-    data_csv: str
+    data_path: str  # as written in the config (see resolve_data)
     features: tuple[Feature, ...]
     heads: tuple[Head, ...]
     model: ModelConfig = ModelConfig()
@@ -42,6 +42,7 @@ class PipelineConfig:
     split_on: str | None = None
     missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES  # cell texts that mean "missing"
     images_dir: str | None = None  # data.images: where image columns' file names point
+    data_format: str = "csv"  # the data source (headwise.sources): data.<format> in the config
     source: str = "<dict>"  # the file this was loaded from, for messages
     # What this config holds (headwise.config.scope): a TRAINING config, as Transform and Trainer
     # receive it, has defaults in place of the keys in TRAINING_EXCLUDED (gates among them).
@@ -94,9 +95,10 @@ class PipelineConfig:
         return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.source)),
                                              self.validation.schema))
 
-    def resolve_data_csv(self) -> str:
-        """The data file's path; `package://pkg/rel/path` points inside an installed package."""
-        return resolve_path(self.data_csv, os.path.dirname(self.source))
+    def resolve_data(self) -> str:
+        """The data's path (a file; for Parquet also a folder or a glob); `package://pkg/path`
+        points inside an installed package."""
+        return resolve_path(self.data_path, os.path.dirname(self.source))
 
     @property
     def image_features(self) -> tuple[Feature, ...]:
@@ -106,7 +108,7 @@ class PipelineConfig:
         """The folder image columns name files in (data.images, relative to the config file;
         default: the CSV's folder)."""
         if self.images_dir is None:
-            return os.path.dirname(os.path.abspath(self.resolve_data_csv()))
+            return os.path.dirname(os.path.abspath(self.resolve_data()))
         return self.resolve_file(self.images_dir)
 
     def resolve_file(self, path: str) -> str:
@@ -127,7 +129,7 @@ def resolve_path(path: str, base_dir: str = "") -> str:
 
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"data.csv: package '{package}' is not installed ({path})")
+            raise ConfigError(f"data: package '{package}' is not installed ({path})")
         return os.path.join(list(spec.submodule_search_locations)[0], rel)
     if base_dir and not os.path.isabs(path) and not os.path.exists(path):
         return os.path.join(base_dir, path)
@@ -171,7 +173,8 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
     if not all(isinstance(a, str) and a.startswith("--") for a in beam_args):
         top.fail(f"expected a list of '--flag=value' strings, got {beam_args!r}", "beam_args")
 
-    cfg = PipelineConfig(name=name, data_csv=data.csv, split=data.split, split_on=data.split_on,
+    cfg = PipelineConfig(name=name, data_path=data.path, data_format=data.format,
+                         split=data.split, split_on=data.split_on,
                          missing_values=data.missing_values, images_dir=data.images,
                          features=features, heads=heads,
                          model=model, trainer=trainer, validation=validation,
@@ -179,7 +182,7 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
                          model_name=model_name,
                          keep_versions=keep_versions, beam_args=tuple(beam_args), source=source)
     if columns is not None:
-        check_columns(cfg, columns, data_name=data.csv)
+        check_columns(cfg, columns, data_name=data.path)
     return cfg
 
 
@@ -203,27 +206,9 @@ def check_columns(cfg: PipelineConfig, columns: Iterable[str], data_name: str) -
                               f"not in the data ({data_name}); columns: {sorted(columns)}")
 
 
-def read_csv_header(path: str) -> list[str]:
-    """The column names of a CSV file, with errors that name the file."""
-    try:
-        with open(path, "rb") as fh:
-            first = fh.readline()  # only the header: the rows are checked before a run
-        # A UTF-8 byte-order mark (Excel's "CSV UTF-8") is not part of the first name.
-        header = next(csv.reader([first.decode("utf-8").lstrip("\ufeff")]), None)
-    except FileNotFoundError:
-        raise ConfigError(f"data file not found: {path}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}, line 1 (the header): not UTF-8 text ({e.reason} at byte "
-                          f"{e.start + 1})") from None
-    except (OSError, csv.Error) as e:
-        raise ConfigError(f"cannot read data file {path}: {e}") from None
-    if not header:
-        raise ConfigError(f"data file {path} is empty (no header row)")
-    return [c.strip() for c in header]
-
-
 def load(path: str, check_data: bool = True) -> PipelineConfig:
-    """Load and validate a heads config file; with check_data, also against the CSV header."""
+    """Load and validate a heads config file; with check_data, also against the data's columns
+    (headwise.sources)."""
     try:
         with open(path, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh)  # safe_load: a config can never execute code
@@ -233,8 +218,8 @@ def load(path: str, check_data: bool = True) -> PipelineConfig:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     cfg = from_dict(raw, source=path)
     if check_data:
-        csv_path = cfg.resolve_data_csv()
-        check_columns(cfg, read_csv_header(csv_path), data_name=csv_path)
+        data = cfg.resolve_data()
+        check_columns(cfg, sources.of(cfg).columns(data), data_name=data)
         check_files(cfg)
     return cfg
 

@@ -1,0 +1,198 @@
+"""ParquetExampleGen: Parquet files -> tf.Examples, with the same data rules as the CSV reading
+(components.csv_example_gen), for `data.parquet` (headwise.sources.ParquetSource).
+
+TFX ships a Parquet executor (custom_executors/parquet_executor.py), but its row -> tf.Example
+conversion (`dict_to_example`) writes every falsy value as a missing one: a 0, 0.0 or "" would
+become a missing value. This reading keeps the values and follows headwise's rules instead:
+  * a column's Parquet type decides its feature's type (headwise.sources.parquet_kind): whole
+    numbers and booleans int64, other numbers float, text, bytes, dates and times (ISO 8601
+    text) bytes; a list column holds several values;
+  * a null, and a value whose text is one of `data.missing_values` (compared stripped; a float
+    NaN is "nan"), is a missing value: an empty value list of the column's type, exactly as
+    the CSV reading writes an empty cell, so the same rows give byte-identical examples (and
+    so the same splits);
+  * each file is read in bounded batches, inside Beam (any runner; gs://, s3:// through
+    pyarrow's file systems).
+`ParquetToRecordBatches` decodes those very examples into Arrow RecordBatches, as TFDV reads
+examples: what `headwise schema` computes statistics on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import tensorflow as tf
+from tfx.components.example_gen import component as example_gen_component
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.dsl.components.base import executor_spec
+from tfx.dsl.io import fileio
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_component_specs
+from tfx_bsl.coders import example_coder
+
+from components.csv_example_gen import Settings, executor_settings
+from headwise.config import DEFAULT_MISSING_VALUES
+from headwise.sources import BYTES, FLOAT, INT, parquet_kind
+
+BATCH_ROWS = 8192  # rows read at a time from a file
+
+
+def _missing(value, markers: frozenset) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bytes):
+        return value.strip().decode("utf-8", "replace") in markers
+    text = value if isinstance(value, str) else ("nan" if isinstance(value, float)
+                                                and math.isnan(value) else str(value))
+    return text.strip() in markers
+
+
+def _feature(kind: str, values: list) -> tf.train.Feature:
+    if kind == INT:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+    if kind == FLOAT:
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(
+        value=[v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]))
+
+
+def _python_values(column: pa.Array, kind: str) -> list:
+    """A column's values as Python objects: dates and times as ISO text, dictionary-encoded
+    columns decoded, decimals as floats (by `_feature`)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    t = column.type
+    item = t.value_type if pa.types.is_list(t) or pa.types.is_large_list(t) else t
+    if kind == BYTES and pa.types.is_temporal(item):
+        column = pc.cast(column, pa.string() if item is t else pa.list_(pa.string()))
+    return column.to_pylist()
+
+
+def batch_to_examples(batch: pa.RecordBatch, markers: frozenset,
+                      source: str = "") -> Iterator[tf.train.Example]:
+    """Rows of a RecordBatch -> tf.Examples (see the module docstring)."""
+    columns = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if pa.types.is_null(column.type):  # every value missing: no type, as a CSV's empty column
+            columns.append((name, None, [None] * batch.num_rows))
+            continue
+        kind = parquet_kind(column.type)
+        if kind is None:
+            raise ValueError(f"{source}: column {name!r}: Parquet type {column.type} cannot go "
+                             "into a tf.Example; cast it to a number or text when writing the "
+                             "file")
+        columns.append((name, kind, _python_values(column, kind)))
+    for i in range(batch.num_rows):
+        feature = {}
+        for name, kind, values in columns:
+            if kind is None:
+                feature[name] = tf.train.Feature()
+                continue
+            v = values[i]
+            if isinstance(v, list):
+                items = [x for x in v if not _missing(x, markers)]
+            else:
+                items = [] if _missing(v, markers) else [v]
+            feature[name] = _feature(kind, items)
+        yield tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+class _ReadBatches(beam.DoFn):
+    def __init__(self, markers: frozenset):
+        super().__init__()
+        self._markers = markers
+
+    def process(self, path: str):
+        # pyarrow's own file systems (local, gs://, s3://, hdfs://): its reader needs a
+        # random-access file, which tf.io.gfile's file objects are not.
+        source = path
+        if "://" in path:
+            fs, inner = pafs.FileSystem.from_uri(path)
+            source = fs.open_input_file(inner)
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=BATCH_ROWS):
+            yield from batch_to_examples(batch, self._markers, path)
+
+
+class ParquetToExamples(beam.PTransform):
+    """Parquet files (a glob, or a list of files) -> tf.Examples, missing values and markers as
+    empty value lists."""
+
+    def __init__(self, files: str | Sequence[str],
+                 missing_values: Sequence[str] = DEFAULT_MISSING_VALUES):
+        super().__init__()
+        self._files = files
+        self._markers = frozenset(["", *missing_values])
+
+    def expand(self, pipeline):
+        files = (sorted(fileio.glob(self._files)) if isinstance(self._files, str)
+                 else list(self._files))
+        if not files:
+            raise RuntimeError(f"no Parquet file matches {self._files}")
+        return (pipeline
+                | "Files" >> beam.Create(files)
+                | "Read" >> beam.ParDo(_ReadBatches(self._markers)))
+
+
+class ParquetToRecordBatches(beam.PTransform):
+    """Parquet files -> Arrow RecordBatches of the examples ParquetToExamples writes, decoded as
+    TFDV decodes examples: what `headwise schema` computes statistics on. (`image_columns`
+    and `images_dir` exist for the CSV reading's signature; Parquet data has no image
+    columns.)"""
+
+    def __init__(self, files: str | Sequence[str],
+                 missing_values: Sequence[str] = DEFAULT_MISSING_VALUES,
+                 image_columns: Sequence[str] = (), images_dir: str = ""):
+        super().__init__()
+        if image_columns:
+            raise ValueError("image features read files that a CSV's cells name (data.csv)")
+        self._examples = ParquetToExamples(files, missing_values)
+
+    def expand(self, pipeline):
+        def decode(serialized: list[bytes]) -> pa.RecordBatch:
+            return example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(serialized)
+
+        return (pipeline
+                | "Examples" >> self._examples
+                | "Serialize" >> beam.Map(lambda e: e.SerializeToString())
+                | "Batch" >> beam.BatchElements(min_batch_size=100, max_batch_size=1000)
+                | "Decode" >> beam.Map(decode))
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(tf.train.Example)
+def _parquet_to_example(pipeline, exec_properties, split_pattern):
+    pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                           split_pattern)
+    return pipeline | ParquetToExamples(pattern, executor_settings(exec_properties).missing_values)
+
+
+class Executor(BaseExampleGenExecutor):
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+        return _parquet_to_example
+
+
+class ParquetExampleGen(example_gen_component.FileBasedExampleGen):
+    """TFX's file-based ExampleGen (inputs, outputs, splitting, spans) over Parquet files, with
+    `missing_values`. The image arguments mirror CsvExampleGen's; Parquet data has no image
+    columns."""
+
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+    def __init__(self, input_base: str, output_config: example_gen_pb2.Output,
+                 missing_values: Sequence[str] = DEFAULT_MISSING_VALUES,
+                 image_columns: Sequence[str] = (), images_dir: str = "",
+                 images_version: str = ""):
+        if image_columns:
+            raise ValueError("image features read files that a CSV's cells name (data.csv)")
+        config = example_gen_pb2.CustomConfig()
+        config.custom_config.Pack(Settings(tuple(missing_values)).to_struct())
+        super().__init__(input_base=input_base, output_config=output_config,
+                         custom_config=config)
