@@ -45,10 +45,10 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx_bsl.coders import csv_decoder
 
+from headwise import data_check
 from headwise.config import DEFAULT_MISSING_VALUES
 from headwise.image_files import FORMATS, image_path
 
-BOM = "\ufeff"
 SHOWN_CHARS = 40  # of each cell, where an error message shows the row
 
 
@@ -57,10 +57,11 @@ class ImageError(ValueError):
 
 
 def column_names(path: str) -> list[str]:
-    """The header's column names: a UTF-8 byte-order mark and blanks around names removed."""
+    """The header's column names (headwise.data_check.column_names: a byte-order mark and
+    blanks around names removed); any file system tf.io.gfile reads."""
     with fileio.open(path, "rb") as fh:
         first = fh.readline().decode("utf-8")
-    return [c.strip() for c in next(csv.reader([first.lstrip(BOM)]))]
+    return data_check.column_names(next(csv.reader([first])))
 
 
 def blank_markers(cells: list, markers: frozenset) -> list:

@@ -39,6 +39,18 @@ from headwise.image_files import FORMATS, HEADER_BYTES, image_format, image_path
 MAX_SHOWN = 5  # offending values a message lists
 
 
+BOM = "\ufeff"  # a UTF-8 byte-order mark, as Excel's "CSV UTF-8" writes
+
+
+def column_names(header: list[str]) -> list[str]:
+    """A CSV header row's cells -> the column names: a byte-order mark before the first name
+    and blanks around every name dropped. The one rule for every reader of a CSV header (the
+    pre-flight scan, headwise.sources, ExampleGen)."""
+    if header:
+        header = [header[0].lstrip(BOM), *header[1:]]
+    return [c.strip() for c in header]
+
+
 class DataError(ConfigError):
     """The data file cannot be read as the CSV the pipeline expects."""
 
@@ -169,8 +181,7 @@ def check_csv(path: str, cfg: Any = None) -> int:
             raise DataError(f"{path}, line 1: malformed CSV header ({e})") from None
         if not header:
             raise DataError(f"data file {path} is empty (no header row)")
-        header = [header[0].lstrip("\ufeff"), *header[1:]]  # Excel's "CSV UTF-8" mark
-        values = Values(cfg, [c.strip() for c in header], path) if cfg is not None else None
+        values = Values(cfg, column_names(header), path) if cfg is not None else None
         rows = 0
         while True:
             start = reader.line_num + 1  # the physical line this record starts on

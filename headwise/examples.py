@@ -1,5 +1,11 @@
 """Raw rows (CSV strings, JSON values, or bytes) -> serialized tf.Examples that a headwise model
-serves.
+serves: the one tf.Example encoder of the clients, written in protocol buffers' wire format by
+hand, so that no client needs TensorFlow to build a request:
+  Example{features=1: Features{feature=1: map<string, Feature>}},
+  Feature{oneof: bytes_list=1 BytesList{value=1 repeated bytes},
+          float_list=2 FloatList{value=1 packed float}, int64_list=3 Int64List{value=1 packed}}.
+Map entries are written sorted by key: what protobuf's deterministic serialization writes
+(tests/test_rest.py checks the bytes against TensorFlow's own serialization).
 
 The dtypes come from the model's own description (`assets.extra/headwise.json`, written by the
 trainer; the same JSON its `model_info` signature returns), so a client needs nothing but the
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -34,7 +41,7 @@ def typed_value(name: str, dtype: str, value: Any, row_no: int, *, image: bool =
     for a float): the model imputes it. For an image feature (`image`), a string is the path of
     the image file, relative to `base_dir` (default: the working directory), and the value is
     the file's bytes. ValueError names the row and column (and the path of a file that cannot be
-    read). The rules of both encoders: `to_examples` and the TF-free serving/wire.py."""
+    read). The rules of `to_examples`."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
     if image:
@@ -70,24 +77,57 @@ def _image_bytes(name: str, value: Any, row_no: int, base_dir: str | None) -> by
                          f"({e.strerror or e})") from None
 
 
+# --- Protocol buffers' wire format -------------------------------------------------------------
+VARINT, I64, LEN, I32 = 0, 1, 2, 5  # wire types
+
+
+def varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative int64: ten bytes, two's complement
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def len_field(number: int, payload: bytes) -> bytes:
+    return varint(number << 3 | LEN) + varint(len(payload)) + payload
+
+
+def varint_field(number: int, n: int) -> bytes:
+    return varint(number << 3 | VARINT) + varint(n)
+
+
+def feature(value: int | float | bytes, dtype: str) -> bytes:
+    """A serialized Feature holding one value already typed by `typed_value`."""
+    if dtype == "int64":
+        return len_field(3, len_field(1, varint(value)))
+    if dtype == "float32":
+        return len_field(2, len_field(1, struct.pack("<f", value)))
+    return len_field(1, len_field(1, value))
+
+
+def example(row: Mapping[str, Any], features: Mapping[str, str], row_no: int = 1,
+            images: Collection[str] = (), base_dir: str | None = None) -> bytes:
+    """A serialized tf.Example of the row's feature columns (labels and extras dropped), by
+    `typed_value`'s rules (`images`: the image features, whose string values are file paths
+    relative to `base_dir`)."""
+    entries = []
+    for name in sorted(features):
+        v = typed_value(name, features[name], row.get(name), row_no, image=name in images,
+                        base_dir=base_dir)
+        if v is not None:
+            f = feature(v, features[name])
+            entries.append(len_field(1, len_field(1, name.encode()) + len_field(2, f)))
+    return len_field(1, b"".join(entries)) if entries else b""
+
+
 def to_examples(rows: Iterable[Mapping[str, Any]], features: Mapping[str, str],
                 images: Collection[str] = (), base_dir: str | None = None,
                 first_row: int = 1) -> list[bytes]:
     """Serialize rows; only the model's feature columns are sent (labels and extras dropped).
     `images`: the image features (the description's "images"), whose string values are file
     paths relative to `base_dir`; `first_row`: the number of rows[0] in error messages."""
-    from tensorflow.core.example import example_pb2
-
-    out = []
-    for i, row in enumerate(rows, start=first_row):
-        ex = example_pb2.Example()
-        for name, dtype in features.items():
-            v = typed_value(name, dtype, row.get(name), i, image=name in images,
-                            base_dir=base_dir)
-            if v is None:
-                continue
-            f = ex.features.feature[name]
-            (f.int64_list if dtype == "int64" else f.float_list if dtype == "float32"
-             else f.bytes_list).value.append(v)
-        out.append(ex.SerializeToString())
-    return out
+    return [example(r, features, i, images, base_dir)
+            for i, r in enumerate(rows, start=first_row)]

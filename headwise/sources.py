@@ -87,8 +87,7 @@ class CsvSource(DataSource):
         try:
             with open(path, "rb") as fh:
                 first = fh.readline()  # only the header: the rows are checked before a run
-            # A UTF-8 byte-order mark (Excel's "CSV UTF-8") is not part of the first name.
-            header = next(csv.reader([first.decode("utf-8").lstrip("\ufeff")]), None)
+            header = next(csv.reader([first.decode("utf-8")]), None)
         except FileNotFoundError:
             raise ConfigError(f"data file not found: {path}") from None
         except UnicodeDecodeError as e:
@@ -98,7 +97,7 @@ class CsvSource(DataSource):
             raise ConfigError(f"cannot read data file {path}: {e}") from None
         if not header:
             raise ConfigError(f"data file {path} is empty (no header row)")
-        return [c.strip() for c in header]
+        return data_check.column_names(header)
 
     def check(self, path, cfg):
         return data_check.check_csv(path, cfg)

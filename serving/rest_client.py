@@ -3,7 +3,8 @@ second, without TensorFlow.
 
 Importing TensorFlow takes seconds, so nothing here imports it, nor `tensorflow_serving.apis`
 (its protos import TensorFlow's): rows become serialized tf.Examples with a hand-written
-protobuf encoder (`serving/wire.py`; an image feature holds the image file's bytes) and go as
+protobuf encoder (`headwise.examples`, the clients' one encoder; an image feature holds the image
+file's bytes) and go as
 {"b64": ...} instances to the model's serving_default signature over TF Serving's REST API
 (urllib), so image bytes travel base64 encoded, as TF Serving's REST API takes binary data.
 Each head's outputs are read as its Classify/Regress signature reads them (trainer/export.py),
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from headwise import contract, tasks
+from headwise import examples as examples_lib
 from serving import wire
 from serving.predictions import ClientError, HeadPrediction, classification, regression, task_of
 
@@ -113,8 +115,8 @@ class RestClient:
         """As the gRPC client's `examples` (image paths relative to `base_dir` are read here)."""
         info = self.model_info()
         try:
-            return wire.examples(rows, info["features"], info.get("images", {}), base_dir,
-                                 first_row)
+            return examples_lib.to_examples(rows, info["features"], info.get("images", {}),
+                                            base_dir, first_row)
         except ValueError as e:
             raise ClientError(str(e)) from None
 
