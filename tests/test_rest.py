@@ -40,7 +40,7 @@ from cli import main as cli
 from components import pusher
 from headwise import examples as examples_lib
 from serving import client as client_lib
-from serving import rest, rest_client
+from serving import json_tensor, rest_client
 from serving import server as server_lib
 from tests import synthetic
 
@@ -162,17 +162,17 @@ def test_string_outputs_are_text_and_bytes_outputs_base64(served):
                "y": tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"t"])}
     for t in outputs.values():
         t.tensor_shape.dim.add(size=1)
-    assert json.loads(rest.predict_json(outputs, "row")) == \
+    assert json.loads(json_tensor.predict_json(outputs, "row")) == \
         {"predictions": [{"x_bytes": {"b64": "/w=="}, "y": "t"}]}
 
 
 def test_decimals_are_written_as_tf_serving_writes_them():
     # json_tensor.cc WriteDecimal; expected forms from json_tensor_test.cc
-    assert rest.decimal(0.2) == "0.2" and rest.decimal(9000000.0) == "9e+06"
-    assert rest.decimal(1.0) == "1.0" and rest.decimal(float("nan")) == "NaN"
-    assert rest.decimal(float("-inf")) == "-Infinity"
+    assert json_tensor.decimal(0.2) == "0.2" and json_tensor.decimal(9000000.0) == "9e+06"
+    assert json_tensor.decimal(1.0) == "1.0" and json_tensor.decimal(float("nan")) == "NaN"
+    assert json_tensor.decimal(float("-inf")) == "-Infinity"
     third = float(np.float32(1 / 3))
-    assert np.float32(float(rest.decimal(third))) == np.float32(third)
+    assert np.float32(float(json_tensor.decimal(third))) == np.float32(third)
 
 
 # --- Classify and Regress ----------------------------------------------------------------------
@@ -366,16 +366,16 @@ def test_base64_is_decoded_as_abseil_decodes_it():
     for text, expected in [("QUJD", b"ABC"), ("QUI", b"AB"), ("QUI=", b"AB"), ("QQ", b"A"),
                            ("QQ==", b"A"), ("QQ..", b"A"), ("Q Q\n=\t=", b"A"), ("", b""),
                            ("QR==", b"A"), ("/+8=", b"\xff\xef")]:
-        assert rest.base64_unescape(text) == expected, text
+        assert json_tensor.base64_unescape(text) == expected, text
     for text in ["QQ=", "QUI==", "QUJD=", "QUJDR", "Q===", "QQ==QQ==", "Q=Q=", "-_8=", "QQ\x00",
                  "éAAA"]:
-        assert rest.base64_unescape(text) is None, text
+        assert json_tensor.base64_unescape(text) is None, text
     request = classification_pb2.ClassificationRequest()
-    rest.classify_regress_request({"examples": [{"p": {"b64": "/+8"}}]}, request)
+    json_tensor.classify_regress_request({"examples": [{"p": {"b64": "/+8"}}]}, request)
     assert request.input.example_list.examples[0].features.feature["p"].bytes_list.value == \
         [b"\xff\xef"]
-    with pytest.raises(rest.ServingError, match="^Unable to base64 decode$"):
-        rest.classify_regress_request({"examples": [{"p": {"b64": "QQ="}}]}, request)
+    with pytest.raises(json_tensor.ServingError, match="^Unable to base64 decode$"):
+        json_tensor.classify_regress_request({"examples": [{"p": {"b64": "QQ="}}]}, request)
 
 
 def test_the_quick_client_answers_as_the_grpc_client(served):
