@@ -67,7 +67,6 @@ def plot_head(head: Head, rows: list[MetricRow], labels: list[Any], predictions:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     rows = [r for r in rows if r.class_name is None]
     names = [r.metric for r in rows]

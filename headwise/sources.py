@@ -182,20 +182,19 @@ class ParquetSource(DataSource):
         schema = self._schema(files[0])
         types = {n: t for n, t in zip(schema.names, schema.types, strict=True)}
         self._check_types(files[0], types, cfg)
-        values = data_check.Values(cfg, columns, files[0], unit="row")
+        # Only the columns the config uses are read, and checked as the CSV's cells are.
+        needed = [c for c in columns if c in set(cfg.columns)]
+        values = data_check.Values(cfg, needed, files[0], unit="row")
         rows = 0
-        needed = sorted({c for c in (*(f.name for f in cfg.features), *cfg.label_columns)
-                         if c in types})
         for f in files:
             values.path = f
             number = 0
             for batch in pq.ParquetFile(f).iter_batches(batch_size=self.BATCH_ROWS,
                                                         columns=needed):
-                cells = {c: batch.column(c).to_pylist() for c in needed}
-                for i in range(batch.num_rows):
+                cells = [[_cell(v) for v in batch.column(c).to_pylist()] for c in needed]
+                for row in zip(*cells, strict=True):
                     number += 1
-                    values.row(number, [_cell(cells[c][i]) if c in cells else ""
-                                        for c in columns])
+                    values.row(number, list(row))
             rows += number
         if rows == 0:
             raise data_check.DataError(f"{path}: the Parquet data has no rows")
