@@ -13,8 +13,8 @@ become a missing value. This reading keeps the values and follows headwise's rul
     so the same splits);
   * each file is read in bounded batches, inside Beam (any runner; gs://, s3:// through
     pyarrow's file systems).
-`ParquetToRecordBatches` decodes those very examples into Arrow RecordBatches, as TFDV reads
-examples: what `headwise schema` computes statistics on.
+`ParquetToRecordBatches` gives the same values to TFDV as the CSV reading does (a list per row,
+a missing value null): what `headwise schema` computes statistics on.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
-from tfx_bsl.coders import example_coder
 
 from components.csv_example_gen import Settings, executor_settings
 from headwise.config import DEFAULT_MISSING_VALUES
@@ -75,39 +74,70 @@ def _python_values(column: pa.Array, kind: str) -> list:
     return column.to_pylist()
 
 
-def batch_to_examples(batch: pa.RecordBatch, markers: frozenset,
-                      source: str = "") -> Iterator[tf.train.Example]:
-    """Rows of a RecordBatch -> tf.Examples (see the module docstring)."""
-    columns = []
+def _columns(batch: pa.RecordBatch, markers: frozenset, source: str
+             ) -> list[tuple[str, str | None, list[list | None]]]:
+    """Per column of the batch: (name, its kind (None: a column of nulls alone, which has no
+    type, as a CSV's empty column), per row its present values (None: missing))."""
+    out = []
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        if pa.types.is_null(column.type):  # every value missing: no type, as a CSV's empty column
-            columns.append((name, None, [None] * batch.num_rows))
+        if pa.types.is_null(column.type):
+            out.append((name, None, [None] * batch.num_rows))
             continue
         kind = parquet_kind(column.type)
         if kind is None:
             raise ValueError(f"{source}: column {name!r}: Parquet type {column.type} cannot go "
                              "into a tf.Example; cast it to a number or text when writing the "
                              "file")
-        columns.append((name, kind, _python_values(column, kind)))
-    for i in range(batch.num_rows):
-        feature = {}
-        for name, kind, values in columns:
-            if kind is None:
-                feature[name] = tf.train.Feature()
-                continue
-            v = values[i]
+        rows = []
+        for v in _python_values(column, kind):
             if isinstance(v, list):
-                items = [x for x in v if not _missing(x, markers)]
+                rows.append([x for x in v if not _missing(x, markers)])
             else:
-                items = [] if _missing(v, markers) else [v]
-            feature[name] = _feature(kind, items)
+                rows.append(None if _missing(v, markers) else [v])
+        out.append((name, kind, rows))
+    return out
+
+
+def batch_to_examples(batch: pa.RecordBatch, markers: frozenset,
+                      source: str = "") -> Iterator[tf.train.Example]:
+    """Rows of a RecordBatch -> tf.Examples (see the module docstring)."""
+    columns = _columns(batch, markers, source)
+    for i in range(batch.num_rows):
+        feature = {name: tf.train.Feature() if kind is None else _feature(kind, rows[i] or [])
+                   for name, kind, rows in columns}
         yield tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+# The Arrow types the CSV reading gives TFDV (tfx_bsl's csv_decoder), per kind.
+ARROW_TYPES = {INT: pa.large_list(pa.int64()), FLOAT: pa.large_list(pa.float32()),
+               BYTES: pa.large_list(pa.large_binary())}
+
+
+def batch_to_record_batch(batch: pa.RecordBatch, markers: frozenset,
+                          source: str = "") -> pa.RecordBatch:
+    """A RecordBatch as the CSV reading hands it to TFDV: every column a list of values per
+    row, a missing value null (TFDV counts it missing, which the curated schema's presence
+    reads), in the file's column order."""
+    arrays = []
+    for _, kind, rows in _columns(batch, markers, source):
+        if kind is None:
+            arrays.append(pa.nulls(batch.num_rows))
+            continue
+        if kind == BYTES:
+            rows = [None if r is None else [v.encode("utf-8") if isinstance(v, str) else bytes(v)
+                                            for v in r] for r in rows]
+        elif kind == FLOAT:
+            rows = [None if r is None else [float(v) for v in r] for r in rows]
+        arrays.append(pa.array(rows, type=ARROW_TYPES[kind]))
+    return pa.RecordBatch.from_arrays(arrays, batch.schema.names)
+
+
 class _ReadBatches(beam.DoFn):
-    def __init__(self, markers: frozenset):
+    """A Parquet file's path -> `convert(batch, markers, path)` of each of its batches."""
+
+    def __init__(self, markers: frozenset, convert):
         super().__init__()
-        self._markers = markers
+        self._markers, self._convert = markers, convert
 
     def process(self, path: str):
         # pyarrow's own file systems (local, gs://, s3://, hdfs://): its reader needs a
@@ -117,7 +147,15 @@ class _ReadBatches(beam.DoFn):
             fs, inner = pafs.FileSystem.from_uri(path)
             source = fs.open_input_file(inner)
         for batch in pq.ParquetFile(source).iter_batches(batch_size=BATCH_ROWS):
-            yield from batch_to_examples(batch, self._markers, path)
+            out = self._convert(batch, self._markers, path)
+            yield from ([out] if isinstance(out, pa.RecordBatch) else out)
+
+
+def _files(files: str | Sequence[str]) -> list[str]:
+    found = sorted(fileio.glob(files)) if isinstance(files, str) else list(files)
+    if not found:
+        raise RuntimeError(f"no Parquet file matches {files}")
+    return found
 
 
 class ParquetToExamples(beam.PTransform):
@@ -131,20 +169,16 @@ class ParquetToExamples(beam.PTransform):
         self._markers = frozenset(["", *missing_values])
 
     def expand(self, pipeline):
-        files = (sorted(fileio.glob(self._files)) if isinstance(self._files, str)
-                 else list(self._files))
-        if not files:
-            raise RuntimeError(f"no Parquet file matches {self._files}")
         return (pipeline
-                | "Files" >> beam.Create(files)
-                | "Read" >> beam.ParDo(_ReadBatches(self._markers)))
+                | "Files" >> beam.Create(_files(self._files))
+                | "Read" >> beam.ParDo(_ReadBatches(self._markers, batch_to_examples)))
 
 
 class ParquetToRecordBatches(beam.PTransform):
-    """Parquet files -> Arrow RecordBatches of the examples ParquetToExamples writes, decoded as
-    TFDV decodes examples: what `headwise schema` computes statistics on. (`image_columns`
-    and `images_dir` exist for the CSV reading's signature; Parquet data has no image
-    columns.)"""
+    """Parquet files -> Arrow RecordBatches as the CSV reading gives them to TFDV (a missing
+    value is null; `batch_to_record_batch`): what `headwise schema` computes statistics on.
+    (`image_columns` and `images_dir` exist for the CSV reading's signature; Parquet data has no
+    image columns.)"""
 
     def __init__(self, files: str | Sequence[str],
                  missing_values: Sequence[str] = DEFAULT_MISSING_VALUES,
@@ -152,17 +186,13 @@ class ParquetToRecordBatches(beam.PTransform):
         super().__init__()
         if image_columns:
             raise ValueError("image features read files that a CSV's cells name (data.csv)")
-        self._examples = ParquetToExamples(files, missing_values)
+        self._files = files
+        self._markers = frozenset(["", *missing_values])
 
     def expand(self, pipeline):
-        def decode(serialized: list[bytes]) -> pa.RecordBatch:
-            return example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(serialized)
-
         return (pipeline
-                | "Examples" >> self._examples
-                | "Serialize" >> beam.Map(lambda e: e.SerializeToString())
-                | "Batch" >> beam.BatchElements(min_batch_size=100, max_batch_size=1000)
-                | "Decode" >> beam.Map(decode))
+                | "Files" >> beam.Create(_files(self._files))
+                | "Read" >> beam.ParDo(_ReadBatches(self._markers, batch_to_record_batch)))
 
 
 @beam.ptransform_fn

@@ -96,7 +96,7 @@ def test_parquet_values_follow_the_csv_rules():
     assert f[0]["d"].bytes_list.value == [b"2024-01-02"]
 
 
-def test_headwise_schema_reads_parquet_as_exampleGen_writes_it(taxi_sample):
+def test_headwise_schema_of_parquet_is_the_csvs(taxi_sample):
     from pipeline import schema as schema_lib
 
     cfg, csv_path, shards = taxi_sample
@@ -104,8 +104,12 @@ def test_headwise_schema_reads_parquet_as_exampleGen_writes_it(taxi_sample):
     parquet_cfg = config_lib.from_dict(
         {**_raw(cfg), "data": {"parquet": shards}}, source=cfg.source)
     as_parquet = schema_lib.generate_schema(parquet_cfg)
-    assert {f.name: f.type for f in as_parquet.feature} == {f.name: f.type
-                                                             for f in as_csv.feature}
+    # The whole curated schema: types, domains, ranges, and presence (a missing value must
+    # count as missing in the statistics, as the data gate counts it), in the file's order.
+    assert as_parquet == as_csv
+    assert [f.name for f in as_parquet.feature] == sources.ParquetSource().columns(shards)
+    company = next(f for f in as_parquet.feature if f.name == "company")
+    assert company.presence.min_fraction < 0.9  # the taxi sample's company is often missing
 
 
 def _raw(cfg):
