@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from headwise import tasks
-from headwise.config.fields import ConfigError
+from headwise.errors import ConfigError
 from headwise.image_files import FORMATS, HEADER_BYTES, image_format, image_path
 
 MAX_SHOWN = 5  # offending values a message lists

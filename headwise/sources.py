@@ -27,7 +27,7 @@ import shutil
 from typing import Any
 
 from headwise import data_check
-from headwise.config.fields import ConfigError
+from headwise.errors import ConfigError
 
 
 class DataSource:

@@ -106,15 +106,31 @@ def closure(entry_modules: Iterable[str], root: str = ROOT) -> list[str]:
     return sorted(known[m] for m in seen)
 
 
+def _packages_run(importer: str, target: str) -> list[str]:
+    """The enclosing packages of `target` whose `__init__` importing it runs, beyond those that
+    already enclose the importer (importing a.b.c from x runs a/__init__ and a/b/__init__)."""
+    parts = target.split(".")
+    return [p for p in (".".join(parts[:n]) for n in range(1, len(parts)))
+            if not (importer == p or importer.startswith(p + "."))]
+
+
 def cycles(found: Iterable[Import]) -> list[list[str]]:
     """The import cycles among repository modules: each strongly connected component of the
-    import graph with more than one module (or a module importing itself), sorted."""
+    import graph with more than one module (or a module importing itself), sorted. An import
+    also reaches the `__init__` of each package it enters (`_packages_run`): a package whose
+    `__init__` imports back into the importer is a cycle at run time, whichever module is
+    imported first."""
+    found = list(found)
+    packages = {i.module for i in found} | {i.resolved for i in found if i.resolved}
     graph: dict[str, set[str]] = {}
     for i in found:
         graph.setdefault(i.module, set())
         if i.resolved:
-            graph[i.module].add(i.resolved)
-            graph.setdefault(i.resolved, set())
+            reached = [i.resolved, *(p for p in _packages_run(i.module, i.resolved)
+                                     if p in packages)]
+            for target in reached:
+                graph[i.module].add(target)
+                graph.setdefault(target, set())
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []

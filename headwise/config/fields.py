@@ -7,11 +7,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
+from headwise.errors import ConfigError
+
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-
-class ConfigError(ValueError):
-    """A heads config is invalid. The message names the file and the field."""
 
 
 class Fields:
