@@ -66,26 +66,31 @@ def _accuracy_computations(name: str, k: int = 1, eval_config=None, model_name: 
         combiner=_AccuracyCombiner(key, eval_config, k, example_weighted))]
 
 
-class _AccuracyCombiner(beam.CombineFn):
-    def __init__(self, key, eval_config, k: int, example_weighted: bool):
-        self._key, self._eval_config, self._k = key, eval_config, k
+class _WeightedMean(beam.CombineFn):
+    """The example-weighted mean of `value(label, prediction)` over one output's examples;
+    subclasses give the value (and whether TFMA flattens and squeezes the arrays)."""
+
+    flatten = squeeze = True
+
+    def __init__(self, key, eval_config, example_weighted: bool):
+        self._key, self._eval_config = key, eval_config
         self._example_weighted = example_weighted
 
+    def value(self, label, prediction) -> float:
+        raise NotImplementedError
+
     def create_accumulator(self):
-        return [0.0, 0.0]  # weight of hits, weight of all
+        return [0.0, 0.0]  # weighted sum of values, weight
 
     def add_input(self, acc, element):
-        for label, scores, weight in metric_util.to_label_prediction_example_weight(
+        for label, prediction, weight in metric_util.to_label_prediction_example_weight(
                 element, eval_config=self._eval_config, model_name=self._key.model_name,
                 output_name=self._key.output_name, example_weighted=self._example_weighted,
-                flatten=False, squeeze=False):
+                flatten=self.flatten, squeeze=self.squeeze):
             w = float(np.sum(weight))
             if w == 0:
                 continue
-            scores = np.asarray(scores, float).reshape(-1)
-            cls = int(np.asarray(label).reshape(-1)[0])
-            # Ties count against: the label's class must beat all but k-1 other classes.
-            acc[0] += w * float(np.sum(scores > scores[cls]) < self._k)
+            acc[0] += w * self.value(label, prediction)
             acc[1] += w
         return acc
 
@@ -98,6 +103,20 @@ class _AccuracyCombiner(beam.CombineFn):
 
     def extract_output(self, acc):
         return {self._key: acc[0] / acc[1] if acc[1] else float("nan")}
+
+
+class _AccuracyCombiner(_WeightedMean):
+    flatten = squeeze = False
+
+    def __init__(self, key, eval_config, k: int, example_weighted: bool):
+        super().__init__(key, eval_config, example_weighted)
+        self._k = k
+
+    def value(self, label, scores) -> float:
+        scores = np.asarray(scores, float).reshape(-1)
+        cls = int(np.asarray(label).reshape(-1)[0])
+        # Ties count against: the label's class must beat all but k-1 other classes.
+        return float(np.sum(scores > scores[cls]) < self._k)
 
 
 class PoissonDeviance(metric_types.Metric):
@@ -121,34 +140,9 @@ def _deviance_computations(name: str, eval_config=None, model_name: str = "",
         combiner=_DevianceCombiner(key, eval_config, example_weighted))]
 
 
-class _DevianceCombiner(beam.CombineFn):
-    def __init__(self, key, eval_config, example_weighted: bool):
-        self._key, self._eval_config = key, eval_config
-        self._example_weighted = example_weighted
-
-    def create_accumulator(self):
-        return [0.0, 0.0]  # weighted deviance, weight
-
-    def add_input(self, acc, element):
-        for label, prediction, weight in metric_util.to_label_prediction_example_weight(
-                element, eval_config=self._eval_config, model_name=self._key.model_name,
-                output_name=self._key.output_name, example_weighted=self._example_weighted):
-            w = float(np.sum(weight))
-            if w == 0:
-                continue
-            acc[0] += w * float(np.sum(tasks.poisson_deviance(label, prediction)))
-            acc[1] += w
-        return acc
-
-    def merge_accumulators(self, accs):
-        out = self.create_accumulator()
-        for a in accs:
-            out[0] += a[0]
-            out[1] += a[1]
-        return out
-
-    def extract_output(self, acc):
-        return {self._key: acc[0] / acc[1] if acc[1] else float("nan")}
+class _DevianceCombiner(_WeightedMean):
+    def value(self, label, prediction) -> float:
+        return float(np.sum(tasks.poisson_deviance(label, prediction)))
 
 
 METRICS = {cls.__name__: cls for cls in (RootMeanSquaredError, MulticlassAccuracy,

@@ -263,7 +263,23 @@ class Task:
         return keep, np.asarray(y, float)
 
 
-class RegressionTask(Task):
+class _MeanBaseline(Task):
+    """A numeric label's trivial baseline: always predict the training mean (its absolute and
+    squared errors summed; subclasses add what their metrics need)."""
+
+    def fit_stats(self, head, y):
+        return _count_and_sum(y)
+
+    def fit(self, head, stats):
+        return {"mean": stats["sum"] / stats["n"] if stats["n"] else 0.0}
+
+    def score_stats(self, head, fitted, y):
+        err = np.asarray(y, float) - fitted["mean"]
+        return {"n": float(err.size), "abs": float(np.abs(err).sum()),
+                "sq": float((err ** 2).sum())}
+
+
+class RegressionTask(_MeanBaseline):
     name = "regression"
     losses = ("mse", "mae", "huber")
     metrics = _metrics(Metric("mae", "MeanAbsoluteError", False),
@@ -291,18 +307,6 @@ class RegressionTask(Task):
     def encode(self, head, raw):
         return float(raw)
 
-    # Always predict the training mean.
-    def fit_stats(self, head, y):
-        return _count_and_sum(y)
-
-    def fit(self, head, stats):
-        return {"mean": stats["sum"] / stats["n"] if stats["n"] else 0.0}
-
-    def score_stats(self, head, fitted, y):
-        err = np.asarray(y, float) - fitted["mean"]
-        return {"n": float(err.size), "abs": float(np.abs(err).sum()),
-                "sq": float((err ** 2).sum())}
-
     def baseline_metrics(self, head, fitted, stats):
         n = stats["n"] or float("nan")
         mse = stats["sq"] / n
@@ -326,7 +330,7 @@ def poisson_deviance(y: np.ndarray, mu: np.ndarray) -> np.ndarray:
     return 2.0 * (np.where(y > 0, y * np.log(ratio), 0.0) - (y - mu))
 
 
-class CountTask(Task):
+class CountTask(_MeanBaseline):
     """Non-negative whole numbers (sales, trips, clicks): a Poisson model with a log link; the
     output is the expected count, in the label's units."""
 
@@ -353,19 +357,10 @@ class CountTask(Task):
     def encode(self, head, raw):
         return float(raw)
 
-    # Always predict the training mean.
-    def fit_stats(self, head, y):
-        return _count_and_sum(y)
-
-    def fit(self, head, stats):
-        return {"mean": stats["sum"] / stats["n"] if stats["n"] else 0.0}
-
     def score_stats(self, head, fitted, y):
         y = np.asarray(y, float)
-        err = y - fitted["mean"]
-        return {"n": float(err.size), "abs": float(np.abs(err).sum()),
-                "sq": float((err ** 2).sum()),
-                "deviance": float(poisson_deviance(y, np.full_like(y, fitted["mean"])).sum())}
+        return {**super().score_stats(head, fitted, y), "deviance": float(
+            poisson_deviance(y, np.full_like(y, fitted["mean"])).sum())}
 
     def baseline_metrics(self, head, fitted, stats):
         n = stats["n"] or float("nan")
