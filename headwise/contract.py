@@ -92,6 +92,12 @@ def label_stats_key(head: str) -> str:
     return f"labelstats__{head}"
 
 
+def presence_key(feature: str) -> str:
+    """A numeric feature's missing-value indicator (1.0: present), a transformed column and a
+    model input next to the feature's own (`missing_indicator: true`)."""
+    return f"present__{feature}"
+
+
 def classes_vocabulary(head: str) -> str:
     """Transform's vocabulary file of a multiclass head that learns its classes."""
     return f"classes__{head}"

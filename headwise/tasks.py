@@ -279,6 +279,13 @@ class _MeanBaseline(Task):
                 "sq": float((err ** 2).sum())}
 
 
+# A regression head's target transform: the space its loss is computed in. `log`: the
+# symmetric log, sign(y) log(1 + |y|), for skewed labels (prices, durations, amounts); the
+# head's output is mapped back (sign(z) (exp(|z|) - 1)) inside the model, so every output,
+# metric and served value is in the label's units.
+TARGETS = ("none", "log")
+
+
 class RegressionTask(_MeanBaseline):
     name = "regression"
     losses = ("mse", "mae", "huber")
@@ -288,15 +295,16 @@ class RegressionTask(_MeanBaseline):
                        Metric("mse", "MeanSquaredError", False))
     default_metrics = ("mae", "rmse")
     signature = REGRESS
-    config_keys = ("normalize",)
+    config_keys = ("normalize", "target")
     numeric_label = True
     schema_domain = NUMERIC
 
     def parse(self, f, spec):
-        return {"normalize": f.get("normalize", bool, True)}
+        return {"normalize": f.get("normalize", bool, True),
+                "target": f.choice("target", TARGETS, "none", what="target transform")}
 
     def raw(self, head):
-        return {"normalize": head.normalize}
+        return {"normalize": head.normalize, "target": head.target}
 
     def label_statistics(self, head):
         return head.normalize  # the loss is scaled by the label's spread

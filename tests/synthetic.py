@@ -18,7 +18,7 @@ CFG = config_lib.from_dict({
     "name": "synthetic", "data": {"csv": "unused.csv"},
     "features": {"a": "numeric", "b": "categorical", "c": {"type": "bucketized", "buckets": 4}},
     "heads": [
-        {"name": "r", "label": "y_r", "task": "regression", "loss": "mse",
+        {"name": "r", "label": "y_r", "task": "regression", "loss": "mse", "target": "log",
          "metrics": ["mae", "rmse", "mse"]},
         {"name": "k", "label": "y_k", "task": "binary"},
         {"name": "m", "label": "y_m", "task": "multiclass", "classes": ["p", "q"],
@@ -66,7 +66,8 @@ def train_and_export(tft_output, data: list[dict], export_dir: str, epochs: int 
     tf.keras.utils.set_random_seed(seed)
     model = model_lib.build_model(cfg, model_lib.feature_cardinalities(cfg, tft_output),
                                   model_lib.regression_stats(cfg, tft_output))
-    feats = {f.name: np.array([[t[f.name]] for t in data]) for f in cfg.features}
+    columns = {k: tf.constant(np.array([t[k] for t in data])) for k in data[0]}
+    feats = {k: v.numpy() for k, v in export_lib.model_features(cfg, columns).items()}
     labels = {h.name: np.array([t[heads_lib.label_key(h.name)] for t in data])
               for h in cfg.heads}
     labels = {k: v[:, None] if v.ndim == 1 else v for k, v in labels.items()}

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from headwise import contract
 from headwise import examples as examples_lib
 from tests import synthetic
 from trainer import heads as heads_lib
@@ -45,13 +46,18 @@ def test_labels_are_encoded_per_task_with_missing_weighted_out(transformed):
         assert t[heads_lib.label_key("g")] == expected_tags
         assert t[heads_lib.weight_key("g")] == float(bool(raw["y_g"]))
         assert 0 <= t["c"] <= 4  # 4 quantile buckets, id 4 would mean missing
+        # `a` is numeric with the default encoding: its quantile position in [0, 1], the
+        # median (0.5) when missing, and a missing indicator.
+        assert t[contract.presence_key("a")] == float(bool(raw["a"]))
+        assert 0.0 <= t["a"] <= 1.0
         if not raw["a"]:
-            assert t["a"] == pytest.approx(0.0, abs=1e-6)  # imputed at the mean
+            assert t["a"] == pytest.approx(0.5, abs=1e-6)
 
 
 def test_regression_stats_are_learned_from_present_labels_only(transformed):
+    """Head r has the `log` target: its statistics are those of log(1 + y)."""
     rows, tft_output, _ = transformed
-    present = np.array([r["y_r"][0] for r in rows if r["y_r"]])
+    present = np.log1p(np.array([r["y_r"][0] for r in rows if r["y_r"]]))
     stats = model_lib.regression_stats(CFG, tft_output)
     assert stats["r"]["mean"] == pytest.approx(present.mean(), rel=1e-4)
     assert stats["r"]["std"] == pytest.approx(present.std(), rel=1e-3)

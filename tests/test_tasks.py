@@ -23,6 +23,8 @@ NOT_A_TASK = {("serving/dataplane.py", "regression"): "TF Serving's word for a R
 # Benchmarks declare configs ({"task": "multiclass"}): data, not task knowledge. They may still
 # not branch on a task name.
 DECLARES_CONFIGS = ("benchmarks",)
+# x fed to the model as it is (a zscore feature's transformed value; no missing indicator)
+RAW_NUMERIC = {"type": "numeric", "encoding": "zscore", "missing_indicator": False}
 
 
 def task_literals(root: str = imports_lib.ROOT) -> list[str]:
@@ -77,7 +79,7 @@ def test_every_task_key_is_a_field_of_the_head():
 
 def count_cfg(**head):
     return config_lib.from_dict({
-        "name": "c", "data": {"csv": "unused.csv"}, "features": {"x": "numeric"},
+        "name": "c", "data": {"csv": "unused.csv"}, "features": {"x": RAW_NUMERIC},
         "heads": [{"name": "trips", "label": "n", "task": "count", **head}]})
 
 
@@ -147,7 +149,7 @@ def test_a_count_head_learns_a_poisson_rate():
     x = rng.normal(size=(2048, 1)).astype("float32")
     y = rng.poisson(np.exp(0.3 + 0.9 * x[:, 0])).astype("float32")[:, None]
     cfg = config_lib.from_dict({
-        "name": "c", "data": {"csv": "unused.csv"}, "features": {"x": "numeric"},
+        "name": "c", "data": {"csv": "unused.csv"}, "features": {"x": RAW_NUMERIC},
         "heads": [{"name": "trips", "label": "n", "task": "count"}],
         "model": {"hidden_units": [16], "learning_rate": 0.01}})
     model = model_lib.build_model(cfg, {}, {"trips": {"mean": float(y.mean()), "std": 1.0}})

@@ -20,10 +20,15 @@ N = 512
 ROOT = Path(__file__).resolve().parents[1]
 
 
+RAW_NUMERIC = {"type": "numeric", "encoding": "zscore", "missing_indicator": False}
+
+
 def make_cfg(heads, features=None, **model):
     return config_lib.from_dict({
         "name": "synthetic", "data": {"csv": "unused.csv"},
-        "features": features or {"x": "numeric"},
+        # The model's wiring on a raw input: x is fed as it is, as a zscore feature's
+        # transformed value would be (the encodings have their own tests).
+        "features": features or {"x": RAW_NUMERIC},
         "heads": heads, "model": {"hidden_units": [32, 16], "learning_rate": 0.01, **model},
     })
 

@@ -22,7 +22,30 @@ import tf_keras as keras
 
 from headwise.config import PipelineConfig
 from headwise.config.model import BACKBONE_TYPES
+from headwise.contract import presence_key
 from trainer import images as images_lib
+
+
+class PiecewiseLinear(keras.layers.Layer):
+    """A numeric feature's quantile position u in [0, 1] ([batch, 1]) -> `bins` piecewise-linear
+    components clip(u * bins - i, 0, 1), i = 0 .. bins-1 (Gorishniy et al. 2022's PLE with
+    quantile bins: Transform's quantile position makes every bin one `1 / bins` wide), then a
+    dense layer of `units` with ReLU: [batch, units]."""
+
+    def __init__(self, bins: int, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.bins, self.units = int(bins), int(units)
+        self.dense = keras.layers.Dense(self.units, activation="relu", name="dense")
+
+    def components(self, u: tf.Tensor) -> tf.Tensor:
+        steps = tf.range(self.bins, dtype=tf.float32)
+        return tf.clip_by_value(u * float(self.bins) - steps, 0.0, 1.0)
+
+    def call(self, u):
+        return self.dense(self.components(tf.reshape(u, [-1, 1])))
+
+    def get_config(self):
+        return {**super().get_config(), "bins": self.bins, "units": self.units}
 
 
 class Backbone(keras.layers.Layer):
@@ -38,6 +61,9 @@ class Backbone(keras.layers.Layer):
             for f in cfg.features if f.type in ("categorical", "bucketized")}
         self.image_encoders = {f.name: images_lib.ImageEncoder(cfg, f)
                                for f in cfg.image_features}
+        self.piecewise = {f.name: PiecewiseLinear(f.bins, m.embedding_dim, name=f"ple_{f.name}")
+                          for f in cfg.features
+                          if f.type == "numeric" and f.encoding == "piecewise"}
 
     def inputs(self) -> dict[str, keras.Input]:
         """One Keras Input per transformed feature: [batch, 1], or an image feature's decoded
@@ -47,7 +73,12 @@ class Backbone(keras.layers.Layer):
                 return keras.Input(shape=(*f.size, f.channels), name=f.name, dtype=tf.float32)
             return keras.Input(shape=(1,), name=f.name,
                                dtype=tf.float32 if f.type == "numeric" else tf.int64)
-        return {f.name: one(f) for f in self.cfg.features}
+        out = {f.name: one(f) for f in self.cfg.features}
+        for f in self.cfg.features:
+            if f.type == "numeric" and f.missing_indicator:
+                key = presence_key(f.name)
+                out[key] = keras.Input(shape=(1,), name=key, dtype=tf.float32)
+        return out
 
     def encode(self, inputs: dict[str, tf.Tensor], training=None) -> tf.Tensor:
         """Every feature as one flat vector: numeric values as they are, integer ids embedded,
@@ -56,7 +87,10 @@ class Backbone(keras.layers.Layer):
         for f in self.cfg.features:
             x = inputs[f.name]
             if f.type == "numeric":
-                parts.append(tf.cast(x, tf.float32))
+                x = tf.cast(x, tf.float32)
+                parts.append(self.piecewise[f.name](x) if f.name in self.piecewise else x)
+                if f.missing_indicator:
+                    parts.append(tf.cast(inputs[presence_key(f.name)], tf.float32))
             elif f.type == "image":
                 parts.append(self.image_encoders[f.name](x, training=training))
             else:

@@ -106,21 +106,36 @@ REGRESSION_LOSSES = {"mse": keras.losses.MeanSquaredError, "mae": keras.losses.M
                      "huber": keras.losses.Huber}
 
 
-class ScaledLoss(keras.losses.Loss):
-    """A regression loss computed on (y_true - y_pred) / scale, so that heads whose labels have
-    different units (dollars, seconds) contribute comparably to the shared backbone."""
+class SymExp(keras.layers.Layer):
+    """The `log` target's inverse (symexp): the head's output back in the label's units."""
 
-    def __init__(self, base: str, scale: float, name: str | None = None, **kwargs):
+    def call(self, z):
+        return symexp(z)
+
+
+class ScaledLoss(keras.losses.Loss):
+    """A regression loss computed on (t(y_true) - t(y_pred)) / scale, where t is the target
+    transform (identity, or symlog for a `log` target: the output is symexp of the network's
+    value, so t(y_pred) is that value again): heads whose labels have different units (dollars,
+    seconds) contribute comparably to the shared backbone."""
+
+    def __init__(self, base: str, scale: float = 1.0, target: str = "none",
+                 name: str | None = None, **kwargs):
         super().__init__(name=name or f"scaled_{base}", **kwargs)
-        self.base, self.scale = base, float(scale)
+        self.base, self.scale, self.target = base, float(scale), target
         self._base = REGRESSION_LOSSES[base]()
+
+    def _t(self, y):
+        return symlog(y) if self.target == "log" else y
 
     def call(self, y_true, y_pred):
         # The base loss's per-example values; this Loss applies weights and reduction.
-        return self._base.call(tf.cast(y_true, y_pred.dtype) / self.scale, y_pred / self.scale)
+        y_true = tf.cast(y_true, y_pred.dtype)
+        return self._base.call(self._t(y_true) / self.scale, self._t(y_pred) / self.scale)
 
     def get_config(self):
-        return {**super().get_config(), "base": self.base, "scale": self.scale}
+        return {**super().get_config(), "base": self.base, "scale": self.scale,
+                "target": self.target}
 
 
 def poisson_deviance(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
@@ -192,6 +207,22 @@ class HeadLayer(keras.layers.Layer):
         return out
 
 
+def symlog(x: tf.Tensor) -> tf.Tensor:
+    """sign(x) log(1 + |x|): a skewed label's scale (the `log` target transform)."""
+    return tf.sign(x) * tf.math.log1p(tf.abs(x))
+
+
+def symexp(z: tf.Tensor) -> tf.Tensor:
+    """The inverse of symlog, sign(z) (exp(|z|) - 1); |z| is capped at 80 so that float32
+    cannot overflow (exp(80) ~ 5.5e34)."""
+    return tf.sign(z) * tf.math.expm1(tf.minimum(tf.abs(z), 80.0))
+
+
+def target_space(cfg: Head, y: tf.Tensor) -> tf.Tensor:
+    """A label (or prediction) in label units -> the space the head's loss is computed in."""
+    return symlog(y) if cfg.target == "log" else y
+
+
 def numeric_label(cfg: Head, raw: Any) -> dict[str, tf.Tensor]:
     """A numeric label as it is (float32) and its weight; when its task asks for them
     (`tasks.Task.label_statistics`), also its z-score and the mean and std of the present values,
@@ -201,7 +232,9 @@ def numeric_label(cfg: Head, raw: Any) -> dict[str, tf.Tensor]:
     y64 = tf.cast(to_dense(raw, tf.zeros([], raw.dtype)), tf.float64)
     out = {label_key(cfg.name): tf.cast(y64, tf.float32), weight_key(cfg.name): presence(raw)}
     if tasks.of(cfg).label_statistics(cfg):
-        v = tf.cast(values(raw), tf.float64)
+        # In the target space: the statistics of log(1 + y) for a `log` target.
+        y64 = target_space(cfg, y64)
+        v = target_space(cfg, tf.cast(values(raw), tf.float64))
         mean = tft.mean(v, output_dtype=tf.float64)
         var = tft.var(v, output_dtype=tf.float64)
         std = tf.where(var > 0, tf.sqrt(var), tf.ones_like(var))
@@ -219,15 +252,19 @@ class RegressionHead(HeadLayer):
         return numeric_label(cfg, raw)
 
     def make_output(self):
+        inverse = [SymExp(name="from_log")] if self.cfg.target == "log" else []
         if not self.cfg.normalize:
-            return [keras.layers.Dense(1, name="output")]
-        # A normalised output, mapped back to label units.
+            return [keras.layers.Dense(1, name="output"), *inverse]
+        # A normalised output, mapped back to the target space, then to label units.
         return [keras.layers.Dense(1, name="output_z"),
-                Affine(self.stats["std"], self.stats["mean"], name="to_label_units")]
+                Affine(self.stats["std"], self.stats["mean"], name="to_label_units"), *inverse]
 
     def loss(self):
         if self.cfg.normalize:
-            return ScaledLoss(self.cfg.loss, self.stats["std"], name=f"{self.name}_loss_fn")
+            return ScaledLoss(self.cfg.loss, self.stats["std"], self.cfg.target,
+                              name=f"{self.name}_loss_fn")
+        if self.cfg.target == "log":
+            return ScaledLoss(self.cfg.loss, 1.0, self.cfg.target, name=f"{self.name}_loss_fn")
         return REGRESSION_LOSSES[self.cfg.loss]()
 
 

@@ -199,8 +199,11 @@ class MultiHeadModel(keras.Model):
 
 
 def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
-                stats: dict[str, dict[str, float]]) -> MultiHeadModel:
+                stats: dict[str, dict[str, float]], total_steps: int | None = None
+                ) -> MultiHeadModel:
     """The compiled multi-head model. `stats[head]` holds label statistics (regression).
+    `total_steps`: the planned optimizer steps, which `model.schedule` spans (without them the
+    learning rate is constant).
 
     For a one-head config (`PipelineConfig.single_task`) this is the single-task model with the
     very same backbone, which is what benchmarks compare against.
@@ -214,14 +217,35 @@ def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
                            loss_normalization=cfg.model.loss_normalization,
                            learning_rate=cfg.model.learning_rate,
                            name=f"{cfg.name}_multihead")
-    return compile_model(model, cfg.model.learning_rate)
+    model.weight_decay = cfg.model.weight_decay
+    return compile_model(model, learning_rate_schedule(cfg, total_steps), cfg.model.weight_decay)
 
 
-def compile_model(model: MultiHeadModel, learning_rate: float) -> MultiHeadModel:
-    """(Re)compile with Adam at `learning_rate`: after changing which weights train (the image
-    fine-tune schedule) Keras must compile again for the change to take effect."""
+def learning_rate_schedule(cfg: PipelineConfig, total_steps: int | None):
+    """`model.learning_rate` under `model.schedule` over `total_steps` optimizer steps."""
+    m = cfg.model
+    if m.schedule == "constant" or not total_steps:
+        return m.learning_rate
+    warmup = int(m.warmup * total_steps)
+    # CosineDecay's warm-up goes linearly from initial_learning_rate to warmup_target.
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else m.learning_rate,
+        decay_steps=max(1, total_steps - warmup), alpha=0.0,
+        warmup_target=m.learning_rate if warmup else None, warmup_steps=warmup)
+
+
+def compile_model(model: MultiHeadModel, learning_rate, weight_decay: float = 0.0
+                  ) -> MultiHeadModel:
+    """(Re)compile with Adam (AdamW when `weight_decay` > 0; the uncertainty log-variances are
+    not decayed) at `learning_rate` (a float or a schedule): after changing which weights train
+    (the image fine-tune schedule) Keras must compile again for the change to take effect."""
+    if weight_decay > 0:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        optimizer.exclude_from_weight_decay(var_names=["log_var_"])
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer,
         weighted_metrics={h: layer.keras_metrics() for h, layer in model.heads.items()},
         run_eagerly=model._run_eagerly,  # noqa: SLF001 (a recompile keeps the setting)
     )

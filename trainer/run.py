@@ -14,7 +14,7 @@ from tfx_bsl.public import tfxio
 
 from headwise import config as config_lib
 from headwise import contract
-from headwise.config.model import epochs_for
+from headwise.config import model as model_config
 from trainer import callbacks as callbacks_lib
 from trainer import export as export_lib
 from trainer import heads as heads_lib
@@ -40,6 +40,14 @@ def input_fn(file_pattern, data_accessor, tft_output: tft.TFTransformOutput,
         return export_lib.model_features(cfg, t), labels, weights
 
     return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def count_records(file_patterns: list[str]) -> int:
+    """Examples in Transform's gzipped TFRecord files (the split sizes the budget is planned
+    from; a count, no parsing: about a second per 100k examples)."""
+    files = [f for p in file_patterns for f in tf.io.gfile.glob(p)]
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=4)
+    return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
 
 
 def learned_classes(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput
@@ -74,7 +82,7 @@ def fine_tune(model: model_lib.MultiHeadModel, schedule, epochs: int,
         return
     with strategy.scope():
         unfrozen = model_lib.unfreeze_images(model, schedule.layers)
-        model_lib.compile_model(model, schedule.learning_rate)
+        model_lib.compile_model(model, schedule.learning_rate, model.weight_decay)
     print(f"  fine-tune: epoch {frozen + 1}/{epochs} on, the top {schedule.layers} layers of "
           f"the image application train ({unfrozen:,} weights) at learning rate "
           f"{schedule.learning_rate:g}", flush=True)
@@ -86,7 +94,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     cfg = cfg.with_learned_classes(learned_classes(cfg, tft_output))
     keras.utils.set_random_seed(cfg.trainer.seed)
-    batch = cfg.trainer.batch_size
+    plan = model_config.plan(cfg.trainer, count_records(fn_args.train_files),
+                             count_records(fn_args.eval_files), fn_args.train_steps or None,
+                             fn_args.eval_steps or None)
+    print(f"  training plan: {plan.why}; {plan.steps_per_epoch} steps per epoch, "
+          f"{plan.validation_steps} validation batches, early stopping after "
+          f"{plan.patience or 'no'} epochs without improvement", flush=True)
+    batch = plan.batch_size
     train = input_fn(fn_args.train_files, fn_args.data_accessor, tft_output, cfg, batch)
     evals = input_fn(fn_args.eval_files, fn_args.data_accessor, tft_output, cfg, batch)
 
@@ -97,22 +111,21 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     strategy = _strategy(fn_args.custom_config.get("distribution_strategy", "none"))
     with strategy.scope():
         model = model_lib.build_model(cfg, model_lib.feature_cardinalities(cfg, tft_output),
-                                      stats)
+                                      stats, total_steps=plan.total_steps)
 
-    # Several epochs over the step budget give a learning curve in the history and TensorBoard.
-    epochs = epochs_for(fn_args.train_steps)
+    epochs = plan.epochs
     callbacks = [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
                  callbacks_lib.EpochSummary([h.name for h in cfg.heads], epochs),
                  callbacks_lib.StopOnNonFinite(cfg),
                  *model.balancing_callbacks()]
-    if cfg.trainer.early_stopping_patience:
+    if plan.patience:
         # The shared backbone overfits small data; keep the weights of the best epoch. The
         # weighted loss is comparable across epochs under every balancing (trainer.model).
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_weighted_loss", patience=cfg.trainer.early_stopping_patience,
+            monitor="val_weighted_loss", patience=plan.patience,
             restore_best_weights=True, verbose=1))
-    fit = dict(x=train, steps_per_epoch=max(1, fn_args.train_steps // epochs),
-               validation_data=evals, validation_steps=max(1, fn_args.eval_steps), verbose=0,
+    fit = dict(x=train, steps_per_epoch=plan.steps_per_epoch,
+               validation_data=evals, validation_steps=plan.validation_steps, verbose=0,
                callbacks=callbacks)
     schedule = cfg.model.image.fine_tune if cfg.model.image else None
     if schedule is None:

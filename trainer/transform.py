@@ -1,7 +1,11 @@
 """Transform's preprocessing_fn, generated from the heads config.
 
 Input features (names kept):
-  numeric     -> float32 z-score (mean/std of present values); missing -> 0 (the mean);
+  numeric     -> float32, by the feature's `encoding`: zscore (mean/std of present values,
+                 clipped to [-clip, clip] when set; missing -> 0, the mean), or quantile and
+                 piecewise (the value's position among the training values in [0, 1], linear
+                 between `bins` quantile boundaries, clipped to [0, 1]; missing -> 0.5); with
+                 `missing_indicator`, also `contract.presence_key(name)`: 1.0 where present;
   categorical -> int64 vocabulary index by descending frequency; a missing value (no entry
                  in the vocabulary) and values unseen in training hash into the `oov_buckets`
                  extra ids; the vocabulary file is named after the feature;
@@ -19,6 +23,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from headwise import config as config_lib
+from headwise import contract
 from trainer import heads as heads_lib
 
 
@@ -26,6 +31,36 @@ def _as_float(x):
     if isinstance(x, tf.sparse.SparseTensor):
         return tf.SparseTensor(x.indices, tf.cast(x.values, tf.float32), x.dense_shape)
     return tf.cast(x, tf.float32)
+
+
+def quantile_position(x: tf.Tensor, edges: tf.Tensor) -> tf.Tensor:
+    """x [batch] -> its position in [0, 1] on the piecewise-linear CDF through `edges` [bins+1]
+    (the minimum, the bins-1 quantile boundaries, the maximum; sorted, repeats allowed): x in
+    bin b, between edges[b] and edges[b+1], maps to (b + its share of that bin) / bins. A value
+    equal to a repeated edge (a point mass) maps to the top of its run of bins; values outside
+    the training range map to 0 or 1."""
+    bins = tf.shape(edges)[0] - 1
+    inner = edges[1:-1]
+    b = tf.searchsorted(inner, x, side="right")  # boundaries <= x: the bin, 0 .. bins-1
+    lo, hi = tf.gather(edges, b), tf.gather(edges, b + 1)
+    share = tf.clip_by_value(tf.math.divide_no_nan(x - lo, hi - lo), 0.0, 1.0)
+    u = (tf.cast(b, tf.float32) + share) / tf.cast(bins, tf.float32)
+    return tf.clip_by_value(u, 0.0, 1.0)
+
+
+def _numeric(feature: config_lib.Feature, x: Any) -> tf.Tensor:
+    present = heads_lib.values(x)
+    if feature.encoding == "zscore":
+        mean, var = tft.mean(present), tft.var(present)
+        std = tf.where(var > 0, tf.sqrt(var), tf.ones_like(var))
+        z = (heads_lib.to_dense(x, mean) - mean) / std  # missing -> 0 (the mean)
+        return z if feature.clip is None else tf.clip_by_value(z, -feature.clip, feature.clip)
+    boundaries = tf.reshape(tft.quantiles(present, feature.bins,
+                                          epsilon=0.01 / feature.bins), [-1])
+    edges = tf.concat([tf.reshape(tft.min(present), [1]), boundaries,
+                       tf.reshape(tft.max(present), [1])], axis=0)
+    u = quantile_position(heads_lib.to_dense(x, 0.0), edges)
+    return tf.where(heads_lib.presence(x) > 0, u, 0.5)  # missing -> the median
 
 
 def transform_feature(feature: config_lib.Feature, raw: Any) -> tf.Tensor:
@@ -44,9 +79,7 @@ def transform_feature(feature: config_lib.Feature, raw: Any) -> tf.Tensor:
     x = _as_float(raw)
     present = heads_lib.values(x)
     if feature.type == "numeric":
-        mean, var = tft.mean(present), tft.var(present)
-        std = tf.where(var > 0, tf.sqrt(var), tf.ones_like(var))
-        return (heads_lib.to_dense(x, mean) - mean) / std  # missing -> 0 (the mean)
+        return _numeric(feature, x)
     boundaries = tft.quantiles(present, feature.buckets, epsilon=0.01 / feature.buckets)
     buckets = tft.apply_buckets(heads_lib.to_dense(x, 0.0), boundaries)
     # A missing value gets its own id, `buckets`, one past the last quantile bucket.
@@ -63,6 +96,8 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
             raise ValueError(f"feature column {feature.name!r} (features.{feature.name} in "
                              f"{cfg.source}) is not in the examples; got {sorted(inputs)}")
         out[feature.name] = transform_feature(feature, inputs[feature.name])
+        if feature.type == "numeric" and feature.missing_indicator:
+            out[contract.presence_key(feature.name)] = heads_lib.presence(inputs[feature.name])
     for head in cfg.heads:
         if head.label not in inputs:
             raise ValueError(f"label column {head.label!r} of head {head.name!r} "

@@ -8,6 +8,17 @@ from typing import Any
 from headwise.config.fields import Fields
 
 FEATURE_TYPES = ("numeric", "categorical", "bucketized", "image")
+# How Transform encodes a numeric feature (trainer.transform) and the backbone reads it
+# (trainer.backbones):
+#   zscore:    (x - mean) / std, optionally clipped to [-clip, clip];
+#   quantile:  x's position among the training values, in [0, 1]: `bins` quantile boundaries,
+#              linear between them (heavy tails and outliers land in [0, 1]);
+#   piecewise: the quantile position expanded into `bins` piecewise-linear components, each
+#              in [0, 1] (Gorishniy et al. 2022, PLE with quantile bins), then a dense layer
+#              of model.embedding_dim units with ReLU per feature.
+NUMERIC_ENCODINGS = ("zscore", "quantile", "piecewise")
+DEFAULT_NUMERIC_ENCODING = "piecewise"
+NUMERIC_KEYS = ("encoding", "bins", "missing_indicator", "clip")
 IMAGE_CHANNELS = (1, 3)
 DEFAULT_IMAGE_SIZE = (224, 224)  # Keras Applications' default input size
 
@@ -23,6 +34,11 @@ class Feature:
     # with `channels` (3: RGB, what pretrained models take; 1: grey) inside the serving graph
     size: tuple[int, int] = DEFAULT_IMAGE_SIZE
     channels: int = 3
+    # numeric only (NUMERIC_ENCODINGS)
+    encoding: str = DEFAULT_NUMERIC_ENCODING
+    bins: int = 32  # quantile and piecewise: quantile boundaries from Transform
+    missing_indicator: bool = True  # a 0/1 input: was the value present?
+    clip: float | None = None  # zscore: clip the z-score to [-clip, clip]
 
 
 def parse_feature(source: str, name: str, spec: Any) -> Feature:
@@ -30,7 +46,7 @@ def parse_feature(source: str, name: str, spec: Any) -> Feature:
     if isinstance(spec, str):
         spec = {"type": spec}
     f = Fields(source, path, spec, ("type", "buckets", "oov_buckets", "top_k", "size",
-                                    "channels"))
+                                    "channels", *NUMERIC_KEYS))
     ftype = f.choice("type", FEATURE_TYPES, what="feature type")
     buckets = f.get("buckets", int, 10)
     oov = f.get("oov_buckets", int, 1)
@@ -41,6 +57,22 @@ def parse_feature(source: str, name: str, spec: Any) -> Feature:
         f.fail("only categorical features take 'oov_buckets'/'top_k'", "oov_buckets")
     if ftype != "image" and ({"size", "channels"} & set(spec)):
         f.fail("only image features take 'size'/'channels'", "size")
+    if ftype != "numeric" and set(NUMERIC_KEYS) & set(spec):
+        key = sorted(set(NUMERIC_KEYS) & set(spec))[0]
+        f.fail(f"only numeric features take {'/'.join(NUMERIC_KEYS)}", key)
+    encoding = f.choice("encoding", NUMERIC_ENCODINGS, DEFAULT_NUMERIC_ENCODING,
+                        what="numeric encoding")
+    bins = f.get("bins", int, 32)
+    if bins < 2:
+        f.fail("must be >= 2", "bins")
+    if "bins" in spec and encoding == "zscore":
+        f.fail("only the quantile and piecewise encodings take bins", "bins")
+    clip = f.get("clip", float, None) if spec.get("clip") is not None else None
+    if clip is not None and encoding != "zscore":
+        f.fail(f"only the zscore encoding takes clip (the {encoding} encoding is bounded "
+               "already)", "clip")
+    if clip is not None and clip <= 0:
+        f.fail(f"must be > 0 (z-scores are clipped to [-clip, clip]), got {clip}", "clip")
     if buckets < 2:
         f.fail("must be >= 2", "buckets")
     if oov < 1:
@@ -56,7 +88,8 @@ def parse_feature(source: str, name: str, spec: Any) -> Feature:
     if channels not in IMAGE_CHANNELS:
         f.fail(f"expected 3 (RGB) or 1 (grey), got {channels}", "channels")
     return Feature(name=name, type=ftype, buckets=buckets, oov_buckets=oov, top_k=top_k,
-                   size=(size[0], size[1]), channels=channels)
+                   size=(size[0], size[1]), channels=channels, encoding=encoding, bins=bins,
+                   missing_indicator=f.get("missing_indicator", bool, True), clip=clip)
 
 
 def parse_features(top: Fields) -> tuple[Feature, ...]:
@@ -82,4 +115,11 @@ def raw_feature(feature: Feature) -> dict[str, Any]:
         out["size"] = list(feature.size)
     if feature.type == "image" or feature.channels != default.channels:
         out["channels"] = feature.channels
+    if feature.type == "numeric":
+        out["encoding"] = feature.encoding
+        if feature.encoding != "zscore":
+            out["bins"] = feature.bins
+        out["missing_indicator"] = feature.missing_indicator
+        if feature.clip is not None:
+            out["clip"] = feature.clip
     return out

@@ -81,6 +81,7 @@ class Head:
     other_class: str | None = None  # multiclass: name for every value not in `classes`
     delimiter: str = "|"  # multilabel: separates the labels of one example in the column
     normalize: bool = True  # regression: scale the loss by the label's spread
+    target: str = "none"  # regression: the target transform (tasks.TARGETS)
     tower: tuple[int, ...] = ()  # hidden units of this head's own layers
     positive: str | None = None  # binary: the label value that is the positive class
     top_k: int | None = None  # multiclass without classes: learn at most this many

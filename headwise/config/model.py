@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from headwise.config.fields import Fields
@@ -11,7 +12,9 @@ LOSS_BALANCING = ("static", "uncertainty", "dwa", "gradnorm")  # implemented: tr
 BACKBONE_TYPES = ("shared_bottom", "mmoe", "ple")  # implemented: trainer.backbones.BACKBONES
 LOSS_NORMALIZATION = ("batch", "present")
 ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
-TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience")
+TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience",
+                "epochs")
+SCHEDULES = ("constant", "warmup_cosine")
 # Keras Applications models an image feature can be read with (trainer.images.APPLICATIONS).
 APPLICATIONS = ("ResNet50", "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
                 "EfficientNetB0")
@@ -69,15 +72,95 @@ class ModelConfig:
     loss_normalization: str = "batch"
     # model.backbone as a mapping with `application`: image features' pretrained model
     image: ImageBackbone | None = None
+    # constant: `learning_rate` throughout; warmup_cosine: linear warm-up over the first
+    # `warmup` share of the planned steps, then cosine decay to 0 at the last planned step.
+    schedule: str = "warmup_cosine"
+    warmup: float = 0.05
+    weight_decay: float = 1e-4  # AdamW's decoupled weight decay (0: Adam)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
-    train_steps: int = 2000
-    eval_steps: int = 200
-    batch_size: int = 128
+    """How long the Trainer trains (`plan`). Unset values are derived from the size of the
+    training split; `train_steps` switches to a fixed step budget (the behaviour before
+    epochs existed)."""
+
+    train_steps: int | None = None  # a fixed step budget instead of epochs
+    eval_steps: int | None = None  # validation batches per epoch (default: the whole split)
+    batch_size: int | None = None  # default: auto_batch_size(training rows)
     seed: int = 42  # model initialisation and shuffling
-    early_stopping_patience: int = 2  # epochs without val_weighted_loss improvement; 0: all steps
+    # epochs without val_weighted_loss improvement before stopping (the best epoch's weights
+    # are kept); 0: never stop early. Default: auto_patience(epochs)
+    early_stopping_patience: int | None = None
+    epochs: int | None = None  # the most epochs; default: auto_epochs(steps per epoch)
+
+
+# The derived training budget (TrainerConfig's unset values): measured with the quality
+# benchmark (benchmarks/quality.py) on every dataset there, chosen on the validation split.
+BATCH_ROWS_PER_STEP = 256  # batch size ~ training rows / this, a power of two,
+MIN_BATCH, MAX_BATCH = 64, 1024  # within these
+TARGET_STEPS = 4000  # epochs enough for about this many optimizer steps,
+MIN_EPOCHS, MAX_EPOCHS = 8, 100  # within these
+STEP_MODE_BATCH = 128  # the batch size of a fixed step budget (train_steps) when unset
+
+
+def auto_batch_size(train_rows: int) -> int:
+    rows = max(1, train_rows) / BATCH_ROWS_PER_STEP
+    return int(min(MAX_BATCH, max(MIN_BATCH, 2 ** round(math.log2(max(rows, 1.0))))))
+
+
+def auto_epochs(steps_per_epoch: int) -> int:
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps_per_epoch))))
+
+
+def auto_patience(epochs: int) -> int:
+    """A tenth of the epochs, at least 3."""
+    return max(3, epochs // 10)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the Trainer runs: `epochs` of `steps_per_epoch` batches of `batch_size`, each
+    followed by `validation_steps` validation batches; stop after `patience` epochs without
+    improvement (0: never)."""
+
+    batch_size: int
+    epochs: int
+    steps_per_epoch: int
+    validation_steps: int
+    patience: int
+    why: str  # one line: where each number came from
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def plan(trainer: TrainerConfig, train_rows: int, eval_rows: int,
+         train_steps: int | None = None, eval_steps: int | None = None) -> Plan:
+    """The training budget. `train_steps`/`eval_steps` override the config's (the CLI's
+    --train-steps). With a step budget: epochs_for(steps) epochs splitting it, batch size
+    STEP_MODE_BATCH unless set. Otherwise: epochs over the training split, each
+    ceil(train_rows / batch_size) steps."""
+    steps = train_steps or trainer.train_steps
+    evals = eval_steps or trainer.eval_steps
+    if steps:
+        batch = trainer.batch_size or STEP_MODE_BATCH
+        epochs = epochs_for(steps)
+        per_epoch = max(1, steps // epochs)
+        why = f"a fixed budget of {steps} steps of {batch} examples"
+    else:
+        batch = trainer.batch_size or auto_batch_size(train_rows)
+        per_epoch = max(1, math.ceil(train_rows / batch))
+        epochs = trainer.epochs or auto_epochs(per_epoch)
+        why = (f"at most {epochs} epochs ({'trainer.epochs' if trainer.epochs else 'derived'}) "
+               f"of {train_rows:,} training rows in batches of {batch} "
+               f"({'trainer.batch_size' if trainer.batch_size else 'derived'})")
+    patience = (trainer.early_stopping_patience if trainer.early_stopping_patience is not None
+                else 2 if steps else auto_patience(epochs))
+    validation = evals or max(1, math.ceil(eval_rows / batch))
+    return Plan(batch_size=batch, epochs=epochs, steps_per_epoch=per_epoch,
+                validation_steps=validation, patience=patience, why=why)
 
 
 def parse_image_backbone(m: Fields, raw) -> tuple[str, ImageBackbone | None]:
@@ -129,7 +212,7 @@ def parse_model(top: Fields) -> ModelConfig:
     m = Fields(top.source, "model", top.get("model", dict, {}), (
         "hidden_units", "activation", "dropout", "batch_norm", "embedding_dim", "learning_rate",
         "loss_balancing", "backbone", "experts", "task_experts", "extraction_layers",
-        "loss_normalization"))
+        "loss_normalization", "schedule", "warmup", "weight_decay"))
     backbone, image = parse_image_backbone(m, m.value.get("backbone"))
     model = ModelConfig(
         hidden_units=m.int_list("hidden_units", ModelConfig.hidden_units),
@@ -142,7 +225,14 @@ def parse_model(top: Fields) -> ModelConfig:
         experts=m.get("experts", int, 4), task_experts=m.get("task_experts", int, 1),
         extraction_layers=m.get("extraction_layers", int, 1),
         loss_normalization=m.choice("loss_normalization", LOSS_NORMALIZATION, "batch",
-                                    what="loss normalization"))
+                                    what="loss normalization"),
+        schedule=m.choice("schedule", SCHEDULES, ModelConfig.schedule, what="schedule"),
+        warmup=m.get("warmup", float, ModelConfig.warmup),
+        weight_decay=m.get("weight_decay", float, ModelConfig.weight_decay))
+    if not 0 <= model.warmup < 1:
+        m.fail(f"must be in [0, 1) (a share of the planned steps), got {model.warmup}", "warmup")
+    if model.weight_decay < 0:
+        m.fail(f"must be >= 0, got {model.weight_decay}", "weight_decay")
     if not 0 <= model.dropout < 1:
         m.fail(f"must be in [0, 1), got {model.dropout}", "dropout")
     for key in ("experts", "extraction_layers"):
@@ -169,10 +259,15 @@ def epochs_for(train_steps: int) -> int:
 
 def parse_trainer(top: Fields) -> TrainerConfig:
     t = Fields(top.source, "trainer", top.get("trainer", dict, {}), TRAINER_KEYS)
-    trainer = TrainerConfig(*(t.get(k, int, getattr(TrainerConfig, k)) for k in TRAINER_KEYS))
-    for k in ("train_steps", "eval_steps", "batch_size"):
-        if getattr(trainer, k) < 1:
-            t.fail("must be >= 1", k)
+    trainer = TrainerConfig(**{k: t.get(k, int, getattr(TrainerConfig, k))
+                               for k in TRAINER_KEYS})
+    for k in ("train_steps", "eval_steps", "batch_size", "epochs"):
+        if getattr(trainer, k) is not None and getattr(trainer, k) < 1:
+            t.fail("must be >= 1 (or leave it out: derived from the data size)", k)
+    if trainer.early_stopping_patience is not None and trainer.early_stopping_patience < 0:
+        t.fail("must be >= 0 (0: never stop early)", "early_stopping_patience")
+    if trainer.train_steps and trainer.epochs:
+        t.fail("give train_steps (a fixed step budget) or epochs, not both", "epochs")
     return trainer
 
 
@@ -193,5 +288,6 @@ def raw_model(model: ModelConfig) -> dict[str, Any]:
 
 
 def raw_trainer(trainer: TrainerConfig) -> dict[str, Any]:
-    """The YAML form of the trainer section (the inverse of parse_trainer)."""
-    return dataclasses.asdict(trainer)
+    """The YAML form of the trainer section (the inverse of parse_trainer): unset values are
+    left out (derived at training time)."""
+    return {k: v for k, v in dataclasses.asdict(trainer).items() if v is not None}
