@@ -141,3 +141,25 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def paired(a: list[float], b: list[float], higher_is_better: bool,
+           level: float = 0.95) -> dict[str, Any]:
+    """a vs b, paired by seed: the mean difference (positive: a is better), its standard error,
+    and a verdict: `better` / `worse` when the mean difference is beyond the two-sided
+    Student-t interval at `level` (n - 1 degrees of freedom), else `within noise`."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = (a - b) if higher_is_better else (b - a)
+    n = d.size
+    mean = float(d.mean())
+    if n < 2:
+        return {"mean": mean, "se": None, "n": int(n), "t_critical": None,
+                "verdict": "n/a (one seed: no noise estimate)"}
+    se = float(d.std(ddof=1) / np.sqrt(n))
+    t = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    verdict = ("better" if mean > t * se else "worse" if mean < -t * se else "within noise")
+    if se == 0.0:
+        verdict = "better" if mean > 0 else "worse" if mean < 0 else "within noise"
+    return {"mean": mean, "se": se, "n": int(n), "t_critical": t, "verdict": verdict}

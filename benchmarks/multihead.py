@@ -81,16 +81,31 @@ def read_columns(examples_uri: str, split: str, columns: list[str]
     return {c: [r[c] for r in rows] for c in columns}, serialized
 
 
+def training_summary(run) -> dict:
+    """`fit_s` (seconds in Keras's fit) and `epochs_run` from the Trainer's
+    training_summary.json (trainer.run), where it wrote one."""
+    import json
+
+    for uri in run.outputs.get("ModelRun", []):
+        path = os.path.join(uri, "training_summary.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                s = json.load(fh)
+            return {"fit_s": s["fit_seconds"], "epochs_run": s["epochs_run"]}
+    return {}
+
+
 def _dir_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
 def run_dataset(config_path: str, work_dir: str, seeds: list[int], train_steps: int | None,
                 variants: list[str], serving: bool, serving_quick: bool = False,
-                image_weights: str | None = None) -> dict:
+                image_weights: str | None = None, validation: bool = False) -> dict:
     """Train `variants` x `seeds` on one config in one TFX run and measure every model.
     `image_weights`: the pretrained file that `image:<arm>` variants read
-    (`benchmarks.pipelines.image_arm`)."""
+    (`benchmarks.pipelines.image_arm`). `validation`: also each model's metrics on the
+    validation split (`validation_metrics`), where choices are made."""
     cfg = config_lib.load(config_path)
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
@@ -112,6 +127,9 @@ def run_dataset(config_path: str, work_dir: str, seeds: list[int], train_steps: 
     examples_uri = runs["CsvExampleGen"].outputs["Examples"][0]
     # Quality on the test split: never seen by training or early stopping.
     labels, serialized = read_columns(examples_uri, data_config.TEST, list(cfg.label_columns))
+    if validation:
+        val_labels, val_serialized = read_columns(examples_uri, data_config.VALIDATION,
+                                                  list(cfg.label_columns))
 
     models: dict[str, dict[int, dict]] = {v: {} for v in variants}
     for seed in seeds:
@@ -125,9 +143,15 @@ def run_dataset(config_path: str, work_dir: str, seeds: list[int], train_steps: 
             params, latency = _served(serving_dir, serialized[0])
             models[v][seed] = {
                 "train_s": r.seconds, "params": params, "latency_ms": latency,
+                **training_summary(r),
                 "saved_model_bytes": _dir_bytes(serving_dir), "model_dir": serving_dir,
                 "metrics": {h.name: head_metrics(h, labels[h.label], preds[h.name])
                             for h in vcfg.heads}}
+            if validation:
+                val_preds = predict(model_uri, val_serialized)
+                models[v][seed]["validation_metrics"] = {
+                    h.name: head_metrics(h, val_labels[h.label], val_preds[h.name])
+                    for h in vcfg.heads}
             print(f"    {v:<36} seed {seed}: trained in {r.seconds:5.1f}s, "
                   f"{params:,} parameters", flush=True)
 
@@ -232,7 +256,8 @@ def _stats(values: list[float]) -> tuple[float, float]:
 def verdict(a: tuple[float, float], b: tuple[float, float], higher_is_better: bool,
             seeds: int) -> str:
     """a vs b, each (mean, std over seeds): better / within noise / worse. The noise is the
-    larger of the two standard deviations."""
+    larger of the two standard deviations. For results without per-seed pairs (the images
+    benchmark's summaries); per-seed results use `common.paired`."""
     if seeds < 2:
         return "n/a (one seed: no noise estimate)"
     delta = (a[0] - b[0]) if higher_is_better else (b[0] - a[0])  # > 0: a is better
@@ -260,8 +285,12 @@ def compare(results: dict, arm: str = "multi") -> dict:
                  "multi": _stats([r["metrics"][h["name"]][m] for r in models[arm].values()]),
                  "single": _stats([r["metrics"][h["name"]][m]
                                    for r in models[f"single:{h['name']}"].values()])}
-        entry["verdict"] = verdict(entry["multi"], entry["single"], better,
-                                   len(results["seeds"]))
+        # Paired by seed (same seed, same splits): the mean difference against its noise.
+        order = sorted(models[arm], key=int)
+        entry["paired"] = common.paired(
+            [models[arm][s]["metrics"][h["name"]][m] for s in order],
+            [models[f"single:{h['name']}"][s]["metrics"][h["name"]][m] for s in order], better)
+        entry["verdict"] = entry["paired"]["verdict"]
         heads.append(entry)
 
     def median(v: str, key: str) -> float:
@@ -339,7 +368,8 @@ def summary_dataset(results: dict) -> str:
     c = compare(results)
     text = (f"Quality on the {results.get('split', 'eval')} split, mean ± std over seeds "
             f"{results['seeds']} ({results['train_steps']} steps, early stopping as "
-            "configured). A verdict is beyond the seeds' noise (the larger std of the two).\n\n")
+            "configured). A verdict is a paired comparison by seed: the mean difference beyond "
+            "the 95% Student-t interval of its standard error.\n\n")
     if len(arms(results)) > 1:
         text += ("Every backbone x loss balancing, against one single-task model per head "
                  f"(cost: medians of train time, parameters and in-process serving latency of "
@@ -392,11 +422,13 @@ def summary_missing(results: dict) -> str:
     for h in results["heads"]:
         m = h["main"]
         better = tasks.get(h["task"]).metric(m).higher_is_better
-        sa = _stats([r["metrics"][h["name"]][m] for r in results["models"][a].values()])
-        sb = _stats([r["metrics"][h["name"]][m] for r in results["models"][b].values()])
+        order = sorted(results["models"][a], key=int)
+        va = [results["models"][a][s]["metrics"][h["name"]][m] for s in order]
+        vb = [results["models"][b][s]["metrics"][h["name"]][m] for s in order]
+        sa, sb = _stats(va), _stats(vb)
         rows.append([h["name"] + (" (50% missing)" if h["name"] == results["head"] else ""),
                      m, "{:.4g} ± {:.2g}".format(*sa), "{:.4g} ± {:.2g}".format(*sb),
-                     verdict(sb, sa, better, len(results["seeds"]))])
+                     common.paired(vb, va, better)["verdict"]])
     return text + common.md_table(
         ["head", "metric", "batch (mean over the batch)", "present (mean over present labels)",
          "present vs batch"], rows)

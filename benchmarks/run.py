@@ -21,7 +21,7 @@ import time
 
 from benchmarks import common
 
-ALL = ("multihead", "pipeline", "scaling", "load", "datasets", "images")
+ALL = ("quality", "recipe", "multihead", "pipeline", "scaling", "load", "datasets", "images")
 
 
 def _plot(results: dict, path: str) -> None:
@@ -96,7 +96,10 @@ def _plot(results: dict, path: str) -> None:
     plt.close(fig)
 
 
-_SECTIONS = [  # (results file, title, summary function)
+_SECTIONS = [  # (results file, title, summary module[:function], default `summary`)
+    ("quality", "Model quality: every head against a per-head gradient-boosted model",
+     "benchmarks.quality"),
+    ("recipe", "The recipe, part by part (validation split)", "benchmarks.quality:recipe_summary"),
     ("multihead", "Multi-head vs one model per head", "benchmarks.multihead"),
     ("serving", "Serving latency and throughput (gRPC, loopback)", "benchmarks.serving"),
     ("pipeline_cost", "Pipeline cost", "benchmarks.pipeline_cost"),
@@ -134,10 +137,16 @@ def render(results_dir: str) -> str:
         if r is None:
             continue
         results[name] = r
-        parts += [f"## {title}", "", importlib.import_module(module).summary(r), ""]
+        module, _, function = module.partition(":")
+        summarize = getattr(importlib.import_module(module), function or "summary")
+        parts += [f"## {title}", "", summarize(r), ""]
     text = "\n".join(parts)
     with open(os.path.join(results_dir, "SUMMARY.md"), "w", encoding="utf-8") as fh:
         fh.write(text)
+    if "quality" in results and os.path.abspath(results_dir) == os.path.abspath(common.RESULTS):
+        from benchmarks import quality
+
+        quality.render_readme(os.path.join(common.ROOT, "README.md"), results["quality"])
     panels = {"multihead": results.get("multihead"), "pipeline": results.get("pipeline_cost"),
               "scaling": results.get("scaling")}
     _plot({k: v for k, v in panels.items() if v is not None},
@@ -159,6 +168,27 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
     mode = "quick" if quick else "full"
     print(f"headwise bench ({mode}): {', '.join(chosen)}; work dir {work_dir}", flush=True)
 
+    if "quality" in chosen:
+        from benchmarks import quality
+
+        print("[quality] every head against a per-head HistGradientBoosting model", flush=True)
+        r = quality.run(os.path.join(work_dir, "quality"),
+                        seeds=[1] if quick else list(range(1, max(seeds, 5) + 1)), quick=quick)
+        results["quality"] = r
+        common.write_json("quality", r)
+    if "recipe" in chosen:
+        from benchmarks import quality
+
+        print("[recipe] each part of the recipe against what it replaced (validation split)",
+              flush=True)
+        previous = results.get("quality")
+        if previous is None and os.path.exists(os.path.join(common.RESULTS, "quality.json")):
+            with open(os.path.join(common.RESULTS, "quality.json"), encoding="utf-8") as fh:
+                previous = json.load(fh)
+        r = quality.run_ablations(os.path.join(work_dir, "recipe"),
+                                  seeds=[1] if quick else [1, 2, 3], quality_results=previous)
+        results["recipe"] = r
+        common.write_json("recipe", r)
     if "multihead" in chosen:
         from benchmarks import multihead
 

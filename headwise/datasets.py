@@ -24,6 +24,13 @@ the sdist's own (the `Variable(...)` names of its `census_income_data_map.py`, i
 with characters a config name cannot hold dropped: `veteran's` -> `veterans`);
 values are stripped of blanks and otherwise written as they are (`?` stays: list it in
 `data.missing_values`).
+
+`write_randhie`: the RAND Health Insurance Experiment data (20,190 people; Cameron and Trivedi
+2005) that statsmodels ships (`statsmodels/datasets/randhie/randhie.csv`): `mdvis`, the number
+of outpatient visits to a doctor in a year, is a skewed count label (0 for a third of the
+people, a long tail past 60). The file is read from the statsmodels wheel on the package index
+(`pip download --no-deps`, never installed) unless a copy of the wheel is given, and written as
+it is.
 """
 
 from __future__ import annotations
@@ -236,3 +243,57 @@ def write_census(out_dir: str = CENSUS_DIR, sdist: str | None = None) -> CensusW
     header = files["train.csv"].split(b"\n", 1)[0]
     return CensusWritten(out_dir=out_dir, columns=header.count(b",") + 1, written=written,
                          rows={n: c.count(b"\n") - 1 for n, c in files.items()})
+
+
+RANDHIE_DIR = os.path.join("data", "randhie")
+RANDHIE_WHEEL = "statsmodels==0.14.4"
+RANDHIE_MEMBER = "statsmodels/datasets/randhie/randhie.csv"
+RANDHIE_FILE = "randhie.csv"
+
+
+def download_randhie_wheel(dest: str) -> str:
+    """The statsmodels wheel for this interpreter, downloaded into dest; its path."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", RANDHIE_WHEEL, "-d", dest]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    found = glob.glob(os.path.join(dest, "statsmodels-*.whl"))
+    if done.returncode or not found:
+        raise ValueError(f"could not download the {RANDHIE_WHEEL} wheel ({' '.join(cmd)}): "
+                         f"{(done.stderr or done.stdout).strip()[-400:]}. Download it where the "
+                         "package index is reachable and pass it with --wheel")
+    return found[0]
+
+
+def randhie_files(wheel: str) -> dict[str, bytes]:
+    """{randhie.csv: content} from a statsmodels wheel."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            if RANDHIE_MEMBER not in z.namelist():
+                raise ValueError(f"{wheel}: holds no {RANDHIE_MEMBER}; give a statsmodels wheel")
+            content = z.read(RANDHIE_MEMBER)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{wheel}: not a readable wheel ({e})") from None
+    return {RANDHIE_FILE: content.replace(b"\r\n", b"\n")}
+
+
+def write_randhie(out_dir: str = RANDHIE_DIR, wheel: str | None = None) -> CensusWritten:
+    """Write randhie.csv to out_dir, from `wheel` or a fresh download, unless an identical copy
+    is already there; atomically, never over other files (as write_digits)."""
+    out_dir = os.path.abspath(out_dir)
+    with tempfile.TemporaryDirectory(prefix="headwise-randhie-") as tmp:
+        files = randhie_files(wheel or download_randhie_wheel(tmp))
+    if os.path.exists(out_dir):
+        if not os.path.isdir(out_dir):
+            raise ValueError(f"{out_dir} is a file; give a new folder for the randhie dataset")
+        other = sorted(_present(out_dir) - set(files))
+        if other:
+            raise ValueError(f"{out_dir} holds files that are not the randhie dataset "
+                             f"({', '.join(other[:3])}); give a new or empty folder")
+    written = not (os.path.isdir(out_dir) and _holds(out_dir, files))
+    if written:
+        _write_atomically(out_dir, files)
+    header = files[RANDHIE_FILE].split(b"\n", 1)[0]
+    return CensusWritten(out_dir=out_dir, columns=header.count(b",") + 1, written=written,
+                         rows={RANDHIE_FILE: files[RANDHIE_FILE].rstrip(b"\n").count(b"\n")})

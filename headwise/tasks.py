@@ -129,6 +129,7 @@ def _count_and_sum(y: Sequence[Any]) -> dict[str, float]:
 
 
 NUMERIC, CATEGORICAL, TAGS = "numeric", "categorical", "tags"  # a label's schema domain
+CLASSIFIER, REGRESSOR, POISSON = "classifier", "regressor", "poisson"  # Task.gbdt
 
 
 class Task:
@@ -144,6 +145,14 @@ class Task:
     schema_domain: str = CATEGORICAL  # NUMERIC: a value range; CATEGORICAL: a vocabulary;
     #                                   TAGS: combinations of tags, no domain
     per_class: bool = False  # the Evaluator scores (and gates) each class, then their average
+    # The per-head gradient-boosted model benchmarks compare a head with
+    # (benchmarks/quality.py): CLASSIFIER, REGRESSOR or POISSON; None: no such comparison.
+    gbdt: str | None = None
+
+    def from_class_probabilities(self, head: Head, probs: Any) -> Any:
+        """Probabilities of every class ([n, classes], the head's class order) -> the head's
+        output (a classifier's; e.g. binary: P(positive), one column)."""
+        return probs
 
     def metric(self, name: str) -> Metric:
         return self.metrics[name]
@@ -295,6 +304,7 @@ class RegressionTask(_MeanBaseline):
                        Metric("mse", "MeanSquaredError", False))
     default_metrics = ("mae", "rmse")
     signature = REGRESS
+    gbdt = REGRESSOR
     config_keys = ("normalize", "target")
     numeric_label = True
     schema_domain = NUMERIC
@@ -350,6 +360,7 @@ class CountTask(_MeanBaseline):
                        Metric("poisson_deviance", "PoissonDeviance", False,
                               tfma_class="PoissonDeviance"))
     default_metrics = ("mae", "poisson_deviance")
+    gbdt = POISSON
     signature = REGRESS
     numeric_label = True
     schema_domain = NUMERIC
@@ -390,6 +401,7 @@ class BinaryTask(Task):
                        Metric("recall", "Recall", True, **_PROBABILITY),
                        Metric("pr_auc", "AUC", True, {"curve": "PR"}, **_PROBABILITY))
     default_metrics = ("auc", "accuracy")
+    gbdt = CLASSIFIER
     CLASSES = ("0", "1")
     config_keys = ("positive",)
 
@@ -405,9 +417,8 @@ class BinaryTask(Task):
         for v, n in seen.items():
             lower[v.lower()] = lower.get(v.lower(), 0) + n
         if head.positive is not None:
-            if len(lower) > 2:
-                return f"a binary label takes two values, this one has {len(lower)}: " \
-                       f"{shown(lower)}"
+            # Two values, or one value against the rest (a column of several values: a
+            # binary label derived from it, e.g. marital status -> never married).
             if lower and head.positive.lower() not in lower:
                 return f"positive: {head.positive!r} never occurs; the values are {shown(lower)}"
             return None
@@ -428,6 +439,9 @@ class BinaryTask(Task):
         ax.plot(*zip(*mids, strict=True), "o-", label="model")
         ax.set(xlabel="predicted probability", ylabel="observed rate", title="calibration")
         ax.legend()
+
+    def from_class_probabilities(self, head, probs):
+        return probs[:, 1:2]  # the sigmoid unit: P(positive)
 
     def class_scores(self, scores, concat=list):
         # One sigmoid unit for two classes: it is the second class's probability.
@@ -488,6 +502,7 @@ class MulticlassTask(Task):
     default_metrics = ("accuracy",)
     config_keys = ("classes", "other_class", "top_k")
     MAX_LABELLED_CLASSES = 20  # the report's confusion matrix names classes up to this many
+    gbdt = CLASSIFIER
 
     def parse(self, f, spec):
         listed = f.get("classes", list, None)

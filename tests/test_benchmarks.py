@@ -117,8 +117,8 @@ def test_the_best_arm_meets_the_goal_or_comes_closest_and_the_grid_names_every_a
     r["default"] = {"backbone": "shared_bottom", "loss_balancing": "static"}
     assert multihead.best_arm(r) == "multi:mmoe:gradnorm"
     c = multihead.compare(r, "multi:mmoe:gradnorm")
-    assert {h["head"]: h["verdict"] for h in c["heads"]} == {"k": "better",
-                                                              "r": "within noise"}
+    # r: 0.1 lower MAE at every seed, paired: better although the spreads overlap.
+    assert {h["head"]: h["verdict"] for h in c["heads"]} == {"k": "better", "r": "better"}
     text = multihead.summary({"datasets": {"toy": r}})
     assert "| mmoe, gradnorm |" in text and "| config (shared_bottom, static) |" in text
     assert "Best arm: **mmoe, gradnorm** (goal met)" in text
@@ -139,9 +139,9 @@ def test_loss_normalisation_summary_compares_present_with_batch_per_head():
 
 
 def test_the_grid_arms_do_not_depend_on_the_backbone_the_config_ships():
-    """The shipped taxi config is MMoE + uncertainty with [32, 16] experts: its own grid arm is
+    """The shipped taxi config is MMoE + uncertainty with [64, 32] experts: its own grid arm is
     that config (so the grid skips it as a duplicate of `multi`), and the shared-bottom arm is
-    the [64, 32] MLP the benchmark measured it against."""
+    the [128, 64] MLP twice as wide, which the expert arms are measured against."""
     import dataclasses
 
     from benchmarks import pipelines
@@ -152,7 +152,7 @@ def test_the_grid_arms_do_not_depend_on_the_backbone_the_config_ships():
     assert "multi:mmoe:uncertainty" not in multihead.grid_variants(cfg)
     assert len(multihead.grid_variants(cfg)) == len(multihead.GRID) - 1
     shared = pipelines.variant_config(cfg, "multi:shared_bottom:static", 1).model
-    assert (shared.backbone, shared.hidden_units) == ("shared_bottom", (64, 32))
+    assert (shared.backbone, shared.hidden_units) == ("shared_bottom", (128, 64))
     old = dataclasses.replace(cfg, model=shared)  # a shared-bottom config: the same arms
     assert pipelines.variant_config(old, "multi:mmoe:uncertainty", 1).model == arm.model
 

@@ -109,7 +109,7 @@ def test_label_column_not_in_data(tmp_path, raw):
     (lambda r: r["features"].update(company="text"), "features.company.type", "feature type"),
     (lambda r: r["heads"][0].update(name="big tipper"), "heads[0].name", "not a valid name"),
     (lambda r: [h.update(auxiliary=True) for h in r["heads"]], "heads", "main head"),
-    (lambda r: r["trainer"].update(train_steps=0), "trainer.train_steps", ">= 1"),
+    (lambda r: r.update(trainer={"train_steps": 0}), "trainer.train_steps", ">= 1"),
     (lambda r: r.update(beam_args="--runner=x"), "beam_args", "expected list"),
     (lambda r: r.pop("heads"), "heads", "is required"),
     (lambda r: r["validation"].update(drift={"nope": 0.1}), "validation.drift", "'nope'"),

@@ -146,9 +146,11 @@ def test_preprocessing_fn_on_taxi_slice_matches_golden(cfg, schema, tmp_path):
 
 def test_preprocessing_fn_on_taxi_slice_matches_the_documented_rules(cfg, schema, tmp_path):
     """Every row of the slice against values computed here from the raw CSV by the rules the
-    README documents (not against a snapshot of Transform's own output): numeric z-scores over
-    present values with missing -> 0, vocabulary ids by descending frequency, missing labels
-    weighted 0, z-scored regression labels, class indices."""
+    README documents (not against a snapshot of Transform's own output): a numeric feature's
+    quantile position (the empirical CDF of the present values, within the bins' resolution)
+    with missing -> 0.5 and its missing indicator, vocabulary ids by descending frequency,
+    missing labels weighted 0, z-scored regression labels (of log(1 + y) for a `log` target),
+    class indices."""
     from collections import Counter
 
     n = 300
@@ -158,9 +160,13 @@ def test_preprocessing_fn_on_taxi_slice_matches_the_documented_rules(cfg, schema
         raw = [r[f.name].strip() for r in rows]
         got = [d[f.name] for d in data]
         if f.type == "numeric":
-            present = np.array([float(v) for v in raw if v], float)
-            z = [(float(v) - present.mean()) / present.std() if v else 0.0 for v in raw]
-            np.testing.assert_allclose(got, z, rtol=1e-4, atol=1e-4, err_msg=f.name)
+            assert f.encoding == "piecewise", "the shipped taxi config's numeric encoding"
+            present = np.sort(np.array([float(v) for v in raw if v], float))
+            cdf = [np.searchsorted(present, float(v), side="right") / len(present) if v
+                   else 0.5 for v in raw]
+            np.testing.assert_allclose(got, cdf, atol=2 / f.bins + 0.01, err_msg=f.name)
+            assert [d[f"present__{f.name}"] for d in data] == [
+                1.0 if v else 0.0 for v in raw], f.name
         elif f.type == "categorical":
             # TFT orders a vocabulary by frequency, ties by the value (descending bytes). An
             # empty (missing) value is no vocabulary entry: it gets an out-of-vocabulary id.
@@ -187,7 +193,10 @@ def test_preprocessing_fn_on_taxi_slice_matches_the_documented_rules(cfg, schema
             present = np.array([float(v) for v in raw if v], float)
             np.testing.assert_allclose(labels, [float(v) if v else 0.0 for v in raw],
                                        rtol=1e-6, err_msg=h.name)
-            z = [(float(v) - present.mean()) / present.std() for v in raw if v]
+            if h.target == "log":
+                present = np.log1p(present)
+            z = [((np.log1p(float(v)) if h.target == "log" else float(v)) - present.mean())
+                 / present.std() for v in raw if v]
             np.testing.assert_allclose([d[f"zlabel__{h.name}"] for d, v in
                                         zip(data, raw, strict=True) if v], z, rtol=1e-4,
                                        atol=1e-4, err_msg=h.name)

@@ -23,7 +23,9 @@ SIZE = 32
 def raw_config(weights: str, **backbone) -> dict:
     return {
         "name": "imgs", "data": {"csv": "unused.csv"},
-        "features": {"image": {"type": "image", "size": [SIZE, SIZE]}, "ink": "numeric"},
+        # ink is fed as it is (a zscore feature's transformed value, no missing indicator)
+        "features": {"image": {"type": "image", "size": [SIZE, SIZE]},
+                     "ink": {"type": "numeric", "encoding": "zscore", "missing_indicator": False}},
         "heads": [
             {"name": "digit", "label": "digit", "task": "multiclass", "classes": list("0123")},
             {"name": "aux", "label": "aux", "task": "binary", "auxiliary": True, "tower": [8],

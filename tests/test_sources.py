@@ -156,10 +156,12 @@ def test_the_preflight_label_checks_are_the_csvs(tmp_path):
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"x": [1.0, 2.0, 3.0, 4.0], "y": ["a", "b", "c", None],
                              "n": [1, 2, -3, None]}), path)
-    binary = _cfg(path, [{"name": "y", "label": "y", "task": "binary", "positive": "a"}])
-    with pytest.raises(data_check.DataError, match="a binary label takes two values, this one "
-                                                   "has 3"):
+    binary = _cfg(path, [{"name": "y", "label": "y", "task": "binary", "positive": "z"}])
+    with pytest.raises(data_check.DataError, match="positive: 'z' never occurs"):
         sources.of(binary).check(str(path), binary)
+    # One value against the rest of a three-valued column: a derived binary label.
+    one_vs_rest = _cfg(path, [{"name": "y", "label": "y", "task": "binary", "positive": "a"}])
+    sources.of(one_vs_rest).check(str(path), one_vs_rest)
     count = _cfg(path, [{"name": "n", "label": "n", "task": "count"}])
     with pytest.raises(data_check.DataError,
                        match=rf"{path}, row 3, column 'n': '-3': a count head's label must be "

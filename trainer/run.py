@@ -3,8 +3,11 @@ exports it (see trainer.export for the signatures)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+import time
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -67,26 +70,45 @@ def _strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+TRAINING_SUMMARY = "training_summary.json"  # in the Trainer's ModelRun folder
+
+
+def write_training_summary(model_run_dir: str, plan: model_config.Plan, history,
+                           fit_seconds: float) -> None:
+    """What the Trainer did, next to its TensorBoard logs: the plan, the epochs it ran, and the
+    seconds spent in Keras's fit (the rest of the Trainer's time is fixed cost: start-up,
+    reading Transform's output, building and exporting)."""
+    epochs_run = len((history.history if history is not None else {}).get("loss", []))
+    out = {"plan": dataclasses.asdict(plan), "epochs_run": epochs_run,
+           "fit_seconds": fit_seconds}
+    tf.io.gfile.makedirs(model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, TRAINING_SUMMARY), "w") as fh:
+        fh.write(json.dumps(out, indent=1))
+
+
 def fine_tune(model: model_lib.MultiHeadModel, schedule, epochs: int,
-              strategy: tf.distribute.Strategy, fit: dict) -> None:
+              strategy: tf.distribute.Strategy, fit: dict):
     """`model.backbone.fine_tune`: `after_epochs` epochs with the image application frozen, then
     its top `layers` layers unfrozen and the rest of the epochs at the schedule's learning
     rate."""
     frozen = min(schedule.after_epochs, epochs)
-    model.fit(epochs=frozen, **fit)
+    history = model.fit(epochs=frozen, **fit)
     if frozen >= epochs:
         logging.warning("model.backbone.fine_tune.after_epochs (%d) >= the run's %d epochs: "
                         "the image application stayed frozen", schedule.after_epochs, epochs)
         print(f"  fine-tune: after_epochs {schedule.after_epochs} >= {epochs} epochs in this "
               "run; the image application stayed frozen", flush=True)
-        return
+        return history
     with strategy.scope():
         unfrozen = model_lib.unfreeze_images(model, schedule.layers)
         model_lib.compile_model(model, schedule.learning_rate, model.weight_decay)
     print(f"  fine-tune: epoch {frozen + 1}/{epochs} on, the top {schedule.layers} layers of "
           f"the image application train ({unfrozen:,} weights) at learning rate "
           f"{schedule.learning_rate:g}", flush=True)
-    model.fit(initial_epoch=frozen, epochs=epochs, **fit)
+    later = model.fit(initial_epoch=frozen, epochs=epochs, **fit)
+    for key, values in later.history.items():
+        history.history.setdefault(key, []).extend(values)
+    return history
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -128,10 +150,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                validation_data=evals, validation_steps=plan.validation_steps, verbose=0,
                callbacks=callbacks)
     schedule = cfg.model.image.fine_tune if cfg.model.image else None
+    started = time.monotonic()
     if schedule is None:
-        model.fit(epochs=epochs, **fit)
+        history = model.fit(epochs=epochs, **fit)
     else:
-        fine_tune(model, schedule, epochs, strategy, fit)
+        history = fine_tune(model, schedule, epochs, strategy, fit)
+    write_training_summary(fn_args.model_run_dir, plan, history, time.monotonic() - started)
     export_lib.save(model, cfg, tft_output, fn_args.serving_model_dir)
     logging.info("saved the %d-head model to %s", len(cfg.heads),
                  os.path.abspath(fn_args.serving_model_dir))

@@ -1,0 +1,124 @@
+"""The quality benchmark's method (benchmarks/quality.py): paired verdicts, the per-head GBDT
+arm with early stopping on the validation split, the comparison, and the README's table, which
+must be the one rendered from benchmarks/results/quality.json."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import quality
+from headwise import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_paired_verdict_uses_the_paired_differences_not_the_spread_of_each_arm():
+    """Seed-to-seed spread of each arm (0.01) dwarfs the gap (0.002), but the gap is the same
+    at every seed: paired, it is beyond noise."""
+    base = np.array([0.90, 0.91, 0.92, 0.93, 0.94])
+    a, b = base + 0.002 + np.array([0, 1e-4, -1e-4, 0, 2e-4]), base
+    p = quality.paired(list(a), list(b), higher_is_better=True)
+    assert p["verdict"] == "better" and p["mean"] == pytest.approx(0.00204, rel=1e-3)
+    assert p["n"] == 5 and p["t_critical"] == pytest.approx(2.776, rel=1e-3)
+    # Lower is better (MAE): the same numbers read the other way.
+    assert quality.paired(list(a), list(b), higher_is_better=False)["verdict"] == "worse"
+    noisy = quality.paired([1.0, 2.0, 0.5], [1.2, 1.1, 1.0], higher_is_better=True)
+    assert noisy["verdict"] == "within noise"
+    assert quality.paired([1.0], [0.5], True)["verdict"].startswith("n/a")
+
+
+def test_relative_gap_is_worse_by_a_share_of_the_reference():
+    assert quality.relative_gap(0.94, 0.95, True) == pytest.approx(0.01 / 0.95)
+    assert quality.relative_gap(105.0, 100.0, False) == pytest.approx(0.05)
+    assert quality.relative_gap(95.0, 100.0, False) == pytest.approx(-0.05)
+
+
+def _cfg(features, heads):
+    return config_lib.from_dict({"name": "q", "data": {"csv": "u.csv"}, "features": features,
+                                 "heads": heads})
+
+
+def test_feature_matrix_codes_categories_from_training_and_keeps_missing_as_nan():
+    cfg = _cfg({"c": "categorical", "x": "numeric"},
+               [{"name": "y", "label": "y", "task": "regression"}])
+    x, categorical = quality.feature_matrix(cfg, {
+        "train": {"c": ["b", "a", "b", None], "x": [1.0, None, 3.0, 4.0]},
+        "test": {"c": ["a", "z", " b "], "x": [None, 2.0, 5.0]}})
+    assert categorical == [True, False]
+    np.testing.assert_array_equal(x["train"][:, 0], [0, 1, 0, np.nan])  # b most frequent
+    np.testing.assert_array_equal(x["test"][:, 0], [1, np.nan, 0])  # unseen z: NaN
+    np.testing.assert_array_equal(x["test"][:, 1], [np.nan, 2.0, 5.0])
+
+
+def test_gbdt_stops_where_the_validation_loss_is_lowest():
+    """Noisy labels: more boosting iterations overfit. The arm's iteration count must be the
+    argmin of the validation log loss of a plain scikit-learn fit (computed here
+    independently), and its test AUC that fit's at that iteration."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        x = rng.normal(size=(n, 3))
+        p = 1 / (1 + np.exp(-(x[:, 0] + 0.5 * x[:, 1])))
+        return x, (rng.uniform(size=n) < p).astype(int)
+    xs, ys = zip(*(split(n) for n in (600, 400, 400)), strict=True)
+    names = ("train", "validation", "test")
+    head = _cfg({"a": "numeric"}, [{"name": "y", "label": "y", "task": "binary"}]).heads[0]
+    r = quality.gbdt_head(head, dict(zip(names, xs, strict=True)),
+                          {s: [int(v) for v in y] for s, y in zip(names, ys, strict=True)},
+                          [False, False, False], seed=0)
+    plain = HistGradientBoostingClassifier(max_iter=r["fitted_iterations"],
+                                           early_stopping=False).fit(xs[0], ys[0])
+    losses = [-np.mean(ys[1] * np.log(p[:, 1]) + (1 - ys[1]) * np.log(p[:, 0]))
+              for p in plain.staged_predict_proba(xs[1])]
+    assert r["iterations"] == int(np.argmin(losses)) + 1
+    assert r["iterations"] < r["fitted_iterations"] < quality.GBDT_MAX_ITER
+    best = list(plain.staged_predict_proba(xs[2]))[r["iterations"] - 1][:, 1]
+    assert r["metrics"]["auc"] == pytest.approx(roc_auc_score(ys[2], best), rel=1e-9)
+
+
+def _results(multi, single, gbdt, train):
+    heads = [{"name": "h", "main": "auc", "task": "binary", "auxiliary": False}]
+    models = {
+        "multi": {s: {"metrics": {"h": {"auc": v}}, "train_s": t, "fit_s": t - 10,
+                      "latency_ms": 1.0} for s, (v, t) in enumerate(zip(multi, train,
+                                                                             strict=True))},
+        "single:h": {s: {"metrics": {"h": {"auc": v}}, "train_s": 20.0, "fit_s": 10.0,
+                         "latency_ms": 1.0} for s, v in enumerate(single)}}
+    g = {"metrics": {"auc": gbdt}, "train_s": 1.0, "latency_ms": 0.1}
+    return {"heads": heads, "models": models, "gbdt": {"h": dict.fromkeys(range(len(multi)), g)}}
+
+
+def test_compare_reads_the_goal_from_the_paired_numbers():
+    c = quality.compare(_results([0.951, 0.9515, 0.9505], [0.950, 0.950, 0.949], 0.953,
+                                 [30.0, 30.0, 30.0]))
+    h = c["heads"][0]
+    assert h["gbdt"] == 0.953 and h["multi"] == pytest.approx(0.951)
+    assert h["within_goal"]  # 0.2% below, within 1%
+    assert h["multi_vs_gbdt"]["verdict"] == "worse"
+    assert c["cost"]["fixed_trainer_s"] == 10.0
+    assert c["cost"]["train_ratio_total"] == pytest.approx(1.5)
+    far = quality.compare(_results([0.90, 0.91, 0.90], [0.9, 0.9, 0.9], 0.953, [30.0] * 3))
+    assert not far["heads"][0]["within_goal"]
+    assert not far["goal"]["every_gating_head_within_goal"]
+
+
+def test_the_readme_table_is_the_one_rendered_from_quality_json():
+    path = os.path.join(ROOT, "benchmarks", "results", "quality.json")
+    if not os.path.exists(path):
+        pytest.skip("no benchmarks/results/quality.json yet")
+    with open(path, encoding="utf-8") as fh:
+        results = json.load(fh)
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    block = quality.readme_block(readme)
+    assert block is not None, f"README.md has no {quality.README_BEGIN} ... block"
+    assert block.strip() == quality.readme_table(results).strip(), (
+        "the README's quality table differs from benchmarks/results/quality.json: run "
+        "`headwise bench --render`")
