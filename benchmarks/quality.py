@@ -256,15 +256,15 @@ def compare(r: dict[str, Any]) -> dict[str, Any]:
         g = [models_gbdt[s]["metrics"][m] for s in sorted(gbdt, key=int)]
         multi = _values(models["multi"], name, m)
         single_key = f"single:{name}"
-        single = _values(models[single_key], name, m) if single_key in models else multi
+        single = _values(models[single_key], name, m) if single_key in models else None
         gap = relative_gap(float(np.mean(multi)), float(np.mean(g)), higher)
         entry = {"head": name, "metric": m, "higher_is_better": higher,
                  "gating": not h.get("auxiliary", False),
-                 "multi": float(np.mean(multi)), "single": float(np.mean(single)),
-                 "gbdt": float(np.mean(g)),
+                 "multi": float(np.mean(multi)), "gbdt": float(np.mean(g)),
+                 "single": float(np.mean(single)) if single else None,
                  "multi_vs_gbdt": paired(multi, g, higher),
-                 "single_vs_gbdt": paired(single, g, higher),
-                 "multi_vs_single": paired(multi, single, higher),
+                 "single_vs_gbdt": paired(single, g, higher) if single else None,
+                 "multi_vs_single": paired(multi, single, higher) if single else None,
                  "relative_gap_to_gbdt": gap,
                  "within_goal": gap <= GOAL_RELATIVE[higher]}
         heads.append(entry)
@@ -275,7 +275,7 @@ def compare(r: dict[str, Any]) -> dict[str, Any]:
         return float(np.median(values))
     multi_s = med([models["multi"][s]["train_s"] for s in seeds])
     single_total = med([sum(models[v][s]["train_s"] for v in singles) for s in seeds]) \
-        if singles else multi_s
+        if singles else None
     # A Trainer's fixed cost: its wall time less the seconds in Keras's fit (median over every
     # Trainer of the run); each side pays it once in the marginal cost.
     every = [m for v in models.values() for m in v.values() if "fit_s" in m]
@@ -287,21 +287,24 @@ def compare(r: dict[str, Any]) -> dict[str, Any]:
         "fixed_trainer_s": fixed,
         "multi_marginal_s": multi_s,
         "single_marginal_s": (single_total - (len(singles) - 1) * fixed) if singles
-        else multi_s,
+        else None,
         "multi_latency_ms": med([models["multi"][s]["latency_ms"] for s in seeds]),
         "single_latency_ms": med([sum(models[v][s]["latency_ms"] for v in singles)
                                   for s in seeds]) if singles else None,
         "gbdt_latency_ms": med([sum(r["gbdt"][h["name"]][s]["latency_ms"] for h in r["heads"])
                                 for s in sorted(next(iter(r["gbdt"].values())), key=int)]),
     }
-    cost["train_ratio_total"] = cost["multi_train_s"] / cost["single_train_s"]
-    cost["train_ratio_marginal"] = cost["multi_marginal_s"] / cost["single_marginal_s"]
+    cost["train_ratio_total"] = (cost["multi_train_s"] / cost["single_train_s"]
+                                 if singles else None)
+    cost["train_ratio_marginal"] = (cost["multi_marginal_s"] / cost["single_marginal_s"]
+                                    if singles else None)
     gating = [h for h in heads if h["gating"]]
     goal = {"every_gating_head_within_goal": all(h["within_goal"] for h in gating),
             "a_head_better_than_gbdt": any(h["multi_vs_gbdt"]["verdict"] == "better"
                                            for h in heads),
             "no_gating_head_worse_than_single": all(
-                h["multi_vs_single"]["verdict"] != "worse" for h in gating)}
+                h["multi_vs_single"]["verdict"] != "worse" for h in gating
+                if h["multi_vs_single"]) if singles else None}
     return {"heads": heads, "cost": cost, "goal": goal}
 
 
@@ -350,14 +353,13 @@ def table(results: dict[str, Any]) -> str:
     paired difference against the per-head GBDT (positive: better), the verdicts, the gap."""
     rows = []
     for name, r in results["datasets"].items():
-        c = r.get("compare") or compare(r)
-        for h in c["heads"]:
+        for h in compare(r)["heads"]:
             rows.append([
                 name, h["head"] + ("" if h["gating"] else " (aux)"), h["metric"],
-                _fmt(h["gbdt"]), _fmt(h["single"]), _fmt(h["multi"]),
-                _diff(h["multi_vs_gbdt"]), h["multi_vs_gbdt"]["verdict"],
+                _fmt(h["gbdt"]), _fmt(h["single"]) if h["single"] is not None else "-",
+                _fmt(h["multi"]), _diff(h["multi_vs_gbdt"]), h["multi_vs_gbdt"]["verdict"],
                 f"{-100 * h['relative_gap_to_gbdt']:+.1f}%",
-                h["multi_vs_single"]["verdict"]])
+                h["multi_vs_single"]["verdict"] if h["multi_vs_single"] else "-"])
     return common.md_table(
         ["dataset", "head", "metric", "per-head GBDT", "single-task", "multi-head",
          "multi - GBDT (paired, ± s.e.)", "vs GBDT", "relative", "multi vs single"], rows)
@@ -366,11 +368,12 @@ def table(results: dict[str, Any]) -> str:
 def cost_table(results: dict[str, Any]) -> str:
     rows = []
     for name, r in results["datasets"].items():
-        c = (r.get("compare") or compare(r))["cost"]
-        rows.append([name, c["gbdt_train_s"], c["single_train_s"], c["multi_train_s"],
-                     c["train_ratio_total"], c["train_ratio_marginal"], c["gbdt_latency_ms"],
-                     c["single_latency_ms"] if c["single_latency_ms"] is not None else "-",
-                     c["multi_latency_ms"]])
+        c = compare(r)["cost"]
+        rows.append([name, c["gbdt_train_s"]] + [
+            "-" if v is None else v
+            for v in (c["single_train_s"], c["multi_train_s"], c["train_ratio_total"],
+                      c["train_ratio_marginal"], c["gbdt_latency_ms"], c["single_latency_ms"],
+                      c["multi_latency_ms"])])
     return common.md_table(
         ["dataset", "GBDT train s (all heads)", "single-task train s (all)", "multi train s",
          "multi / single (total)", "multi / single (marginal)", "GBDT serve ms",
@@ -406,11 +409,12 @@ def readme_table(results: dict[str, Any]) -> str:
             "seed, 95% t interval):\n\n")
     rows = []
     for name, r in results["datasets"].items():
-        for h in (r.get("compare") or compare(r))["heads"]:
+        for h in compare(r)["heads"]:
             rows.append([name, h["head"] + ("" if h["gating"] else " (aux)"), h["metric"],
                          _fmt(h["gbdt"]), _fmt(h["multi"]),
                          f"{-100 * h['relative_gap_to_gbdt']:+.1f}%",
-                         h["multi_vs_gbdt"]["verdict"], h["multi_vs_single"]["verdict"]])
+                         h["multi_vs_gbdt"]["verdict"],
+                         h["multi_vs_single"]["verdict"] if h["multi_vs_single"] else "-"])
     return head + common.md_table(
         ["dataset", "head", "metric", "per-head GBDT", "headwise multi-head", "relative",
          "vs GBDT", "vs its single-task"], rows)

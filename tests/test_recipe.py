@@ -137,6 +137,20 @@ def test_symlog_and_symexp_are_inverse():
                                rtol=1e-6)
 
 
+def test_a_log_heads_output_is_bounded_so_metrics_stay_finite():
+    """A diverging network (z = 1e4 on the log scale) outputs at most exp(mean + 10 std) - 1,
+    and its squared error is finite (exp(80), the old cap, squared is inf in float32)."""
+    cfg = cfg_of({"x": {"type": "numeric", "encoding": "zscore", "missing_indicator": False}},
+                 [{"name": "y", "label": "y", "task": "regression", "target": "log"}])
+    head = heads_lib.make_head(cfg.heads[0], {"mean": 2.0, "std": 0.5})
+    inverse = head.output_layers[-1]
+    out = inverse(tf.constant([[1e4], [-1e4], [2.0]])).numpy()[:, 0]
+    # Clipped to [2 - 5, 2 + 5] on the log scale; -3 maps to -(e^3 - 1).
+    np.testing.assert_allclose(out, [np.expm1(7.0), -np.expm1(3.0), np.expm1(2.0)], rtol=1e-5)
+    plain = heads_lib.symexp(tf.constant([1e4]))
+    assert np.isfinite(float(tf.reduce_mean(tf.square(plain))))
+
+
 def test_log_target_loss_is_computed_on_the_log_scale():
     loss = heads_lib.ScaledLoss("mae", 2.0, "log")
     y, p = np.array([[0.0], [9.0]], "float32"), np.array([[1.0], [99.0]], "float32")

@@ -106,11 +106,26 @@ REGRESSION_LOSSES = {"mse": keras.losses.MeanSquaredError, "mae": keras.losses.M
                      "huber": keras.losses.Huber}
 
 
+SYMEXP_LIMIT = 40.0  # exp(40)^2 ~ 5.5e34: a squared error of the output stays finite in float32
+TARGET_SPAN = 10.0  # a `log` head's output stays within the label's mean +- this many stds
+
+
 class SymExp(keras.layers.Layer):
-    """The `log` target's inverse (symexp): the head's output back in the label's units."""
+    """The `log` target's inverse (symexp): the head's output back in the label's units. The
+    log-scale value is first clipped to [low, high] (the label's mean +- TARGET_SPAN stds on the
+    log scale, from Transform): an untrained or diverging network cannot output a value the
+    label never approaches (exp of a large z overflows the metrics, then stops training)."""
+
+    def __init__(self, low: float = -SYMEXP_LIMIT, high: float = SYMEXP_LIMIT, **kwargs):
+        super().__init__(**kwargs)
+        self.low = float(max(low, -SYMEXP_LIMIT))
+        self.high = float(min(high, SYMEXP_LIMIT))
 
     def call(self, z):
-        return symexp(z)
+        return symexp(tf.clip_by_value(z, self.low, self.high))
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high}
 
 
 class ScaledLoss(keras.losses.Loss):
@@ -213,9 +228,9 @@ def symlog(x: tf.Tensor) -> tf.Tensor:
 
 
 def symexp(z: tf.Tensor) -> tf.Tensor:
-    """The inverse of symlog, sign(z) (exp(|z|) - 1); |z| is capped at 80 so that float32
-    cannot overflow (exp(80) ~ 5.5e34)."""
-    return tf.sign(z) * tf.math.expm1(tf.minimum(tf.abs(z), 80.0))
+    """The inverse of symlog, sign(z) (exp(|z|) - 1); |z| is capped at SYMEXP_LIMIT so that the
+    output, and its square in a metric, cannot overflow float32."""
+    return tf.sign(z) * tf.math.expm1(tf.minimum(tf.abs(z), SYMEXP_LIMIT))
 
 
 def target_space(cfg: Head, y: tf.Tensor) -> tf.Tensor:
@@ -252,7 +267,13 @@ class RegressionHead(HeadLayer):
         return numeric_label(cfg, raw)
 
     def make_output(self):
-        inverse = [SymExp(name="from_log")] if self.cfg.target == "log" else []
+        inverse = []
+        if self.cfg.target == "log":
+            span = {}
+            if self.cfg.normalize:
+                mean, std = self.stats["mean"], self.stats["std"]
+                span = {"low": mean - TARGET_SPAN * std, "high": mean + TARGET_SPAN * std}
+            inverse = [SymExp(name="from_log", **span)]
         if not self.cfg.normalize:
             return [keras.layers.Dense(1, name="output"), *inverse]
         # A normalised output, mapped back to the target space, then to label units.
