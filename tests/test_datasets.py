@@ -83,3 +83,22 @@ def test_the_command_writes_census_and_refuses_a_folder_of_other_files(tmp_path,
                      str(tmp_path / "mine")]) == 2
     assert "holds files that are not the census dataset (notes.txt)" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_randhie_is_read_from_a_wheel_and_a_wrong_wheel_is_named(tmp_path):
+    import zipfile
+
+    from headwise import datasets as ds
+
+    wheel = tmp_path / "statsmodels-0.14.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(ds.RANDHIE_MEMBER, "mdvis,lncoins\r\n0,4.6\r\n2,4.6\r\n")
+    w = ds.write_randhie(str(tmp_path / "out"), str(wheel))
+    assert (w.written, w.rows, w.columns) == (True, {"randhie.csv": 2}, 2)
+    assert (tmp_path / "out" / "randhie.csv").read_bytes() == b"mdvis,lncoins\n0,4.6\n2,4.6\n"
+    assert not ds.write_randhie(str(tmp_path / "out"), str(wheel)).written  # identical: kept
+    other = tmp_path / "other.whl"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("x.txt", "")
+    with pytest.raises(ValueError, match="holds no statsmodels/datasets/randhie/randhie.csv"):
+        ds.write_randhie(str(tmp_path / "out2"), str(other))
