@@ -34,12 +34,13 @@ from benchmarks import multihead as multihead_bench
 from headwise import config as config_lib
 from headwise import datasets, tasks
 from headwise.config import data as data_config
+from headwise.config import features as features_lib
 
 CONFIGS = ("pipeline/configs/penguins.yaml", "pipeline/configs/randhie.yaml",
            "pipeline/configs/taxi.yaml", "pipeline/configs/census.yaml")
-# Datasets whose single-task arms are left out of a run (their Trainers cost the most; the
-# multi-head vs single-task goal is measured on the others).
-NO_SINGLES = ("census",)
+# Datasets whose single-task arms are left out of a run (none: the multi-head vs single-task
+# goal is measured on every dataset with more than one head).
+NO_SINGLES: tuple[str, ...] = ()
 # Datasets whose files a `headwise data` command writes (from a package on the index).
 WRITERS = {"census": datasets.write_census, "randhie": datasets.write_randhie}
 GBDT_MAX_ITER = 2000  # boosting iterations at most; early stopping picks fewer
@@ -454,6 +455,33 @@ def _zscore(raw: dict) -> bool:
     return changed
 
 
+def _numeric_specs(raw: dict):
+    """(name, spec) of every piecewise-encoded numeric feature, its spec a dict in `raw`."""
+    for name, spec in raw["features"].items():
+        spec = {"type": spec} if isinstance(spec, str) else dict(spec)
+        raw["features"][name] = spec
+        if spec["type"] == "numeric" and spec.get("encoding", "piecewise") == "piecewise":
+            yield name, spec
+
+
+def _no_linear(raw: dict) -> bool:
+    changed = False
+    for _, spec in _numeric_specs(raw):
+        spec["linear"] = False
+        changed = True
+    return changed
+
+
+def _all_components(raw: dict) -> bool:
+    """32 piecewise components whatever the data size (bins set: no cap by training rows)."""
+    changed = False
+    for _, spec in _numeric_specs(raw):
+        if spec.get("bins") is None:
+            spec["bins"] = features_lib.DEFAULT_BINS
+            changed = True
+    return changed
+
+
 def _no_log_target(raw: dict) -> bool:
     changed = False
     for head in raw["heads"]:
@@ -471,7 +499,11 @@ def _fixed_steps(raw: dict) -> bool:
 
 # Each recipe part replaced by what it replaced (the defaults before the recipe); a part that a
 # config does not use (no log target) is not run.
-ABLATIONS = {"zscore": _zscore, "no_log_target": _no_log_target, "fixed_steps": _fixed_steps}
+ABLATIONS = {"zscore": _zscore, "no_linear": _no_linear, "all_components": _all_components,
+             "no_log_target": _no_log_target, "fixed_steps": _fixed_steps}
+# The parts that matter only on some datasets: the cap on piecewise components changes nothing
+# from 1,024 training rows up (features.piecewise_components).
+ABLATION_ONLY = {"all_components": ("penguins",)}
 ABLATION_CONFIGS = CONFIGS[:3]  # census: too costly to run four times here
 
 
@@ -498,11 +530,12 @@ def ablation_config(config_path: str, name: str, work_dir: str) -> str | None:
 
 
 def run_ablations(work_dir: str, seeds: list[int], quality_results: dict[str, Any] | None,
-                  configs: tuple[str, ...] = ABLATION_CONFIGS) -> dict[str, Any]:
+                  configs: tuple[str, ...] = ABLATION_CONFIGS,
+                  names: tuple[str, ...] = tuple(ABLATIONS)) -> dict[str, Any]:
     """Per dataset: the shipped config's multi-head model (from `quality_results` where it has
-    those seeds, else trained here) and each ablation, on the validation split."""
+    those seeds, else trained here) and each ablation in `names`, on the validation split."""
     out: dict[str, Any] = {"split": data_config.VALIDATION, "seeds": seeds, "datasets": {},
-                           "commit": _commit()}
+                           "commit": _commit(), "ablations": list(names)}
     for path in configs:
         path = os.path.join(common.ROOT, path)
         cfg = prepare(path)
@@ -515,7 +548,9 @@ def run_ablations(work_dir: str, seeds: list[int], quality_results: dict[str, An
             arms["shipped"] = multihead_bench.run_dataset(
                 path, os.path.join(work_dir, cfg.name, "shipped"), seeds, None, ["multi"],
                 serving=False, validation=True)["models"]["multi"]
-        for name in ABLATIONS:
+        for name in names:
+            if cfg.name not in ABLATION_ONLY.get(name, (cfg.name,)):
+                continue
             variant = ablation_config(path, name, os.path.join(work_dir, cfg.name, name))
             if variant is None:
                 continue
@@ -558,12 +593,23 @@ def recipe_table(results: dict[str, Any], split_key: str = "validation_metrics")
                             *(f"vs {a}" for a in ABLATIONS)], rows)
 
 
+ABLATION_WORDS = {
+    "zscore": "numeric features as z-scores without a missing indicator",
+    "no_linear": "piecewise without its clipped z-score input",
+    "all_components": "32 piecewise components whatever the training rows (run where the cap "
+                      "changes something: under 1,024 training rows)",
+    "no_log_target": "skewed regression heads fitted in label units",
+    "fixed_steps": "2,000 steps of 128 at a constant learning rate, no weight decay"}
+
+
 def recipe_summary(results: dict[str, Any]) -> str:
+    ran = results.get("ablations", list(ABLATIONS))
+    words = "; ".join(f"{a}: {ABLATION_WORDS[a]}" for a in ran)
+    left = [a for a in ABLATIONS if a not in ran]
     return (f"Validation split (where the recipe's defaults are chosen), seeds "
             f"{results['seeds']}, commit {results.get('commit', '?')}: the shipped recipe's "
             "main metric and, per part, the paired difference of the shipped recipe against "
             "the recipe with that part replaced by what it replaced (positive: the part "
-            "helps). zscore: numeric features as z-scores without a missing indicator; "
-            "no_log_target: skewed regression heads fitted in label units; fixed_steps: 2,000 "
-            "steps of 128 at a constant learning rate, no weight decay.\n\n"
+            f"helps). {words}."
+            + (f" Not run here: {', '.join(left)}." if left else "") + "\n\n"
             + recipe_table(results))

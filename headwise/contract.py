@@ -98,6 +98,12 @@ def presence_key(feature: str) -> str:
     return f"present__{feature}"
 
 
+def linear_key(feature: str) -> str:
+    """A piecewise-encoded numeric feature's z-score, clipped (`linear: true`): a transformed
+    column and a model input next to the feature's quantile position."""
+    return f"linear__{feature}"
+
+
 def classes_vocabulary(head: str) -> str:
     """Transform's vocabulary file of a multiclass head that learns its classes."""
     return f"classes__{head}"

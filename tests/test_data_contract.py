@@ -164,7 +164,7 @@ def test_preprocessing_fn_on_taxi_slice_matches_the_documented_rules(cfg, schema
             present = np.sort(np.array([float(v) for v in raw if v], float))
             cdf = [np.searchsorted(present, float(v), side="right") / len(present) if v
                    else 0.5 for v in raw]
-            np.testing.assert_allclose(got, cdf, atol=2 / f.bins + 0.01, err_msg=f.name)
+            np.testing.assert_allclose(got, cdf, atol=2 / f.quantile_bins + 0.01, err_msg=f.name)
             assert [d[f"present__{f.name}"] for d in data] == [
                 1.0 if v else 0.0 for v in raw], f.name
         elif f.type == "categorical":

@@ -12,6 +12,7 @@ import tf_keras as keras
 
 from headwise import config as config_lib
 from headwise import contract
+from headwise.config import features as features_lib
 from headwise.config import model as model_config
 from headwise.errors import ConfigError
 from tests.tft_helpers import run_transform
@@ -78,6 +79,20 @@ def test_quantile_encoding_is_the_empirical_cdf_with_missing_at_the_median(heavy
             assert out[i]["q"] == 0.5 and out[i]["p"] == 0.5
     # piecewise shares Transform's encoding with quantile; the model expands it.
     np.testing.assert_allclose([o["p"] for o in out], [o["q"] for o in out], atol=1e-6)
+    assert contract.linear_key("q") not in out[0]  # quantile has no linear term
+
+
+def test_piecewise_linear_term_is_the_clipped_zscore_of_present_values(heavy_tailed):
+    values, rows, out = heavy_tailed
+    present = np.array([bool(r["p"]) for r in rows])
+    x = values[present]
+    z = np.array([o[contract.linear_key("p")] for o in out])
+    unclipped = (values - x.mean()) / x.std()
+    assert z.max() == pytest.approx(features_lib.LINEAR_CLIP)  # 1e9: clipped, not 30 std
+    assert z.min() >= -features_lib.LINEAR_CLIP
+    inside = present & (np.abs(unclipped) < features_lib.LINEAR_CLIP)
+    np.testing.assert_allclose(z[inside], unclipped[inside], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(z[~present], 0.0, atol=1e-6)  # missing: the mean
 
 
 def test_zscore_is_clipped_and_has_no_indicator_when_asked(heavy_tailed):
@@ -102,11 +117,15 @@ def test_piecewise_linear_components_and_their_sum():
 
 def test_the_model_reads_each_numeric_feature_and_its_indicator():
     cfg = cfg_of({"a": "numeric", "b": {"type": "numeric", "encoding": "quantile",
-                                        "missing_indicator": False}})
+                                        "missing_indicator": False},
+                  "c": {"type": "numeric", "linear": False}})
     model = model_lib.build_model(cfg, {}, {"y": {"mean": 0.0, "std": 1.0}})
-    assert sorted(model.input_names) == sorted(["a", contract.presence_key("a"), "b"])
-    # a: 32 piecewise components -> 8 units, + its indicator; b: its position. 10 in all.
-    assert model.get_layer("backbone").blocks[0][0].kernel.shape[0] == 8 + 1 + 1
+    assert sorted(model.input_names) == sorted(
+        ["a", contract.presence_key("a"), contract.linear_key("a"), "b", "c",
+         contract.presence_key("c")])
+    # a: 32 piecewise components -> 8 units, + its indicator and linear term; b: its position;
+    # c: 8 units + its indicator. 20 in all.
+    assert model.get_layer("backbone").blocks[0][0].kernel.shape[0] == 8 + 2 + 1 + 8 + 1
 
 
 @pytest.mark.parametrize("spec,words", [
@@ -115,6 +134,7 @@ def test_the_model_reads_each_numeric_feature_and_its_indicator():
     ({"type": "categorical", "encoding": "zscore"}, "only numeric features take"),
     ({"type": "numeric", "encoding": "rank"}, "unknown numeric encoding 'rank'"),
     ({"type": "numeric", "bins": 1}, "must be >= 2"),
+    ({"type": "numeric", "encoding": "quantile", "linear": True}, "only the piecewise"),
 ])
 def test_bad_encoding_options_name_the_field(spec, words):
     with pytest.raises(ConfigError, match=words):
@@ -123,7 +143,8 @@ def test_bad_encoding_options_name_the_field(spec, words):
 
 def test_encodings_survive_the_yaml_round_trip():
     cfg = cfg_of({"a": {"type": "numeric", "encoding": "zscore", "clip": 4.0},
-                  "b": {"type": "numeric", "bins": 16, "missing_indicator": False}})
+                  "b": {"type": "numeric", "bins": 16, "missing_indicator": False},
+                  "c": {"type": "numeric", "linear": False}})
     again = config_lib.from_dict(config_lib.to_raw(cfg))
     assert again.features == cfg.features
 
@@ -244,3 +265,19 @@ def test_weight_decay_uses_adamw_and_spares_the_log_variances():
     plain = model_lib.build_model(cfg_of({"a": "numeric"}, weight_decay=0.0),
                                   {}, {"y": {"mean": 0.0, "std": 1.0}})
     assert type(plain.optimizer).__name__ == "Adam"
+
+
+def test_small_data_gets_fewer_piecewise_components():
+    auto = config_lib.Feature(name="a", type="numeric")
+    assert features_lib.piecewise_components(auto, None) == features_lib.DEFAULT_BINS == 32
+    assert features_lib.piecewise_components(auto, 100_000) == 32
+    assert features_lib.piecewise_components(auto, 256) == 256 // features_lib.ROWS_PER_COMPONENT
+    assert features_lib.piecewise_components(auto, 10) == 2
+    # bins set in the config: exactly that many, whatever the data size
+    set_ = config_lib.Feature(name="a", type="numeric", bins=32)
+    assert features_lib.piecewise_components(set_, 256) == 32
+    cfg = cfg_of({"a": "numeric", "b": {"type": "numeric", "bins": 16}})
+    model = model_lib.build_model(cfg, {}, {"y": {"mean": 0.0, "std": 1.0}}, train_rows=256)
+    layers = model.get_layer("backbone").piecewise
+    assert (layers["a"].bins, layers["b"].bins) == (8, 16)
+    assert layers["a"].components(tf.constant([[0.3]])).shape == (1, 8)

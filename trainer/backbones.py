@@ -21,8 +21,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from headwise.config import PipelineConfig
+from headwise.config import features as features_lib
 from headwise.config.model import BACKBONE_TYPES
-from headwise.contract import presence_key
 from trainer import images as images_lib
 
 
@@ -51,7 +51,10 @@ class PiecewiseLinear(keras.layers.Layer):
 class Backbone(keras.layers.Layer):
     """Transformed features -> what the heads read. Subclasses implement `represent`."""
 
-    def __init__(self, cfg: PipelineConfig, cardinalities: dict[str, int], **kwargs):
+    def __init__(self, cfg: PipelineConfig, cardinalities: dict[str, int],
+                 train_rows: int | None = None, **kwargs):
+        """`train_rows`: the training split's size, which caps piecewise components
+        (`features.piecewise_components`); None: every feature's `bins`."""
         super().__init__(name=kwargs.pop("name", "backbone"), **kwargs)
         self.cfg, self.cardinalities = cfg, dict(cardinalities)
         m = cfg.model
@@ -61,7 +64,8 @@ class Backbone(keras.layers.Layer):
             for f in cfg.features if f.type in ("categorical", "bucketized")}
         self.image_encoders = {f.name: images_lib.ImageEncoder(cfg, f)
                                for f in cfg.image_features}
-        self.piecewise = {f.name: PiecewiseLinear(f.bins, m.embedding_dim, name=f"ple_{f.name}")
+        self.piecewise = {f.name: PiecewiseLinear(features_lib.piecewise_components(
+                              f, train_rows), m.embedding_dim, name=f"ple_{f.name}")
                           for f in cfg.features
                           if f.type == "numeric" and f.encoding == "piecewise"}
 
@@ -75,8 +79,7 @@ class Backbone(keras.layers.Layer):
                                dtype=tf.float32 if f.type == "numeric" else tf.int64)
         out = {f.name: one(f) for f in self.cfg.features}
         for f in self.cfg.features:
-            if f.type == "numeric" and f.missing_indicator:
-                key = presence_key(f.name)
+            for key in f.side_inputs():
                 out[key] = keras.Input(shape=(1,), name=key, dtype=tf.float32)
         return out
 
@@ -89,8 +92,7 @@ class Backbone(keras.layers.Layer):
             if f.type == "numeric":
                 x = tf.cast(x, tf.float32)
                 parts.append(self.piecewise[f.name](x) if f.name in self.piecewise else x)
-                if f.missing_indicator:
-                    parts.append(tf.cast(inputs[presence_key(f.name)], tf.float32))
+                parts.extend(tf.cast(inputs[key], tf.float32) for key in f.side_inputs())
             elif f.type == "image":
                 parts.append(self.image_encoders[f.name](x, training=training))
             else:
@@ -238,5 +240,6 @@ if set(BACKBONES) != set(BACKBONE_TYPES):
                       f"headwise.config.model.BACKBONE_TYPES {sorted(BACKBONE_TYPES)} differ")
 
 
-def make_backbone(cfg: PipelineConfig, cardinalities: dict[str, int]) -> Backbone:
-    return BACKBONES[cfg.model.backbone](cfg, cardinalities)
+def make_backbone(cfg: PipelineConfig, cardinalities: dict[str, int],
+                  train_rows: int | None = None) -> Backbone:
+    return BACKBONES[cfg.model.backbone](cfg, cardinalities, train_rows=train_rows)

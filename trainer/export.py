@@ -46,14 +46,13 @@ from trainer import images as images_lib
 
 def model_features(cfg: config_lib.PipelineConfig, transformed: dict) -> dict[str, tf.Tensor]:
     """Transformed columns [batch] -> the model's inputs [batch, 1] (a numeric feature's missing
-    indicator is an input of its own, `contract.presence_key`); an image feature's bytes
-    -> its decoded image [batch, height, width, channels] (trainer.images.decode), in the input
-    function and in every serving signature alike."""
+    indicator and piecewise linear term are inputs of their own, `Feature.side_inputs`); an
+    image feature's bytes -> its decoded image [batch, height, width, channels]
+    (trainer.images.decode), in the input function and in every serving signature alike."""
     out = {f.name: images_lib.decode(transformed[f.name], f) if f.type == "image"
            else tf.reshape(transformed[f.name], [-1, 1]) for f in cfg.features}
     for f in cfg.features:
-        if f.type == "numeric" and f.missing_indicator:
-            key = contract.presence_key(f.name)
+        for key in f.side_inputs():
             out[key] = tf.reshape(transformed[key], [-1, 1])
     return out
 

@@ -199,18 +199,19 @@ class MultiHeadModel(keras.Model):
 
 
 def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
-                stats: dict[str, dict[str, float]], total_steps: int | None = None
-                ) -> MultiHeadModel:
+                stats: dict[str, dict[str, float]], total_steps: int | None = None,
+                train_rows: int | None = None) -> MultiHeadModel:
     """The compiled multi-head model. `stats[head]` holds label statistics (regression).
     `total_steps`: the planned optimizer steps, which `model.schedule` spans (without them the
-    learning rate is constant).
+    learning rate is constant). `train_rows`: the training split's size (it caps piecewise
+    components, `features.piecewise_components`).
 
     For a one-head config (`PipelineConfig.single_task`) this is the single-task model with the
     very same backbone, which is what benchmarks compare against.
     """
     # Backbone first, then the heads in config order: layers draw their initial weights in the
     # order they are made, so this order is what a seed reproduces.
-    backbone = backbones_lib.make_backbone(cfg, cardinalities)
+    backbone = backbones_lib.make_backbone(cfg, cardinalities, train_rows)
     heads = [heads_lib.make_head(h, stats.get(h.name, {}), cfg.model.activation)
              for h in cfg.heads]
     model = MultiHeadModel(backbone, heads, loss_balancing=cfg.model.loss_balancing,

@@ -116,7 +116,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     cfg = cfg.with_learned_classes(learned_classes(cfg, tft_output))
     keras.utils.set_random_seed(cfg.trainer.seed)
-    plan = model_config.plan(cfg.trainer, count_records(fn_args.train_files),
+    train_rows = count_records(fn_args.train_files)
+    plan = model_config.plan(cfg.trainer, train_rows,
                              count_records(fn_args.eval_files), fn_args.train_steps or None,
                              fn_args.eval_steps or None)
     print(f"  training plan: {plan.why}; {plan.steps_per_epoch} steps per epoch, "
@@ -133,7 +134,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     strategy = _strategy(fn_args.custom_config.get("distribution_strategy", "none"))
     with strategy.scope():
         model = model_lib.build_model(cfg, model_lib.feature_cardinalities(cfg, tft_output),
-                                      stats, total_steps=plan.total_steps)
+                                      stats, total_steps=plan.total_steps,
+                                      train_rows=train_rows)
 
     epochs = plan.epochs
     callbacks = [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),

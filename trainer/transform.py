@@ -6,6 +6,8 @@ Input features (names kept):
                  piecewise (the value's position among the training values in [0, 1], linear
                  between `bins` quantile boundaries, clipped to [0, 1]; missing -> 0.5); with
                  `missing_indicator`, also `contract.presence_key(name)`: 1.0 where present;
+                 piecewise with `linear`, also `contract.linear_key(name)`: the z-score
+                 clipped to [-LINEAR_CLIP, LINEAR_CLIP];
   categorical -> int64 vocabulary index by descending frequency; a missing value (no entry
                  in the vocabulary) and values unseen in training hash into the `oov_buckets`
                  extra ids; the vocabulary file is named after the feature;
@@ -24,6 +26,7 @@ import tensorflow_transform as tft
 
 from headwise import config as config_lib
 from headwise import contract
+from headwise.config import features as features_lib
 from trainer import heads as heads_lib
 
 
@@ -48,15 +51,20 @@ def quantile_position(x: tf.Tensor, edges: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(u, 0.0, 1.0)
 
 
+def _zscore(x: Any, clip: float | None) -> tf.Tensor:
+    present = heads_lib.values(x)
+    mean, var = tft.mean(present), tft.var(present)
+    std = tf.where(var > 0, tf.sqrt(var), tf.ones_like(var))
+    z = (heads_lib.to_dense(x, mean) - mean) / std  # missing -> 0 (the mean)
+    return z if clip is None else tf.clip_by_value(z, -clip, clip)
+
+
 def _numeric(feature: config_lib.Feature, x: Any) -> tf.Tensor:
     present = heads_lib.values(x)
     if feature.encoding == "zscore":
-        mean, var = tft.mean(present), tft.var(present)
-        std = tf.where(var > 0, tf.sqrt(var), tf.ones_like(var))
-        z = (heads_lib.to_dense(x, mean) - mean) / std  # missing -> 0 (the mean)
-        return z if feature.clip is None else tf.clip_by_value(z, -feature.clip, feature.clip)
-    boundaries = tf.reshape(tft.quantiles(present, feature.bins,
-                                          epsilon=0.01 / feature.bins), [-1])
+        return _zscore(x, feature.clip)
+    bins = feature.quantile_bins
+    boundaries = tf.reshape(tft.quantiles(present, bins, epsilon=0.01 / bins), [-1])
     edges = tf.concat([tf.reshape(tft.min(present), [1]), boundaries,
                        tf.reshape(tft.max(present), [1])], axis=0)
     u = quantile_position(heads_lib.to_dense(x, 0.0), edges)
@@ -96,8 +104,11 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
             raise ValueError(f"feature column {feature.name!r} (features.{feature.name} in "
                              f"{cfg.source}) is not in the examples; got {sorted(inputs)}")
         out[feature.name] = transform_feature(feature, inputs[feature.name])
-        if feature.type == "numeric" and feature.missing_indicator:
-            out[contract.presence_key(feature.name)] = heads_lib.presence(inputs[feature.name])
+        for key in feature.side_inputs():
+            if key == contract.presence_key(feature.name):
+                out[key] = heads_lib.presence(inputs[feature.name])
+            else:  # contract.linear_key: piecewise's linear term
+                out[key] = _zscore(_as_float(inputs[feature.name]), features_lib.LINEAR_CLIP)
     for head in cfg.heads:
         if head.label not in inputs:
             raise ValueError(f"label column {head.label!r} of head {head.name!r} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from headwise import contract
 from headwise.config.fields import Fields
 
 FEATURE_TYPES = ("numeric", "categorical", "bucketized", "image")
@@ -15,10 +16,18 @@ FEATURE_TYPES = ("numeric", "categorical", "bucketized", "image")
 #              linear between them (heavy tails and outliers land in [0, 1]);
 #   piecewise: the quantile position expanded into `bins` piecewise-linear components, each
 #              in [0, 1] (Gorishniy et al. 2022, PLE with quantile bins), then a dense layer
-#              of model.embedding_dim units with ReLU per feature.
+#              of model.embedding_dim units with ReLU per feature; with `linear` (default),
+#              the z-score clipped to [-LINEAR_CLIP, LINEAR_CLIP] is an input next to them, so
+#              a relation linear in the value needs no bins (and small data no bins at all).
 NUMERIC_ENCODINGS = ("zscore", "quantile", "piecewise")
 DEFAULT_NUMERIC_ENCODING = "piecewise"
-NUMERIC_KEYS = ("encoding", "bins", "missing_indicator", "clip")
+NUMERIC_KEYS = ("encoding", "bins", "missing_indicator", "clip", "linear")
+LINEAR_CLIP = 5.0  # piecewise's linear term: the z-score, clipped to +-5 standard deviations
+DEFAULT_BINS = 32  # quantile boundaries Transform computes when `bins` is not set
+# piecewise without `bins`: the model makes one component per ROWS_PER_COMPONENT training rows,
+# between 2 and DEFAULT_BINS: 32 components fit on 256 rows overfit (chosen on the validation
+# split of the quality benchmark's only dataset under 1,024 training rows, docs/benchmarks.md).
+ROWS_PER_COMPONENT = 32
 IMAGE_CHANNELS = (1, 3)
 DEFAULT_IMAGE_SIZE = (224, 224)  # Keras Applications' default input size
 
@@ -36,9 +45,40 @@ class Feature:
     channels: int = 3
     # numeric only (NUMERIC_ENCODINGS)
     encoding: str = DEFAULT_NUMERIC_ENCODING
-    bins: int = 32  # quantile and piecewise: quantile boundaries from Transform
+    # quantile and piecewise: quantile boundaries from Transform (None: DEFAULT_BINS, and
+    # piecewise components by the training rows, piecewise_components)
+    bins: int | None = None
     missing_indicator: bool = True  # a 0/1 input: was the value present?
     clip: float | None = None  # zscore: clip the z-score to [-clip, clip]
+    linear: bool = True  # piecewise: the clipped z-score as an input next to the components
+
+    @property
+    def quantile_bins(self) -> int:
+        """The quantile boundaries Transform computes for the quantile and piecewise encodings."""
+        return self.bins or DEFAULT_BINS
+
+    def side_inputs(self) -> tuple[str, ...]:
+        """The transformed columns, each one model input, that a numeric feature adds next to
+        its own: its missing indicator and piecewise's linear term (trainer.transform writes
+        them, trainer.backbones reads them, trainer.export passes them on)."""
+        if self.type != "numeric":
+            return ()
+        out = [contract.presence_key(self.name)] if self.missing_indicator else []
+        if self.encoding == "piecewise" and self.linear:
+            out.append(contract.linear_key(self.name))
+        return tuple(out)
+
+
+def piecewise_components(feature: Feature, train_rows: int | None) -> int:
+    """How many piecewise-linear components the model makes of a feature's quantile position:
+    its `bins` where set; otherwise DEFAULT_BINS, fewer on small data (one per
+    ROWS_PER_COMPONENT training rows, at least 2). Fewer components of the same position are
+    coarser quantile bins."""
+    if feature.bins:
+        return feature.bins
+    if not train_rows:
+        return DEFAULT_BINS
+    return max(2, min(DEFAULT_BINS, train_rows // ROWS_PER_COMPONENT))
 
 
 def parse_feature(source: str, name: str, spec: Any) -> Feature:
@@ -62,8 +102,8 @@ def parse_feature(source: str, name: str, spec: Any) -> Feature:
         f.fail(f"only numeric features take {'/'.join(NUMERIC_KEYS)}", key)
     encoding = f.choice("encoding", NUMERIC_ENCODINGS, DEFAULT_NUMERIC_ENCODING,
                         what="numeric encoding")
-    bins = f.get("bins", int, 32)
-    if bins < 2:
+    bins = f.get("bins", int, None) if spec.get("bins") is not None else None
+    if bins is not None and bins < 2:
         f.fail("must be >= 2", "bins")
     if "bins" in spec and encoding == "zscore":
         f.fail("only the quantile and piecewise encodings take bins", "bins")
@@ -73,6 +113,10 @@ def parse_feature(source: str, name: str, spec: Any) -> Feature:
                "already)", "clip")
     if clip is not None and clip <= 0:
         f.fail(f"must be > 0 (z-scores are clipped to [-clip, clip]), got {clip}", "clip")
+    linear = f.get("linear", bool, True)
+    if "linear" in spec and encoding != "piecewise":
+        f.fail("only the piecewise encoding takes linear (its z-score input next to the "
+               "piecewise components)", "linear")
     if buckets < 2:
         f.fail("must be >= 2", "buckets")
     if oov < 1:
@@ -89,7 +133,8 @@ def parse_feature(source: str, name: str, spec: Any) -> Feature:
         f.fail(f"expected 3 (RGB) or 1 (grey), got {channels}", "channels")
     return Feature(name=name, type=ftype, buckets=buckets, oov_buckets=oov, top_k=top_k,
                    size=(size[0], size[1]), channels=channels, encoding=encoding, bins=bins,
-                   missing_indicator=f.get("missing_indicator", bool, True), clip=clip)
+                   missing_indicator=f.get("missing_indicator", bool, True), clip=clip,
+                   linear=linear)
 
 
 def parse_features(top: Fields) -> tuple[Feature, ...]:
@@ -117,9 +162,11 @@ def raw_feature(feature: Feature) -> dict[str, Any]:
         out["channels"] = feature.channels
     if feature.type == "numeric":
         out["encoding"] = feature.encoding
-        if feature.encoding != "zscore":
+        if feature.bins is not None:
             out["bins"] = feature.bins
         out["missing_indicator"] = feature.missing_indicator
+        if feature.encoding == "piecewise":
+            out["linear"] = feature.linear
         if feature.clip is not None:
             out["clip"] = feature.clip
     return out
