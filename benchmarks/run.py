@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
 import time
 
 from benchmarks import common
@@ -155,9 +156,17 @@ def render(results_dir: str) -> str:
 
 
 def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
-         config: str = "pipeline/configs/taxi.yaml", work_dir: str = "outputs/bench") -> int:
+         config: str = "pipeline/configs/taxi.yaml", work_dir: str = "outputs/bench",
+         ablations: list[str] | None = None) -> int:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from benchmarks import quality
     from headwise import config as config_lib
+
+    unknown = set(ablations or ()) - set(quality.ABLATIONS)
+    if unknown:
+        print(f"headwise: error: --ablations: unknown part(s) {sorted(unknown)}; choose from "
+              f"{', '.join(quality.ABLATIONS)}", file=sys.stderr)
+        return 2
 
     config = os.path.abspath(config)
     cfg = config_lib.load(config)
@@ -169,16 +178,12 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
     print(f"headwise bench ({mode}): {', '.join(chosen)}; work dir {work_dir}", flush=True)
 
     if "quality" in chosen:
-        from benchmarks import quality
-
         print("[quality] every head against a per-head HistGradientBoosting model", flush=True)
         r = quality.run(os.path.join(work_dir, "quality"),
                         seeds=[1] if quick else list(range(1, max(seeds, 5) + 1)), quick=quick)
         results["quality"] = r
         common.write_json("quality", r)
     if "recipe" in chosen:
-        from benchmarks import quality
-
         print("[recipe] each part of the recipe against what it replaced (validation split)",
               flush=True)
         previous = results.get("quality")
@@ -186,7 +191,8 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
             with open(os.path.join(common.RESULTS, "quality.json"), encoding="utf-8") as fh:
                 previous = json.load(fh)
         r = quality.run_ablations(os.path.join(work_dir, "recipe"),
-                                  seeds=[1] if quick else [1, 2, 3], quality_results=previous)
+                                  seeds=[1] if quick else [1, 2, 3], quality_results=previous,
+                                  names=tuple(ablations or quality.ABLATIONS))
         results["recipe"] = r
         common.write_json("recipe", r)
     if "multihead" in chosen:

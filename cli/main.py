@@ -213,8 +213,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 2
     if _load_config(args.config) is None:
         return 2
+    ablations = args.ablations.split(",") if args.ablations else None
     return bench.main(quick=args.quick, only=only, seeds=args.seeds, config=args.config,
-                      work_dir=args.work_dir)
+                      work_dir=args.work_dir, ablations=ablations)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--render", action="store_true", help="only rewrite SUMMARY.md and "
                        "summary.png from the JSON results already in benchmarks/results/")
     bench.add_argument("--seeds", type=int, default=3, help="seeds per model (full mode)")
+    bench.add_argument("--ablations", help="recipe: only these parts, comma-separated "
+                       "(default: every part in benchmarks/quality.py ABLATIONS)")
     bench.add_argument("--config", default="pipeline/configs/taxi.yaml")
     bench.add_argument("--work-dir", default="outputs/bench")
     bench.set_defaults(func=_cmd_bench)
