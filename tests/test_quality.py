@@ -122,3 +122,47 @@ def test_the_readme_table_is_the_one_rendered_from_quality_json():
     assert block.strip() == quality.readme_table(results).strip(), (
         "the README's quality table differs from benchmarks/results/quality.json: run "
         "`headwise bench --render`")
+
+
+def test_recipe_ablations_replace_only_their_part(tmp_path):
+    """no_linear turns off piecewise's linear term and all_components fixes 32 components, on
+    every piecewise feature and nothing else; a part a config does not use is not run."""
+    import yaml
+
+    path = os.path.join(ROOT, "pipeline", "configs", "penguins.yaml")
+    with open(path, encoding="utf-8") as fh:
+        shipped = yaml.safe_load(fh)
+    for name, key, value in (("no_linear", "linear", False), ("all_components", "bins", 32)):
+        variant = quality.ablation_config(path, name, str(tmp_path / name))
+        cfg = config_lib.load(variant)
+        numeric = [f for f in cfg.features if f.type == "numeric"]
+        assert numeric and all(getattr(f, key) == value for f in numeric), name
+        others = {f.name: f for f in cfg.features if f.type != "numeric"}
+        assert set(others) == {n for n, s in shipped["features"].items()
+                               if (s if isinstance(s, str) else s["type"]) != "numeric"}
+        assert cfg.heads == config_lib.load(path).heads
+    assert quality.ablation_config(path, "no_log_target", str(tmp_path / "log")) is None
+
+
+def test_recipe_summary_names_the_parts_run_and_those_left_out():
+    seeds = {"1": {"validation_metrics": {"y": {"auc": 0.9}}},
+             "2": {"validation_metrics": {"y": {"auc": 0.91}}}}
+    worse = {s: {"validation_metrics": {"y": {"auc": v["validation_metrics"]["y"]["auc"] - 0.01}}}
+             for s, v in seeds.items()}
+    results = {"seeds": [1, 2], "commit": "abc", "ablations": ["no_linear"],
+               "datasets": {"d": {"heads": [{"name": "y", "main": "auc", "task": "binary",
+                                             "auxiliary": False}],
+                                  "arms": {"shipped": seeds, "no_linear": worse}}}}
+    text = quality.recipe_summary(results)
+    assert "no_linear: piecewise without its clipped z-score input" in text
+    assert "Not run here: zscore, all_components, no_log_target, fixed_steps." in text
+    row = next(line for line in text.splitlines() if line.startswith("| d |"))
+    assert "+0.01" in row and "| - |" in row
+
+
+def test_bench_refuses_an_unknown_ablation_before_running_anything(capsys):
+    from benchmarks import run as bench
+
+    assert bench.main(only=["recipe"], ablations=["no_linear", "bogus"],
+                      work_dir="/nonexistent/never-made") == 2
+    assert "unknown part(s) ['bogus']" in capsys.readouterr().err
