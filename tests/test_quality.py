@@ -160,9 +160,12 @@ def test_recipe_summary_names_the_parts_run_and_those_left_out():
     assert "+0.01" in row and "| - |" in row
 
 
-def test_bench_refuses_an_unknown_ablation_before_running_anything(capsys):
+def test_bench_refuses_an_unknown_ablation_before_running_anything(capsys, monkeypatch):
     from benchmarks import run as bench
 
+    def ran(*args, **kwargs):
+        raise AssertionError("the recipe ran with an unknown ablation")
+    monkeypatch.setattr(quality, "run_ablations", ran)
     assert bench.main(only=["recipe"], ablations=["no_linear", "bogus"],
                       work_dir="/nonexistent/never-made") == 2
     assert "unknown part(s) ['bogus']" in capsys.readouterr().err
