@@ -29,6 +29,7 @@ def _preflight_run(args: argparse.Namespace):
     if cfg is None:
         return None
     try:
+        cfg.read_schema()  # a missing schema file: said before the data is read
         sources.of(cfg).check(cfg.resolve_data(), cfg)
     except config_lib.ConfigError as e:
         print(f"headwise: error: {e}", file=sys.stderr)

@@ -27,7 +27,7 @@ from tfx import v1 as tfx
 from components import data_gate
 from headwise import quiet, sources
 from headwise import request_logs as request_log  # the reading side: no serving code
-from headwise.config import ConfigError, PipelineConfig
+from headwise.config import PipelineConfig
 from pipeline import pipeline as pipeline_lib
 from pipeline import summary as summary_lib
 
@@ -91,15 +91,9 @@ def stage_schema(cfg: PipelineConfig, schema_root: str) -> str | None:
     TFX caches ImportSchemaGen on its schema_file *path*; naming the copy by its content makes an
     edited schema invalidate the cache, and an unchanged one keep it.
     """
-    src = cfg.schema_path()
-    if src is None:
+    content = cfg.read_schema()
+    if content is None:
         return None
-    try:
-        with open(src, "rb") as fh:
-            content = fh.read()
-    except OSError as e:
-        raise ConfigError(f"{cfg.source}: validation.schema: cannot read {src}: {e.strerror}. "
-                          f"Generate it with: headwise schema --config {cfg.source}") from None
     dst = os.path.join(schema_root, hashlib.sha256(content).hexdigest()[:16], "schema.pbtxt")
     if not os.path.exists(dst):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -216,6 +210,7 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
     its values do not fit the config (headwise.data_check), and PipelineRunError naming the
     component if the pipeline stops."""
     if preflight:  # False: the caller has just run it (headwise run, before importing TF)
+        cfg.read_schema()  # a missing schema file: said before the data is read
         sources.of(cfg).check(cfg.resolve_data(), cfg)
     paths = paths_for(cfg, output_dir)
     stage_data(cfg, paths.data_root)

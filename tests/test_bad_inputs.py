@@ -86,6 +86,29 @@ def test_structural_damage_stops_before_anything_runs(case, tmp_path, capsys):
     assert not (out / "pipelines").exists()
 
 
+def test_a_missing_schema_file_is_said_before_the_data_is_read(tmp_path, capsys, monkeypatch):
+    from headwise import sources
+
+    def no_data_pass(*args, **kwargs):
+        raise AssertionError("the data was read before the schema file was checked")
+
+    monkeypatch.setattr(sources.CsvSource, "check", no_data_pass)
+    damaged = next(c for c in CASES if c["stops_at"] == "data_check" and c["feed"] == "alone")
+    path = config_for(os.path.join(BAD, damaged["file"]), tmp_path)
+    with open(path, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh)
+    raw["validation"]["schema"] = str(tmp_path / "no" / "schema.pbtxt")
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(raw, fh)
+    out = tmp_path / "outputs"
+    code = cli.main(["run", "--config", path, "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"validation.schema: cannot read {tmp_path / 'no' / 'schema.pbtxt'}" in err, err
+    assert f"headwise schema --config {path}" in err, err
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def schema():
     from pipeline import schema as schema_lib

@@ -95,6 +95,20 @@ class PipelineConfig:
         return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.source)),
                                              self.validation.schema))
 
+    def read_schema(self) -> bytes | None:
+        """The curated schema file's bytes (None: the config names none). A file that cannot be
+        read is a ConfigError that says how to write it: checked before any data is read."""
+        src = self.schema_path()
+        if src is None:
+            return None
+        try:
+            with open(src, "rb") as fh:
+                return fh.read()
+        except OSError as e:
+            raise ConfigError(f"{self.source}: validation.schema: cannot read {src}: "
+                              f"{e.strerror}. Generate it with: headwise schema --config "
+                              f"{self.source}") from None
+
     def resolve_data(self) -> str:
         """The data's path (a file; for Parquet also a folder or a glob); `package://pkg/path`
         points inside an installed package."""
