@@ -497,10 +497,19 @@ def _fixed_steps(raw: dict) -> bool:
     return True
 
 
+def _weighted_stopping(raw: dict) -> bool:
+    """Early stopping on the heads' weighted loss sum; with one head it changes nothing."""
+    if len(raw["heads"]) < 2:
+        return False
+    raw.setdefault("trainer", {})["early_stopping_on"] = "weighted"
+    return True
+
+
 # Each recipe part replaced by what it replaced (the defaults before the recipe); a part that a
 # config does not use (no log target) is not run.
 ABLATIONS = {"zscore": _zscore, "no_linear": _no_linear, "all_components": _all_components,
-             "no_log_target": _no_log_target, "fixed_steps": _fixed_steps}
+             "no_log_target": _no_log_target, "fixed_steps": _fixed_steps,
+             "weighted_stopping": _weighted_stopping}
 # The parts that matter only on some datasets: the cap on piecewise components changes nothing
 # from 1,024 training rows up (features.piecewise_components).
 ABLATION_ONLY = {"all_components": ("penguins",)}
@@ -539,21 +548,25 @@ def run_ablations(work_dir: str, seeds: list[int], quality_results: dict[str, An
     for path in configs:
         path = os.path.join(common.ROOT, path)
         cfg = prepare(path)
+        variants = {name: ablation_config(path, name, os.path.join(work_dir, cfg.name, name))
+                    for name in names if cfg.name in ABLATION_ONLY.get(name, (cfg.name,))}
+        variants = {name: v for name, v in variants.items() if v is not None}
+        if not variants:
+            continue  # no part to compare here: the shipped arm alone says nothing
         arms: dict[str, dict] = {}
         shipped = (quality_results or {}).get("datasets", {}).get(cfg.name)
-        if shipped and all(str(s) in map(str, shipped["models"]["multi"]) for s in seeds):
+        # The quality run's models stand for the shipped arm only when they are this code's.
+        same_code = ((quality_results or {}).get("commit") == out["commit"]
+                     and not out["commit"].endswith("+changes"))
+        if same_code and shipped and all(str(s) in map(str, shipped["models"]["multi"])
+                                         for s in seeds):
             by_seed = {str(s): m for s, m in shipped["models"]["multi"].items()}
             arms["shipped"] = {s: by_seed[str(s)] for s in seeds}
         else:
             arms["shipped"] = multihead_bench.run_dataset(
                 path, os.path.join(work_dir, cfg.name, "shipped"), seeds, None, ["multi"],
                 serving=False, validation=True)["models"]["multi"]
-        for name in names:
-            if cfg.name not in ABLATION_ONLY.get(name, (cfg.name,)):
-                continue
-            variant = ablation_config(path, name, os.path.join(work_dir, cfg.name, name))
-            if variant is None:
-                continue
+        for name, variant in variants.items():
             print(f"[recipe] {cfg.name}: {name}", flush=True)
             arms[name] = multihead_bench.run_dataset(
                 variant, os.path.join(work_dir, cfg.name, name, "run"), seeds, None, ["multi"],
@@ -599,7 +612,9 @@ ABLATION_WORDS = {
     "all_components": "32 piecewise components whatever the training rows (run where the cap "
                       "changes something: under 1,024 training rows)",
     "no_log_target": "skewed regression heads fitted in label units",
-    "fixed_steps": "2,000 steps of 128 at a constant learning rate, no weight decay"}
+    "fixed_steps": "2,000 steps of 128 at a constant learning rate, no weight decay",
+    "weighted_stopping": "early stopping on the heads' weighted loss sum instead of their "
+                         "geometric mean (run where there are two heads or more)"}
 
 
 def recipe_summary(results: dict[str, Any]) -> str:

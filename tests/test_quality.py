@@ -142,6 +142,39 @@ def test_recipe_ablations_replace_only_their_part(tmp_path):
                                if (s if isinstance(s, str) else s["type"]) != "numeric"}
         assert cfg.heads == config_lib.load(path).heads
     assert quality.ablation_config(path, "no_log_target", str(tmp_path / "log")) is None
+    weighted = config_lib.load(quality.ablation_config(path, "weighted_stopping",
+                                                       str(tmp_path / "w")))
+    assert weighted.trainer.early_stopping_on == "weighted"
+    assert config_lib.load(path).trainer.early_stopping_on == "geomean"
+    assert weighted.features == config_lib.load(path).features
+    randhie = os.path.join(ROOT, "pipeline", "configs", "randhie.yaml")  # one head: no change
+    assert quality.ablation_config(randhie, "weighted_stopping", str(tmp_path / "r")) is None
+
+
+def test_the_recipe_retrains_the_shipped_arm_unless_the_quality_run_is_this_code(
+        tmp_path, monkeypatch):
+    trained = []
+
+    def run_dataset(path, work_dir, seeds, *args, **kwargs):
+        trained.append(work_dir.split(os.sep)[-2:])
+        return {"models": {"multi": {str(s): {"validation_metrics": {}} for s in seeds}}}
+
+    monkeypatch.setattr(quality.multihead_bench, "run_dataset", run_dataset)
+    monkeypatch.setattr(quality.common, "write_json", lambda *a: None)
+    penguins = ("pipeline/configs/penguins.yaml",)
+    reused = {"models": {"multi": {"1": {"validation_metrics": {"old": 1}}}}}
+    for commit, retrained in (("0ld0ld0", True), (quality._commit(), "+changes" in
+                                                   quality._commit())):
+        trained.clear()
+        out = quality.run_ablations(str(tmp_path), [1], {"commit": commit, "datasets": {
+            "penguins": reused}}, configs=penguins, names=("weighted_stopping",))
+        assert (["penguins", "shipped"] in trained) == retrained, (commit, trained)
+        assert ["weighted_stopping", "run"] in trained
+        assert set(out["datasets"]["penguins"]["arms"]) == {"shipped", "weighted_stopping"}
+    trained.clear()  # penguins has no log target: nothing to compare, nothing trained
+    out = quality.run_ablations(str(tmp_path), [1], None, names=("no_log_target",),
+                                configs=penguins)
+    assert trained == [] and out["datasets"] == {}
 
 
 def test_recipe_summary_names_the_parts_run_and_those_left_out():
@@ -155,7 +188,8 @@ def test_recipe_summary_names_the_parts_run_and_those_left_out():
                                   "arms": {"shipped": seeds, "no_linear": worse}}}}
     text = quality.recipe_summary(results)
     assert "no_linear: piecewise without its clipped z-score input" in text
-    assert "Not run here: zscore, all_components, no_log_target, fixed_steps." in text
+    assert ("Not run here: zscore, all_components, no_log_target, fixed_steps, "
+            "weighted_stopping." in text)
     row = next(line for line in text.splitlines() if line.startswith("| d |"))
     assert "+0.01" in row and "| - |" in row
 

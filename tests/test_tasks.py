@@ -163,3 +163,23 @@ def test_a_count_head_learns_a_poisson_rate():
     ours = tasks.of(head).score(head, y[:, 0], pred)["poisson_deviance"]
     baseline = tasks.of(head).baseline(head, list(y[:, 0]), list(y[:, 0]))["poisson_deviance"]
     assert math.isfinite(ours) and ours < 0.7 * baseline, (ours, baseline)
+
+
+def test_a_count_heads_loss_is_half_its_deviance_with_kerass_poisson_gradient():
+    """Never negative, 0 at a perfect fit (so early stopping can compare it in relative terms),
+    and the same gradient as Keras's Poisson loss: training is unchanged."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from trainer import heads as heads_lib
+
+    y = tf.constant([[0.0], [1.0], [4.0], [9.0]])
+    mu = tf.Variable([[0.5], [1.0], [2.0], [12.0]])
+    loss = heads_lib.HalfPoissonDeviance()
+    expected = 0.5 * tasks.poisson_deviance(y.numpy()[:, 0], mu.numpy()[:, 0]).mean()
+    assert float(loss(y, mu)) == pytest.approx(expected, rel=1e-5)
+    assert float(loss(y, tf.maximum(y, 1e-9))) == pytest.approx(0.0, abs=1e-5)
+    with tf.GradientTape(persistent=True) as tape:
+        ours, kerass = loss(y, mu), keras.losses.Poisson()(y, mu)
+    assert float(kerass) < 0  # why Keras's own loss cannot be compared in relative terms
+    np.testing.assert_allclose(tape.gradient(ours, mu), tape.gradient(kerass, mu), rtol=1e-4)

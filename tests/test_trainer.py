@@ -375,3 +375,70 @@ def test_gradnorm_training_brings_the_heads_gradient_norms_together(x):
         ratios[method] = g.max() / g.min()
     assert ratios["static"] > 20, ratios
     assert ratios["gradnorm"] < 5 and ratios["gradnorm"] < ratios["static"] / 10, ratios
+
+
+# Validation losses per epoch of a real taxi run (the shipped config, seed 1, 14 epochs; tips is
+# auxiliary, weight 0.2): big_tipper and payment_type are near chance and drift up after epoch
+# 8, while fare and trip_seconds are still learning.
+TAXI_CURVES = {
+    "big_tipper": [0.5328, 0.5277, 0.5254, 0.5264, 0.5257, 0.5257, 0.5268, 0.5262, 0.5320,
+                   0.5298, 0.5300, 0.5330, 0.5339, 0.5401],
+    "fare": [0.1783, 0.1139, 0.0995, 0.0794, 0.0799, 0.0788, 0.0685, 0.0660, 0.0647, 0.0646,
+             0.0619, 0.0632, 0.0622, 0.0626],
+    "payment_type": [0.6847, 0.6654, 0.6623, 0.6633, 0.6662, 0.6615, 0.6629, 0.6614, 0.6773,
+                     0.6695, 0.6693, 0.6735, 0.6775, 0.6843],
+    "tips": [0.9479, 0.8884, 0.8826, 0.8863, 0.8713, 0.8668, 0.8726, 0.8746, 0.8917, 0.8746,
+             0.8749, 0.8842, 0.8866, 0.8911],
+    "trip_seconds": [0.2054, 0.1876, 0.1758, 0.1611, 0.1563, 0.1560, 0.1425, 0.1420, 0.1420,
+                     0.1416, 0.1396, 0.1414, 0.1365, 0.1357],
+}
+TAXI_WEIGHTS = {"big_tipper": 1.0, "fare": 1.0, "payment_type": 1.0, "tips": 0.2,
+                "trip_seconds": 1.0}
+
+
+def run_early_stopping(criterion: str, patience: int = 3) -> int:
+    """The epoch (1-based) whose weights EarlyStopping keeps, fed TAXI_CURVES's logs."""
+    from trainer import callbacks as callbacks_lib
+
+    model = tf.keras.Sequential()  # EarlyStopping reads and sets the model's weights only
+    stopping = callbacks_lib.StoppingCriterion(TAXI_WEIGHTS, criterion)
+    early = tf.keras.callbacks.EarlyStopping(monitor=stopping.KEY, patience=patience)
+    for cb in (stopping, early):
+        cb.set_model(model)
+        cb.on_train_begin()
+    epochs = len(TAXI_CURVES["fare"])
+    for epoch in range(epochs):
+        logs = {f"val_{h}_loss": v[epoch] for h, v in TAXI_CURVES.items()}
+        logs["val_weighted_loss"] = sum(TAXI_WEIGHTS[h] * v for h, v in
+                                        ((h, logs[f"val_{h}_loss"]) for h in TAXI_WEIGHTS))
+        for cb in (stopping, early):
+            cb.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    return early.best_epoch + 1
+
+
+def test_early_stopping_on_the_geometric_mean_lets_a_small_loss_head_keep_learning():
+    import math
+
+    from trainer import callbacks as callbacks_lib
+
+    logs = {"val_a_loss": 0.5, "val_b_loss": 0.02, "val_weighted_loss": 0.52}
+    geo = callbacks_lib.StoppingCriterion({"a": 1.0, "b": 3.0}, "geomean").value(logs)
+    assert geo == pytest.approx(math.exp((math.log(0.5) + 3 * math.log(0.02)) / 4))
+    assert callbacks_lib.StoppingCriterion({"a": 1.0}, "weighted").value(logs) == 0.52
+    # The taxi run: the weighted sum keeps epoch 8 (fare's loss 0.0660) and stops at 11; the
+    # geometric mean trains on and keeps epoch 11 (fare 0.0619, trip_seconds 0.1396).
+    assert run_early_stopping("weighted") == 8
+    assert run_early_stopping("geomean") == 11
+
+
+def test_with_one_head_both_criteria_keep_the_same_epoch():
+    from trainer import callbacks as callbacks_lib
+
+    curve = TAXI_CURVES["big_tipper"]
+    for criterion in ("geomean", "weighted"):
+        c = callbacks_lib.StoppingCriterion({"big_tipper": 2.0}, criterion)
+        values = [c.value({"val_big_tipper_loss": v, "val_weighted_loss": 2.0 * v})
+                  for v in curve]
+        assert int(np.argmin(values)) == int(np.argmin(curve))

@@ -170,6 +170,16 @@ class PoissonDeviance(keras.metrics.MeanMetricWrapper):
         return {"name": self.name, "dtype": self.dtype}
 
 
+class HalfPoissonDeviance(keras.losses.Loss):
+    """A count head's loss: half its Poisson deviance. The gradient is Keras's Poisson loss's
+    (y_pred - y log y_pred, which differs by a term of the labels alone), but it is 0 at a
+    perfect fit and never negative, so early stopping can compare it in relative terms
+    (trainer.callbacks.StoppingCriterion)."""
+
+    def call(self, y_true, y_pred):
+        return 0.5 * poisson_deviance(y_true, y_pred)
+
+
 # Keras metrics that tf_keras lacks, by the class name the task registry gives
 # (`tasks.Metric.keras_class`).
 KERAS_METRICS: dict[str, type[keras.metrics.Metric]] = {"PoissonDeviance": PoissonDeviance}
@@ -307,7 +317,7 @@ class CountHead(HeadLayer):
                 keras.layers.Activation("exponential", name="expected_count")]
 
     def loss(self):
-        return keras.losses.Poisson()
+        return HalfPoissonDeviance(name=f"{self.name}_loss_fn")
 
 
 class BinaryHead(HeadLayer):

@@ -138,15 +138,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                                       train_rows=train_rows)
 
     epochs = plan.epochs
-    callbacks = [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+    criterion = callbacks_lib.StoppingCriterion({h.name: h.loss_weight for h in cfg.heads},
+                                                cfg.trainer.early_stopping_on)
+    callbacks = [criterion,  # first: the callbacks after it see (and TensorBoard plots) it
+                 keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
                  callbacks_lib.EpochSummary([h.name for h in cfg.heads], epochs),
                  callbacks_lib.StopOnNonFinite(cfg),
                  *model.balancing_callbacks()]
     if plan.patience:
         # The shared backbone overfits small data; keep the weights of the best epoch. The
-        # weighted loss is comparable across epochs under every balancing (trainer.model).
+        # criterion is comparable across epochs under every balancing (StoppingCriterion).
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_weighted_loss", patience=plan.patience,
+            monitor=criterion.KEY, patience=plan.patience,
             restore_best_weights=True, verbose=1))
     fit = dict(x=train, steps_per_epoch=plan.steps_per_epoch,
                validation_data=evals, validation_steps=plan.validation_steps, verbose=0,

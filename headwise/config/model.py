@@ -13,7 +13,10 @@ BACKBONE_TYPES = ("shared_bottom", "mmoe", "ple")  # implemented: trainer.backbo
 LOSS_NORMALIZATION = ("batch", "present")
 ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
 TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience",
-                "epochs")
+                "epochs", "early_stopping_on")
+# What early stopping watches on the validation split (trainer.callbacks.StoppingCriterion):
+# the weighted geometric mean of the heads' losses, or their weighted sum (before 2026-12).
+STOPPING_CRITERIA = ("geomean", "weighted")
 SCHEDULES = ("constant", "warmup_cosine")
 # Keras Applications models an image feature can be read with (trainer.images.APPLICATIONS).
 APPLICATIONS = ("ResNet50", "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
@@ -93,6 +96,9 @@ class TrainerConfig:
     # are kept); 0: never stop early. Default: auto_patience(epochs)
     early_stopping_patience: int | None = None
     epochs: int | None = None  # the most epochs; default: auto_epochs(steps per epoch)
+    # geomean: the heads' validation losses' weighted geometric mean (each head's relative
+    # change counts, whatever its loss's scale); weighted: their weighted sum
+    early_stopping_on: str = "geomean"
 
 
 # The derived training budget (TrainerConfig's unset values): measured with the quality
@@ -259,8 +265,11 @@ def epochs_for(train_steps: int) -> int:
 
 def parse_trainer(top: Fields) -> TrainerConfig:
     t = Fields(top.source, "trainer", top.get("trainer", dict, {}), TRAINER_KEYS)
-    trainer = TrainerConfig(**{k: t.get(k, int, getattr(TrainerConfig, k))
-                               for k in TRAINER_KEYS})
+    trainer = TrainerConfig(
+        **{k: t.get(k, int, getattr(TrainerConfig, k)) for k in TRAINER_KEYS
+           if k != "early_stopping_on"},
+        early_stopping_on=t.choice("early_stopping_on", STOPPING_CRITERIA, "geomean",
+                                   what="early stopping criterion"))
     for k in ("train_steps", "eval_steps", "batch_size", "epochs"):
         if getattr(trainer, k) is not None and getattr(trainer, k) < 1:
             t.fail("must be >= 1 (or leave it out: derived from the data size)", k)
