@@ -22,6 +22,7 @@ Method (nothing is chosen on the test split):
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import time
@@ -545,14 +546,19 @@ def run_ablations(work_dir: str, seeds: list[int], quality_results: dict[str, An
     those seeds, else trained here) and each ablation in `names`, on the validation split."""
     out: dict[str, Any] = {"split": data_config.VALIDATION, "seeds": seeds, "datasets": {},
                            "commit": _commit(), "ablations": list(names)}
+    import yaml
+
     for path in configs:
         path = os.path.join(common.ROOT, path)
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+        applies = [name for name in names if raw["name"] in ABLATION_ONLY.get(name, (raw["name"],))
+                   and ABLATIONS[name](copy.deepcopy(raw))]
+        if not applies:
+            continue  # no part to compare here (nor its data to write): nothing to train
         cfg = prepare(path)
         variants = {name: ablation_config(path, name, os.path.join(work_dir, cfg.name, name))
-                    for name in names if cfg.name in ABLATION_ONLY.get(name, (cfg.name,))}
-        variants = {name: v for name, v in variants.items() if v is not None}
-        if not variants:
-            continue  # no part to compare here: the shipped arm alone says nothing
+                    for name in applies}
         arms: dict[str, dict] = {}
         shipped = (quality_results or {}).get("datasets", {}).get(cfg.name)
         # The quality run's models stand for the shipped arm only when they are this code's.

@@ -175,6 +175,9 @@ def test_the_recipe_retrains_the_shipped_arm_unless_the_quality_run_is_this_code
     out = quality.run_ablations(str(tmp_path), [1], None, names=("no_log_target",),
                                 configs=penguins)
     assert trained == [] and out["datasets"] == {}
+    out = quality.run_ablations(str(tmp_path), [1], None, names=("weighted_stopping",),
+                                configs=("pipeline/configs/randhie.yaml",))  # one head
+    assert trained == [] and out["datasets"] == {}  # and its data need not exist
 
 
 def test_recipe_summary_names_the_parts_run_and_those_left_out():
