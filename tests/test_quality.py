@@ -142,13 +142,13 @@ def test_recipe_ablations_replace_only_their_part(tmp_path):
                                if (s if isinstance(s, str) else s["type"]) != "numeric"}
         assert cfg.heads == config_lib.load(path).heads
     assert quality.ablation_config(path, "no_log_target", str(tmp_path / "log")) is None
-    weighted = config_lib.load(quality.ablation_config(path, "weighted_stopping",
-                                                       str(tmp_path / "w")))
-    assert weighted.trainer.early_stopping_on == "weighted"
-    assert config_lib.load(path).trainer.early_stopping_on == "geomean"
-    assert weighted.features == config_lib.load(path).features
+    geomean = config_lib.load(quality.ablation_config(path, "geomean_stopping",
+                                                      str(tmp_path / "g")))
+    assert geomean.trainer.early_stopping_on == "geomean"
+    assert config_lib.load(path).trainer.early_stopping_on == "weighted"
+    assert geomean.features == config_lib.load(path).features
     randhie = os.path.join(ROOT, "pipeline", "configs", "randhie.yaml")  # one head: no change
-    assert quality.ablation_config(randhie, "weighted_stopping", str(tmp_path / "r")) is None
+    assert quality.ablation_config(randhie, "geomean_stopping", str(tmp_path / "r")) is None
 
 
 def test_the_recipe_retrains_the_shipped_arm_unless_the_quality_run_is_this_code(
@@ -167,15 +167,15 @@ def test_the_recipe_retrains_the_shipped_arm_unless_the_quality_run_is_this_code
                                                    quality._commit())):
         trained.clear()
         out = quality.run_ablations(str(tmp_path), [1], {"commit": commit, "datasets": {
-            "penguins": reused}}, configs=penguins, names=("weighted_stopping",))
+            "penguins": reused}}, configs=penguins, names=("geomean_stopping",))
         assert (["penguins", "shipped"] in trained) == retrained, (commit, trained)
-        assert ["weighted_stopping", "run"] in trained
-        assert set(out["datasets"]["penguins"]["arms"]) == {"shipped", "weighted_stopping"}
+        assert ["geomean_stopping", "run"] in trained
+        assert set(out["datasets"]["penguins"]["arms"]) == {"shipped", "geomean_stopping"}
     trained.clear()  # penguins has no log target: nothing to compare, nothing trained
     out = quality.run_ablations(str(tmp_path), [1], None, names=("no_log_target",),
                                 configs=penguins)
     assert trained == [] and out["datasets"] == {}
-    out = quality.run_ablations(str(tmp_path), [1], None, names=("weighted_stopping",),
+    out = quality.run_ablations(str(tmp_path), [1], None, names=("geomean_stopping",),
                                 configs=("pipeline/configs/randhie.yaml",))  # one head
     assert trained == [] and out["datasets"] == {}  # and its data need not exist
 
@@ -192,7 +192,7 @@ def test_recipe_summary_names_the_parts_run_and_those_left_out():
     text = quality.recipe_summary(results)
     assert "no_linear: piecewise without its clipped z-score input" in text
     assert ("Not run here: zscore, all_components, no_log_target, fixed_steps, "
-            "weighted_stopping." in text)
+            "geomean_stopping." in text)
     row = next(line for line in text.splitlines() if line.startswith("| d |"))
     assert "+0.01" in row and "| - |" in row
 

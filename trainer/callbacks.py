@@ -15,21 +15,22 @@ class StoppingCriterion(keras.callbacks.Callback):
     """Adds what early stopping watches to each epoch's logs, as `val_stopping_loss`; put it
     before EarlyStopping (and TensorBoard, which then plots it).
 
-    `geomean` (the default): the heads' validation losses' geometric mean, weighted by their
-    `loss_weight`s: exp(sum_h w_h log L_h / sum_h w_h). A head's relative change counts the
-    same whatever its loss's scale, so a regression head whose loss is still falling from
-    0.070 to 0.062 (-12%) is not outvoted by a binary head near chance drifting from 0.526 to
-    0.533 (+1%), as it is in the weighted sum. It is what uncertainty weighting minimises once
-    its log-variances are at their optimum (sum_h log L_h up to constants), and no learned
-    weight enters it, so no balancing can lower it by moving weight. With one head it orders
-    epochs exactly as that head's loss does. `weighted`: the weighted sum (`val_weighted_loss`,
-    trainer.model), the behaviour before it. Every head's loss must be positive (the count
-    head's is its half Poisson deviance for that reason)."""
+    `weighted` (the default): the heads' validation losses' weighted sum (`val_weighted_loss`,
+    trainer.model). `geomean`: their geometric mean, weighted by their `loss_weight`s:
+    exp(sum_h w_h log L_h / sum_h w_h). A head's relative change counts the same whatever its
+    loss's scale, so a regression head whose loss is still falling from 0.070 to 0.062 (-12%)
+    is not outvoted by a binary head near chance drifting from 0.526 to 0.533 (+1%), as it is
+    in the sum; but a head whose loss nears 0 (a class it separates perfectly) keeps "improving"
+    by large relative steps while the others overfit (penguins' species). It is what
+    uncertainty weighting minimises once its log-variances are at their optimum (sum_h log L_h
+    up to constants), and no learned weight enters it, so no balancing can lower it by moving
+    weight. With one head both order epochs exactly as that head's loss does. Every head's
+    loss must be positive (the count head's is its half Poisson deviance for that reason)."""
 
     KEY = "val_stopping_loss"
     FLOOR = 1e-12  # a loss of 0 (e.g. a head without validation labels) stays finite
 
-    def __init__(self, weights: dict[str, float], criterion: str = "geomean"):
+    def __init__(self, weights: dict[str, float], criterion: str = "weighted"):
         super().__init__()
         self.weights = {h: w for h, w in weights.items() if w > 0}
         self.criterion = criterion

@@ -15,8 +15,8 @@ ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
 TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience",
                 "epochs", "early_stopping_on")
 # What early stopping watches on the validation split (trainer.callbacks.StoppingCriterion):
-# the weighted geometric mean of the heads' losses, or their weighted sum (before 2026-12).
-STOPPING_CRITERIA = ("geomean", "weighted")
+# the heads' weighted loss sum (the default), or their weighted geometric mean.
+STOPPING_CRITERIA = ("weighted", "geomean")
 SCHEDULES = ("constant", "warmup_cosine")
 # Keras Applications models an image feature can be read with (trainer.images.APPLICATIONS).
 APPLICATIONS = ("ResNet50", "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
@@ -96,9 +96,9 @@ class TrainerConfig:
     # are kept); 0: never stop early. Default: auto_patience(epochs)
     early_stopping_patience: int | None = None
     epochs: int | None = None  # the most epochs; default: auto_epochs(steps per epoch)
-    # geomean: the heads' validation losses' weighted geometric mean (each head's relative
-    # change counts, whatever its loss's scale); weighted: their weighted sum
-    early_stopping_on: str = "geomean"
+    # weighted: the heads' validation losses' weighted sum; geomean: their weighted geometric
+    # mean (each head's relative change counts, whatever its loss's scale)
+    early_stopping_on: str = "weighted"
 
 
 # The derived training budget (TrainerConfig's unset values): measured with the quality
@@ -268,7 +268,7 @@ def parse_trainer(top: Fields) -> TrainerConfig:
     trainer = TrainerConfig(
         **{k: t.get(k, int, getattr(TrainerConfig, k)) for k in TRAINER_KEYS
            if k != "early_stopping_on"},
-        early_stopping_on=t.choice("early_stopping_on", STOPPING_CRITERIA, "geomean",
+        early_stopping_on=t.choice("early_stopping_on", STOPPING_CRITERIA, "weighted",
                                    what="early stopping criterion"))
     for k in ("train_steps", "eval_steps", "batch_size", "epochs"):
         if getattr(trainer, k) is not None and getattr(trainer, k) < 1:
