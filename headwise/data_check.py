@@ -75,7 +75,6 @@ class Values:
     def __init__(self, cfg: Any, header: list[str], path: str, unit: str = "line"):
         self.cfg, self.path, self.unit = cfg, path, unit
         self.markers = set(cfg.missing_values)
-        self._marker_array = None  # the markers as a pyarrow array (columns)
         index = {name: i for i, name in enumerate(header)}
         numeric = {f.name: f"features.{f.name} is {f.type}" for f in cfg.features
                    if f.type in ("numeric", "bucketized")}
@@ -134,9 +133,7 @@ class Values:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if self._marker_array is None:  # once: building an array costs more than a batch
-            self._marker_array = pa.array(sorted(self.markers), pa.string())
-        markers = self._marker_array
+        markers = pa.array(sorted(self.markers), pa.string())
 
         def present(i: int):
             cells = pc.utf8_trim_whitespace(batch.column(i))
