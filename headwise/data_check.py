@@ -21,8 +21,6 @@ Beam job would otherwise fail late or train on garbage:
     or BMP signature (headwise.image_files; only HEADER_BYTES of each file are read, so the
     check stays fast). Images in a bucket (gs://...) are left to ExampleGen, which reads and
     decodes every file.
-The values are checked on pyarrow's column-wise reading of the file, and again row by row only
-where that finds something to report (check_csv): a good 200k-row file takes seconds.
 Ranges, NaN/inf, unseen categories and missing shares are the data contract's job (the curated
 schema, enforced by ExampleValidator and DataValidationGate).
 """
@@ -126,38 +124,6 @@ class Values:
                 if len(seen) < 10_000 or value in seen:  # bounded memory on any data
                     seen[value] += 1
 
-    def columns(self, batch) -> None:
-        """The checks of `row` on a pyarrow RecordBatch of text columns, column by column:
-        label values are counted as `row` counts them; a cell that `row` would refuse raises
-        _Unsure (the row scan then names its line). Not for image columns."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        markers = pa.array(sorted(self.markers), pa.string())
-
-        def present(i: int):
-            cells = pc.utf8_trim_whitespace(batch.column(i))
-            return pc.filter(cells, pc.invert(pc.is_in(cells, value_set=markers)))
-
-        numbers = {}
-        for i, _, _ in self.numeric:
-            try:  # pyarrow reads fewer spellings of a number than float(): those go row by row
-                numbers[i] = pc.cast(present(i), pa.float64())
-            except pa.ArrowInvalid:
-                raise _Unsure from None
-        for i, head in self.label_values:
-            task = tasks.of(head)
-            if any(task.value_error(head, v) for v in pc.unique(numbers[i]).to_pylist()):
-                raise _Unsure
-        for i, head in self.labels:
-            counts = pc.value_counts(present(i))
-            seen = self.seen[head.name]
-            for cell, n in zip(counts.field("values").to_pylist(),
-                               counts.field("counts").to_pylist(), strict=True):
-                for value in tasks.of(head).seen(head, cell):
-                    if len(seen) < 10_000 or value in seen:  # bounded memory on any data
-                        seen[value] += n
-
     def _image(self, number: int, column: str, name: str) -> None:
         path = image_path(self.images_dir, name)
         if "://" in path:
@@ -200,68 +166,9 @@ class Values:
         return ", ".join(repr(v) for v in values[:MAX_SHOWN]) + more
 
 
-class _Unsure(Exception):  # noqa: N818 - not an error: a signal between the two scans
-    """The column scan met something it cannot name a line for (or cannot judge): the row scan
-    says what and where."""
-
-
 def check_csv(path: str, cfg: Any = None) -> int:
     """Raise DataError naming file and line for the first structural problem (and, given the
-    heads config, the first value problem); return the number of data rows.
-
-    The structure is checked row by row with Python's csv reader alone (C speed). The values
-    are checked column by column on pyarrow's reading of the same file (census-income's 200k
-    rows in seconds); if that reading differs (another row count) or meets a cell it would
-    refuse, the row-by-row value check runs instead and names the line and the fix. So a good
-    file is fast and a bad one is reported exactly as before."""
-    rows = _scan_rows(path, None)
-    if cfg is None:
-        return rows
-    try:
-        _scan_columns(path, cfg, rows)
-    except _Unsure:
-        return _scan_rows(path, cfg)
-    return rows
-
-
-SCAN_BLOCK_BYTES = 1 << 22  # what pyarrow reads per batch: memory stays flat on any file size
-
-
-def _scan_columns(path: str, cfg: Any, rows: int) -> None:
-    """The value checks on pyarrow's reading of a file whose structure passed: DataError for
-    label problems that need no line (the same messages as the row scan), or _Unsure."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    if cfg.image_features:
-        raise _Unsure  # every image file is opened: the row scan does it, naming its line
-    with open(path, "rb") as fh:
-        raw = next(csv.reader([fh.readline().decode("utf-8")], strict=True), None)
-    if not raw or len(set(raw)) != len(raw):
-        raise _Unsure  # pyarrow's column types are given by name
-    values = Values(cfg, column_names(raw), path)
-    read = 0
-    try:
-        reader = pacsv.open_csv(
-            path, read_options=pacsv.ReadOptions(block_size=SCAN_BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in raw}, null_values=[],
-                strings_can_be_null=False, quoted_strings_can_be_null=False))
-        if reader.schema.names != raw or any(t != pa.string() for t in reader.schema.types):
-            raise _Unsure
-        for batch in reader:
-            read += batch.num_rows
-            values.columns(batch)
-    except (pa.ArrowException, OSError, csv.Error):
-        raise _Unsure from None
-    if read != rows:  # pyarrow split the rows otherwise than Python's csv reader
-        raise _Unsure
-    values.finish()
-
-
-def _scan_rows(path: str, cfg: Any) -> int:
-    """The row scan (the reference): names the line of the first problem."""
+    heads config, the first value problem); return the number of data rows."""
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
