@@ -498,20 +498,25 @@ def _fixed_steps(raw: dict) -> bool:
     return True
 
 
-def _geomean_stopping(raw: dict) -> bool:
-    """Early stopping on the heads' losses' geometric mean (an option, not the default); with
-    one head it changes nothing."""
-    if len(raw["heads"]) < 2 or raw.get("trainer", {}).get("early_stopping_on") == "geomean":
-        return False
-    raw.setdefault("trainer", {})["early_stopping_on"] = "geomean"
-    return True
+def _stopping_on(criterion: str):
+    def arm(raw: dict) -> bool:
+        """Early stopping on another criterion than the config's (trainer.callbacks.
+        StoppingCriterion); with one head every criterion is that head's loss: not run."""
+        trainer = raw.get("trainer", {})
+        if len(raw["heads"]) < 2 or trainer.get("early_stopping_on", "weighted") == criterion:
+            return False
+        raw.setdefault("trainer", {})["early_stopping_on"] = criterion
+        return True
+    return arm
 
 
 # Each recipe part replaced by what it replaced (the defaults before the recipe); a part that a
 # config does not use (no log target) is not run.
 ABLATIONS = {"zscore": _zscore, "no_linear": _no_linear, "all_components": _all_components,
              "no_log_target": _no_log_target, "fixed_steps": _fixed_steps,
-             "geomean_stopping": _geomean_stopping}
+             "geomean_stopping": _stopping_on("geomean"),
+             "relative_stopping": _stopping_on("relative"),
+             "weighted_stopping": _stopping_on("weighted")}
 # The parts that matter only on some datasets: the cap on piecewise components changes nothing
 # from 1,024 training rows up (features.piecewise_components).
 ABLATION_ONLY = {"all_components": ("penguins",)}
@@ -589,6 +594,7 @@ def run_ablations(work_dir: str, seeds: list[int], quality_results: dict[str, An
 def recipe_table(results: dict[str, Any], split_key: str = "validation_metrics") -> str:
     """Per dataset and gating head: the shipped recipe's main metric and each ablation's paired
     difference against it (positive: the shipped recipe is better)."""
+    ran = [a for a in results.get("ablations", ABLATIONS) if a in ABLATIONS]
     rows = []
     for name, r in results["datasets"].items():
         for h in r["heads"]:
@@ -602,7 +608,7 @@ def recipe_table(results: dict[str, Any], split_key: str = "validation_metrics")
                         for s in sorted(r["arms"][arm], key=int)]
             shipped = vals("shipped")
             cells = [name, h["name"], m, _fmt(float(np.mean(shipped)))]
-            for a in ABLATIONS:
+            for a in ran:
                 if a in r["arms"]:
                     p = paired(shipped, vals(a), higher)
                     cells.append(f"{_diff(p)} ({p['verdict']})")
@@ -610,7 +616,7 @@ def recipe_table(results: dict[str, Any], split_key: str = "validation_metrics")
                     cells.append("-")
             rows.append(cells)
     return common.md_table(["dataset", "head", "metric", "shipped recipe",
-                            *(f"vs {a}" for a in ABLATIONS)], rows)
+                            *(f"vs {a}" for a in ran)], rows)
 
 
 ABLATION_WORDS = {
@@ -622,7 +628,12 @@ ABLATION_WORDS = {
     "fixed_steps": "2,000 steps of 128 at a constant learning rate, no weight decay",
     "geomean_stopping": "early stopping on the geometric mean of the heads' losses instead of "
                         "their weighted sum (an option measured against the default, not a part "
-                        "it replaced; run where there are two heads or more)"}
+                        "it replaced; run where there are two heads or more)",
+    "relative_stopping": "early stopping on the weighted mean of each head's loss over its "
+                         "first epoch's instead of the weighted sum (run where there are two "
+                         "heads or more)",
+    "weighted_stopping": "early stopping on the heads' weighted loss sum (run where the config "
+                         "stops on something else and there are two heads or more)"}
 
 
 def recipe_summary(results: dict[str, Any]) -> str:

@@ -111,7 +111,7 @@ def test_label_column_not_in_data(tmp_path, raw):
     (lambda r: [h.update(auxiliary=True) for h in r["heads"]], "heads", "main head"),
     (lambda r: r.update(trainer={"train_steps": 0}), "trainer.train_steps", ">= 1"),
     (lambda r: r.update(trainer={"early_stopping_on": "sum"}), "trainer.early_stopping_on",
-     "unknown early stopping criterion 'sum'; choose one of ['weighted', 'geomean']"),
+     "unknown early stopping criterion 'sum'; choose one of ['weighted', 'relative', 'geomean']"),
     (lambda r: r.update(beam_args="--runner=x"), "beam_args", "expected list"),
     (lambda r: r.pop("heads"), "heads", "is required"),
     (lambda r: r["validation"].update(drift={"nope": 0.1}), "validation.drift", "'nope'"),

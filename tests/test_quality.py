@@ -142,11 +142,15 @@ def test_recipe_ablations_replace_only_their_part(tmp_path):
                                if (s if isinstance(s, str) else s["type"]) != "numeric"}
         assert cfg.heads == config_lib.load(path).heads
     assert quality.ablation_config(path, "no_log_target", str(tmp_path / "log")) is None
-    geomean = config_lib.load(quality.ablation_config(path, "geomean_stopping",
-                                                      str(tmp_path / "g")))
-    assert geomean.trainer.early_stopping_on == "geomean"
-    assert config_lib.load(path).trainer.early_stopping_on == "weighted"
-    assert geomean.features == config_lib.load(path).features
+    shipped_on = config_lib.load(path).trainer.early_stopping_on
+    for criterion in ("weighted", "relative", "geomean"):
+        variant = quality.ablation_config(path, f"{criterion}_stopping", str(tmp_path / criterion))
+        if criterion == shipped_on:  # the arm would be the shipped config: not run
+            assert variant is None
+            continue
+        stopping = config_lib.load(variant)
+        assert stopping.trainer.early_stopping_on == criterion
+        assert stopping.features == config_lib.load(path).features
     randhie = os.path.join(ROOT, "pipeline", "configs", "randhie.yaml")  # one head: no change
     assert quality.ablation_config(randhie, "geomean_stopping", str(tmp_path / "r")) is None
 
@@ -192,9 +196,11 @@ def test_recipe_summary_names_the_parts_run_and_those_left_out():
     text = quality.recipe_summary(results)
     assert "no_linear: piecewise without its clipped z-score input" in text
     assert ("Not run here: zscore, all_components, no_log_target, fixed_steps, "
-            "geomean_stopping." in text)
+            "geomean_stopping, relative_stopping, weighted_stopping." in text)
+    header = next(line for line in text.splitlines() if line.startswith("| dataset |"))
+    assert header.count("| vs ") == 1 and "vs no_linear" in header  # only the parts run
     row = next(line for line in text.splitlines() if line.startswith("| d |"))
-    assert "+0.01" in row and "| - |" in row
+    assert "+0.01" in row
 
 
 def test_bench_refuses_an_unknown_ablation_before_running_anything(capsys, monkeypatch):

@@ -431,13 +431,60 @@ def test_early_stopping_on_the_geometric_mean_lets_a_small_loss_head_keep_learni
     # geometric mean trains on and keeps epoch 11 (fare 0.0619, trip_seconds 0.1396).
     assert run_early_stopping("weighted") == 8
     assert run_early_stopping("geomean") == 11
+    # Relative to the first epoch's losses, fare's -65% and trip_seconds' -32% count as such:
+    # epoch 11 as well.
+    assert run_early_stopping("relative") == 11
+
+
+def test_relative_stopping_is_each_heads_loss_over_its_first_epochs():
+    from trainer import callbacks as callbacks_lib
+
+    c = callbacks_lib.StoppingCriterion({"a": 1.0, "b": 3.0}, "relative")
+    assert c.value({"val_a_loss": 0.5, "val_b_loss": 0.02}) == pytest.approx(1.0)
+    assert c.value({"val_a_loss": 0.25, "val_b_loss": 0.01}) == pytest.approx(0.5)
+    # Weighted: b's 3 counts three times a's 1.
+    assert c.value({"val_a_loss": 0.5, "val_b_loss": 0.01}) == pytest.approx((1 + 3 * 0.5) / 4)
+    # The reference stays the first epoch's, through a later fit() (fine-tuning stages).
+    c.on_train_begin()
+    assert c.value({"val_a_loss": 0.5, "val_b_loss": 0.02}) == pytest.approx(1.0)
+    assert c.value({"val_a_loss": 0.5}) is None  # a head's loss missing: nothing to compare
+
+
+def test_a_loss_going_to_zero_keeps_geomean_training_but_not_relative():
+    """Penguins' shape: species' loss falls toward 0 (it separates the classes) while the other
+    heads' losses turn up after epoch 4. The geometric mean keeps "improving" with every halving
+    of species' loss; relative and weighted keep an epoch near the others' best."""
+    from trainer import callbacks as callbacks_lib
+
+    curves = {"species": [0.4 * 0.5 ** e for e in range(16)],
+              "sex": [0.60, 0.45, 0.38, 0.35, 0.34] + [0.34 + 0.02 * k for k in range(1, 12)],
+              "mass": [0.50, 0.35, 0.28, 0.25, 0.24] + [0.24 + 0.02 * k for k in range(1, 12)]}
+    weights = dict.fromkeys(curves, 1.0)
+
+    def keeps(criterion, patience=4):
+        stopping = callbacks_lib.StoppingCriterion(weights, criterion)
+        best, best_epoch, wait = None, None, 0
+        for epoch in range(16):
+            logs = {f"val_{h}_loss": v[epoch] for h, v in curves.items()}
+            logs["val_weighted_loss"] = sum(v[epoch] for v in curves.values())
+            stopping.on_epoch_end(epoch, logs)
+            value = logs[stopping.KEY]
+            if best is None or value < best:
+                best, best_epoch, wait = value, epoch + 1, 0
+            elif (wait := wait + 1) >= patience:
+                break
+        return best_epoch
+
+    assert keeps("weighted") in (5, 6)
+    assert keeps("relative") in (5, 6)
+    assert keeps("geomean") >= 12
 
 
 def test_with_one_head_both_criteria_keep_the_same_epoch():
     from trainer import callbacks as callbacks_lib
 
     curve = TAXI_CURVES["big_tipper"]
-    for criterion in ("geomean", "weighted"):
+    for criterion in ("geomean", "weighted", "relative"):
         c = callbacks_lib.StoppingCriterion({"big_tipper": 2.0}, criterion)
         values = [c.value({"val_big_tipper_loss": v, "val_weighted_loss": 2.0 * v})
                   for v in curve]

@@ -16,16 +16,24 @@ class StoppingCriterion(keras.callbacks.Callback):
     before EarlyStopping (and TensorBoard, which then plots it).
 
     `weighted` (the default): the heads' validation losses' weighted sum (`val_weighted_loss`,
-    trainer.model). `geomean`: their geometric mean, weighted by their `loss_weight`s:
-    exp(sum_h w_h log L_h / sum_h w_h). A head's relative change counts the same whatever its
-    loss's scale, so a regression head whose loss is still falling from 0.070 to 0.062 (-12%)
-    is not outvoted by a binary head near chance drifting from 0.526 to 0.533 (+1%), as it is
-    in the sum; but a head whose loss nears 0 (a class it separates perfectly) keeps "improving"
-    by large relative steps while the others overfit (penguins' species). It is what
-    uncertainty weighting minimises once its log-variances are at their optimum (sum_h log L_h
-    up to constants), and no learned weight enters it, so no balancing can lower it by moving
-    weight. With one head both order epochs exactly as that head's loss does. Every head's
-    loss must be positive (the count head's is its half Poisson deviance for that reason)."""
+    trainer.model). Its unit is each loss's own, so a head with a large loss decides: a
+    regression head whose loss is still falling from 0.070 to 0.062 (-12%) is outvoted by a
+    binary head near chance drifting from 0.526 to 0.533 (+1%).
+
+    `relative`: sum_h w_h L_h / L_h(first epoch) / sum_h w_h, each head's loss as a fraction of
+    its value after the first epoch, weighted by the `loss_weight`s. Every head counts by its
+    relative change, whatever its loss's scale, and a head whose loss nears 0 (a class it
+    separates perfectly) can gain at most its weight's share, so it does not keep training
+    going while the others overfit. No learned weight enters it, so no balancing can lower it
+    by moving weight.
+
+    `geomean`: exp(sum_h w_h log L_h / sum_h w_h), the weighted geometric mean. Scale-free as
+    `relative`, but unbounded below: a loss nearing 0 keeps "improving" by large relative
+    steps (penguins' species kept it training 50-79 epochs). It is what uncertainty weighting
+    minimises once its log-variances are at their optimum; every head's loss must be positive
+    (the count head's is its half Poisson deviance for that reason).
+
+    With one head all three order epochs exactly as that head's loss does."""
 
     KEY = "val_stopping_loss"
     FLOOR = 1e-12  # a loss of 0 (e.g. a head without validation labels) stays finite
@@ -34,6 +42,7 @@ class StoppingCriterion(keras.callbacks.Callback):
         super().__init__()
         self.weights = {h: w for h, w in weights.items() if w > 0}
         self.criterion = criterion
+        self.first: dict[str, float] | None = None  # `relative`: the first epoch's losses
 
     def value(self, logs: dict) -> float | None:
         if self.criterion == "weighted":
@@ -42,6 +51,13 @@ class StoppingCriterion(keras.callbacks.Callback):
         if not losses or any(v is None for v in losses.values()):
             return None
         total = sum(self.weights.values())
+        if self.criterion == "relative":
+            # The reference is kept across fit() calls (a fine-tuning schedule's stages), so
+            # the values stay comparable over the whole run.
+            if self.first is None:
+                self.first = {h: max(float(v), self.FLOOR) for h, v in losses.items()}
+            return sum(w * float(losses[h]) / self.first[h]
+                       for h, w in self.weights.items()) / total
         return math.exp(sum(w * math.log(max(float(losses[h]), self.FLOOR))
                             for h, w in self.weights.items()) / total)
 

@@ -15,8 +15,9 @@ ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
 TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience",
                 "epochs", "early_stopping_on")
 # What early stopping watches on the validation split (trainer.callbacks.StoppingCriterion):
-# the heads' weighted loss sum (the default), or their weighted geometric mean.
-STOPPING_CRITERIA = ("weighted", "geomean")
+# the heads' weighted loss sum (the default), the weighted mean of each head's loss relative to
+# its first epoch's, or their weighted geometric mean.
+STOPPING_CRITERIA = ("weighted", "relative", "geomean")
 SCHEDULES = ("constant", "warmup_cosine")
 # Keras Applications models an image feature can be read with (trainer.images.APPLICATIONS).
 APPLICATIONS = ("ResNet50", "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
@@ -96,8 +97,9 @@ class TrainerConfig:
     # are kept); 0: never stop early. Default: auto_patience(epochs)
     early_stopping_patience: int | None = None
     epochs: int | None = None  # the most epochs; default: auto_epochs(steps per epoch)
-    # weighted: the heads' validation losses' weighted sum; geomean: their weighted geometric
-    # mean (each head's relative change counts, whatever its loss's scale)
+    # weighted: the heads' validation losses' weighted sum; relative: the weighted mean of each
+    # head's loss over its first epoch's; geomean: their weighted geometric mean (with
+    # relative and geomean each head's relative change counts, whatever its loss's scale)
     early_stopping_on: str = "weighted"
 
 
