@@ -503,7 +503,7 @@ def _stopping_on(criterion: str):
         """Early stopping on another criterion than the config's (trainer.callbacks.
         StoppingCriterion); with one head every criterion is that head's loss: not run."""
         trainer = raw.get("trainer", {})
-        if len(raw["heads"]) < 2 or trainer.get("early_stopping_on", "weighted") == criterion:
+        if len(raw["heads"]) < 2 or trainer.get("early_stopping_on", "relative") == criterion:
             return False
         raw.setdefault("trainer", {})["early_stopping_on"] = criterion
         return True
@@ -626,14 +626,14 @@ ABLATION_WORDS = {
                       "changes something: under 1,024 training rows)",
     "no_log_target": "skewed regression heads fitted in label units",
     "fixed_steps": "2,000 steps of 128 at a constant learning rate, no weight decay",
-    "geomean_stopping": "early stopping on the geometric mean of the heads' losses instead of "
-                        "their weighted sum (an option measured against the default, not a part "
-                        "it replaced; run where there are two heads or more)",
+    "geomean_stopping": "early stopping on the geometric mean of the heads' losses (an option "
+                        "measured against the default, not a part it replaced; run where there "
+                        "are two heads or more)",
     "relative_stopping": "early stopping on the weighted mean of each head's loss over its "
-                         "first epoch's instead of the weighted sum (run where there are two "
-                         "heads or more)",
-    "weighted_stopping": "early stopping on the heads' weighted loss sum (run where the config "
-                         "stops on something else and there are two heads or more)"}
+                         "first epoch's (run where the config stops on something else and "
+                         "there are two heads or more)",
+    "weighted_stopping": "early stopping on the heads' weighted loss sum, what the relative "
+                         "criterion replaced (run where there are two heads or more)"}
 
 
 def recipe_summary(results: dict[str, Any]) -> str:

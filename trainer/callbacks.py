@@ -15,12 +15,12 @@ class StoppingCriterion(keras.callbacks.Callback):
     """Adds what early stopping watches to each epoch's logs, as `val_stopping_loss`; put it
     before EarlyStopping (and TensorBoard, which then plots it).
 
-    `weighted` (the default): the heads' validation losses' weighted sum (`val_weighted_loss`,
+    `weighted`: the heads' validation losses' weighted sum (`val_weighted_loss`,
     trainer.model). Its unit is each loss's own, so a head with a large loss decides: a
     regression head whose loss is still falling from 0.070 to 0.062 (-12%) is outvoted by a
     binary head near chance drifting from 0.526 to 0.533 (+1%).
 
-    `relative`: sum_h w_h L_h / L_h(first epoch) / sum_h w_h, each head's loss as a fraction of
+    `relative` (the default): sum_h w_h L_h / L_h(first epoch) / sum_h w_h, each head's loss as a fraction of
     its value after the first epoch, weighted by the `loss_weight`s. Every head counts by its
     relative change, whatever its loss's scale, and a head whose loss nears 0 (a class it
     separates perfectly) can gain at most its weight's share, so it does not keep training

@@ -15,8 +15,8 @@ ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
 TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience",
                 "epochs", "early_stopping_on")
 # What early stopping watches on the validation split (trainer.callbacks.StoppingCriterion):
-# the heads' weighted loss sum (the default), the weighted mean of each head's loss relative to
-# its first epoch's, or their weighted geometric mean.
+# the weighted mean of each head's loss relative to its first epoch's (the default), the heads'
+# weighted loss sum, or their weighted geometric mean.
 STOPPING_CRITERIA = ("weighted", "relative", "geomean")
 SCHEDULES = ("constant", "warmup_cosine")
 # Keras Applications models an image feature can be read with (trainer.images.APPLICATIONS).
@@ -93,14 +93,15 @@ class TrainerConfig:
     eval_steps: int | None = None  # validation batches per epoch (default: the whole split)
     batch_size: int | None = None  # default: auto_batch_size(training rows)
     seed: int = 42  # model initialisation and shuffling
-    # epochs without val_weighted_loss improvement before stopping (the best epoch's weights
+    # epochs without improvement of early_stopping_on before stopping (the best epoch's weights
     # are kept); 0: never stop early. Default: auto_patience(epochs)
     early_stopping_patience: int | None = None
     epochs: int | None = None  # the most epochs; default: auto_epochs(steps per epoch)
-    # weighted: the heads' validation losses' weighted sum; relative: the weighted mean of each
-    # head's loss over its first epoch's; geomean: their weighted geometric mean (with
-    # relative and geomean each head's relative change counts, whatever its loss's scale)
-    early_stopping_on: str = "weighted"
+    # relative: the weighted mean of each head's validation loss over its first epoch's (each
+    # head's relative change counts, whatever its loss's scale); weighted: the heads' validation
+    # losses' weighted sum (the default before the relative one); geomean: their weighted
+    # geometric mean
+    early_stopping_on: str = "relative"
 
 
 # The derived training budget (TrainerConfig's unset values): measured with the quality
@@ -270,7 +271,7 @@ def parse_trainer(top: Fields) -> TrainerConfig:
     trainer = TrainerConfig(
         **{k: t.get(k, int, getattr(TrainerConfig, k)) for k in TRAINER_KEYS
            if k != "early_stopping_on"},
-        early_stopping_on=t.choice("early_stopping_on", STOPPING_CRITERIA, "weighted",
+        early_stopping_on=t.choice("early_stopping_on", STOPPING_CRITERIA, "relative",
                                    what="early stopping criterion"))
     for k in ("train_steps", "eval_steps", "batch_size", "epochs"):
         if getattr(trainer, k) is not None and getattr(trainer, k) < 1:
