@@ -20,12 +20,12 @@ class StoppingCriterion(keras.callbacks.Callback):
     regression head whose loss is still falling from 0.070 to 0.062 (-12%) is outvoted by a
     binary head near chance drifting from 0.526 to 0.533 (+1%).
 
-    `relative` (the default): sum_h w_h L_h / L_h(first epoch) / sum_h w_h, each head's loss as a fraction of
-    its value after the first epoch, weighted by the `loss_weight`s. Every head counts by its
-    relative change, whatever its loss's scale, and a head whose loss nears 0 (a class it
-    separates perfectly) can gain at most its weight's share, so it does not keep training
-    going while the others overfit. No learned weight enters it, so no balancing can lower it
-    by moving weight.
+    `relative` (the default): sum_h w_h L_h / L_h(first epoch) / sum_h w_h, each head's loss
+    as a fraction of its value after the first epoch, weighted by the `loss_weight`s. Every
+    head counts by its relative change, whatever its loss's scale, and a head whose loss nears
+    0 (a class it separates perfectly) can gain at most its weight's share, so it does not keep
+    training going while the others overfit. No learned weight enters it, so no balancing can
+    lower it by moving weight.
 
     `geomean`: exp(sum_h w_h log L_h / sum_h w_h), the weighted geometric mean. Scale-free as
     `relative`, but unbounded below: a loss nearing 0 keeps "improving" by large relative
