@@ -60,7 +60,6 @@ def read_examples(tmp_path, csv_path: str, images_dir: str) -> list[tf.train.Exa
     with beam.Pipeline() as p:
         _ = (p | CsvToExamples(csv_path, config_lib.DEFAULT_MISSING_VALUES, ["image"],
                                images_dir)
-             | beam.Map(lambda e: e.SerializeToString())
              | beam.io.WriteToTFRecord(out, shard_name_template=""))
     return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(out)]
 

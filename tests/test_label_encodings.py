@@ -29,7 +29,6 @@ def read_csv(tmp_path, text: str, missing_values=config_lib.DEFAULT_MISSING_VALU
     out = str(tmp_path / "examples")
     with beam.Pipeline() as p:
         _ = (p | CsvToExamples(str(path), missing_values)
-             | beam.Map(lambda e: e.SerializeToString())
              | beam.io.WriteToTFRecord(out, shard_name_template=""))
     rows, spec = [], {}
     for record in tf.data.TFRecordDataset(out):

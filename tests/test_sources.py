@@ -46,7 +46,9 @@ def _examples(transform, tmp_path, name: str) -> list[bytes]:
 
     path = str(tmp_path / f"{name}.tfrecord")
     with beam.Pipeline() as p:
-        _ = (p | transform | beam.Map(lambda e: e.SerializeToString(deterministic=True))
+        _ = (p | transform  # CSV: serialised already (deterministically); Parquet: protos
+             | beam.Map(lambda e: e if isinstance(e, bytes) else
+                        e.SerializeToString(deterministic=True))
              | beam.io.WriteToTFRecord(path, shard_name_template=""))
     return sorted(r.numpy() for r in tf.data.TFRecordDataset(path))
 
