@@ -95,6 +95,10 @@ def test_image_and_beam_args_come_from_the_deploy_config(compiled, deploy):
     text = json.dumps(spec)
     for arg in deploy.beam_args:
         assert arg in text
+    # The shipped example sizes Dataflow's workers and lets them scale.
+    flags = {a.split("=", 1)[0] for a in deploy.beam_args}
+    assert {"--runner", "--project", "--region", "--temp_location", "--machine_type",
+            "--autoscaling_algorithm", "--max_num_workers"} <= flags
     assert deploy.data_root in text
     assert spec["defaultPipelineRoot"] == deploy.pipeline_root
 
