@@ -30,19 +30,58 @@ def _preflight_run(args: argparse.Namespace):
         return None
     try:
         cfg.read_schema()  # a missing schema file: said before the data is read
-        sources.of(cfg).check(cfg.resolve_data(), cfg)
+        args.stamp = _unchanged_since_last_run(args, cfg)
+        if args.stamp is None:
+            sources.of(cfg).check(cfg.resolve_data(), cfg)
     except config_lib.ConfigError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return None
     return cfg
 
 
+def _stamp_inputs(args: argparse.Namespace, cfg):
+    from headwise import run_stamp
+
+    try:
+        return run_stamp.inputs(cfg, args.output_dir, train_steps=args.train_steps,
+                                eval_steps=args.eval_steps)
+    except OSError:
+        return None  # something moved while we looked: the run itself will say what
+
+
+def _unchanged_since_last_run(args: argparse.Namespace, cfg):
+    """The last run's stamp when nothing it ran on has changed since (headwise.run_stamp)."""
+    from headwise import run_stamp
+
+    if args.no_cache:
+        return None
+    return run_stamp.matching(args.output_dir, cfg, _stamp_inputs(args, cfg))
+
+
+def _answer_from_stamp(args: argparse.Namespace, stamp: dict) -> int:
+    import time
+
+    from headwise import run_stamp
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp["finished"]))
+    print(f"headwise: nothing changed since the run that finished at {when} (config, data, "
+          "schema, code, served versions and request logs are as they were), so every component "
+          "would be reused from the cache: that run's summary follows "
+          f"({run_stamp.path(args.output_dir, args.checked_config.name)}). "
+          "`--no-cache` runs every component again.")
+    print()
+    print(stamp["table"])
+    return int(stamp["exit_code"])
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from headwise import config as config_lib
 
     cfg = args.checked_config
+    from headwise import run_stamp
     from pipeline import local_runner
 
+    run_stamp.clear(args.output_dir, cfg)  # a run that stops midway leaves no stamp
     try:
         summary = local_runner.run(
             cfg, args.output_dir, train_steps=args.train_steps, eval_steps=args.eval_steps,
@@ -57,7 +96,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
     print()
     print(summary.table())
-    return 0 if summary.pushed or summary.blessed is not False else 1
+    code = 0 if summary.pushed or summary.blessed is not False else 1
+    run_stamp.write(args.output_dir, cfg, _stamp_inputs(args, cfg), table=summary.table(),
+                    exit_code=code)
+    return code
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """`headwise run`'s pre-flight alone: the config, the schema file, one pass over the data."""
+    import time
+
+    from headwise import config as config_lib
+    from headwise import sources
+
+    started = time.monotonic()
+    cfg = _load_config(args.config)
+    if cfg is None:
+        return 2
+    try:
+        cfg.read_schema()
+        data = cfg.resolve_data()
+        rows = sources.of(cfg).check(data, cfg)
+    except config_lib.ConfigError as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return 2
+    print(f"headwise: {data}: {rows:,} rows fit {cfg.source} ({len(cfg.features)} features, "
+          f"{len(cfg.heads)} heads; checked in {time.monotonic() - started:.1f}s)")
+    return 0
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -231,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-steps", type=int, help="override trainer.eval_steps")
     run.add_argument("--no-cache", action="store_true", help="rerun every component")
     run.set_defaults(func=_cmd_run)
+    check = sub.add_parser("check", help="check the config and its data as `headwise run` "
+                           "does before it starts (names the file, line, column and the fix), "
+                           "without loading TensorFlow")
+    check.add_argument("--config", required=True, help="heads config YAML")
+    check.set_defaults(func=_cmd_check)
     schema = sub.add_parser("schema", help="generate the curated schema (data contract) "
                             "from the configured data, for review")
     schema.add_argument("--config", required=True, help="heads config YAML")
@@ -331,10 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         args.checked_config = _preflight_run(args)  # bad config or data: before TF loads too
         if args.checked_config is None:
             return 2
+        if args.stamp is not None:
+            return _answer_from_stamp(args, args.stamp)  # nothing changed: no TensorFlow
     if args.func is _cmd_predict and args.rest_port is not None:
         return args.func(args)  # the quick client never loads TensorFlow
-    if args.func is _cmd_data:
-        return args.func(args)  # writing files: no TensorFlow
+    if args.func in (_cmd_data, _cmd_check):
+        return args.func(args)  # writing or reading files: no TensorFlow
     from headwise import quiet
 
     quiet.setup()

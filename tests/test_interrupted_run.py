@@ -1,7 +1,8 @@
 """Runs killed half-way (SIGKILL to `headwise run`'s whole process group, during Transform and
 then during Trainer) and run again: finished components come from ML Metadata's cache, a killed
 component runs again from scratch, nothing partial is consumed, and exactly one complete version
-is pushed."""
+is pushed. A killed run leaves no stamp (headwise.run_stamp); a final rerun with nothing changed
+answers from the finished run's stamp, with no new execution."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from components import pusher
 from headwise import config as config_lib
-from pipeline import local_runner
+from headwise import run_stamp
 from pipeline import summary as summary_lib
 
 pytestmark = pytest.mark.e2e
@@ -30,13 +31,23 @@ BEFORE = {"Transform": ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "Ex
                       "DataValidationGate", "Transform"]}
 
 
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_USE_LEGACY_KERAS": "1",
+       "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _command(out: str) -> list[str]:
+    return [sys.executable, "-m", "cli", "run", "--config", TAXI, "--output-dir", out, *STEPS]
+
+
+def _headwise_run(out: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=900)
+
+
 def _kill_during(component: str, out: str, seconds_in: float) -> list[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_USE_LEGACY_KERAS": "1",
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "run", "--config", TAXI, "--output-dir", out,
-         *STEPS], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
+        _command(out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
     seen = []
     deadline = time.monotonic() + 600
     try:
@@ -76,7 +87,10 @@ def test_killed_runs_resume_from_the_cache_and_push_once(tmp_path):
     assert second["Trainer"].state == "RUNNING" and not second["Trainer"].outputs
     assert pusher.serving_versions(base) == []  # nothing was pushed by either killed run
 
-    summary = local_runner.run(cfg, out, train_steps=300, eval_steps=20, quiet=True)
+    assert not os.path.exists(run_stamp.path(out, cfg.name))  # a killed run leaves no stamp
+    done = _headwise_run(out)
+    assert done.returncode == 0, done.stdout
+    summary = summary_lib.summarize(cfg, metadata)
     states = summary.executions
     assert all(states[c] == "CACHED" for c in BEFORE["Trainer"]), states
     assert states["Trainer"] == "COMPLETE", states
@@ -94,3 +108,12 @@ def test_killed_runs_resume_from_the_cache_and_push_once(tmp_path):
     assert third["Transform"].outputs == second["Transform"].outputs  # reused from the cache
     with open(os.path.join(summary.pushed_path, pusher.PUSH_RECORD), encoding="utf-8") as fh:
         assert json.load(fh)["source"] in third["Trainer"].outputs["Model"]
+
+    # Run again with nothing changed: the stamp of the finished run answers, without TensorFlow
+    # and without one more execution in ML Metadata.
+    again = _headwise_run(out)
+    assert again.returncode == 0, again.stdout
+    assert "nothing changed since the run" in again.stdout, again.stdout
+    assert summary.pushed_path in again.stdout, again.stdout
+    assert summary_lib.component_runs(metadata, cfg.name) == third
+    assert len(pusher.serving_versions(base)) == 1
