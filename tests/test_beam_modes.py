@@ -15,41 +15,15 @@ import tensorflow as tf
 
 from headwise import config as config_lib
 from headwise import contract
-from pipeline import local_runner
-from pipeline import pipeline as pipeline_lib
+from tests import penguins_components
 
 pytestmark = pytest.mark.e2e
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PENGUINS = os.path.join(ROOT, "pipeline", "configs", "penguins.yaml")
-MODES = {"in_memory": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+PENGUINS = penguins_components.PENGUINS
+MODES = {"in_memory": penguins_components.IN_MEMORY,
          "multi_processing": ["--direct_running_mode=multi_processing",
                               "--direct_num_workers=2"]}
 SPLITS = ("train", "validation", "test")
-
-
-def _run(cfg, work: str, beam_args: list[str]) -> str:
-    from tfx import v1 as tfx
-
-    data_root = os.path.join(work, "data")
-    local_runner.stage_data(cfg, data_root)
-    example_gen = pipeline_lib.example_gen_component(cfg, data_root)
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=local_runner.stage_schema(cfg, os.path.join(work, "schema")))
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"],
-                                                  schema=schema_gen.outputs["schema"])
-    transform = pipeline_lib.transform_component(cfg, example_gen.outputs["examples"],
-                                                 schema_gen.outputs["schema"])
-    root = os.path.join(work, "root")
-    p = tfx.dsl.Pipeline(
-        pipeline_name="beam_modes", pipeline_root=root, enable_cache=False,
-        components=[example_gen, schema_gen, statistics_gen, transform],
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            os.path.join(work, "metadata.db")),
-        beam_pipeline_args=local_runner.local_beam_args(beam_args))
-    with local_runner.neutral_argv():
-        tfx.orchestration.LocalDagRunner().run(p)
-    return root
 
 
 def _records(root: str, component: str, output: str, split: str) -> list[bytes]:
@@ -74,10 +48,10 @@ def _statistics(root: str, split: str):
 
 
 @pytest.fixture(scope="module")
-def roots(tmp_path_factory):
-    cfg = config_lib.load(PENGUINS)
-    return {mode: _run(cfg, str(tmp_path_factory.mktemp(mode)), args)
-            for mode, args in MODES.items()}
+def roots(penguins_in_memory, tmp_path_factory):
+    return {"in_memory": penguins_in_memory,
+            "multi_processing": penguins_components.run(
+                str(tmp_path_factory.mktemp("multi_processing")), MODES["multi_processing"])}
 
 
 @pytest.mark.parametrize("split", SPLITS)

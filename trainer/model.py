@@ -71,6 +71,15 @@ class NonFiniteRecord(tf.Module):
                 for name, n, i in zip(self.names, nan, inf, strict=True) if n > 0 or i > 0}
 
 
+def _replica_share(total: tf.Tensor) -> tf.Tensor:
+    """A replica's share of the loss to minimise: under a strategy with N replicas in sync the
+    optimizer sums their gradients, so each contributes its batch mean over N, and the sum is
+    the gradient of the global batch's mean (what Model.compile's losses do). One replica: the
+    loss itself."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return total if replicas == 1 else total / replicas
+
+
 class MultiHeadModel(keras.Model):
     """A functional model whose training loss combines one loss per head
     (`model.loss_balancing`; the formulas are in `trainer.balancing`).
@@ -98,6 +107,10 @@ class MultiHeadModel(keras.Model):
         self.backbone, self.heads = backbone, {h.name: h for h in heads}
         self.head_names = [h.name for h in heads]
         self.head_losses = {h.name: h.loss() for h in heads}
+        for loss in self.head_losses.values():
+            # Each head's loss is its mean over this replica's batch, as Model.compile's losses
+            # are; compute_loss then takes the replicas' share (Keras's own rule).
+            loss._allow_sum_over_batch_size = True  # noqa: SLF001
         self.head_loss_weights = {h.name: h.cfg.loss_weight for h in heads}
         if loss_balancing not in balancing.METHODS:
             raise ValueError(f"unknown loss balancing {loss_balancing!r}")
@@ -165,7 +178,7 @@ class MultiHeadModel(keras.Model):
         return total
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
-        return self.objective(self.head_loss_terms(y, y_pred, sample_weight))
+        return _replica_share(self.objective(self.head_loss_terms(y, y_pred, sample_weight)))
 
     def train_step(self, data):
         """Keras's step; under `gradnorm`, also each head's gradient norm on the last shared
@@ -176,7 +189,7 @@ class MultiHeadModel(keras.Model):
         with tf.GradientTape(persistent=True) as tape:
             y_pred = self(x, training=True)
             terms = self.head_loss_terms(y, y_pred, sample_weight)
-            total = self.objective(terms)
+            total = _replica_share(self.objective(terms))
         self.optimizer.minimize(total, self.trainable_variables, tape=tape)
         shared = self.backbone.shared_variables()
         norms = tf.stack([tf.linalg.global_norm(tape.gradient(

@@ -3,10 +3,13 @@ exports it (see trainer.export for the signatures)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 
 import tensorflow as tf
@@ -70,6 +73,51 @@ def _strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def _sharded(ds: tf.data.Dataset, file_patterns: list[str],
+             strategy: tf.distribute.Strategy) -> tf.data.Dataset:
+    """How the workers split a dataset: by file where there is a file for each (tf.data's
+    default), else by example (each reads every file and keeps its share): a small Transform
+    output is a single file."""
+    files = sum(len(tf.io.gfile.glob(p)) for p in file_patterns)
+    if files >= strategy.num_replicas_in_sync:
+        return ds
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the Trainer's outputs: always, but for a worker of a
+    multi-worker cluster (TF_CONFIG) other than the chief (the `chief` task, or worker 0 when
+    the cluster has none)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+
+
+@contextlib.contextmanager
+def _outputs(fn_args, chief: bool):
+    """(serving_model_dir, model_run_dir) this process writes to. Every worker of a
+    multi-worker run must save the model (saving runs collective ops), but only the chief
+    writes the Trainer's outputs: the others save into a scratch folder that is removed after
+    (TensorFlow's multi-worker guide, "Model saving and loading")."""
+    if chief:
+        yield fn_args.serving_model_dir, fn_args.model_run_dir
+        return
+    scratch = tempfile.mkdtemp(prefix="headwise-worker-")
+    try:
+        yield os.path.join(scratch, "model"), os.path.join(scratch, "run")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        # The executor checks that the model folder exists in every process: the chief writes
+        # it on the same (shared) file system, maybe a moment later.
+        tf.io.gfile.makedirs(fn_args.serving_model_dir)
+
+
 TRAINING_SUMMARY = "training_summary.json"  # in the Trainer's ModelRun folder
 
 
@@ -112,6 +160,8 @@ def fine_tune(model: model_lib.MultiHeadModel, schedule, epochs: int,
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    # First: a multi-worker strategy configures the collective ops before any other TF op.
+    strategy = _strategy(fn_args.custom_config.get("distribution_strategy", "none"))
     cfg = config_lib.from_json(fn_args.custom_config[config_lib.HEADS_CONFIG_KEY])
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     cfg = cfg.with_learned_classes(learned_classes(cfg, tft_output))
@@ -131,7 +181,16 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     for head, s in stats.items():
         logging.info("head %s: label mean %.4g, std %.4g (from Transform)", head, s["mean"],
                      s["std"])
-    strategy = _strategy(fn_args.custom_config.get("distribution_strategy", "none"))
+    if strategy.num_replicas_in_sync > 1:
+        train, evals = (_sharded(ds, files, strategy) for ds, files in
+                        ((train, fn_args.train_files), (evals, fn_args.eval_files)))
+    with _outputs(fn_args, _is_chief(strategy)) as (serving_model_dir, model_run_dir):
+        _train(cfg, tft_output, fn_args, plan, strategy, stats, train_rows, train, evals,
+               serving_model_dir, model_run_dir)
+
+
+def _train(cfg, tft_output, fn_args, plan, strategy, stats, train_rows, train, evals,
+           serving_model_dir: str, model_run_dir: str) -> None:
     with strategy.scope():
         model = model_lib.build_model(cfg, model_lib.feature_cardinalities(cfg, tft_output),
                                       stats, total_steps=plan.total_steps,
@@ -141,7 +200,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     criterion = callbacks_lib.StoppingCriterion({h.name: h.loss_weight for h in cfg.heads},
                                                 cfg.trainer.early_stopping_on)
     callbacks = [criterion,  # first: the callbacks after it see (and TensorBoard plots) it
-                 keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+                 keras.callbacks.TensorBoard(log_dir=model_run_dir),
                  callbacks_lib.EpochSummary([h.name for h in cfg.heads], epochs),
                  callbacks_lib.StopOnNonFinite(cfg),
                  *model.balancing_callbacks()]
@@ -160,7 +219,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         history = model.fit(epochs=epochs, **fit)
     else:
         history = fine_tune(model, schedule, epochs, strategy, fit)
-    write_training_summary(fn_args.model_run_dir, plan, history, time.monotonic() - started)
-    export_lib.save(model, cfg, tft_output, fn_args.serving_model_dir)
+    write_training_summary(model_run_dir, plan, history, time.monotonic() - started)
+    export_lib.save(model, cfg, tft_output, serving_model_dir)
     logging.info("saved the %d-head model to %s", len(cfg.heads),
-                 os.path.abspath(fn_args.serving_model_dir))
+                 os.path.abspath(serving_model_dir))
+    if strategy.num_replicas_in_sync > 1:
+        print(f"  trained with {strategy.num_replicas_in_sync} replicas in sync "
+              f"({fn_args.custom_config.get('distribution_strategy')})", flush=True)
