@@ -139,16 +139,53 @@ def _parse_error(text: str, e: json.JSONDecodeError) -> str:
     return _PARSE_ERRORS.get(e.msg, e.msg)
 
 
+class _NumberError(ValueError):
+    """A JSON number or constant that rapidjson's default parse refuses (see parse_json)."""
+
+    def __init__(self, token: str, message: str):
+        super().__init__(message)
+        self.token, self.message = token, message
+
+
+def _float(token: str) -> float:
+    value = float(token)
+    if math.isinf(value):
+        raise _NumberError(token, "Number too big to be stored in double.")
+    return value
+
+
+def _int(token: str) -> int | float:
+    # rapidjson keeps what fits in 64 bits as an integer and the rest as a double; Python's
+    # int() of a long digit string is slow, and refused past 4,300 digits.
+    digits = token.lstrip("-")
+    if len(digits) <= 19 and -2**63 <= int(token) < 2**64:
+        return int(token)
+    return _float(token)
+
+
+def _constant(token: str):
+    raise _NumberError(token, "Invalid value.")  # NaN, Infinity: not JSON (rapidjson's default)
+
+
 def parse_json(body: bytes) -> dict:
-    """json_tensor.cc ParseJson: an object, or INVALID_ARGUMENT as TF Serving words it."""
+    """json_tensor.cc ParseJson: an object, or INVALID_ARGUMENT as TF Serving words it.
+    rapidjson's default parse (TF Serving's) refuses NaN and Infinity and a number beyond a
+    double's range (1e999); arrays and objects nested past Python's recursion limit are
+    refused too (rapidjson has no limit, and a request nested so deep is not a tensor)."""
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
     text = body.decode("utf-8", "surrogateescape")  # rapidjson takes the bytes as they are
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_float=_float, parse_int=_int, parse_constant=_constant)
     except json.JSONDecodeError as e:
         raise _invalid("JSON Parse error: ", _parse_error(text, e), " at offset: ",
                        len(text[:e.pos].encode("utf-8", "surrogateescape"))) from None
+    except _NumberError as e:
+        at = max(text.find(e.token), 0)
+        raise _invalid("JSON Parse error: ", e.message, " at offset: ",
+                       len(text[:at].encode("utf-8", "surrogateescape"))) from None
+    except RecursionError:
+        raise _invalid("JSON Parse error: arrays and objects nested too deep") from None
     if not isinstance(doc, dict):
         raise _invalid("JSON Value: ", _value_text(doc), " Is not object")
     return doc

@@ -64,6 +64,8 @@ class RestApi:
             return 200, self._dispatch(method, path, body)
         except ServingError as e:
             return HTTP_STATUS.get(e.code, 500), dumps({"error": e.message})
+        except RecursionError:  # a value nested deeper than any tensor, past the parse
+            return 400, dumps({"error": "JSON Value: nested too deep to be a tensor"})
         except Exception as e:  # noqa: BLE001 - a bad request must never take the server down
             log.exception("internal error in %s %s", method, path)
             return 500, dumps({"error": f"{type(e).__name__}: {e}"})

@@ -14,8 +14,11 @@ import http.client
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -41,6 +44,8 @@ from components import pusher
 from headwise import examples as examples_lib
 from serving import client as client_lib
 from serving import json_tensor, rest_client
+from serving import rest as rest_lib
+from serving import rest_api as rest_api_lib
 from serving import server as server_lib
 from tests import synthetic
 
@@ -483,3 +488,175 @@ def test_the_binary_runs_for_every_interface_with_the_rest_port(fake_binary, hos
     record.unlink()
     assert cli.main(["serve", "--model-dir", model_dir, "--host", host]) == 0
     assert not any(a.startswith("--rest_api_port") for a in argv_of(record))
+
+
+# --- Hostile clients ---------------------------------------------------------------------------
+# A second REST server over the same DataPlane with small limits, so that each case takes about
+# a second: TIMEOUT_S for a whole request, MAX_CONNECTIONS at once. Every case ends with the
+# server answering a healthy request.
+TIMEOUT_S, MAX_CONNECTIONS = 1.0, 6
+
+
+class _CountingApi(rest_api_lib.RestApi):
+    """The REST dispatch, counting the requests it was handed (a refused or cut-off request
+    must never reach it)."""
+
+    def __init__(self, plane):
+        super().__init__(plane)
+        self.handled = 0
+
+    def handle(self, method, path, body):
+        self.handled += 1
+        return super().handle(method, path, body)
+
+
+@pytest.fixture(scope="module")
+def strict(served):
+    api = _CountingApi(served["running"].rest.api.plane)
+    server = rest_lib.RestServer("127.0.0.1", 0, api, max_connections=MAX_CONNECTIONS,
+                                 timeout_s=TIMEOUT_S, max_body_bytes=1 << 20)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _healthy(server) -> None:
+    status, body = rest_call(server.port, f"/v1/models/{NAME}")
+    assert status == 200, body
+
+
+def _raw(server, data: bytes, *, read: bool = True, wait: float = 5.0) -> bytes:
+    """Send bytes on a new connection; everything the server sends until it closes (or `wait`
+    seconds pass)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=wait) as sock:
+        sock.sendall(data)
+        if not read:
+            return b""
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except TimeoutError:
+            out += b"<still open>"
+        return out
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
+def _post(length: str, body: bytes = b"", extra: str = "") -> bytes:
+    return (f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+            f"{extra}\r\n").encode() + body
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (_post("abc", b"{}"), 400),
+    (_post("-5", b'GET /v1/models/syn HTTP/1.1\r\n\r\n'), 400),  # no second request is read
+    (_post("2, 3", b"{}"), 400),
+    (_post("2", b"{}", "Content-Length: 3\r\n"), 400),
+    (_post("100000000000"), 413),
+    (f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 411),
+    (f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "2\r\n{}\r\n0\r\n\r\n".encode(), 501),
+])
+def test_bad_lengths_are_refused_and_the_connection_closed(strict, request_bytes, status):
+    handled = strict.api.handled
+    answer = _raw(strict, request_bytes)
+    assert _status(answer) == status, answer
+    assert answer.count(b"HTTP/1.1 ") == 1 and not answer.endswith(b"<still open>"), answer
+    doc = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert list(doc) == ["error"], doc
+    assert strict.api.handled == handled  # never dispatched
+    _healthy(strict)
+
+
+def test_a_body_cut_short_by_a_client_that_hung_up_is_never_processed(strict):
+    handled = strict.api.handled
+    body = json.dumps({"instances": ["x"] * 50}).encode()
+    _raw(strict, _post(str(len(body)), body[:len(body) // 2]), read=False)  # then hangs up
+    time.sleep(0.3)
+    assert strict.api.handled == handled
+    _healthy(strict)
+
+
+def test_a_slow_client_is_cut_off_however_slowly_it_sends(strict):
+    """Headers and one byte of a 1,000-byte body; then a client that sends a header byte every
+    0.2 s (each read is quick: only the whole request's deadline stops it)."""
+    started = time.monotonic()
+    answer = _raw(strict, _post("1000", b"{"))
+    assert _status(answer) == 408 and time.monotonic() - started < TIMEOUT_S + 2, answer
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=5) as sock:
+        started = time.monotonic()
+        closed = False
+        for byte in b"GET /v1/models/syn HTTP/1.1\r\nX-Slow: " + b"a" * 40:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.2)
+            if time.monotonic() - started > TIMEOUT_S + 3:
+                break
+        if not closed:
+            sock.settimeout(2)
+            try:
+                closed = sock.recv(100) == b""
+            except ConnectionResetError:
+                closed = True
+    assert closed and time.monotonic() - started < TIMEOUT_S + 3
+    _healthy(strict)
+
+
+def test_a_flood_of_slow_connections_holds_a_bounded_number_of_threads(served):
+    """Four times the connection limit, each stuck in its headers: MAX_CONNECTIONS are held
+    (the rest get 503 at once), every one is released after the timeout (5 s here, so that
+    opening them all on a loaded machine fits in it), and the server answers after."""
+    api = served["running"].rest.api
+    server = rest_lib.RestServer("127.0.0.1", 0, api, max_connections=MAX_CONNECTIONS,
+                                 timeout_s=5.0)
+    server.start()
+    threads = threading.active_count()
+    sockets, refused = [], 0
+    try:
+        for _ in range(4 * MAX_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET /v1/models/syn HTTP/1.1\r\nHost: x\r\n")
+            sockets.append(sock)
+        time.sleep(0.3)
+        assert threading.active_count() <= threads + MAX_CONNECTIONS
+        for sock in sockets:
+            sock.settimeout(server.timeout_s + 2)
+            try:
+                answer = sock.recv(1000)
+            except (TimeoutError, ConnectionResetError):
+                answer = b""
+            refused += _status(answer) == 503
+        assert refused >= 2 * MAX_CONNECTIONS, refused
+        time.sleep(0.5)
+        assert threading.active_count() <= threads
+        _healthy(server)
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"instances": ' + b"[" * 100_000, "JSON Parse error: arrays and objects nested too deep"),
+    (b'{"instances": ' + b"[" * 900 + b'"x"' + b"]" * 900 + b"}", None),
+    (b'{"instances": [' + b"7" * 5000 + b"]}",
+     "JSON Parse error: Number too big to be stored in double. at offset: 15"),
+    (b'{"instances": [1e999]}',
+     "JSON Parse error: Number too big to be stored in double. at offset: 15"),
+    (b'{"instances": [NaN]}', "JSON Parse error: Invalid value. at offset: 15"),
+    (b'{"instances": [-Infinity]}', "JSON Parse error: Invalid value. at offset: 15"),
+])
+def test_hostile_json_gets_400_in_tf_servings_shape(served, body, message):
+    status, text = error(served, PREDICT, body)
+    assert status == 400, text
+    if message is not None:
+        assert text == message
+    for internal in ("Error:", "Traceback", "RecursionError", "ValueError", "limit (4300)"):
+        assert internal not in text or text.startswith("Failed to process element"), text
+    assert ok(served, PREDICT, {"instances": b64(served["serialized"][:1])})["predictions"]
