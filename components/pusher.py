@@ -14,17 +14,26 @@ new version when a cached rerun re-blesses it. This executor, for every filesyst
   * numbers versions strictly increasing: max(unix time, latest version + 1);
   * does not push a model that is already the latest version (same Trainer artifact);
   * keeps the newest `keep_versions` versions (an old version loses its `saved_model.pb` first)
-    and removes what an interrupted push left: `.tmp-*` directories and numeric directories
-    without `saved_model.pb`, which no server ever loaded.
+    and removes what an interrupted push left: `.tmp-*` directories older than STALE_STAGING_S
+    (a live push's staging is never touched) and numeric directories without `saved_model.pb`,
+    which no server ever loaded.
+Concurrent pushes on local disk (two processes, or two threads) never mix: each stages into a
+directory of its own (`.tmp-<unix time>-<random>`), fsyncs every file and directory, and
+claims its version by the rename itself, which fails when another push got that number first
+(rename(2) never replaces a non-empty directory); it then takes the next number. On an object
+store there is no atomic create-if-absent through tf.io.gfile: run one Pusher at a time per
+model there (a pipeline does), see docs/serving.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
 import time
+import uuid
 from typing import Any
 
 from tfx import types
@@ -42,6 +51,9 @@ from headwise.versions import SAVED_MODEL, numeric_versions
 PUSH_RECORD = os.path.join("assets.extra", "headwise_push.json")
 STATISTICS_KEY = "statistics"
 TMP_PREFIX = ".tmp-"
+STALE_STAGING_S = 3600  # a staging directory this old belongs to a push that died
+_clock = time.time  # the staging names' time (tests move it on)
+CLAIM_ATTEMPTS = 1000
 SAVED_MODEL_FILES = (SAVED_MODEL, "saved_model.pbtxt")  # what makes a directory loadable
 
 
@@ -104,11 +116,40 @@ class Storage:
 
     def rename_dir(self, src: str, dst: str) -> bool:
         """Rename a directory atomically where the filesystem can (local disk); False where
-        it cannot (object stores: gfile would copy object by object)."""
+        it cannot (object stores: gfile would copy object by object). Raises FileExistsError
+        when dst is already a version (another push claimed it)."""
         if "://" in src:
             return False
-        os.rename(src, dst)
+        try:
+            os.rename(src, dst)  # never replaces a non-empty directory
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise FileExistsError(errno.EEXIST, f"{dst} is already a version") from None
+            raise
+        _fsync_dir(os.path.dirname(dst))
         return True
+
+    def sync(self, root: str) -> None:
+        """Local disk: every file and directory under root on disk before it is published
+        (an object store writes each object durably as it is closed)."""
+        if "://" in root:
+            return
+        for d, _, fs in os.walk(root):
+            for f in fs:
+                fd = os.open(os.path.join(d, f), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            _fsync_dir(d)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def serving_versions(base_dir: str, storage: Storage | None = None) -> list[int]:
@@ -123,13 +164,27 @@ def _source_of(storage: Storage, version_dir: str) -> str | None:
         return None
 
 
+def _staging_age(name: str, now: float) -> float:
+    """Seconds since the push that named a staging directory started (`.tmp-<unix time>-...`);
+    infinite for a name that says no time."""
+    try:
+        return now - int(name[len(TMP_PREFIX):].split("-", 1)[0])
+    except ValueError:
+        return float("inf")
+
+
 def _leftovers(storage: Storage, base_dir: str) -> list[str]:
-    """What interrupted pushes left: staging dirs, and numeric dirs no server would load."""
-    out = []
+    """What interrupted pushes left: stale staging dirs, and numeric dirs no server would load
+    (on local disk a version appears whole, by rename, so these only come from an object
+    store's interrupted copy)."""
+    out, now = [], _clock()
     for name in storage.listdir(base_dir):
         path = os.path.join(base_dir, name)
-        if name.startswith(TMP_PREFIX) or (name.isdigit() and not any(
-                storage.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES)):
+        if name.startswith(TMP_PREFIX):
+            if _staging_age(name, now) > STALE_STAGING_S:
+                out.append(path)
+        elif name.isdigit() and not any(
+                storage.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES):
             out.append(path)
     return out
 
@@ -173,7 +228,7 @@ def push_model(model_path: str, base_dir: str, source: str, keep_versions: int =
 
     version = max(int(now if now is not None else time.time()),
                   versions[-1] + 1 if versions else 0)
-    staged = os.path.join(base_dir, f"{TMP_PREFIX}{version}-{os.getpid()}")
+    staged = os.path.join(base_dir, f"{TMP_PREFIX}{int(_clock())}-{uuid.uuid4().hex}")
     final = os.path.join(base_dir, str(version))
     files = storage.files(model_path)
     if not any(f in SAVED_MODEL_FILES for f in files):
@@ -181,19 +236,31 @@ def push_model(model_path: str, base_dir: str, source: str, keep_versions: int =
     try:
         for rel in files:
             storage.copy(os.path.join(model_path, rel), os.path.join(staged, rel))
-        record = {"source": source, "version": version, "pushed_at": time.time()}
-        storage.write(os.path.join(staged, PUSH_RECORD), json.dumps(record).encode())
         for rel, content in (extra_files or {}).items():
             storage.write(os.path.join(staged, rel), content)
-        _publish(storage, staged, final)
+        for _ in range(CLAIM_ATTEMPTS):
+            final = os.path.join(base_dir, str(version))
+            record = {"source": source, "version": version, "pushed_at": time.time()}
+            storage.write(os.path.join(staged, PUSH_RECORD), json.dumps(record).encode())
+            storage.sync(staged)
+            try:
+                _publish(storage, staged, final)
+                break
+            except FileExistsError:  # another push claimed this number first: the next one
+                listed = serving_versions(base_dir, storage)
+                version = max(version + 1, listed[-1] + 1 if listed else 0)
+        else:
+            raise RuntimeError(f"could not claim a version under {base_dir} in "
+                               f"{CLAIM_ATTEMPTS} attempts")
     except BaseException:
         storage.remove(staged)
         if final not in (os.path.join(base_dir, str(v))
                          for v in serving_versions(base_dir, storage)):
             storage.remove(final)  # a partial copy, never loadable
         raise
-    versions.append(version)
-    removed = tuple(versions[:-keep_versions]) if keep_versions > 0 else ()
+    versions = sorted({*serving_versions(base_dir, storage), version})
+    removed = tuple(v for v in versions[:-keep_versions] if v != version) \
+        if keep_versions > 0 else ()
     for old in removed:
         _unpublish(storage, os.path.join(base_dir, str(old)))
     return PushResult(final, version, reused=False, removed=removed)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -239,7 +242,8 @@ def test_a_push_killed_midway_is_never_served_and_the_next_push_cleans_up(kill_a
                                                                           monkeypatch):
     """The process dies at write `kill_at` of the second push's 14 (7 staged files, then 7
     published, saved_model.pb last): the served version is untouched and the partial one is
-    never loadable; the next push removes what was left and publishes a complete version."""
+    never loadable; a later push removes what was left (its staging once it is stale: a live
+    push's is never touched) and publishes a complete version."""
     store = _store_with_models("m1", "m2")
     pusher.push_model("mem://bucket/pipeline/m1", BASE, source="m1", now=1000,
                       extra_files=BASELINE, storage=store)
@@ -250,7 +254,10 @@ def test_a_push_killed_midway_is_never_served_and_the_next_push_cleans_up(kill_a
     store.revive()
     assert pusher.serving_versions(BASE, store) == [1000] and _complete(store, 1000)
     assert len(store.listdir(BASE)) > 1  # something partial was left behind
-    monkeypatch.setattr(pusher.os, "getpid", lambda: 99999)  # the next run: another process
+    import time
+
+    later = time.time() + pusher.STALE_STAGING_S + 1  # the next run, an hour on
+    monkeypatch.setattr(pusher, "_clock", lambda: later)
     r = pusher.push_model("mem://bucket/pipeline/m2", BASE, source="m2", now=2000,
                           extra_files=BASELINE, storage=store)
     assert r.version == 2000 and not r.reused
@@ -271,3 +278,114 @@ def test_object_store_pushes_dedupe_number_and_prune_like_local_ones():
     assert store.listdir(BASE) == ["101", "102"]
     old = [k for k in store.removed if k.startswith(f"{BASE}/100/")]
     assert old[0] == f"{BASE}/100/saved_model.pb"  # unloadable first, then the rest
+
+
+# --- Concurrent pushes ----------------------------------------------------------------------
+ROUNDS = 25
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _named_model(root, name: str) -> str:
+    """A model whose every file says which model it is."""
+    d = root / f"model_{name}" / "Format-Serving"
+    (d / "variables").mkdir(parents=True)
+    (d / "assets").mkdir()
+    (d / "saved_model.pb").write_bytes(f"{name} graph".encode() * 1000)
+    (d / "variables" / "variables.data-00000-of-00001").write_bytes(f"{name} w".encode() * 50_000)
+    (d / "variables" / "variables.index").write_bytes(f"{name} index".encode())
+    (d / "assets" / "vocabulary").write_bytes(f"{name} vocabulary".encode())
+    (d / "fingerprint.pb").write_bytes(f"{name} fingerprint".encode())
+    return str(d)
+
+
+def _check_pure(base: str, expected_versions: int) -> None:
+    """Every version is one whole model: every file from the model its push record names."""
+    import json
+
+    versions = pusher.serving_versions(base)
+    assert len(versions) == expected_versions, versions
+    assert not [n for n in os.listdir(base) if not n.isdigit()]  # no staging left
+    for v in versions:
+        vdir = os.path.join(base, str(v))
+        with open(os.path.join(vdir, pusher.PUSH_RECORD)) as fh:
+            name = json.load(fh)["source"].split("/")[0]
+        files = pusher.Storage().files(vdir)
+        assert len(files) == 6, (v, files)
+        for rel in files:
+            if rel != pusher.PUSH_RECORD:
+                with open(os.path.join(vdir, rel), "rb") as fh:
+                    assert fh.read().startswith(name.encode() + b" "), (v, rel, name)
+
+
+def test_two_threads_pushing_at_once_never_mix_a_version(tmp_path):
+    base = str(tmp_path / "serving")
+    models = {n: _named_model(tmp_path, n) for n in ("A", "B")}
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def push(name):
+        try:
+            for i in range(ROUNDS):
+                barrier.wait()
+                results.append(pusher.push_model(models[name], base, source=f"{name}/{i}",
+                                                 keep_versions=0, now=1000))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=push, args=(n,)) for n in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert len({r.version for r in results}) == 2 * ROUNDS  # never the same number twice
+    _check_pure(base, 2 * ROUNDS)
+
+
+PUSHER_PROCESS = """
+import os, sys, time
+from components import pusher
+model, base, name, other, sync, rounds = sys.argv[1:7]
+for i in range(int(rounds)):  # each round starts when both processes are ready for it
+    open(os.path.join(sync, f"{name}-{i}"), "w").close()
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(sync, f"{other}-{i}")):
+        assert time.time() < deadline, "the other process never got ready"
+        time.sleep(0.0005)
+    r = pusher.push_model(model, base, source=f"{name}/{i}", keep_versions=0, now=1000)
+    print(r.version, flush=True)
+"""
+
+
+def test_two_processes_pushing_at_once_never_mix_a_version(tmp_path):
+    """Two processes, each pushing its own model ROUNDS times into one base directory, every
+    round started by both at once (the stale listing: both compute the same next number)."""
+    base = str(tmp_path / "serving")
+    models = {n: _named_model(tmp_path, n) for n in ("A", "B")}
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", PUSHER_PROCESS, models[n], base, n,
+                               other, str(sync), str(ROUNDS)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for n, other in (("A", "B"), ("B", "A"))]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    versions = [int(v) for out, _ in outs for v in out.split()]
+    assert len(versions) == len(set(versions)) == 2 * ROUNDS
+    _check_pure(base, 2 * ROUNDS)
+
+
+def test_a_live_push_staging_is_left_alone_and_a_stale_one_removed(tmp_path, model):
+    import time
+
+    base = tmp_path / "serving"
+    base.mkdir()
+    live = base / f"{pusher.TMP_PREFIX}{int(time.time()) - 10}-abc"
+    stale = base / f"{pusher.TMP_PREFIX}{int(time.time()) - pusher.STALE_STAGING_S - 60}-def"
+    live.mkdir()
+    stale.mkdir()
+    pusher.push_model(model, str(base), source="x", now=9)
+    assert sorted(os.listdir(base)) == sorted(["9", live.name])
+
