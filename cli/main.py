@@ -23,7 +23,6 @@ def _preflight_run(args: argparse.Namespace):
     (headwise.sources). Returns the config, or None after printing why not (exit 2): a bad
     file stops the run in about a second, before TensorFlow and TFX are even imported."""
     from headwise import config as config_lib
-    from headwise import sources
 
     cfg = _load_config(args.config)
     if cfg is None:
@@ -32,11 +31,19 @@ def _preflight_run(args: argparse.Namespace):
         cfg.read_schema()  # a missing schema file: said before the data is read
         args.stamp = _unchanged_since_last_run(args, cfg)
         if args.stamp is None:
-            sources.of(cfg).check(cfg.resolve_data(), cfg)
+            _check_data(cfg)
     except config_lib.ConfigError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return None
     return cfg
+
+
+def _check_data(cfg) -> int:
+    """One pass over the configured data (headwise.sources): its rows, or a ConfigError that
+    names the file, line, column and fix."""
+    from headwise import sources
+
+    return sources.of(cfg).check(cfg.resolve_data(), cfg)
 
 
 def _stamp_inputs(args: argparse.Namespace, cfg):
@@ -107,7 +114,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
     import time
 
     from headwise import config as config_lib
-    from headwise import sources
 
     started = time.monotonic()
     cfg = _load_config(args.config)
@@ -115,13 +121,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return 2
     try:
         cfg.read_schema()
-        data = cfg.resolve_data()
-        rows = sources.of(cfg).check(data, cfg)
+        rows = _check_data(cfg)
     except config_lib.ConfigError as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return 2
-    print(f"headwise: {data}: {rows:,} rows fit {cfg.source} ({len(cfg.features)} features, "
-          f"{len(cfg.heads)} heads; checked in {time.monotonic() - started:.1f}s)")
+    print(f"headwise: {cfg.resolve_data()}: {rows:,} rows fit {cfg.source} "
+          f"({len(cfg.features)} features, {len(cfg.heads)} heads; checked in "
+          f"{time.monotonic() - started:.1f}s)")
     return 0
 
 

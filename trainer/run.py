@@ -86,19 +86,6 @@ def _sharded(ds: tf.data.Dataset, file_patterns: list[str],
     return ds.with_options(options)
 
 
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes the Trainer's outputs: always, but for a worker of a
-    multi-worker cluster (TF_CONFIG) other than the chief (the `chief` task, or worker 0 when
-    the cluster has none)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    return (resolver.task_type == "worker" and resolver.task_id == 0
-            and "chief" not in resolver.cluster_spec().as_dict())
-
-
 @contextlib.contextmanager
 def _outputs(fn_args, chief: bool):
     """(serving_model_dir, model_run_dir) this process writes to. Every worker of a
@@ -184,45 +171,41 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if strategy.num_replicas_in_sync > 1:
         train, evals = (_sharded(ds, files, strategy) for ds, files in
                         ((train, fn_args.train_files), (evals, fn_args.eval_files)))
-    with _outputs(fn_args, _is_chief(strategy)) as (serving_model_dir, model_run_dir):
-        _train(cfg, tft_output, fn_args, plan, strategy, stats, train_rows, train, evals,
-               serving_model_dir, model_run_dir)
+    # The chief (or the one process of a run without a cluster) writes the outputs.
+    with _outputs(fn_args, strategy.extended.should_checkpoint) as (serving_model_dir,
+                                                                     model_run_dir):
+        with strategy.scope():
+            model = model_lib.build_model(cfg, model_lib.feature_cardinalities(cfg, tft_output),
+                                          stats, total_steps=plan.total_steps,
+                                          train_rows=train_rows)
 
-
-def _train(cfg, tft_output, fn_args, plan, strategy, stats, train_rows, train, evals,
-           serving_model_dir: str, model_run_dir: str) -> None:
-    with strategy.scope():
-        model = model_lib.build_model(cfg, model_lib.feature_cardinalities(cfg, tft_output),
-                                      stats, total_steps=plan.total_steps,
-                                      train_rows=train_rows)
-
-    epochs = plan.epochs
-    criterion = callbacks_lib.StoppingCriterion({h.name: h.loss_weight for h in cfg.heads},
-                                                cfg.trainer.early_stopping_on)
-    callbacks = [criterion,  # first: the callbacks after it see (and TensorBoard plots) it
-                 keras.callbacks.TensorBoard(log_dir=model_run_dir),
-                 callbacks_lib.EpochSummary([h.name for h in cfg.heads], epochs),
-                 callbacks_lib.StopOnNonFinite(cfg),
-                 *model.balancing_callbacks()]
-    if plan.patience:
-        # The shared backbone overfits small data; keep the weights of the best epoch. The
-        # criterion is comparable across epochs under every balancing (StoppingCriterion).
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=criterion.KEY, patience=plan.patience,
-            restore_best_weights=True, verbose=1))
-    fit = dict(x=train, steps_per_epoch=plan.steps_per_epoch,
-               validation_data=evals, validation_steps=plan.validation_steps, verbose=0,
-               callbacks=callbacks)
-    schedule = cfg.model.image.fine_tune if cfg.model.image else None
-    started = time.monotonic()
-    if schedule is None:
-        history = model.fit(epochs=epochs, **fit)
-    else:
-        history = fine_tune(model, schedule, epochs, strategy, fit)
-    write_training_summary(model_run_dir, plan, history, time.monotonic() - started)
-    export_lib.save(model, cfg, tft_output, serving_model_dir)
-    logging.info("saved the %d-head model to %s", len(cfg.heads),
-                 os.path.abspath(serving_model_dir))
-    if strategy.num_replicas_in_sync > 1:
-        print(f"  trained with {strategy.num_replicas_in_sync} replicas in sync "
-              f"({fn_args.custom_config.get('distribution_strategy')})", flush=True)
+        epochs = plan.epochs
+        criterion = callbacks_lib.StoppingCriterion({h.name: h.loss_weight for h in cfg.heads},
+                                                    cfg.trainer.early_stopping_on)
+        callbacks = [criterion,  # first: the callbacks after it see (and TensorBoard plots) it
+                     keras.callbacks.TensorBoard(log_dir=model_run_dir),
+                     callbacks_lib.EpochSummary([h.name for h in cfg.heads], epochs),
+                     callbacks_lib.StopOnNonFinite(cfg),
+                     *model.balancing_callbacks()]
+        if plan.patience:
+            # The shared backbone overfits small data; keep the weights of the best epoch. The
+            # criterion is comparable across epochs under every balancing (StoppingCriterion).
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=criterion.KEY, patience=plan.patience,
+                restore_best_weights=True, verbose=1))
+        fit = dict(x=train, steps_per_epoch=plan.steps_per_epoch,
+                   validation_data=evals, validation_steps=plan.validation_steps, verbose=0,
+                   callbacks=callbacks)
+        schedule = cfg.model.image.fine_tune if cfg.model.image else None
+        started = time.monotonic()
+        if schedule is None:
+            history = model.fit(epochs=epochs, **fit)
+        else:
+            history = fine_tune(model, schedule, epochs, strategy, fit)
+        write_training_summary(model_run_dir, plan, history, time.monotonic() - started)
+        export_lib.save(model, cfg, tft_output, serving_model_dir)
+        logging.info("saved the %d-head model to %s", len(cfg.heads),
+                     os.path.abspath(serving_model_dir))
+        if strategy.num_replicas_in_sync > 1:
+            print(f"  trained with {strategy.num_replicas_in_sync} replicas in sync "
+                  f"({fn_args.custom_config.get('distribution_strategy')})", flush=True)
