@@ -48,8 +48,11 @@ def render_markdown(cfg: PipelineConfig, results: dict[str, list[MetricRow]], bl
         verdict = ("PASS" if head_passed(rows) else "FAIL") if h.gate else "not gating"
         header = ["metric", "value", "trivial baseline", "threshold", "change vs last blessed",
                   *(g.column for g in GATES.values())]  # a column per gate, in registry order
-        lines += [f"## {h.name} ({h.task}, {role}): {verdict}", "",
-                  f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
+        lines += [f"## {h.name} ({h.task}, {role}): {verdict}", ""]
+        derived = tasks.of(h).derivation(h)
+        if derived:
+            lines += [f"Label, derived from the column `{h.label}`: {derived}.", ""]
+        lines += [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
         for r in rows:
             metric = r.metric + (f" (class {r.class_name})" if r.class_name else "")
             cells = [metric, _fmt(r.value), _fmt(r.baseline), r.threshold, _fmt(r.change),

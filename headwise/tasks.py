@@ -78,6 +78,29 @@ NUMBER_PATTERN = _NUMBER.pattern  # the graph form (trainer.heads) matches the s
 TRUE, FALSE = ("true", "1"), ("false", "0")  # a binary label without `positive`
 
 
+# positive_if's comparisons (a binary label derived from a numeric column), as the report says
+# them; `compare` is the rule, trainer.heads the same rule in the graph.
+COMPARISONS = {"greater_than": ">", "greater_or_equal": ">=", "less_than": "<",
+               "less_or_equal": "<="}
+
+
+def compare(op: str, x: Any, number: float) -> Any:
+    """x `op` number, for a float or an array (or tensor) of them."""
+    return {"greater_than": lambda: x > number, "greater_or_equal": lambda: x >= number,
+            "less_than": lambda: x < number, "less_or_equal": lambda: x <= number}[op]()
+
+
+def threshold_holds(op: str, text: str, number: float) -> bool:
+    """positive_if on one numeric label (`canonical` text): a whole number (an int column's
+    value) compared exactly, any other value as the float32 a float column holds, against the
+    threshold as float32 (so `0.1` in the config matches a cell `0.1`); trainer.heads compares
+    the same way in the graph."""
+    v = float(text)
+    if v.is_integer():
+        return bool(compare(op, v, number))
+    return bool(compare(op, np.float32(v), np.float32(number)))
+
+
 def canonical(value: Any) -> str | None:
     """A label value as labels are matched against `classes` and `positive`: numbers by value
     (1, 1.0, "1" and "1.0" are all "1"; 2.5 is "2.5"), other text stripped; None for a missing
@@ -166,6 +189,11 @@ class Task:
     def raw(self, head: Head) -> dict[str, Any]:
         """This task's keys in the YAML form of a head (the inverse of `parse`)."""
         return {}
+
+    def derivation(self, head: Head) -> str | None:
+        """How the head's label is derived from its column, for the report (None: the column's
+        values are the labels)."""
+        return None
 
     def learns_classes(self, head: Head) -> bool:
         """Transform learns the head's classes from the training split."""
@@ -403,31 +431,91 @@ class BinaryTask(Task):
     default_metrics = ("auc", "accuracy")
     gbdt = CLASSIFIER
     CLASSES = ("0", "1")
-    config_keys = ("positive",)
+    config_keys = ("positive", "positive_if")
 
     def parse(self, f, spec):
-        return {"positive": label_value(f, spec["positive"], "positive")
-                if "positive" in spec else None}
+        positive = spec.get("positive")
+        if positive is not None and "positive_if" in spec:
+            f.fail("takes `positive` (label values) or `positive_if` (a comparison with a "
+                   "number), not both", "positive_if")
+        if isinstance(positive, list):
+            if not positive:
+                f.fail("an empty list; name the label value(s) of the positive class",
+                       "positive")
+            positive = tuple(dict.fromkeys(label_value(f, v, "positive") for v in positive))
+        elif positive is not None:
+            positive = (label_value(f, positive, "positive"),)
+        positive_if = None
+        if "positive_if" in spec:
+            rule = spec["positive_if"]
+            if (not isinstance(rule, dict) or len(rule) != 1
+                    or next(iter(rule)) not in COMPARISONS):
+                f.fail(f"expected one comparison with a number, e.g. `{{greater_than: 50000}}`"
+                       f" ({', '.join(COMPARISONS)}); got {rule!r}", "positive_if")
+            (op, number), = rule.items()
+            if isinstance(number, bool) or not isinstance(number, int | float) \
+                    or number != number:
+                f.fail(f"{op}: expected a number, got {number!r}", "positive_if")
+            positive_if = (op, float(number))
+        return {"positive": positive, "positive_if": positive_if}
 
     def raw(self, head):
-        return {} if head.positive is None else {"positive": head.positive}
+        if head.positive_if is not None:
+            op, number = head.positive_if
+            return {"positive_if": {op: int(number) if number.is_integer() else number}}
+        if head.positive is None:
+            return {}
+        return {"positive": head.positive[0] if len(head.positive) == 1
+                else list(head.positive)}
+
+    def derivation(self, head):
+        if head.positive_if is not None:
+            op, number = head.positive_if
+            return (f"1 when {head.label} {COMPARISONS[op]} {number:g}, 0 otherwise (a "
+                    "missing or non-numeric value: missing)")
+        if head.positive is not None and len(head.positive) > 1:
+            return (f"1 when {head.label} is one of {', '.join(head.positive)} (any case), "
+                    "0 for any other value")
+        if head.positive is not None:
+            return f"1 when {head.label} is {head.positive[0]} (any case), 0 for any other value"
+        return None
 
     def check_labels(self, head, seen, shown):
         lower: dict[str, int] = {}
         for v, n in seen.items():
             lower[v.lower()] = lower.get(v.lower(), 0) + n
+        if head.positive_if is not None:
+            text = [v for v in lower if not _NUMBER.match(v)]
+            if text:
+                return (f"positive_if compares numbers, and the column holds text: "
+                        f"{shown(text)}; mark such cells as missing (data.missing_values) or "
+                        "use `positive: [values]`")
+            op, number = head.positive_if
+            sides = {threshold_holds(op, v, number) for v in lower}
+            if len(sides) == 1:
+                return (f"positive_if: {'every' if sides.pop() else 'no'} value is "
+                        f"{COMPARISONS[op]} {number:g} (the values are {shown(lower)}): the "
+                        "label would be one class only")
+            return None
         if head.positive is not None:
-            # Two values, or one value against the rest (a column of several values: a
+            # Two values, or some values against the rest (a column of several values: a
             # binary label derived from it, e.g. marital status -> never married).
-            if lower and head.positive.lower() not in lower:
-                return f"positive: {head.positive!r} never occurs; the values are {shown(lower)}"
+            wanted = {p.lower() for p in head.positive}
+            if lower and not wanted & set(lower):
+                which = (f"{head.positive[0]!r} never occurs" if len(head.positive) == 1
+                         else f"none of {list(head.positive)} occurs")
+                return f"positive: {which}; the values are {shown(lower)}"
+            if lower and set(lower) <= wanted:
+                return (f"positive: every value is a positive one ({shown(lower)}): the label "
+                        "would be one class only")
             return None
         other = set(lower) - set(TRUE) - set(FALSE)
         if other:
             rarest = min(other, key=lambda v: (lower[v], str(v)))  # the positive class, often
             return (f"holds {shown(other)}; a binary label must be 0/1 or true/false, or say "
                     "which value is the positive class: add `positive: <value>` to the head "
-                    f"(e.g. `positive: {rarest}`)")
+                    f"(e.g. `positive: {rarest}`), or `positive_if: {{greater_than: <number>}}`"
+                    " for a numeric column")
         return None
 
     def plot(self, ax, head, y, pred):
@@ -457,9 +545,13 @@ class BinaryTask(Task):
         text = canonical(raw)
         if text is None:
             return None
+        if head.positive_if is not None:
+            if not _NUMBER.match(text):
+                return None
+            return float(threshold_holds(head.positive_if[0], text, head.positive_if[1]))
         text = text.lower()
         if head.positive is not None:
-            return float(text == head.positive.lower())
+            return float(text in {p.lower() for p in head.positive})
         return 1.0 if text in TRUE else 0.0 if text in FALSE else None
 
     # Always predict the training prior: AUC 0.5, the majority class's accuracy. Precision and

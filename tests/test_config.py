@@ -214,6 +214,8 @@ EVERY_OPTION = {
     "data": {"csv": "unused.csv", "missing_values": ["", "-999", "?"]},
     "heads": [
         {"name": "k", "label": "y_k", "task": "binary", "positive": "yes"},
+        {"name": "k2", "label": "y_m", "task": "binary", "positive": ["a", "B", 3]},
+        {"name": "k3", "label": "y_n", "task": "binary", "positive_if": {"less_or_equal": 2.5}},
         {"name": "m", "label": "y_m", "task": "multiclass", "top_k": 50, "other_class": "rest"},
         {"name": "n", "label": "y_n", "task": "multiclass", "classes": [1, 2.0, "3"]},
     ],

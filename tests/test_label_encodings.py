@@ -108,13 +108,24 @@ def test_bom_and_crlf(tmp_path):
     # one value against the rest of a many-valued column (census: never married)
     (" Never married\nWidowed\nDivorced\nnever married\n?\n", "Never married",
      ([1, 0, 0, 1, 0], [1, 1, 1, 1, 1])),
+    # several values against the rest (one-vs-rest of a group)
+    ("Married\nNever married\nDivorced\nwidowed\nNA\n", ["Divorced", "Widowed"],
+     ([0, 0, 1, 1, 0], [1, 1, 1, 1, 0])),
+    # a threshold on a numeric column: ints compared exactly, floats as the data holds them
+    ("10\n50000\n50001\n\n70000\n", {"positive_if": {"greater_than": 50000}},
+     ([0, 0, 1, 0, 1], [1, 1, 1, 0, 1])),
+    ("0.1\n0.2\n0.05\n1e9\n", {"positive_if": {"less_or_equal": 0.1}},
+     ([1, 0, 1, 0], [1, 1, 1, 1])),
+    ("3\n2.5\n-1\n", {"positive_if": {"greater_or_equal": 2.5}}, ([1, 1, 0], [1, 1, 1])),
 ])
 def test_binary_label_encodings(tmp_path, column, positive, expected):
     lines = column.splitlines()
     text = "x,y\n" + "\n".join(f"{i},{v}" for i, v in enumerate(lines))
     rows, spec = read_csv(tmp_path, text)
     head = {"name": "y", "label": "y", "task": "binary"}
-    if positive is not None:
+    if isinstance(positive, dict):
+        head.update(positive)
+    elif positive is not None:
         head["positive"] = positive
     cfg, _, out = transform(tmp_path, rows, spec, [head])
     labels, weights = encoded(out, "y")
@@ -222,6 +233,14 @@ SOURCES = ["csv", "parquet"]  # every pre-flight case below runs through both da
      ["heads[0] (y) in c.yaml", "'no', 'yes'", "add `positive: <value>`"]),
     ("x,y\n1,a\n2,b\n", {"task": "binary", "positive": "male"},
      ["positive: 'male' never occurs"]),
+    ("x,y\n1,a\n2,b\n", {"task": "binary", "positive": ["c", "d"]},
+     ["positive: none of ['c', 'd'] occurs", "'a', 'b'"]),
+    ("x,y\n1,a\n2,b\n", {"task": "binary", "positive": ["a", "B"]},
+     ["every value is a positive one"]),
+    ("x,y\n1,10\n2,many\n", {"task": "binary", "positive_if": {"greater_than": 5}},
+     ["positive_if compares numbers", "'many'"]),
+    ("x,y\n1,10\n2,20\n", {"task": "binary", "positive_if": {"greater_than": 50}},
+     ["no value is > 50", "one class only"]),
     ("x,y\n1,1\n2,2\n", {"task": "binary"}, ["'2'", "0/1 or true/false"]),
     ("x,y\n1,one\n2,two\n", {"task": "multiclass", "classes": [1, 2]},
      ["none of its values is one of classes ['1', '2']"]),
@@ -251,6 +270,8 @@ def test_preflight_stops_bad_label_values_naming_head_and_values(tmp_path, text,
 @pytest.mark.parametrize("text,head", [
     ("x,y\n1,true\n2,False\nNA,NA\n", {"task": "binary"}),
     ("x,y\n1,Male\n2,female\n3,\n", {"task": "binary", "positive": "male"}),
+    ("x,y\n1,a\n2,b\n3,c\n", {"task": "binary", "positive": ["a", "c"]}),
+    ("x,y\n1,10\n2,60\n3,\n", {"task": "binary", "positive_if": {"greater_than": 50}}),
     ("x,y\n1,1.0\n2,2\n3,7\n", {"task": "multiclass", "classes": [1, 2], "other_class": "o"}),
     ("x,y\n1,b|a\n2,a|z\n3,b| a\n", {"task": "multilabel", "classes": ["a", "b"]}),
 ])
@@ -265,6 +286,13 @@ def test_preflight_accepts_every_documented_encoding(tmp_path, text, head, sourc
 @pytest.mark.parametrize("head,words", [
     ({"task": "regression", "positive": "a"}, "only binary heads take 'positive'"),
     ({"task": "binary", "positive": True}, "is a YAML boolean"),
+    ({"task": "binary", "positive": []}, "an empty list"),
+    ({"task": "binary", "positive": "a", "positive_if": {"greater_than": 1}},
+     "takes `positive` .* or `positive_if`"),
+    ({"task": "binary", "positive_if": {"above": 1}}, "expected one comparison with a number"),
+    ({"task": "binary", "positive_if": {"greater_than": "x"}}, "expected a number, got 'x'"),
+    ({"task": "regression", "positive_if": {"greater_than": 1}},
+     "only binary heads take 'positive_if'"),
     ({"task": "multiclass", "classes": [True, False]}, "is a YAML boolean"),
 ])
 def test_label_values_in_the_config_are_checked(head, words):

@@ -333,9 +333,22 @@ class BinaryHead(HeadLayer):
         # The graph form of tasks.BinaryTask.encode.
         x = to_dense(raw, tf.zeros([], raw.dtype))
         weight = presence(raw)
-        if cfg.positive is not None:
+        if cfg.positive_if is not None:
+            op, number = cfg.positive_if
+            if x.dtype == tf.string:  # text cells that are numbers; other text: missing
+                s = tf.strings.strip(x)
+                numeric = tf.strings.regex_full_match(s, tasks.NUMBER_PATTERN)
+                weight = weight * tf.cast(numeric, tf.float32)
+                x = tf.strings.to_number(tf.where(numeric, s, "0"), tf.float32)
+            if x.dtype.is_integer:
+                y = tasks.compare(op, tf.cast(x, tf.float64), number)
+            else:  # float32 values against the threshold as float32 (tasks.threshold_holds)
+                y = tasks.compare(op, tf.cast(x, tf.float32), np.float32(number))
+            y = tf.cast(y, tf.float32)
+        elif cfg.positive is not None:
             text = x if x.dtype != tf.string else tf.strings.lower(x)
-            y = tf.cast(label_equals(text, cfg.positive.lower()), tf.float32)
+            y = tf.cast(tf.reduce_any([label_equals(text, p.lower()) for p in cfg.positive],
+                                      axis=0), tf.float32)
         elif x.dtype == tf.string:
             lower = tf.strings.lower(x)
             on = tf.reduce_any([label_equals(lower, t) for t in tasks.TRUE], axis=0)

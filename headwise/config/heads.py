@@ -83,7 +83,8 @@ class Head:
     normalize: bool = True  # regression: scale the loss by the label's spread
     target: str = "none"  # regression: the target transform (tasks.TARGETS)
     tower: tuple[int, ...] = ()  # hidden units of this head's own layers
-    positive: str | None = None  # binary: the label value that is the positive class
+    positive: tuple[str, ...] | None = None  # binary: the label value(s) of the positive class
+    positive_if: tuple[str, float] | None = None  # binary: (comparison, number) on the label
     top_k: int | None = None  # multiclass without classes: learn at most this many
 
     @property
