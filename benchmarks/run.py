@@ -22,7 +22,8 @@ import time
 
 from benchmarks import common
 
-ALL = ("quality", "recipe", "multihead", "pipeline", "scaling", "load", "datasets", "images")
+ALL = ("quality", "recipe", "multihead", "pipeline", "scaling", "load", "scoring", "datasets",
+       "images")
 
 
 def _plot(results: dict, path: str) -> None:
@@ -106,6 +107,7 @@ _SECTIONS = [  # (results file, title, summary module[:function], default `summa
     ("pipeline_cost", "Pipeline cost", "benchmarks.pipeline_cost"),
     ("scaling", "Scaling with data", "benchmarks.scaling"),
     ("load", "Serving under load, with a version push", "benchmarks.load"),
+    ("scoring", "Batch scoring (`headwise score`)", "benchmarks.scoring"),
     ("datasets", "Other datasets, end to end", "benchmarks.datasets"),
     ("images", "Images: a backbone pretrained without a download (digits)", "benchmarks.images"),
 ]
@@ -236,6 +238,18 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
                      os.path.join(work_dir, "load"), total=4000 if quick else 20_000)
         results["load"] = r
         common.write_json("load", r)
+
+    if "scoring" in chosen:
+        from benchmarks import scoring
+
+        print("[scoring] headwise score on the data copied 1x and 10x", flush=True)
+        model_dir = os.path.join(work_dir, "multihead", cfg.name, "serving", cfg.model_name)
+        if not os.path.isdir(model_dir):
+            model_dir = os.path.join(common.ROOT, "outputs", "serving", cfg.model_name)
+        r = scoring.run(model_dir, cfg.resolve_data(), os.path.join(work_dir, "scoring"),
+                        factors=(1, 2) if quick else (1, 10), multi_factor=None if quick else 10)
+        results["scoring"] = r
+        common.write_json("scoring", r)
 
     if "datasets" in chosen:
         from benchmarks import datasets

@@ -269,6 +269,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from serving import scoring
+
+    keys = [k.strip() for k in args.keys.split(",") if k.strip()] if args.keys else []
+    try:
+        job = scoring.plan(args.model, args.data, args.output, keys)
+        beam_args = list(args.beam_arg or [])
+        if not beam_args:
+            mode = "multi_processing" if args.workers > 1 else "in_memory"
+            beam_args = [f"--direct_running_mode={mode}", f"--direct_num_workers={args.workers}"]
+        result = scoring.run(job, beam_args)
+    except scoring.ClientError as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return 1
+    print(f"scored {result['rows']:,} rows in {result['seconds']:.1f} s "
+          f"({result['rows_per_s']:,.0f} rows/s) with {job.model_dir}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import run as bench
 
@@ -385,11 +404,30 @@ def build_parser() -> argparse.ArgumentParser:
                       help="json: a list with one object per row, {head: answer} (--images: "
                       "an object with one such object per file name)")
     pred.set_defaults(func=_cmd_predict)
+    score = sub.add_parser("score", help="score every row of a CSV/Parquet file with every "
+                           "head of a pushed model (batch inference in Beam)")
+    score.add_argument("--model", required=True,
+                       help="the pushed model (e.g. outputs/serving/taxi: its highest version) "
+                       "or one SavedModel folder")
+    score.add_argument("--data", required=True, help="rows to score: a .csv or .parquet "
+                       "file, a folder of them, or a glob; label and other columns are ignored")
+    score.add_argument("--output", required=True,
+                       help="OUT.csv or OUT.parquet: one file, rows in input order; any other "
+                       "name: a folder with one output file per input file")
+    score.add_argument("--keys", help="comma-separated input columns written next to the "
+                       "answers (default: row, the data row's number in its file)")
+    score.add_argument("--workers", type=int, default=1,
+                       help="worker processes (>1: the DirectRunner's multi_processing mode)")
+    score.add_argument("--beam-arg", action="append", metavar="ARG",
+                       help="a Beam pipeline option (repeatable), e.g. --beam-arg=--runner="
+                       "DataflowRunner; replaces --workers")
+    score.set_defaults(func=_cmd_score)
     bench = sub.add_parser("bench", help="run the benchmarks; results go to benchmarks/results/")
     bench.add_argument("--quick", action="store_true", help="a few minutes: checks that every "
                        "benchmark runs (one seed, short training, small data)")
     bench.add_argument("--only",
-                       help="comma-separated: multihead, pipeline, scaling, load, datasets, images")
+                       help="comma-separated: quality, recipe, multihead, pipeline, scaling, load, "
+                       "scoring, datasets, images")
     bench.add_argument("--render", action="store_true", help="only rewrite SUMMARY.md and "
                        "summary.png from the JSON results already in benchmarks/results/")
     bench.add_argument("--seeds", type=int, default=3, help="seeds per model (full mode)")

@@ -36,6 +36,7 @@ BLOCK_BYTES = 8 << 20  # of CSV text per block: about 80k rows of census-income
 # but "-", no underscores, no nan/inf): every other value goes to tfx_bsl's function.
 _INT = r"^-?[0-9]+$"
 _DECIMAL = r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$"
+PLAIN_INT, PLAIN_DECIMAL = _INT, _DECIMAL  # for other vectorised readers (serving.scoring)
 _ARROW_TYPES = {ColumnType.UNKNOWN: pa.null(), ColumnType.INT: pa.large_list(pa.int64()),
                 ColumnType.FLOAT: pa.large_list(pa.float32()),
                 ColumnType.STRING: pa.large_list(pa.large_binary())}

@@ -1,8 +1,10 @@
 """End to end: a `count` head (non-negative whole numbers, a Poisson model with a log link)
-beside a binary head, through the real pipeline: the pre-flight check, Transform, Trainer, the
-Evaluator's gates and baseline, the report, the push, and the served Regress signature. The data
-is a folder of two Parquet files (`data.parquet`), so ParquetExampleGen runs here too (its
-examples are byte-identical to a CSV's of the same rows: tests/test_sources.py).
+beside two binary heads whose labels are derived from columns (a threshold on the count, and
+two values of a four-valued column against the rest), through the real pipeline: the pre-flight
+check, Transform, Trainer, the Evaluator's gates and baseline, the report, the push, the served
+Regress and Classify signatures, and `headwise score` on the data. The data is a folder of two
+Parquet files (`data.parquet`), so ParquetExampleGen runs here too (its examples are
+byte-identical to a CSV's of the same rows: tests/test_sources.py).
 
 The data: counts drawn with a known rate, exp(0.2 + 0.8 x + 0.6 [zone = far]), so a model that
 reads the features must beat the training mean on deviance, and predicted counts must follow
@@ -43,8 +45,9 @@ def cfg(tmp_path_factory) -> config_lib.PipelineConfig:
     zone = np.array(["far", "near"] * (ROWS // 2))
     n = rng.poisson([rate(a, z) for a, z in zip(x, zone, strict=True)])
     trips = pa.array([None if i % 50 == 0 else int(v) for i, v in enumerate(n)], pa.int64())
-    table = pa.table({"x": np.round(x, 5), "zone": zone, "trips": trips,
-                      "busy": (n >= 3).astype(np.int64)})
+    quartile = np.array(["q1", "q2", "q3", "Q4"])[np.searchsorted(np.quantile(x, [.25, .5, .75]),
+                                                                   x)]
+    table = pa.table({"x": np.round(x, 5), "zone": zone, "trips": trips, "xq": quartile})
     pq.write_table(table.slice(0, ROWS // 2), folder / "part-0.parquet")
     pq.write_table(table.slice(ROWS // 2), folder / "part-1.parquet")
     path = folder
@@ -53,7 +56,12 @@ def cfg(tmp_path_factory) -> config_lib.PipelineConfig:
         "features": {"x": "numeric", "zone": "categorical"},
         "heads": [{"name": "trips", "label": "trips", "task": "count",
                    "metrics": ["poisson_deviance", "mae"]},
-                  {"name": "busy", "label": "busy", "task": "binary"}],
+                  # binary labels derived from columns: a threshold on the count, and two
+                  # of a four-valued column's values against the other two
+                  {"name": "busy", "label": "trips", "task": "binary",
+                   "positive_if": {"greater_or_equal": 3}},
+                  {"name": "upper", "label": "xq", "task": "binary",
+                   "positive": ["q3", "q4"]}],
         "model": {"hidden_units": [16, 8]},
         "trainer": {"train_steps": 300, "eval_steps": 20},
     }, source=str(path))
@@ -80,6 +88,45 @@ def test_the_count_head_beats_its_baseline_passes_its_gates_and_is_pushed(run):
     report = open(os.path.join(summary.evaluation_uri, "report", "report.md")).read()
     assert "| poisson_deviance |" in report and "![trips](trips.png)" in report
     assert os.path.exists(os.path.join(summary.evaluation_uri, "report", "trips.png"))
+
+
+def test_derived_binary_labels_train_gate_and_say_how_they_were_derived(run):
+    """busy = trips >= 3 and upper = xq in {q3, q4} (the data holds `Q4`: any case): both beat
+    the trivial baseline by far (the rate and x decide them), pass their gates, and the report
+    says how each label was made."""
+    out, summary = run
+    for name in ("busy", "upper"):
+        head = summary.head(name)
+        assert head.passed and head.failures == [], summary.table()
+        assert head.metrics["auc"] > 0.75, summary.table()
+    report = open(os.path.join(summary.evaluation_uri, "report", "report.md")).read()
+    assert "derived from the column `trips`: 1 when trips >= 3, 0 otherwise" in report
+    assert "derived from the column `xq`: 1 when xq is one of q3, q4 (any case)" in report
+
+
+def test_derived_heads_are_served_and_scored(run, cfg, tmp_path):
+    """The served Classify signature of `upper` follows x; `headwise score` on the Parquet
+    folder writes every head's columns, the derived ones with their 0/1 classes."""
+    from serving import scoring
+
+    out, _ = run
+    (version,) = glob.glob(os.path.join(out, "serving", cfg.model_name, "*"))
+    info = examples_lib.read_model_info(version)
+    model = tf.saved_model.load(version)
+    grid = [{"x": x, "zone": "near"} for x in (-1.5, 1.5)]
+    examples = tf.constant(examples_lib.to_examples(grid, info["features"]))
+    got = model.signatures[contract.classify_signature("upper")](
+        **{contract.CLASSIFY_INPUTS: examples})
+    p_upper = got[contract.CLASSIFY_OUTPUT_SCORES].numpy()[:, 1]
+    assert p_upper[0] < 0.2 < 0.8 < p_upper[1], p_upper
+    job = scoring.plan(os.path.join(out, "serving", cfg.model_name), cfg.resolve_data(),
+                       str(tmp_path / "scored.parquet"), ["xq"])
+    assert scoring.run(job)["rows"] == ROWS
+    table = pq.read_table(tmp_path / "scored.parquet").to_pydict()
+    upper = np.array(table["upper_p_1"])
+    high = np.isin(np.char.lower(np.array(table["xq"], dtype=str)), ["q3", "q4"])
+    assert upper[high].mean() > 0.7 > 0.3 > upper[~high].mean()
+    assert set(table["busy"]) == {"0", "1"} and set(table["upper"]) == {"0", "1"}
 
 
 def test_the_served_count_is_the_expected_count_in_the_labels_units(run, cfg):

@@ -154,6 +154,47 @@ def test_pushed_model_is_served_over_tf_servings_grpc_api(first_run, cfg, tmp_pa
         assert by_head["payment_type"].label in table.splitlines()[2 + i]
 
 
+def test_headwise_score_matches_the_grpc_server_row_for_row(first_run, cfg, tmp_path, capsys,
+                                                          monkeypatch):
+    """`headwise score` on raw taxi rows (labels in the file, ignored) in several blocks: every
+    head's answer equals what the gRPC server answers for the same row."""
+    from cli import main as cli
+    from serving import client as client_lib
+    from serving import scoring
+    from serving import server as server_lib
+
+    out, _ = first_run
+    with open(cfg.resolve_data(), newline="") as fh:
+        lines = [line for _, line in zip(range(1001), fh, strict=False)]
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("".join(lines))
+    monkeypatch.setattr(scoring, "BLOCK_ROWS", 300)
+    scored = tmp_path / "scored.csv"
+    base = os.path.join(out, "serving", cfg.model_name)
+    rc = cli.main(["score", "--model", base, "--data", str(csv_path), "--output", str(scored),
+                   "--keys", "company"])
+    assert rc == 0 and "scored 1,000 rows" in capsys.readouterr().out
+    with open(scored, newline="") as fh:
+        got = list(csv.DictReader(fh))
+    rows = client_lib.read_rows(str(csv_path))
+    assert [r["company"] for r in got] == [r["company"] for r in rows]
+    running = server_lib.start(base)
+    try:
+        with client_lib.HeadwiseClient("127.0.0.1", running.port, cfg.model_name) as client:
+            served = list(client.predict_rows(rows, batch_size=128))
+    finally:
+        running.stop()
+    assert len(got) == len(served) == 1000
+    for mine, theirs in zip(got, served, strict=True):
+        for p in theirs:
+            if p.value is not None:
+                assert float(mine[p.head]) == pytest.approx(p.value, rel=1e-4, abs=1e-4)
+                continue
+            assert mine[p.head] == p.label
+            for c, score in p.scores.items():
+                assert float(mine[f"{p.head}_p_{c}"]) == pytest.approx(score, abs=1e-5)
+
+
 def _repository_copy(tmp_path) -> str:
     """The repository's packages and README, copied: code_version reads them from here."""
     from pipeline import imports as imports_lib

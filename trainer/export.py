@@ -135,6 +135,9 @@ def model_info(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput
         "images": {f.name: {"size": list(f.size), "channels": f.channels}
                    for f in cfg.image_features},
         "heads": heads,
+        # cell texts that mean "missing" in the training data: batch scoring reads raw files
+        # with the same markers (serving.scoring)
+        "missing_values": list(cfg.missing_values),
     }
 
 
