@@ -3,6 +3,9 @@ asserted: timings belong in benchmarks/results/, not in tests)."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -346,3 +349,14 @@ def test_render_has_an_images_section(tmp_path):
     text = run.render(str(tmp_path))
     assert "## Images: a backbone pretrained without a download (digits)" in text
     assert "images" in run.ALL
+
+
+def test_the_scoring_figures_in_the_docs_are_the_results_files():
+    """docs/serving.md's batch-scoring table is benchmarks/scoring.py's rendering of
+    benchmarks/results/scoring.json, not numbers typed by hand."""
+    from benchmarks import scoring
+
+    with open(os.path.join(common.RESULTS, "scoring.json"), encoding="utf-8") as fh:
+        rendered = scoring.summary(json.load(fh))
+    with open(os.path.join(common.ROOT, "docs", "serving.md"), encoding="utf-8") as fh:
+        assert rendered in fh.read()
