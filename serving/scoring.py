@@ -12,11 +12,12 @@ outputs, so the scoring step is headwise's own DoFn:
     row groups; the model's missing-value markers (the config's `data.missing_values`, kept
     in the model's description) mark a cell missing, as in training.
   * Score: the rows of a block are encoded as serialized tf.Examples, column by column for a
-    CSV block whose numbers are plainly written (components.csv_blocks, ExampleGen's encoder),
+    CSV block whose numbers are plainly written (headwise.csv_blocks, ExampleGen's encoder),
     else by the clients' per-row encoder (headwise.examples: the same dtype rules and errors,
-    naming the file, row and column), and sent through the SavedModel's `serving_default` signature in batches: one forward pass for
-    every head. Each head's outputs become columns by the rule every client uses
-    (serving.predictions: its task's reading of a Classify answer):
+    naming the file, row and column), and sent through the SavedModel's `serving_default`
+    signature in batches: one forward pass for every head. Each head's outputs become columns
+    by the rule every client uses (serving.predictions: its task's reading of a Classify
+    answer):
         regression, count     <head>                  the value, in label units
         binary, multiclass,   <head>                  the top class (multilabel: the classes
         multilabel                                    at >= 0.5, joined by "|")
@@ -316,7 +317,7 @@ class Scorer:
 
 
 def fast_examples(columns: dict[str, list], features: dict[str, str]) -> list[bytes] | None:
-    """A CSV block's rows as serialized tf.Examples, column by column (components.csv_blocks,
+    """A CSV block's rows as serialized tf.Examples, column by column (headwise.csv_blocks,
     about 10x the clients' per-row encoder), when every number is plainly written (`12`,
     `-3.5`, `1e6`); None otherwise, and the block takes the per-row encoder, whose rules
     (`3.0` for an int, `nan` for a float) and errors (file, row, column) decide. Both give the
@@ -324,7 +325,7 @@ def fast_examples(columns: dict[str, list], features: dict[str, str]) -> list[by
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from components import csv_blocks
+    from headwise import csv_blocks
 
     kinds = {"int64": csv_blocks.ColumnType.INT, "float32": csv_blocks.ColumnType.FLOAT}
     arrays, types = [], []

@@ -1,4 +1,4 @@
-"""ExampleGen's block-at-a-time CSV reading (components.csv_blocks) against TFX's own per-row
+"""ExampleGen's block-at-a-time CSV reading (headwise.csv_blocks) against TFX's own per-row
 code: the stock CsvExampleGen's DoFns and tfx_bsl's type inference and RecordBatch decoder,
 called row by row here. Byte-for-byte equal examples are what keeps ExampleGen's hash split
 (sha256 of the serialised example) the split TFX's CsvExampleGen makes. No pipeline run."""
@@ -12,8 +12,8 @@ import pytest
 from tfx.components.example_gen.csv_example_gen import executor as stock
 from tfx_bsl.coders import csv_decoder
 
-from components import csv_blocks
 from components.csv_example_gen import CsvToExamples, CsvToRecordBatches, column_names
+from headwise import csv_blocks
 from headwise.config import DEFAULT_MISSING_VALUES
 
 MARKERS = frozenset(["", *DEFAULT_MISSING_VALUES])
