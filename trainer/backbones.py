@@ -60,12 +60,13 @@ class Backbone(keras.layers.Layer):
         m = cfg.model
         self.embeddings = {
             f.name: keras.layers.Embedding(self.cardinalities[f.name], m.embedding_dim,
-                                           name=f"embed_{f.name}")
+                                           name=f"embed_{features_lib.graph_name(f.name)}")
             for f in cfg.features if f.type in ("categorical", "bucketized")}
         self.image_encoders = {f.name: images_lib.ImageEncoder(cfg, f)
                                for f in cfg.image_features}
         self.piecewise = {f.name: PiecewiseLinear(features_lib.piecewise_components(
-                              f, train_rows), m.embedding_dim, name=f"ple_{f.name}")
+                              f, train_rows), m.embedding_dim,
+                              name=f"ple_{features_lib.graph_name(f.name)}")
                           for f in cfg.features
                           if f.type == "numeric" and f.encoding == "piecewise"}
 
@@ -74,13 +75,15 @@ class Backbone(keras.layers.Layer):
         [batch, height, width, channels]."""
         def one(f):
             if f.type == "image":
-                return keras.Input(shape=(*f.size, f.channels), name=f.name, dtype=tf.float32)
-            return keras.Input(shape=(1,), name=f.name,
+                return keras.Input(shape=(*f.size, f.channels),
+                                   name=features_lib.graph_name(f.name), dtype=tf.float32)
+            return keras.Input(shape=(1,), name=features_lib.graph_name(f.name),
                                dtype=tf.float32 if f.type == "numeric" else tf.int64)
         out = {f.name: one(f) for f in self.cfg.features}
         for f in self.cfg.features:
             for key in f.side_inputs():
-                out[key] = keras.Input(shape=(1,), name=key, dtype=tf.float32)
+                out[key] = keras.Input(shape=(1,), name=features_lib.graph_name(key),
+                                       dtype=tf.float32)
         return out
 
     def encode(self, inputs: dict[str, tf.Tensor], training=None) -> tf.Tensor:

@@ -30,6 +30,7 @@ import tf_keras as keras
 
 from headwise import image_files
 from headwise.config import Feature, PipelineConfig
+from headwise.config.features import graph_name
 from headwise.config.model import APPLICATIONS as config_applications
 from headwise.config.model import IMAGENET, NO_WEIGHTS, ImageBackbone
 
@@ -166,13 +167,13 @@ class ImageEncoder(keras.layers.Layer):
     application (no top, average pooling), a dense layer."""
 
     def __init__(self, cfg: PipelineConfig, feature: Feature, **kwargs):
-        super().__init__(name=kwargs.pop("name", f"image_{feature.name}"), **kwargs)
+        super().__init__(name=kwargs.pop("name", f"image_{graph_name(feature.name)}"), **kwargs)
         image = cfg.model.image
         self.feature, self.image = feature, image
         weights = None if image.weights in (IMAGENET, NO_WEIGHTS) else cfg.resolve_file(
             image.weights)
         self.application = load_application(image, feature, weights,
-                                            name=f"{image.application}_{feature.name}")
+                                            name=f"{image.application}_{graph_name(feature.name)}")
         self.application.trainable = image.trainable
         if image.weights == NO_WEIGHTS:
             # Keras Applications' batch normalisation averages its statistics with momentum

@@ -18,6 +18,7 @@ import tf_keras as keras
 
 from headwise import tasks
 from headwise.config import PipelineConfig
+from headwise.config import features as features_lib
 from headwise.contract import label_stats_key
 from trainer import backbones as backbones_lib
 from trainer import balancing
@@ -30,7 +31,8 @@ def feature_cardinalities(cfg: PipelineConfig, tft_output: tft.TFTransformOutput
     sizes = {}
     for f in cfg.features:
         if f.type == "categorical":
-            sizes[f.name] = tft_output.vocabulary_size_by_name(f.name) + f.oov_buckets
+            vocab = features_lib.graph_name(f.name)  # Transform's vocabulary file
+            sizes[f.name] = tft_output.vocabulary_size_by_name(vocab) + f.oov_buckets
         elif f.type == "bucketized":
             sizes[f.name] = f.buckets + 1  # quantile bucketing may produce fewer, never more
     return sizes

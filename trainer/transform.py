@@ -83,7 +83,7 @@ def transform_feature(feature: config_lib.Feature, raw: Any) -> tf.Tensor:
         text = heads_lib.to_dense(heads_lib.as_text(raw), "")
         return tft.compute_and_apply_vocabulary(
             tf.strings.strip(text), top_k=feature.top_k, num_oov_buckets=feature.oov_buckets,
-            vocab_filename=feature.name)
+            vocab_filename=features_lib.graph_name(feature.name))
     x = _as_float(raw)
     present = heads_lib.values(x)
     if feature.type == "numeric":

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import zlib
 from typing import Any
 
 from headwise import contract
 from headwise.config.fields import Fields
 
 FEATURE_TYPES = ("numeric", "categorical", "bucketized", "image")
+_GRAPH_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def graph_name(name: str) -> str:
+    """A column name as TensorFlow may name a layer, an input, a scope or an asset file after
+    it: the name itself when it is one already (letters, digits, `_ . -`, starting with a
+    letter or digit), else those characters kept, the others `_`, and a hash of the name, so
+    that two columns never share one (`Body Mass (g)` -> `Body_Mass_g_<hash>`). Data columns
+    keep their names everywhere else (configs, examples, requests)."""
+    if name[:1].isalnum() and not _GRAPH_UNSAFE.search(name):
+        return name
+    stem = re.sub("_+", "_", _GRAPH_UNSAFE.sub("_", name)).strip("_.-") or "column"
+    return f"{stem}_{zlib.crc32(name.encode('utf-8')):08x}"
 # How Transform encodes a numeric feature (trainer.transform) and the backbone reads it
 # (trainer.backbones):
 #   zscore:    (x - mean) / std, optionally clipped to [-clip, clip];
