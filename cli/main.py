@@ -150,6 +150,70 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    """Infer a config from the data, check it as `headwise run` would, write its schema; the
+    config is renamed into place last, so a failure leaves neither file."""
+    import uuid
+
+    from headwise import config as config_lib
+    from headwise import init as init_lib
+
+    data = os.path.abspath(args.data)
+    if not os.path.exists(data):
+        print(f"headwise: error: --data {args.data}: no such file", file=sys.stderr)
+        return 2
+    labels = [c.strip() for c in args.labels.split(",") if c.strip()]
+    name = init_lib.config_name(args.name or os.path.splitext(os.path.basename(data))[0])
+    in_repo = args.output is None and os.path.isdir(os.path.join("pipeline", "configs"))
+    out = os.path.abspath(args.output or (os.path.join("pipeline", "configs", f"{name}.yaml")
+                                          if in_repo else f"{name}.yaml"))
+    schema = os.path.abspath(args.schema or (
+        os.path.join("schemas", name, "schema.pbtxt") if in_repo
+        else os.path.join(os.path.dirname(out), f"{name}.schema.pbtxt")))
+    for path, flag in ((out, "--output"), (schema, "--schema")):
+        if os.path.exists(path) and not args.force:
+            print(f"headwise: error: {path} exists; --force replaces it (or {flag} another "
+                  "name)", file=sys.stderr)
+            return 2
+    print(f"headwise: reading {data} ...", flush=True)
+    try:
+        decisions, markers = init_lib.infer(data, labels)
+    except (ValueError, OSError) as e:
+        print(f"headwise: error: {e}", file=sys.stderr)
+        return 2
+    print(init_lib.table(decisions))
+    key = "parquet" if data.endswith(".parquet") or os.path.isdir(data) else "csv"
+    here = os.path.dirname(out)
+    text = init_lib.render(name, key, init_lib.data_reference(data, here),
+                           os.path.relpath(schema, here),
+                           decisions, markers, data)
+    os.makedirs(here, exist_ok=True)
+    tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        cfg = config_lib.load(tmp, check_data=False)
+        rows = _check_data(cfg)  # the pre-flight of `headwise run`
+        from headwise import quiet
+
+        quiet.setup()
+        from pipeline import schema as schema_lib
+
+        print(f"headwise: {rows:,} rows pass the pre-flight check; computing the schema ...",
+              flush=True)
+        schema_lib.write_schema(schema_lib.generate_schema(cfg), schema, cfg, out)
+        os.replace(tmp, out)
+    except config_lib.ConfigError as e:
+        print(f"headwise: error: the inferred config does not hold: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"headwise: wrote {out} and {schema}. Read the reasons in the config, change what is "
+          f"wrong, then: headwise run --config {os.path.relpath(out)}")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from headwise import datasets
 
@@ -331,6 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--config", required=True, help="heads config YAML")
     schema.add_argument("--output", help="default: the config's validation.schema")
     schema.set_defaults(func=_cmd_schema)
+    init = sub.add_parser("init", help="write a starting heads config and its schema, "
+                          "inferred from a data file (prints what it guessed and why)")
+    init.add_argument("--data", required=True, help="a CSV file with a header row, or Parquet")
+    init.add_argument("--labels", required=True,
+                      help="comma-separated label columns: one head each")
+    init.add_argument("--name", help="the pipeline's name (default: the file's name)")
+    init.add_argument("--output", help="the config to write (default: pipeline/configs/"
+                      "<name>.yaml where that folder exists, else ./<name>.yaml)")
+    init.add_argument("--schema", help="the schema to write (default: schemas/<name>/"
+                      "schema.pbtxt beside pipeline/configs/, else <name>.schema.pbtxt next to "
+                      "the config)")
+    init.add_argument("--force", action="store_true", help="replace an existing config")
+    init.set_defaults(func=_cmd_init)
     data = sub.add_parser("data", help="write a public dataset to disk: digits (offline: "
                           "scikit-learn's 1,797 8x8 digit images as PNGs plus a labels CSV) or "
                           "census (UCI Census-Income KDD, the MMoE paper's benchmark, from the "
@@ -449,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             return _answer_from_stamp(args, args.stamp)  # nothing changed: no TensorFlow
     if args.func is _cmd_predict and args.rest_port is not None:
         return args.func(args)  # the quick client never loads TensorFlow
-    if args.func in (_cmd_data, _cmd_check):
+    if args.func in (_cmd_data, _cmd_check, _cmd_init):
         return args.func(args)  # writing or reading files: no TensorFlow
     from headwise import quiet
 
