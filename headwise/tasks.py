@@ -597,8 +597,25 @@ class MulticlassTask(Task):
     gbdt = CLASSIFIER
 
     def parse(self, f, spec):
-        listed = f.get("classes", list, None)
-        classes = tuple(label_value(f, c, "classes") for c in listed or ())
+        merged = spec.get("classes") if isinstance(spec.get("classes"), dict) else None
+        class_values: tuple[tuple[str, ...], ...] = ()
+        if merged is not None:  # {class name: value or [values]}: values merged into classes
+            listed = [str(name) for name in merged]
+            class_values = tuple(
+                tuple(dict.fromkeys(label_value(f, v, "classes") for v in (
+                    vals if isinstance(vals, list) else [vals])))
+                for vals in merged.values())
+            if any(not vals for vals in class_values):
+                f.fail("each class names the label value(s) it merges, e.g. `classes: {card: "
+                       "[Credit Card, Prcard], cash: Cash}`", "classes")
+            every = [v for vals in class_values for v in vals]
+            twice = sorted({v for v in every if every.count(v) > 1})
+            if twice:
+                f.fail(f"{', '.join(map(repr, twice))} is in two classes", "classes")
+            classes = tuple(listed)
+        else:
+            listed = f.get("classes", list, None)
+            classes = tuple(label_value(f, c, "classes") for c in listed or ())
         other = f.get("other_class", str, None)
         top_k = None
         if listed is None:  # learned by Transform
@@ -612,10 +629,14 @@ class MulticlassTask(Task):
             f.fail("top_k limits learned classes; this head lists its classes", "top_k")
         if other in classes:
             f.fail(f"{other!r} is also listed in classes", "other_class")
-        return {"classes": classes, "other_class": other, "top_k": top_k}
+        return {"classes": classes, "other_class": other, "top_k": top_k,
+                "class_values": class_values}
 
     def raw(self, head):
         out: dict[str, Any] = {} if self.learns_classes(head) else {"classes": list(head.classes)}
+        if head.class_values:
+            out["classes"] = {c: list(v) for c, v in zip(head.classes, head.class_values,
+                                                         strict=True)}
         if head.other_class is not None:
             out["other_class"] = head.other_class
         if head.top_k is not None:
@@ -631,10 +652,20 @@ class MulticlassTask(Task):
                 return (f"classes are learned from the data, which holds {len(seen)} distinct "
                         f"value(s): {shown(seen)}")
             return None
-        if seen and not set(seen) & set(head.classes):
-            return (f"none of its values is one of classes {list(head.classes)} (values: "
+        values = [v for vals in head.values_of_classes() for v in vals]
+        if seen and not set(seen) & set(values):
+            return (f"none of its values is one of classes {values} (values: "
                     f"{shown(seen)}); list the classes as they are written in the data")
         return None
+
+    def derivation(self, head):
+        if not head.class_values:
+            return None
+        merged = "; ".join(f"{c} = {', '.join(v)}" for c, v in zip(
+            head.classes, head.class_values, strict=True))
+        rest = f"any other value: {head.other_class}" if head.other_class else \
+            "any other value: missing"
+        return f"classes merge label values: {merged}; {rest}"
 
     def plot(self, ax, head, y, pred):
         names = self.class_names(head)
@@ -662,8 +693,9 @@ class MulticlassTask(Task):
         s = canonical(raw)
         if s is None:
             return None
-        if s in head.classes:
-            return head.classes.index(s)
+        for i, values in enumerate(head.values_of_classes()):
+            if s in values:
+                return i
         return len(head.classes) if head.other_class else None
 
     # Always rank the classes by their training frequency.

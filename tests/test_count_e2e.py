@@ -1,6 +1,7 @@
 """End to end: a `count` head (non-negative whole numbers, a Poisson model with a log link)
-beside two binary heads whose labels are derived from columns (a threshold on the count, and
-two values of a four-valued column against the rest), through the real pipeline: the pre-flight
+beside labels derived from columns (binary: a threshold on the count, and two values of a
+four-valued column against the rest; multiclass: classes that merge that column's values),
+through the real pipeline: the pre-flight
 check, Transform, Trainer, the Evaluator's gates and baseline, the report, the push, the served
 Regress and Classify signatures, and `headwise score` on the data. The data is a folder of two
 Parquet files (`data.parquet`), so ParquetExampleGen runs here too (its examples are
@@ -61,7 +62,10 @@ def cfg(tmp_path_factory) -> config_lib.PipelineConfig:
                   {"name": "busy", "label": "trips", "task": "binary",
                    "positive_if": {"greater_or_equal": 3}},
                   {"name": "upper", "label": "xq", "task": "binary",
-                   "positive": ["q3", "q4"]}],
+                   "positive": ["q3", "q4"]},
+                  # a multiclass head whose classes merge values of the same column
+                  {"name": "band", "label": "xq", "task": "multiclass",
+                   "classes": {"low": ["q1", "q2"], "mid": "q3"}, "other_class": "top"}],
         "model": {"hidden_units": [16, 8]},
         "trainer": {"train_steps": 300, "eval_steps": 20},
     }, source=str(path))
@@ -102,6 +106,9 @@ def test_derived_binary_labels_train_gate_and_say_how_they_were_derived(run):
     report = open(os.path.join(summary.evaluation_uri, "report", "report.md")).read()
     assert "derived from the column `trips`: 1 when trips >= 3, 0 otherwise" in report
     assert "derived from the column `xq`: 1 when xq is one of q3, q4 (any case)" in report
+    assert "classes merge label values: low = q1, q2; mid = q3; any other value: top" in report
+    band = summary.head("band")
+    assert band.passed and band.metrics["accuracy"] > 0.6, summary.table()
 
 
 def test_derived_heads_are_served_and_scored(run, cfg, tmp_path):
@@ -127,6 +134,10 @@ def test_derived_heads_are_served_and_scored(run, cfg, tmp_path):
     high = np.isin(np.char.lower(np.array(table["xq"], dtype=str)), ["q3", "q4"])
     assert upper[high].mean() > 0.7 > 0.3 > upper[~high].mean()
     assert set(table["busy"]) == {"0", "1"} and set(table["upper"]) == {"0", "1"}
+    band = np.array(table["band"])  # the merged classes, by name
+    assert set(band) == {"low", "mid", "top"}
+    low = np.isin(np.array(table["xq"], dtype=str), ["q1", "q2"])
+    assert (band[low] == "low").mean() > 0.8
 
 
 def test_the_served_count_is_the_expected_count_in_the_labels_units(run, cfg):

@@ -158,6 +158,33 @@ def test_multiclass_labels_match_classes_however_stored(tmp_path, column, classe
     assert [task.encode(h, r["y"][0]) for r in rows] == labels
 
 
+@pytest.mark.parametrize("other,want_labels,want_weights", [
+    ("rest", [0, 0, 1, 2, 1, 0, 0], [1, 1, 1, 1, 1, 1, 0]),
+    (None, [0, 0, 1, 1, 1, 0, 0], [1, 1, 1, 0, 1, 1, 0]),  # no catch-all: `Dispute` missing
+])
+def test_multiclass_classes_merge_label_values(tmp_path, other, want_labels, want_weights):
+    """`classes: {card: [Credit Card, Prcard], cash: Cash}`: values merged into named classes,
+    in the graph and in the registry's rule alike."""
+    rows, spec = read_csv(tmp_path, "x,y\n" + "\n".join(f"{i},{v}" for i, v in enumerate(
+        ["Credit Card", "Prcard", "Cash", "Dispute", " Cash", "Credit Card", "NA"])))
+    head = {"name": "y", "label": "y", "task": "multiclass",
+            "classes": {"card": ["Credit Card", "Prcard"], "cash": "Cash"}}
+    if other:
+        head["other_class"] = other
+    cfg, _, out = transform(tmp_path, rows, spec, [head])
+    labels, weights = encoded(out, "y")
+    assert weights == [float(w) for w in want_weights]
+    assert [lab for lab, w in zip(labels, weights, strict=True) if w] == [
+        v for v, w in zip(want_labels, want_weights, strict=True) if w]
+    h = cfg.heads[0]
+    assert tasks.of(h).class_names(h) == ("card", "cash", *([other] if other else []))
+    py = [tasks.of(h).encode(h, r["y"][0]) if r["y"] else None for r in rows]
+    assert [p for p, w in zip(py, weights, strict=True) if w] == [
+        lab for lab, w in zip(labels, weights, strict=True) if w]
+    assert "card = Credit Card, Prcard; cash = Cash" in tasks.of(h).derivation(h)
+    assert config_lib.from_json(config_lib.to_json(cfg)) == cfg  # the boundary keeps the map
+
+
 @pytest.mark.parametrize("scale", [1e-6, 1e9, 1e12])
 def test_regression_label_statistics_are_exact_at_any_scale(tmp_path, scale):
     """Mean and std as Transform computed them, in float64 (what the model's output layer and
@@ -273,6 +300,7 @@ def test_preflight_stops_bad_label_values_naming_head_and_values(tmp_path, text,
     ("x,y\n1,a\n2,b\n3,c\n", {"task": "binary", "positive": ["a", "c"]}),
     ("x,y\n1,10\n2,60\n3,\n", {"task": "binary", "positive_if": {"greater_than": 50}}),
     ("x,y\n1,1.0\n2,2\n3,7\n", {"task": "multiclass", "classes": [1, 2], "other_class": "o"}),
+    ("x,y\n1,a\n2,b\n3,c\n", {"task": "multiclass", "classes": {"ab": ["a", "b"], "c": "c"}}),
     ("x,y\n1,b|a\n2,a|z\n3,b| a\n", {"task": "multilabel", "classes": ["a", "b"]}),
 ])
 @pytest.mark.parametrize("source", SOURCES)
@@ -294,6 +322,9 @@ def test_preflight_accepts_every_documented_encoding(tmp_path, text, head, sourc
     ({"task": "regression", "positive_if": {"greater_than": 1}},
      "only binary heads take 'positive_if'"),
     ({"task": "multiclass", "classes": [True, False]}, "is a YAML boolean"),
+    ({"task": "multiclass", "classes": {"a": [], "b": "x"}}, "each class names the label"),
+    ({"task": "multiclass", "classes": {"a": ["x", "y"], "b": "x"}}, "'x' is in two classes"),
+    ({"task": "multiclass", "classes": {"a": "x"}}, "at least two distinct classes"),
 ])
 def test_label_values_in_the_config_are_checked(head, words):
     with pytest.raises(config_lib.ConfigError, match=words):

@@ -408,8 +408,9 @@ class MulticlassHead(HeadLayer):
         x = to_dense(raw, tf.zeros([], raw.dtype))
         other = len(cfg.classes)  # index of other_class, or "unknown" when there is none
         idx = tf.fill(tf.shape(x), tf.constant(other, tf.int64))
-        for i, c in enumerate(cfg.classes):
-            idx = tf.where(label_equals(x, c), tf.constant(i, tf.int64), idx)
+        for i, values in enumerate(cfg.values_of_classes()):
+            match = tf.reduce_any([label_equals(x, v) for v in values], axis=0)
+            idx = tf.where(match, tf.constant(i, tf.int64), idx)
         weight = presence(raw)
         if cfg.other_class is None:
             # A value outside `classes` with no catch-all class counts as a missing label.

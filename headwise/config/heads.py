@@ -86,6 +86,13 @@ class Head:
     positive: tuple[str, ...] | None = None  # binary: the label value(s) of the positive class
     positive_if: tuple[str, float] | None = None  # binary: (comparison, number) on the label
     top_k: int | None = None  # multiclass without classes: learn at most this many
+    # multiclass with `classes: {name: [values]}`: the label values each class merges (empty:
+    # every class is its own value)
+    class_values: tuple[tuple[str, ...], ...] = ()
+
+    def values_of_classes(self) -> tuple[tuple[str, ...], ...]:
+        """Per listed class, the label values that make it (multiclass)."""
+        return self.class_values or tuple((c,) for c in self.classes)
 
     @property
     def main_metric(self) -> str:
