@@ -35,14 +35,18 @@ def read_model_info(model_dir: str) -> dict[str, Any]:
 
 
 def typed_value(name: str, dtype: str, value: Any, row_no: int, *, image: bool = False,
-                base_dir: str | None = None) -> int | float | bytes | None:
+                base_dir: str | None = None, missing: Collection[str] = ()
+                ) -> int | float | bytes | None:
     """One raw value as the model's dtype (int64 -> int, float32 -> float, else bytes: `bytes`
     as they are, other values UTF-8 encoded); None when missing (None, a blank string, or NaN
     for a float): the model imputes it. For an image feature (`image`), a string is the path of
     the image file, relative to `base_dir` (default: the working directory), and the value is
-    the file's bytes. ValueError names the row and column (and the path of a file that cannot be
-    read). The rules of `to_examples`."""
-    if value is None or (isinstance(value, str) and value.strip() == ""):
+    the file's bytes. `missing`: the texts that also mean a missing value (the training
+    config's `data.missing_values`, which the model's description carries), compared stripped.
+    ValueError names the row and column (and the path of a file that cannot be read). The rules
+    of `to_examples`."""
+    if value is None or (isinstance(value, str) and (value.strip() == ""
+                                                     or value.strip() in missing)):
         return None
     if image:
         return _image_bytes(name, value, row_no, base_dir)
@@ -109,14 +113,15 @@ def feature(value: int | float | bytes, dtype: str) -> bytes:
 
 
 def example(row: Mapping[str, Any], features: Mapping[str, str], row_no: int = 1,
-            images: Collection[str] = (), base_dir: str | None = None) -> bytes:
+            images: Collection[str] = (), base_dir: str | None = None,
+            missing: Collection[str] = ()) -> bytes:
     """A serialized tf.Example of the row's feature columns (labels and extras dropped), by
     `typed_value`'s rules (`images`: the image features, whose string values are file paths
     relative to `base_dir`)."""
     entries = []
     for name in sorted(features):
         v = typed_value(name, features[name], row.get(name), row_no, image=name in images,
-                        base_dir=base_dir)
+                        base_dir=base_dir, missing=missing)
         if v is not None:
             f = feature(v, features[name])
             entries.append(len_field(1, len_field(1, name.encode()) + len_field(2, f)))
@@ -125,9 +130,11 @@ def example(row: Mapping[str, Any], features: Mapping[str, str], row_no: int = 1
 
 def to_examples(rows: Iterable[Mapping[str, Any]], features: Mapping[str, str],
                 images: Collection[str] = (), base_dir: str | None = None,
-                first_row: int = 1) -> list[bytes]:
+                first_row: int = 1, missing: Collection[str] = ()) -> list[bytes]:
     """Serialize rows; only the model's feature columns are sent (labels and extras dropped).
     `images`: the image features (the description's "images"), whose string values are file
-    paths relative to `base_dir`; `first_row`: the number of rows[0] in error messages."""
-    return [example(r, features, i, images, base_dir)
+    paths relative to `base_dir`; `first_row`: the number of rows[0] in error messages;
+    `missing`: texts that mean a missing value (the model description's "missing_values")."""
+    missing = frozenset(m.strip() for m in missing)
+    return [example(r, features, i, images, base_dir, missing)
             for i, r in enumerate(rows, start=first_row)]

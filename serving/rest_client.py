@@ -116,7 +116,8 @@ class RestClient:
         info = self.model_info()
         try:
             return examples_lib.to_examples(rows, info["features"], info.get("images", {}),
-                                            base_dir, first_row)
+                                            base_dir, first_row,
+                                            info.get("missing_values", ()))
         except ValueError as e:
             raise ClientError(str(e)) from None
 

@@ -259,6 +259,19 @@ def test_client_labels_every_head_from_the_models_own_description(served):
         assert g.label == ("|".join(on) or "-")
 
 
+def test_clients_read_the_training_configs_missing_value_markers(served):
+    """`NA` is one of the config's missing_values, so the model's description carries it and a
+    client sends a cell holding it as a missing value, as training read it (without: `NA` in
+    the numeric column `a` is an error naming row and column)."""
+    rows = [dict(served["rows"][1], a=None), dict(served["rows"][1], a=" NA ")]
+    with client_lib.HeadwiseClient("127.0.0.1", served["running"].port, NAME) as client:
+        assert "NA" in client.model_info()["missing_values"]
+        first, second = client.examples(rows)
+        assert first == second
+        preds = list(client.predict_rows(rows))
+    assert preds[0][0].value == pytest.approx(preds[1][0].value)
+
+
 def test_predict_cli_prints_a_table_per_head(served, tmp_path, capsys):
     csv_path = tmp_path / "rows.csv"
     lines = ["a,b,c,y_r,extra"] + [f"{r['a'] if r['a'] is not None else ''},{r['b']},{r['c']},,x"
