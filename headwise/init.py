@@ -35,9 +35,14 @@ import re
 from collections import Counter
 from typing import Any
 
+from headwise import tasks
 from headwise.config.data import DEFAULT_MISSING_VALUES
 
 EXTRA_MARKERS = ("?", "-", "--", "None", "none", "N/a", "n/a", "na", "#N/A", "missing", ".")
+# the tasks a label can get, by the registry's names
+BINARY, MULTICLASS, MULTILABEL, COUNT, REGRESSION = (
+    t.name for t in (tasks.BinaryTask, tasks.MulticlassTask, tasks.MultilabelTask,
+                     tasks.CountTask, tasks.RegressionTask))
 MAX_CATEGORIES = 20  # whole numbers with at most this many values: categorical
 TOP_K = 1000  # categorical text keeps at most this many values
 MAX_CLASSES = 30  # a multiclass head lists at most this many classes, else learns top_k
@@ -223,37 +228,37 @@ def decide_head(c: Column) -> Decision:
     lower = {v.lower() for v in values}
     if c.distinct == 2:
         if lower <= {"0", "1"} or lower <= {"true", "false"}:
-            return made("binary", "two values, 0/1 or true/false")
+            return made(BINARY, "two values, 0/1 or true/false")
         rarer = min(values, key=lambda v: (c.counts[v], v))
-        return made("binary", f"two values; the rarer one, {rarer!r} "
+        return made(BINARY, f"two values; the rarer one, {rarer!r} "
                     f"({c.counts[rarer] / c.present:.0%}), is the positive class",
                     positive=_yaml_value(rarer, c.kind))
     if c.kind == "text" and sum("|" in v for v in values) >= 0.05 * len(values):
         tags = Counter(t.strip() for v, n in c.counts.items() for t in v.split("|")
                        for _ in range(n) if t.strip())
         classes = [t for t, _ in tags.most_common(MAX_CLASSES)]
-        return made("multilabel", f"text joining several values with '|': {len(tags)} tags"
+        return made(MULTILABEL, f"text joining several values with '|': {len(tags)} tags"
                     + (f", the {MAX_CLASSES} most frequent" if len(tags) > MAX_CLASSES else ""),
                     classes=classes)
     numbers = c.numbers() if c.kind != "text" else []
     if c.kind == "int" and min(numbers) >= 0 and c.counts.most_common(1)[0][0] == "0":
-        return made("count", f"non-negative whole numbers, {c.distinct:,} values, 0 the most "
+        return made(COUNT, f"non-negative whole numbers, {c.distinct:,} values, 0 the most "
                     "frequent: counts")
     if c.kind == "text" or (c.kind == "int" and c.distinct <= MAX_CATEGORIES):
         kind = "text" if c.kind == "text" else f"whole numbers, {c.distinct} values"
         if c.distinct <= MAX_CLASSES:
             classes = [_yaml_value(v, c.kind) for v, _ in c.counts.most_common()]
-            return made("multiclass", f"{kind}: {c.distinct} classes, most frequent first",
+            return made(MULTICLASS, f"{kind}: {c.distinct} classes, most frequent first",
                         classes=classes)
-        return made("multiclass", f"{kind}: {c.distinct:,} values; Transform learns the "
+        return made(MULTICLASS, f"{kind}: {c.distinct:,} values; Transform learns the "
                     f"{MAX_CLASSES} most frequent, the rest is `other`",
                     top_k=MAX_CLASSES, other_class="other")
     if c.kind == "int" and min(numbers) >= 0 and _median(c) <= MAX_COUNT_MEDIAN:
-        return made("count", f"non-negative whole numbers, {c.distinct:,} values, median "
+        return made(COUNT, f"non-negative whole numbers, {c.distinct:,} values, median "
                     f"{_median(c):g}: counts")
     what = "whole numbers, mostly large (a measure rather than a count)" if c.kind == "int" \
         else "numbers"
-    return made("regression", f"{what}, {c.distinct:,} values")
+    return made(REGRESSION, f"{what}, {c.distinct:,} values")
 
 
 def _median(c: Column) -> float:
