@@ -321,16 +321,18 @@ class HeadwisePusherSpec(standard_component_specs.PusherSpec):
 
 class Pusher(StockPusher):
     """The stock Pusher's interface with the atomic, deduplicating executor above; pushed
-    versions carry the statistics of the data they were trained on."""
+    versions carry the statistics of the data they were trained on. With `infra_blessing`
+    (an InfraBlessing), the model is pushed only if that blesses it too (the stock check)."""
 
     SPEC_CLASS = HeadwisePusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
     def __init__(self, model, model_blessing, push_destination, custom_config=None,
-                 statistics=None):
+                 statistics=None, infra_blessing=None):
         # The stock constructor builds the stock spec; build this one the same way instead.
         base_component.BaseComponent.__init__(self, spec=HeadwisePusherSpec(
-            model=model, model_blessing=model_blessing, push_destination=push_destination,
+            model=model, model_blessing=model_blessing, infra_blessing=infra_blessing,
+            push_destination=push_destination,
             custom_config=json_utils.dumps(custom_config),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),
             statistics=statistics))

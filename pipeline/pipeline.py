@@ -3,8 +3,9 @@
 ExampleGen (CsvExampleGen or ParquetExampleGen: the data's source) -> ImportSchemaGen (the
 curated schema) -> StatisticsGen (with that schema) -> ExampleValidator -> DataValidationGate ->
 Transform -> Trainer -> Resolver (the latest blessed model) -> Evaluator (the candidate against
-it) -> Pusher. Without a curated schema, SchemaGen
-infers one from StatisticsGen's output instead (StatisticsGen then runs first).
+it) -> InfraCheck (the blessed candidate answers real requests in a model server) -> Pusher.
+Without a curated schema, SchemaGen infers one from StatisticsGen's output instead
+(StatisticsGen then runs first).
 
 Every input is explicit; runners (local, Kubeflow) only bind paths and call this. User code is
 referenced by module path; the heads config and a fingerprint of that code travel in
@@ -24,6 +25,7 @@ from tfx.proto import example_gen_pb2
 from components import data_sources, distributions
 from components.data_gate import DataValidationGate
 from components.evaluator import Evaluator
+from components.infra_check import InfraCheck
 from components.pusher import Pusher
 from headwise import config as config_lib
 from headwise.config import HEADS_CONFIG_KEY, PipelineConfig, Scope
@@ -33,6 +35,7 @@ from pipeline import schema as schema_lib
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
+INFRA_CHECK_ID = "InfraCheck"
 
 
 def code_version(root: str | None = None) -> str:
@@ -135,6 +138,14 @@ def _weights_version(cfg: PipelineConfig) -> str:
     return files_version(cfg.resolve_file(image.weights))
 
 
+def local_infra_check(cfg: PipelineConfig, model, examples, model_blessing):
+    """The infra check in a model server of its own on this machine (components/infra_check.py):
+    the blessed candidate answers the test split's examples on every signature."""
+    return InfraCheck(model=model, examples=examples, model_blessing=model_blessing,
+                      examples_per_request=cfg.infra_check_examples,
+                      timeout_seconds=cfg.infra_check_timeout_s)
+
+
 def create_pipeline(
     cfg: PipelineConfig,
     *,
@@ -150,11 +161,15 @@ def create_pipeline(
     distribution_strategy: str = "none",
     request_log_dir: str = "",
     baselines_key: str = "",
+    infra_validator=None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline for cfg. `request_log_dir`: where `headwise serve` logs requests (the skew
     baseline); `baselines_key`: `data_gate.baselines_key(...)` of the moment, so the gate's
     cached verdict is reused only while the served version and the request logs are the same
-    (empty: the runner caches nothing across baselines itself, as on Kubeflow)."""
+    (empty: the runner caches nothing across baselines itself, as on Kubeflow).
+    `infra_validator(cfg, model, examples, model_blessing)`: the component whose InfraBlessing
+    the Pusher requires; default: `InfraCheck`, the local check (Kubeflow passes TFX's
+    InfraValidator with the TF Serving image)."""
     example_gen = example_gen_component(cfg, data_root)
     # The curated, reviewed data contract; without one, SchemaGen infers a schema below.
     imported = tfx.components.ImportSchemaGen(schema_file=schema_file) if schema_file else None
@@ -192,8 +207,12 @@ def create_pipeline(
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"], cfg=cfg)
+    infra_check = (infra_validator or local_infra_check)(
+        cfg, trainer.outputs["model"], example_gen.outputs["examples"],
+        evaluator.outputs["blessing"]).with_id(INFRA_CHECK_ID)  # one id, local or Kubeflow
     pusher = Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=infra_check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
         custom_config={"keep_versions": cfg.keep_versions},
@@ -203,7 +222,7 @@ def create_pipeline(
         pipeline_name=cfg.name,
         pipeline_root=pipeline_root,
         components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate,
-                    transform, trainer, model_resolver, evaluator, pusher],
+                    transform, trainer, model_resolver, evaluator, infra_check, pusher],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),

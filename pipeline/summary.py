@@ -15,6 +15,7 @@ import os
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components import infra_check
 from components.report import GATES_FILE, REPORT_DIR
 from headwise.config import PipelineConfig
 from headwise.config.data import TEST, TRAIN
@@ -49,6 +50,11 @@ class RunSummary:
     evaluation_uri: str | None
     wall_s: float | None = None
     log_path: str | None = None
+    # The infra check (components/infra_check.py): None when it did not run (no blessed model),
+    # else whether every call passed; the failed calls, one line each; what it ran.
+    infra_blessed: bool | None = None
+    infra_failures: list[str] = dataclasses.field(default_factory=list)
+    infra_note: str = ""
 
     def head(self, name: str) -> HeadResult:
         return next(h for h in self.heads if h.name == name)
@@ -73,6 +79,10 @@ class RunSummary:
                    f"baseline: a feature-blind model fitted on the {TRAIN} split")
         out.append("")
         out.append(f"blessed: {blessed}")
+        if self.infra_blessed is not None:
+            verdict = "passed" if self.infra_blessed else "FAILED, the model is not pushed"
+            out.append(f"serving: {verdict} ({self.infra_note})")
+            out += [f"  {f}" for f in self.infra_failures]
         if not self.pushed:
             out.append("pushed:  nothing pushed")
         else:
@@ -196,11 +206,32 @@ def summarize(cfg: PipelineConfig, metadata_path: str, wall_s: float | None = No
     was_pushed = "pushed" in props and bool(props["pushed"].int_value)
     pushed_path = props["pushed_destination"].string_value if was_pushed else None
     already = was_pushed and "already_served" in props and bool(props["already_served"].int_value)
+    infra_blessed, infra_failures, infra_note = _infra_result(latest("InfraBlessing"))
     return RunSummary(
         pipeline=cfg.name, run_id=run.name, executions=executions, heads=heads,
         blessed=blessed, pushed=was_pushed, pushed_path=pushed_path, already_served=already,
         evaluation_uri=evaluation.uri if evaluation else None, wall_s=wall_s,
-        log_path=log_path)
+        log_path=log_path, infra_blessed=infra_blessed, infra_failures=infra_failures,
+        infra_note=infra_note)
+
+
+def _infra_result(blessing) -> tuple[bool | None, list[str], str]:
+    """The infra check's verdict, failed calls and a note on what it ran; (None, [], "") when
+    it did not run (no InfraBlessing, or the Evaluator did not bless the model)."""
+    if blessing is None or "checked" not in blessing.custom_properties or \
+            not blessing.custom_properties["checked"].int_value:
+        return None, [], ""
+    blessed = bool(blessing.custom_properties["blessed"].int_value)
+    try:
+        with open(os.path.join(blessing.uri, infra_check.RESULT_FILE), encoding="utf-8") as fh:
+            result = json.load(fh)
+    except (OSError, ValueError):
+        return blessed, [], f"see {blessing.uri}"
+    calls = result.get("calls", [])
+    note = (f"{len(calls)} calls over gRPC and REST on {result.get('examples', 0)} test "
+            f"examples, {result.get('server', 'no')} server, {result.get('seconds', 0.0):.1f} s; "
+            f"{os.path.join(blessing.uri, infra_check.RESULT_FILE)}")
+    return blessed, infra_check.failure_lines(result), note
 
 
 def _head_results(cfg: PipelineConfig, eval_uri: str) -> list[HeadResult]:

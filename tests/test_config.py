@@ -197,7 +197,8 @@ EVERY_TASK = {
     "trainer": {"seed": 7, "early_stopping_patience": 0, "early_stopping_on": "geomean"},
     "validation": {"drift": {"y_r": 0.2, "a": 0.1}, "skew": {"b": 0.3}, "skew_min_examples": 9},
     "evaluation": {"slices": ["b"]},
-    "serving": {"model_name": "every", "keep_versions": 2},
+    "serving": {"model_name": "every", "keep_versions": 2,
+                "infra_check": {"examples": 4, "timeout_seconds": 60}},
 }
 
 
@@ -367,7 +368,8 @@ def test_every_training_excluded_key_is_left_out():
 EXCLUDED_FIELDS = {"heads[*].thresholds": ("thresholds",), "heads[*].gate": ("gate",),
                    "heads[*].baseline_margin": ("baseline_margin",),
                    "validation": ("validation",), "evaluation": ("evaluation_slices",),
-                   "serving": ("model_name", "keep_versions"), "beam_args": ("beam_args",)}
+                   "serving": ("model_name", "keep_versions", "infra_check_examples",
+                               "infra_check_timeout_s"), "beam_args": ("beam_args",)}
 
 
 def test_trainer_code_reads_no_training_excluded_field():
@@ -504,3 +506,14 @@ def test_pipeline_splits_examples_three_ways_and_keeps_test_for_the_evaluator():
     assert json_lib.loads(trainer["train_args"])["splits"] == ["train"]
     assert json_lib.loads(trainer["eval_args"])["splits"] == ["validation"]
     assert json_lib.loads(by_id["Evaluator"].exec_properties["example_splits"]) == ["test"]
+
+
+def test_the_infra_check_settings_are_read_and_checked():
+    raw = json.loads(config_lib.to_json(config_lib.load(TAXI)))["config"]
+    cfg = config_lib.from_dict({**raw, "serving": {"infra_check": {"examples": 8}}})
+    assert (cfg.infra_check_examples, cfg.infra_check_timeout_s) == (8, 300)
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"serving\.infra_check\.timeout_seconds: must be >= 1, got 0"):
+        config_lib.from_dict({**raw, "serving": {"infra_check": {"timeout_seconds": 0}}})
+    with pytest.raises(config_lib.ConfigError, match=r"serving\.infra_check.*unknown key"):
+        config_lib.from_dict({**raw, "serving": {"infra_check": {"example": 8}}})

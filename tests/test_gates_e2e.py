@@ -106,3 +106,32 @@ def test_a_multilabel_class_failing_alone_blocks_the_push_and_is_named(noise_run
     report = open(os.path.join(summary.evaluation_uri, "report", "report.md")).read()
     assert "head `tags`: auc (class coin)" in report
     assert "| auc (class coin) |" in report
+
+
+def test_a_model_blessed_by_its_metrics_but_failing_in_the_server_is_not_pushed(
+        noise_run, data_path, out, monkeypatch):
+    """The Trainer's export gives one head's Classify signature another method name
+    (tests/broken_export.py): TFMA blesses the model, the infra check loads it in a model
+    server, Classify and REST :classify on that signature fail, and nothing is pushed."""
+    from pipeline import pipeline as pipeline_lib
+
+    monkeypatch.setattr(pipeline_lib, "RUN_FN", "tests.broken_export.run_fn")
+    monkeypatch.setattr(pipeline_lib, "code_version", lambda root=None: "broken-export")
+    cfg = make_cfg(data_path, noise_gates=False, tags_gate=False)
+    summary = local_runner.run(cfg, out, quiet=True)
+    assert summary.executions["Trainer"] == "COMPLETE"
+    assert summary.blessed is True, summary.table()
+    assert summary.infra_blessed is False and not summary.pushed, summary.table()
+    assert not os.listdir(os.path.join(out, "serving", cfg.model_name))
+    signature = "classify_tags"  # the first classify_/regress_ signature by name
+    failed = "\n".join(summary.infra_failures)
+    assert f"gRPC Classify {signature}: INVALID_ARGUMENT: Expected classification signature " \
+           "method_name to be tensorflow/serving/classify" in failed, failed
+    assert f"REST :classify {signature}: HTTP 400" in failed, failed
+    assert f"gRPC MultiInference regress_fare, regress_noise, {signature}: INVALID_ARGUMENT: " \
+           "Expected classification signature" in failed, failed
+    # Nothing else failed: the regression heads, serving_default, model_info, REST :predict.
+    assert len(summary.infra_failures) == 3, failed
+    table = summary.table()
+    assert "serving: FAILED, the model is not pushed" in table
+    assert f"gRPC Classify {signature}" in table and "nothing pushed" in table

@@ -17,7 +17,7 @@ TAXI = os.path.join(ROOT, "pipeline", "configs", "taxi.yaml")
 DEPLOY = os.path.join(ROOT, "kubeflow", "deploy.yaml")
 LOCAL_ORDER = ["CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
                "DataValidationGate", "Transform", "Trainer", "latest_blessed_model_resolver",
-               "Evaluator", "Pusher"]
+               "Evaluator", "InfraCheck", "Pusher"]
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +242,17 @@ def test_parquet_data_compiles_to_the_parquet_example_gen(cfg, deploy, tmp_path)
     text = json.dumps(spec)
     assert "components.parquet_example_gen.Executor" in text
     assert all(m in text for m in cfg.missing_values if m)
+
+
+def test_the_pusher_waits_for_the_infra_check_in_the_pipeline_image(compiled, cfg, deploy):
+    """On Kubeflow too, every candidate answers real requests in a model server before the
+    push: the InfraCheck runs in the pipeline image (which carries tensorflow_model_server,
+    tests/test_parity.py), after the Evaluator, with the config's settings."""
+    _, spec = compiled
+    deps = _deps(spec)
+    assert "InfraCheck" in deps["Pusher"] and "Evaluator" in deps["InfraCheck"]
+    assert _executor_args(spec, "InfraCheck")["image"] == deploy.image
+    task = spec["root"]["dag"]["tasks"]["InfraCheck"]["inputs"]["parameters"]
+    value = lambda name: task[name]["runtimeValue"]["constantValue"]  # noqa: E731
+    assert int(value("examples_per_request")["intValue"]) == cfg.infra_check_examples
+    assert int(value("timeout_seconds")["intValue"]) == cfg.infra_check_timeout_s

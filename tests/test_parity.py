@@ -62,3 +62,17 @@ def test_the_image_installs_the_lock_and_checks_it_at_build_time():
                  if "python -m headwise.parity requirements.lock" in s)
     assert install_lock < install_project <= check
     assert "--no-deps" in steps[install_project]
+
+
+def test_the_image_carries_the_production_model_server_for_the_infra_check():
+    """On Kubeflow the InfraCheck runs in this image and loads the candidate in
+    tensorflow_model_server, taken from the very image the cluster serves with."""
+    from kubeflow import compile as kfp_compile
+
+    text = _dockerfile()
+    image = re.search(r"^ARG SERVING_IMAGE=(\S+)$", text, re.M).group(1)
+    assert image == kfp_compile.SERVING_IMAGE
+    assert re.search(r"^FROM \$\{SERVING_IMAGE\} AS model_server$", text, re.M)
+    assert re.search(r"^COPY --from=model_server /usr/bin/tensorflow_model_server "
+                     r"/usr/local/bin/tensorflow_model_server$", text, re.M)
+    assert re.search(r"^COPY serving/ serving/$", text, re.M)  # the check's own client

@@ -27,7 +27,7 @@ TAXI = os.path.join(ROOT, "pipeline", "configs", "taxi.yaml")
 TRAIN_STEPS, EVAL_STEPS = 300, 20
 COMPONENTS = {"CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
               "DataValidationGate", "Transform", "Trainer", "latest_blessed_model_resolver",
-              "Evaluator", "Pusher"}
+              "Evaluator", "InfraCheck", "Pusher"}
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,9 @@ def test_blessed_and_pushed_in_tf_serving_layout(first_run, cfg):
     for head in cfg.heads:
         assert head.name in table
     assert "blessed: yes" in table and version_dir in table
+    # The infra check served the candidate and every call passed before the push.
+    assert summary.infra_blessed is True and summary.infra_failures == [], table
+    assert "serving: passed (" in table and "calls over gRPC and REST on 32 test examples" in table
 
 
 def _raw_rows(cfg, n: int) -> list[dict[str, str]]:

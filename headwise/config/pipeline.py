@@ -36,6 +36,10 @@ class PipelineConfig:
     evaluation_slices: tuple[str, ...] = ()  # columns the Evaluator also slices metrics by
     model_name: str = ""
     keep_versions: int = 5
+    # The infra check before a push (components/infra_check.py): examples per request, and the
+    # time limit of the whole check, the model's loading included.
+    infra_check_examples: int = 32
+    infra_check_timeout_s: int = 300
     beam_args: tuple[str, ...] = ()
     # train/validation/test shares (headwise.config.data), and the column rows are grouped by
     split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT
@@ -170,11 +174,20 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
         top.fail(f"an image application ({model.image.application}) needs at least one feature "
                  "of type image", "model.backbone.application")
 
-    s = Fields(source, "serving", top.get("serving", dict, {}), ("model_name", "keep_versions"))
+    s = Fields(source, "serving", top.get("serving", dict, {}),
+               ("model_name", "keep_versions", "infra_check"))
     model_name = s.get("model_name", str, name)
     keep_versions = s.get("keep_versions", int, 5)
     if keep_versions < 1:
         s.fail("must be >= 1", "keep_versions")
+    ic = Fields(source, "serving.infra_check", s.get("infra_check", dict, {}),
+                ("examples", "timeout_seconds"))
+    infra_check_examples = ic.get("examples", int, 32)
+    infra_check_timeout_s = ic.get("timeout_seconds", int, 300)
+    for key, value in (("examples", infra_check_examples),
+                       ("timeout_seconds", infra_check_timeout_s)):
+        if value < 1:
+            ic.fail(f"must be >= 1, got {value}", key)
     if not NAME_RE.match(model_name):
         s.fail(f"{model_name!r} is not a valid model name", "model_name")
     validation = parse_validation(top, features, heads)
@@ -194,7 +207,10 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
                          model=model, trainer=trainer, validation=validation,
                          evaluation_slices=slices,
                          model_name=model_name,
-                         keep_versions=keep_versions, beam_args=tuple(beam_args), source=source)
+                         keep_versions=keep_versions,
+                         infra_check_examples=infra_check_examples,
+                         infra_check_timeout_s=infra_check_timeout_s,
+                         beam_args=tuple(beam_args), source=source)
     if columns is not None:
         check_columns(cfg, columns, data_name=data.path)
     return cfg

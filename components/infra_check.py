@@ -1,0 +1,119 @@
+"""InfraCheck: before a push, the candidate answers real requests in a model server of its own
+(TFX's InfraValidator, done locally).
+
+Blessing by metrics says nothing about whether the served graph answers: a signature with the
+wrong method name, an op the server lacks or a graph that fails on a real example passes the
+Evaluator (TFMA runs its own signature in its own process) and breaks every client after the
+push. This component runs `python -m serving.infra_check` (serving/infra_check.py) as a child
+process: it loads the candidate in `tensorflow_model_server` where that is on PATH, the
+built-in server otherwise, and sends the test split's first examples to every signature a
+client uses over gRPC and REST, under a time limit. Its output is TFX's InfraBlessing
+(`blessed` 1 or 0, the INFRA_BLESSED / INFRA_NOT_BLESSED marker file), which TFX's Pusher
+requires; `infra_check.json` beside it lists every call, and a failure names the signature and
+the server's error.
+
+The check runs only for a model the Evaluator blessed (a model that will not be pushed needs no
+server); otherwise the InfraBlessing is 0 with `checked` 0.
+
+The pipeline's process imports no serving code (tests/test_layering.py): the check is a child
+process of the repository's own Python. On Kubeflow the compiled spec uses TFX's InfraValidator
+with the TF Serving image instead (kubeflow/compile.py).
+
+(No `from __future__ import annotations` here: TFX reads the component's annotations at runtime.)
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import tensorflow as tf
+from absl import logging
+from tfx import v1 as tfx
+from tfx.components.util import model_utils
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from headwise.config.data import TEST
+
+CHECK_MODULE = "serving.infra_check"  # run as a child process: `python -m serving.infra_check`
+RESULT_FILE = "infra_check.json"
+BLESSED_FILE, NOT_BLESSED_FILE = "INFRA_BLESSED", "INFRA_NOT_BLESSED"  # TFX's marker files
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRACE_S = 60  # beyond the check's own limit: the child's start (imports) and its cleanup
+
+
+def _mark(blessing, blessed: bool, checked: bool, result: dict) -> None:
+    with tf.io.gfile.GFile(os.path.join(blessing.uri, RESULT_FILE), "w") as fh:
+        fh.write(json.dumps(result, indent=1))
+    with tf.io.gfile.GFile(os.path.join(blessing.uri, BLESSED_FILE if blessed
+                                        else NOT_BLESSED_FILE), "w") as fh:
+        fh.write("")
+    blessing.set_int_custom_property("blessed", int(blessed))
+    blessing.set_int_custom_property("checked", int(checked))
+
+
+def _test_files(examples) -> list[str]:
+    uri = artifact_utils.get_split_uri([examples], TEST)
+    return sorted(os.path.join(uri, f) for f in tf.io.gfile.listdir(uri))
+
+
+def run_check(model_path: str, files: list[str], result_path: str, count: int, timeout_s: int
+              ) -> dict:
+    """Run the check process; its result, or a failed result saying why it gave none."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", CHECK_MODULE, "--model", model_path, "--examples", *files,
+           "--count", str(count), "--timeout", str(timeout_s), "--output", result_path]
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout_s + GRACE_S)
+        output = done.stdout + done.stderr
+    except subprocess.TimeoutExpired as e:
+        output = f"{e.stdout or ''}{e.stderr or ''}"
+        done = None
+    if done is not None and done.returncode in (0, 1) and os.path.exists(result_path):
+        with open(result_path, encoding="utf-8") as fh:
+            return json.loads(fh.read())
+    why = (f"the check process did not finish within {timeout_s + GRACE_S} s" if done is None
+           else f"the check process exited with status {done.returncode}")
+    tail = "\n".join(output.strip().splitlines()[-20:])
+    return {"model": model_path, "passed": False, "calls": [
+        {"api": "run the infra check", "signature": "", "passed": False,
+         "error": f"{why}: {tail}", "seconds": 0.0}]}
+
+
+def failure_lines(result: dict) -> list[str]:
+    """One line per failed call (the API, the signature, the error); what the summary shows."""
+    return [" ".join(p for p in (c["api"], c["signature"]) if p) + f": {c['error']}"
+            for c in result.get("calls", []) if not c["passed"]]
+
+
+@tfx.dsl.components.component
+def InfraCheck(
+    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    model_blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
+    blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
+    examples_per_request: tfx.dsl.components.Parameter[int] = 32,
+    timeout_seconds: tfx.dsl.components.Parameter[int] = 300,
+) -> None:
+    """Bless the model for serving if every call of the check passed (module doc)."""
+    if not model_utils.is_model_blessed(model_blessing):
+        logging.info("infra check: not run, the Evaluator did not bless the model")
+        _mark(blessing, False, False, {"passed": False, "calls": [], "skipped":
+                                       "the Evaluator did not bless the model"})
+        return
+    with tempfile.TemporaryDirectory(prefix="headwise-infra-") as work:
+        result = run_check(path_utils.serving_model_path(model.uri), _test_files(examples),
+                           os.path.join(work, RESULT_FILE), examples_per_request,
+                           timeout_seconds)
+    lines = failure_lines(result)
+    for line in lines:
+        logging.error("infra check FAILED: %s", line)
+    if not lines and result.get("passed"):
+        logging.info("infra check: passed, %d calls on %s examples (%s server, %.1f s)",
+                     len(result["calls"]), result.get("examples"), result.get("server"),
+                     result.get("seconds", 0.0))
+    _mark(blessing, result.get("passed", False) and not lines, True, result)

@@ -1,0 +1,437 @@
+"""The infra check: load a candidate model in a model server and send it real requests on every
+signature a client uses, before it may be pushed (TFX's InfraValidator, done locally).
+
+`python -m serving.infra_check --model DIR --examples FILE... --output RESULT.json` is run as a
+child process by the pipeline's InfraCheck component (components/infra_check.py), so the model
+is loaded and queried in a process of its own, never in the pipeline's:
+  * the server is `tensorflow_model_server` where it is on PATH (as production runs it; it binds
+    every interface, on free ports), the built-in server (`serving.server.start`, loopback)
+    otherwise. Either serves the candidate as version 1 of a base directory made for the check;
+  * the requests carry the first `--count` tf.Examples of the files given (the test split), as
+    they are: TF Serving ignores the label columns in them;
+  * every signature a client uses is called, each through every API that reaches it: gRPC
+    GetModelStatus, GetModelMetadata, Predict (serving_default, transform_features,
+    model_info), Classify or Regress per head (its classify_/regress_ signature), one
+    MultiInference over every head, and REST (model status, metadata, :predict on
+    serving_default as the quick client sends it, :classify/:regress per head with the
+    examples as JSON objects);
+  * an answer must have one result per example and only finite numbers;
+  * everything runs under one time limit (`--timeout`), loading included.
+The result file lists every call (API, signature, passed, error, seconds) and says which server
+ran; the exit status is 0 when every call passed, 1 when one failed, 2 when the check could not
+run (no model, no examples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    regression_pb2,
+)
+
+from headwise import contract, tasks
+from serving import server as server_lib
+from serving import tensors
+from serving.client import HeadwiseClient
+from serving.predictions import ClientError, task_of
+
+log = logging.getLogger("headwise.infra_check")
+
+MODEL_NAME = "candidate"
+VERSION = 1
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
+END = get_model_status_pb2.ModelVersionStatus.State.END
+
+
+class CheckFailed(Exception):
+    """One call's answer was wrong (an error from the server is a grpc.RpcError or HTTP error)."""
+
+
+def read_examples(files: Sequence[str], count: int) -> list[bytes]:
+    """The first `count` serialized tf.Examples of the TFRecord files (gzip or not: ExampleGen
+    writes .gz), in file order."""
+    import tensorflow as tf
+
+    out: list[bytes] = []
+    for path in files:
+        compression = "GZIP" if path.endswith(".gz") else ""
+        for record in tf.data.TFRecordDataset(path, compression_type=compression):
+            out.append(record.numpy())
+            if len(out) == count:
+                return out
+    return out
+
+
+def example_json(serialized: bytes) -> dict[str, Any]:
+    """A tf.Example as TF Serving's REST :classify/:regress take it: {feature: value or list};
+    bytes that are not UTF-8 text go as {"b64": ...} (json_tensor.cc)."""
+    from tensorflow.core.example import example_pb2
+
+    out: dict[str, Any] = {}
+    for name, feature in example_pb2.Example.FromString(serialized).features.feature.items():
+        kind = feature.WhichOneof("kind")
+        if kind is None:
+            continue
+        values = list(getattr(feature, kind).value)
+        if kind == "bytes_list":
+            values = [_text_or_b64(v) for v in values]
+        if values:
+            out[name] = values[0] if len(values) == 1 else values
+    return out
+
+
+def _text_or_b64(value: bytes) -> Any:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(value).decode()}
+
+
+def _finite(values, what: str) -> None:
+    array = np.asarray(values, dtype=np.float64)
+    if array.size and not np.all(np.isfinite(array)):
+        raise CheckFailed(f"{what}: {int(np.sum(~np.isfinite(array)))} of {array.size} values "
+                          "are not finite")
+
+
+def _count(n: int, expected: int, what: str) -> None:
+    if n != expected:
+        raise CheckFailed(f"{what}: {n} results for {expected} examples")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Checker:
+    """The calls of one check, against a server at host:port (gRPC) and rest_port (REST)."""
+
+    def __init__(self, host: str, port: int, rest_port: int, examples: list[bytes],
+                 deadline: float):
+        self.host, self.port, self.rest_port = host, port, rest_port
+        self.examples, self.deadline = examples, deadline
+        self.client = HeadwiseClient(host, port, MODEL_NAME)
+        self.calls: list[dict[str, Any]] = []
+
+    def remaining(self) -> float:
+        return max(0.1, self.deadline - time.monotonic())
+
+    def call(self, api: str, signature: str, fn: Callable[[], None]) -> bool:
+        """Run one check; record it, with the server's error or the wrong answer."""
+        start = time.monotonic()
+        error = ""
+        if time.monotonic() >= self.deadline:
+            error = "not run: the check's time limit was reached"
+        else:
+            self.client.timeout = self.remaining()
+            try:
+                fn()
+            except grpc.RpcError as e:
+                error = f"{e.code().name}: {e.details()}"
+            except ClientError as e:  # the gRPC client's own wrapping of an RpcError
+                error = str(e)
+            except urllib.error.HTTPError as e:
+                error = f"HTTP {e.code}: {_http_error(e)}"
+            except Exception as e:  # noqa: BLE001 - any failure of the call is the verdict
+                error = f"{type(e).__name__}: {e}"
+        self.calls.append({"api": api, "signature": signature, "passed": not error,
+                           "error": error, "seconds": round(time.monotonic() - start, 3)})
+        if error:
+            log.error("%s %s: %s", api, signature or "-", error)
+        return not error
+
+    # --- gRPC ----------------------------------------------------------------------------
+    def wait_until_available(self, server: subprocess.Popen | None) -> None:
+        stub = model_service_pb2_grpc.ModelServiceStub(self.client.channel)
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = MODEL_NAME
+        while True:
+            if server is not None and server.poll() is not None:
+                raise CheckFailed(f"the model server exited with status {server.returncode} "
+                                  "before the model was available")
+            try:
+                response = stub.GetModelStatus(request, timeout=min(5.0, self.remaining()))
+                states = response.model_version_status
+                if any(s.state == AVAILABLE for s in states):
+                    return
+                failed = [s.status.error_message for s in states
+                          if s.state == END and s.status.error_message]
+                if failed:
+                    raise CheckFailed(f"the model did not load: {failed[0]}")
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND,
+                                    grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+            if time.monotonic() >= self.deadline:
+                raise CheckFailed("the model was not available within the time limit")
+            time.sleep(0.2)
+
+    def predict(self, signature: str, input_name: str | None, with_examples: bool = True,
+                finite: bool = True) -> dict[str, np.ndarray]:
+        request = predict_pb2.PredictRequest(model_spec=self.client.model_spec(signature))
+        if input_name is not None:
+            request.inputs[input_name].CopyFrom(
+                tensors.to_proto(np.array(self.examples, dtype=object)))
+        response = self.client.stub.Predict(request, timeout=self.remaining())
+        out = {k: tensors.from_proto(v, k) for k, v in response.outputs.items()}
+        if with_examples:
+            for name, value in out.items():
+                _count(value.shape[0] if value.ndim else 1, len(self.examples),
+                       f"output {name!r}")
+                if finite and value.dtype.kind in "fiu":
+                    _finite(value, f"output {name!r}")
+        return out
+
+    def classify(self, signature: str) -> None:
+        request = classification_pb2.ClassificationRequest(
+            model_spec=self.client.model_spec(signature))
+        request.input.example_list.examples.extend(self._parsed())
+        result = self.client.stub.Classify(request, timeout=self.remaining()).result
+        _count(len(result.classifications), len(self.examples), "classifications")
+        _finite([c.score for r in result.classifications for c in r.classes], "scores")
+
+    def regress(self, signature: str) -> None:
+        request = regression_pb2.RegressionRequest(model_spec=self.client.model_spec(signature))
+        request.input.example_list.examples.extend(self._parsed())
+        result = self.client.stub.Regress(request, timeout=self.remaining()).result
+        _count(len(result.regressions), len(self.examples), "regressions")
+        _finite([r.value for r in result.regressions], "values")
+
+    def multi_inference(self, heads: list[dict]) -> None:
+        response = self.client.multi_inference(self.examples, heads)
+        _count(len(response.results), len(heads), "MultiInference results (one per head)")
+        for head, result in zip(heads, response.results, strict=True):
+            if task_of(head).signature == tasks.REGRESS:
+                values = [r.value for r in result.regression_result.regressions]
+            else:
+                values = [c.score for r in result.classification_result.classifications
+                          for c in r.classes]
+                _count(len(result.classification_result.classifications), len(self.examples),
+                       f"head {head['name']!r}")
+            _finite(values, f"head {head['name']!r}")
+
+    def _parsed(self):
+        from tensorflow.core.example import example_pb2
+
+        return [example_pb2.Example.FromString(s) for s in self.examples]
+
+    # --- REST ----------------------------------------------------------------------------
+    def rest(self, method: str, path: str, body: dict | None = None) -> dict[str, Any]:
+        url = f"http://{self.host}:{self.rest_port}/v1/models/{MODEL_NAME}{path}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.remaining()) as response:
+            return json.loads(response.read())
+
+    def rest_predict(self, signature: str) -> None:
+        answer = self.rest("POST", ":predict", {
+            "signature_name": signature,
+            "instances": [{"b64": base64.b64encode(s).decode()} for s in self.examples]})
+        _count(len(answer["predictions"]), len(self.examples), "predictions")
+        _finite(_numbers(answer["predictions"]), "predictions")
+
+    def rest_classify_regress(self, verb: str, signature: str) -> None:
+        answer = self.rest("POST", f":{verb}", {
+            "signature_name": signature, "examples": [example_json(s) for s in self.examples]})
+        _count(len(answer["results"]), len(self.examples), "results")
+        _finite(_numbers(answer["results"]), "results")
+
+    def run(self) -> None:
+        """Every call, in the order a client makes them; a failed call does not stop the
+        others (the result names each failure)."""
+        info: dict[str, Any] = {}
+
+        def read_info() -> None:
+            out = self.predict(contract.MODEL_INFO_SIGNATURE, None, with_examples=False)
+            info.update(json.loads(out[contract.MODEL_INFO_OUTPUT].item()))
+            if not info.get("heads"):
+                raise CheckFailed("the model's description lists no heads")
+
+        self.call("gRPC GetModelMetadata", "", lambda: self.client.signatures())
+        if not self.call("gRPC Predict", contract.MODEL_INFO_SIGNATURE, read_info):
+            return  # without the model's description no head can be checked
+        heads = info["heads"]
+        self.call("gRPC Predict", contract.DEFAULT_SIGNATURE,
+                  lambda: self.predict(contract.DEFAULT_SIGNATURE, contract.SERVING_INPUT))
+        self.call("gRPC Predict", contract.TRANSFORM_FEATURES_SIGNATURE,
+                  # a missing label is NaN there, by design: counts only
+                  lambda: self.predict(contract.TRANSFORM_FEATURES_SIGNATURE,
+                                       contract.SERVING_INPUT, finite=False))
+        for head in heads:
+            signature = head["signature"]
+            if task_of(head).signature == tasks.REGRESS:
+                self.call("gRPC Regress", signature, lambda s=signature: self.regress(s))
+            else:
+                self.call("gRPC Classify", signature, lambda s=signature: self.classify(s))
+        self.call("gRPC MultiInference", ", ".join(h["signature"] for h in heads),
+                  lambda: self.multi_inference(heads))
+        self.call("REST GET status", "", lambda: self.rest("GET", ""))
+        self.call("REST GET metadata", "", lambda: self.rest("GET", "/metadata"))
+        self.call("REST :predict", contract.DEFAULT_SIGNATURE,
+                  lambda: self.rest_predict(contract.DEFAULT_SIGNATURE))
+        for head in heads:
+            verb = "regress" if task_of(head).signature == tasks.REGRESS else "classify"
+            self.call(f"REST :{verb}", head["signature"],
+                      lambda v=verb, s=head["signature"]: self.rest_classify_regress(v, s))
+
+
+def _numbers(value: Any) -> list[float]:
+    """Every number in a JSON answer (nested lists and objects); NaN/Infinity included."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _numbers(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _numbers(v)]
+    return []
+
+
+def _http_error(e: urllib.error.HTTPError) -> str:
+    try:
+        return json.loads(e.read())["error"]
+    except (ValueError, KeyError, TypeError):
+        return str(e.reason)
+
+
+def _stage(model: str, work: str) -> str:
+    """A base directory that serves the candidate as version VERSION: a link to a local model,
+    a copy of one on an object store (gs://...: Kubeflow's artifacts)."""
+    base = os.path.join(work, MODEL_NAME)
+    os.makedirs(base)
+    version = os.path.join(base, str(VERSION))
+    if "://" not in model:
+        os.symlink(os.path.abspath(model), version)
+        return base
+    import tensorflow as tf
+
+    for d, _, files in tf.io.gfile.walk(model):
+        local = os.path.join(version, os.path.relpath(d, model))
+        os.makedirs(local, exist_ok=True)
+        for f in files:
+            tf.io.gfile.copy(os.path.join(d, f), os.path.join(local, f))
+    return base
+
+
+def check(model: str, examples: list[bytes], timeout: float, binary: str | None = None
+          ) -> dict[str, Any]:
+    """Serve `model` and run every call against it; the result (see the module doc)."""
+    start = time.monotonic()
+    deadline = start + timeout
+    result: dict[str, Any] = {"model": model, "examples": len(examples), "calls": []}
+    with tempfile.TemporaryDirectory(prefix="headwise-infra-check-") as work:
+        base = _stage(model, work)
+        port, rest_port = free_port(), free_port()
+        process = running = None
+        if binary:
+            result["server"] = binary
+            cmd = server_lib.model_server_command(binary, base, MODEL_NAME, port, 1.0,
+                                                  rest_port)
+            stderr = open(os.path.join(work, "server.log"), "w+b")  # noqa: SIM115 - read below
+            process = subprocess.Popen(cmd, stdout=stderr, stderr=subprocess.STDOUT)
+        else:
+            result["server"] = "built-in (headwise serve --builtin)"
+            running = server_lib.start(base, MODEL_NAME, server_lib.LOOPBACK, port,
+                                       poll_seconds=0.5, rest_port=rest_port)
+            port, rest_port = running.port, running.rest_port
+        checker = Checker("127.0.0.1", port, rest_port, examples, deadline)
+        try:
+            if checker.call("gRPC GetModelStatus", "",
+                            lambda: checker.wait_until_available(process)):
+                checker.run()
+        finally:
+            checker.client.close()
+            if running is not None:
+                running.stop()
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                stderr.seek(0)
+                tail = stderr.read()[-4000:].decode(errors="replace")
+                stderr.close()
+                if not all(c["passed"] for c in checker.calls):
+                    result["server_log"] = tail
+    result["calls"] = checker.calls
+    result["passed"] = bool(checker.calls) and all(c["passed"] for c in checker.calls)
+    result["seconds"] = round(time.monotonic() - start, 3)
+    return result
+
+
+def failures(result: dict[str, Any]) -> list[str]:
+    """One line per failed call: the API, the signature and the error."""
+    return [f"{c['api']} {c['signature']}: {c['error']}".replace("  ", " ")
+            for c in result.get("calls", []) if not c["passed"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.infra_check",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="the SavedModel directory")
+    parser.add_argument("--examples", nargs="+", required=True,
+                        help="TFRecord files of serialized tf.Examples (.gz: gzip)")
+    parser.add_argument("--count", type=int, default=32, help="examples per request")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds for the whole check, loading included")
+    parser.add_argument("--output", required=True, help="the result, JSON")
+    parser.add_argument("--builtin", action="store_true",
+                        help=f"the built-in server even where {server_lib.MODEL_SERVER_BINARY} "
+                             "is on PATH")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="infra check: %(message)s")
+    if "://" not in args.model and not os.path.isdir(args.model):
+        log.error("no model directory %s", args.model)
+        return 2
+    examples = read_examples(args.examples, args.count)
+    if not examples:
+        log.error("no examples in %s: the check needs at least one", ", ".join(args.examples))
+        return 2
+    binary = None if args.builtin else shutil.which(server_lib.MODEL_SERVER_BINARY)
+    try:
+        result = check(args.model, examples, args.timeout, binary)
+    except Exception as e:  # noqa: BLE001 - the server did not start: that is the verdict
+        result = {"model": args.model, "examples": len(examples), "passed": False,
+                  "calls": [{"api": "start the model server", "signature": "", "passed": False,
+                             "error": f"{type(e).__name__}: {e}", "seconds": 0.0}]}
+    tmp = args.output + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1)
+    os.replace(tmp, args.output)
+    for line in failures(result):
+        log.error("FAILED %s", line)
+    log.info("%s: %d calls on %d examples, %s server, %.1f s", "passed" if result["passed"]
+             else "FAILED", len(result["calls"]), len(examples), result.get("server", "no"),
+             result.get("seconds", 0.0))
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

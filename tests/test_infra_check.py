@@ -1,0 +1,139 @@
+"""The infra check (serving/infra_check.py, components/infra_check.py) on the synthetic four-task
+model exported by the trainer's own code: an intact model answers every signature over gRPC and
+REST; a model whose Classify signature has another method name, or whose server cannot answer in
+time, fails, and the failure names the signature and the server's error.
+
+(The pipeline-level check, a model blessed by the Evaluator but stopped by this check, is in
+tests/test_gates_e2e.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import infra_check as component
+from headwise import contract
+from serving import infra_check
+from tests import broken_export, synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEADS = [h.name for h in synthetic.CFG.heads]
+
+
+def _example(row: dict) -> bytes:
+    feature = {}
+    for name, values in row.items():
+        if not values:
+            continue
+        if isinstance(values[0], str):
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[v.encode() for v in values]))
+        elif isinstance(values[0], int):
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        else:
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(model dir, the test examples' gzipped TFRecord file): labels in the examples, as
+    ExampleGen writes them."""
+    tmp = tmp_path_factory.mktemp("infra")
+    rows, tft_output, data = synthetic.transform(str(tmp / "transform"))
+    model = str(tmp / "model")
+    synthetic.train_and_export(tft_output, data, model)
+    examples = str(tmp / "data_tfrecord-00000-of-00001.gz")
+    with tf.io.TFRecordWriter(examples, options="GZIP") as w:
+        for row in rows[:40]:
+            w.write(_example(row))
+    return model, examples
+
+
+@pytest.fixture
+def broken(exported, tmp_path):
+    model = str(tmp_path / "broken")
+    shutil.copytree(exported[0], model)
+    name = broken_export.corrupt_method(model, contract.classify_signature("k"))
+    return model, name
+
+
+def test_an_intact_model_answers_every_signature_over_grpc_and_rest(exported, tmp_path):
+    """The command the pipeline's component runs, as a process of its own."""
+    model, examples = exported
+    out = str(tmp_path / "result.json")
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.infra_check", "--model", model, "--examples",
+         examples, "--count", "16", "--output", out, "--builtin"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.load(open(out))
+    assert result["passed"] and result["examples"] == 16
+    assert "built-in" in result["server"]
+    calls = {(c["api"], c["signature"]) for c in result["calls"] if c["passed"]}
+    assert len(calls) == len(result["calls"])
+    for head in synthetic.CFG.heads:
+        kind = "Regress" if head.task == "regression" else "Classify"
+        signature = contract.head_signature(head.name, kind.lower())
+        assert (f"gRPC {kind}", signature) in calls
+        assert (f"REST :{kind.lower()}", signature) in calls
+    for signature in (contract.DEFAULT_SIGNATURE, contract.TRANSFORM_FEATURES_SIGNATURE,
+                      contract.MODEL_INFO_SIGNATURE):
+        assert ("gRPC Predict", signature) in calls
+    assert ("REST :predict", contract.DEFAULT_SIGNATURE) in calls
+    assert any(api == "gRPC MultiInference" for api, _ in calls)
+
+
+def test_a_wrong_method_name_fails_the_check_and_is_named(exported, broken):
+    model, name = broken
+    examples = infra_check.read_examples([exported[1]], 8)
+    result = infra_check.check(model, examples, timeout=120)
+    assert not result["passed"]
+    failed = {(c["api"], c["signature"]): c["error"] for c in result["calls"]
+              if not c["passed"]}
+    # The head's own Classify, the MultiInference that includes it, and REST :classify fail;
+    # nothing else does.
+    assert set(failed) == {("gRPC Classify", name), ("REST :classify", name),
+                           next(k for k in failed if k[0] == "gRPC MultiInference")}, failed
+    assert failed[("gRPC Classify", name)].startswith("INVALID_ARGUMENT: Expected "
+                                                       "classification signature method_name")
+    assert contract.PREDICT_METHOD in failed[("REST :classify", name)]
+    lines = component.failure_lines(result)
+    assert f"gRPC Classify {name}: INVALID_ARGUMENT: Expected classification" in "\n".join(lines)
+
+
+def test_the_time_limit_fails_the_check(exported):
+    examples = infra_check.read_examples([exported[1]], 8)
+    result = infra_check.check(exported[0], examples, timeout=0.0)
+    assert not result["passed"]
+    assert all("time limit" in c["error"] for c in result["calls"] if not c["passed"])
+
+
+def test_a_check_that_cannot_run_gives_a_failed_result_that_says_why(exported, tmp_path):
+    empty = str(tmp_path / "empty.gz")
+    with tf.io.TFRecordWriter(empty, options="GZIP"):
+        pass
+    result = component.run_check(exported[0], [empty], str(tmp_path / "r.json"), 8, 60)
+    assert not result["passed"]
+    (line,) = component.failure_lines(result)
+    assert "exited with status 2" in line and "no examples in" in line, line
+
+
+def test_rest_examples_are_json_objects_with_b64_for_binary_bytes():
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "a": tf.train.Feature(float_list=tf.train.FloatList(value=[1.5])),
+        "t": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x", b"y"])),
+        "img": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\xff\xd8"])),
+        "n": tf.train.Feature(int64_list=tf.train.Int64List(value=[3]))}))
+    assert infra_check.example_json(example.SerializeToString()) == {
+        "a": 1.5, "t": ["x", "y"], "img": {"b64": "/9g="}, "n": 3}
+    numbers = infra_check._numbers({"r": [[1, float("nan")], {"s": 2.0}], "b": True, "c": "x"})
+    assert numbers[0] == 1.0 and np.isnan(numbers[1]) and numbers[2:] == [2.0]
