@@ -113,7 +113,7 @@ def InfraCheck(
     for line in lines:
         logging.error("infra check FAILED: %s", line)
     if not lines and result.get("passed"):
-        logging.info("infra check: passed, %d calls on %s examples (%s server, %.1f s)",
+        logging.info("infra check: passed, %d calls on %s examples (%s, %.1f s)",
                      len(result["calls"]), result.get("examples"), result.get("server"),
                      result.get("seconds", 0.0))
     _mark(blessing, result.get("passed", False) and not lines, True, result)

@@ -229,7 +229,7 @@ def _infra_result(blessing) -> tuple[bool | None, list[str], str]:
         return blessed, [], f"see {blessing.uri}"
     calls = result.get("calls", [])
     note = (f"{len(calls)} calls over gRPC and REST on {result.get('examples', 0)} test "
-            f"examples, {result.get('server', 'no')} server, {result.get('seconds', 0.0):.1f} s; "
+            f"examples, {result.get('server', 'no server')}, {result.get('seconds', 0.0):.1f} s; "
             f"{os.path.join(blessing.uri, infra_check.RESULT_FILE)}")
     return blessed, infra_check.failure_lines(result), note
 

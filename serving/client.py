@@ -25,7 +25,6 @@ from tensorflow_serving.apis import (
 )
 
 from headwise import contract, tasks
-from headwise import examples as examples_lib
 from serving import predictions, tensors
 from serving.predictions import (  # noqa: F401 - the client's public names, shared with REST
     ClientError,
@@ -96,13 +95,7 @@ class HeadwiseClient:
                  first_row: int = 1) -> list[bytes]:
         """Rows -> serialized tf.Examples; an image feature's value is the file's bytes, or its
         path (relative to `base_dir`), read here. `first_row`: rows[0]'s number in errors."""
-        info = self.model_info()
-        try:
-            return examples_lib.to_examples(rows, info["features"], info.get("images", {}),
-                                            base_dir, first_row,
-                                            info.get("missing_values", ()))
-        except ValueError as e:
-            raise ClientError(str(e)) from None
+        return predictions.to_examples(self.model_info(), list(rows), base_dir, first_row)
 
     def multi_inference(self, serialized: Sequence[bytes], heads: Sequence[dict] | None = None
                         ) -> inference_pb2.MultiInferenceResponse:

@@ -355,7 +355,7 @@ def check(model: str, examples: list[bytes], timeout: float, binary: str | None 
             stderr = open(os.path.join(work, "server.log"), "w+b")  # noqa: SIM115 - read below
             process = subprocess.Popen(cmd, stdout=stderr, stderr=subprocess.STDOUT)
         else:
-            result["server"] = "built-in (headwise serve --builtin)"
+            result["server"] = "the built-in model server"
             running = server_lib.start(base, MODEL_NAME, server_lib.LOOPBACK, port,
                                        poll_seconds=0.5, rest_port=rest_port)
             port, rest_port = running.port, running.rest_port
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, args.output)
     for line in failures(result):
         log.error("FAILED %s", line)
-    log.info("%s: %d calls on %d examples, %s server, %.1f s", "passed" if result["passed"]
+    log.info("%s: %d calls on %d examples, %s, %.1f s", "passed" if result["passed"]
              else "FAILED", len(result["calls"]), len(examples), result.get("server", "no"),
              result.get("seconds", 0.0))
     return 0 if result["passed"] else 1

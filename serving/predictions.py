@@ -16,11 +16,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from headwise import examples as examples_lib
 from headwise import tasks
 
 
 class ClientError(RuntimeError):
     """A failed query, with a message a person can act on."""
+
+
+def to_examples(info: dict[str, Any], rows: Sequence[dict[str, Any]], base_dir: str | None,
+                first_row: int) -> list[bytes]:
+    """Rows -> serialized tf.Examples, as the model's description (`model_info`) types them,
+    with its missing-value markers; an image feature's value is the file's bytes, or its path
+    (relative to `base_dir`), read here. `first_row`: rows[0]'s number in errors."""
+    try:
+        return examples_lib.to_examples(rows, info["features"], info.get("images", {}),
+                                        base_dir, first_row, info.get("missing_values", ()))
+    except ValueError as e:
+        raise ClientError(str(e)) from None
 
 
 @dataclass

@@ -32,9 +32,15 @@ from typing import Any
 import numpy as np
 
 from headwise import contract, tasks
-from headwise import examples as examples_lib
 from serving import wire
-from serving.predictions import ClientError, HeadPrediction, classification, regression, task_of
+from serving.predictions import (
+    ClientError,
+    HeadPrediction,
+    classification,
+    regression,
+    task_of,
+    to_examples,
+)
 
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
@@ -113,13 +119,7 @@ class RestClient:
     def examples(self, rows: Sequence[Mapping[str, Any]], base_dir: str | None = None,
                  first_row: int = 1) -> list[bytes]:
         """As the gRPC client's `examples` (image paths relative to `base_dir` are read here)."""
-        info = self.model_info()
-        try:
-            return examples_lib.to_examples(rows, info["features"], info.get("images", {}),
-                                            base_dir, first_row,
-                                            info.get("missing_values", ()))
-        except ValueError as e:
-            raise ClientError(str(e)) from None
+        return to_examples(self.model_info(), rows, base_dir, first_row)
 
     def predict(self, serialized: Sequence[bytes]) -> list[dict[str, Any]]:
         """serving_default over REST, row format: per example, {head: outputs}."""

@@ -158,6 +158,22 @@ def test_multiclass_labels_match_classes_however_stored(tmp_path, column, classe
     assert [task.encode(h, r["y"][0]) for r in rows] == labels
 
 
+def _multiclass(tmp_path, values, head, other, want_labels, want_weights):
+    """Transform a CSV whose label column `y` holds `values` with the multiclass `head` (and
+    `other_class: other`), check the encoded labels and weights against the wanted ones;
+    (cfg, tft_output, rows, labels, weights)."""
+    rows, spec = read_csv(tmp_path, "x,y\n" + "\n".join(f"{i},{v}"
+                                                         for i, v in enumerate(values)))
+    if other:
+        head = {**head, "other_class": other}
+    cfg, tft_output, out = transform(tmp_path, rows, spec, [head])
+    labels, weights = encoded(out, "y")
+    assert weights == [float(w) for w in want_weights]
+    assert [lab for lab, w in zip(labels, weights, strict=True) if w] == [
+        lab for lab, w in zip(want_labels, want_weights, strict=True) if w]
+    return cfg, tft_output, rows, labels, weights
+
+
 @pytest.mark.parametrize("other,want_labels,want_weights", [
     ("rest", [0, 0, 1, 2, 1, 0, 0], [1, 1, 1, 1, 1, 1, 0]),
     (None, [0, 0, 1, 1, 1, 0, 0], [1, 1, 1, 0, 1, 1, 0]),  # no catch-all: `Dispute` missing
@@ -165,17 +181,11 @@ def test_multiclass_labels_match_classes_however_stored(tmp_path, column, classe
 def test_multiclass_classes_merge_label_values(tmp_path, other, want_labels, want_weights):
     """`classes: {card: [Credit Card, Prcard], cash: Cash}`: values merged into named classes,
     in the graph and in the registry's rule alike."""
-    rows, spec = read_csv(tmp_path, "x,y\n" + "\n".join(f"{i},{v}" for i, v in enumerate(
-        ["Credit Card", "Prcard", "Cash", "Dispute", " Cash", "Credit Card", "NA"])))
-    head = {"name": "y", "label": "y", "task": "multiclass",
-            "classes": {"card": ["Credit Card", "Prcard"], "cash": "Cash"}}
-    if other:
-        head["other_class"] = other
-    cfg, _, out = transform(tmp_path, rows, spec, [head])
-    labels, weights = encoded(out, "y")
-    assert weights == [float(w) for w in want_weights]
-    assert [lab for lab, w in zip(labels, weights, strict=True) if w] == [
-        v for v, w in zip(want_labels, want_weights, strict=True) if w]
+    cfg, _, rows, labels, weights = _multiclass(
+        tmp_path, ["Credit Card", "Prcard", "Cash", "Dispute", " Cash", "Credit Card", "NA"],
+        {"name": "y", "label": "y", "task": "multiclass",
+         "classes": {"card": ["Credit Card", "Prcard"], "cash": "Cash"}},
+        other, want_labels, want_weights)
     h = cfg.heads[0]
     assert tasks.of(h).class_names(h) == ("card", "cash", *([other] if other else []))
     py = [tasks.of(h).encode(h, r["y"][0]) if r["y"] else None for r in rows]
@@ -340,16 +350,10 @@ def test_multiclass_classes_learned_by_transform(tmp_path, other, want_labels, w
     """No `classes`: one vocabulary of the labels, most frequent first, at most top_k."""
     from trainer.run import learned_classes
 
-    rows, spec = read_csv(tmp_path, "x,y\n" + "\n".join(
-        f"{i},{v}" for i, v in enumerate(["b", "a", "b", "c", " b", "a", "NA"])))
-    head = {"name": "y", "label": "y", "task": "multiclass", "top_k": 2}
-    if other:
-        head["other_class"] = other
-    cfg, tft_output, out = transform(tmp_path, rows, spec, [head])
-    labels, weights = encoded(out, "y")
-    assert weights == [float(w) for w in want_weights]
-    assert [lab for lab, w in zip(labels, weights, strict=True) if w] == [
-        lab for lab, w in zip(want_labels, want_weights, strict=True) if w]
+    cfg, tft_output, rows, labels, weights = _multiclass(
+        tmp_path, ["b", "a", "b", "c", " b", "a", "NA"],
+        {"name": "y", "label": "y", "task": "multiclass", "top_k": 2}, other, want_labels,
+        want_weights)
     learned = learned_classes(cfg, tft_output)
     assert learned == {"y": ["b", "a"]}
     resolved = cfg.with_learned_classes(learned).heads[0]
