@@ -22,6 +22,7 @@ COPY components/ components/
 COPY trainer/ trainer/
 COPY kubeflow/ kubeflow/
 COPY serving/ serving/
+COPY cli/ cli/
 COPY schemas/ schemas/
 RUN python -m pip install --no-cache-dir --no-deps -e . \
     && python -m headwise.parity requirements.lock \

@@ -105,6 +105,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(summary.table())
     code = 0 if summary.pushed or (summary.blessed is not False
                                    and summary.infra_blessed is not False) else 1
+    if summary.scoring_failed:
+        code = 1
     run_stamp.write(args.output_dir, cfg, _stamp_inputs(args, cfg), table=summary.table(),
                     exit_code=code)
     return code

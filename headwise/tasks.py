@@ -387,7 +387,10 @@ class CountTask(_MeanBaseline):
                               tfma_class="RootMeanSquaredError"),
                        Metric("poisson_deviance", "PoissonDeviance", False,
                               tfma_class="PoissonDeviance"))
-    default_metrics = ("mae", "poisson_deviance")
+    # Deviance first: the main metric, which must beat the training mean. The model fits the
+    # expected count, which minimises deviance; MAE rewards the median, which for a skewed count
+    # (most often 0) can sit far from the mean: a good Poisson model can lose to the mean on MAE.
+    default_metrics = ("poisson_deviance", "mae")
     gbdt = POISSON
     signature = REGRESS
     numeric_label = True

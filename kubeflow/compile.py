@@ -76,8 +76,14 @@ def image_schema_path(cfg: PipelineConfig, repo_root: str) -> str | None:
 
 
 def check_remote_paths(cfg: PipelineConfig) -> None:
-    """ExampleGen and Trainer read the images folder and a weights file in their containers,
-    where this machine's paths do not exist: on Kubeflow they must be URLs (gs://...)."""
+    """ExampleGen and Trainer read the images folder and a weights file, BatchScoring its data
+    and output, in their containers, where this machine's paths do not exist: on Kubeflow they
+    must be URLs (gs://...)."""
+    for key, path in (("data", cfg.scoring_data), ("output", cfg.scoring_output)):
+        if path is not None and "://" not in cfg.resolve_file(path):
+            raise ConfigError(f"{cfg.source}: scoring.{key}: {cfg.resolve_file(path)} is a local "
+                              "path, which the pipeline's containers cannot reach; set it to a "
+                              "URL (gs://bucket/...)")
     if cfg.image_features and "://" not in cfg.resolve_images_dir():
         raise ConfigError(f"{cfg.source}: data.images: {cfg.resolve_images_dir()} is a local "
                           "folder, which the pipeline's containers cannot read; copy the images "

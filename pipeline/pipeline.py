@@ -3,7 +3,8 @@
 ExampleGen (CsvExampleGen or ParquetExampleGen: the data's source) -> ImportSchemaGen (the
 curated schema) -> StatisticsGen (with that schema) -> ExampleValidator -> DataValidationGate ->
 Transform -> Trainer -> Resolver (the latest blessed model) -> Evaluator (the candidate against
-it) -> InfraCheck (the blessed candidate answers real requests in a model server) -> Pusher.
+it) -> InfraCheck (the blessed candidate answers real requests in a model server) -> Pusher
+[-> BatchScoring, with a `scoring:` section: every head's answers for a data set].
 Without a curated schema, SchemaGen infers one from StatisticsGen's output instead
 (StatisticsGen then runs first).
 
@@ -23,6 +24,7 @@ from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components import data_sources, distributions
+from components.batch_scoring import BatchScoring
 from components.data_gate import DataValidationGate
 from components.evaluator import Evaluator
 from components.infra_check import InfraCheck
@@ -218,11 +220,19 @@ def create_pipeline(
         custom_config={"keep_versions": cfg.keep_versions},
         statistics=statistics_gen.outputs["statistics"])
 
+    scoring = [BatchScoring(
+        pushed_model=pusher.outputs["pushed_model"],
+        data=cfg.resolve_file(cfg.scoring_data), output=cfg.resolve_file(cfg.scoring_output),
+        keys=",".join(cfg.scoring_keys),
+        data_version=files_version(cfg.resolve_file(cfg.scoring_data)),
+    )] if cfg.scoring_data is not None else []
+
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.name,
         pipeline_root=pipeline_root,
         components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate,
-                    transform, trainer, model_resolver, evaluator, infra_check, pusher],
+                    transform, trainer, model_resolver, evaluator, infra_check, pusher,
+                    *scoring],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),

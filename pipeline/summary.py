@@ -15,7 +15,7 @@ import os
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components import infra_check
+from components import batch_scoring, infra_check
 from components.report import GATES_FILE, REPORT_DIR
 from headwise.config import PipelineConfig
 from headwise.config.data import TEST, TRAIN
@@ -55,6 +55,12 @@ class RunSummary:
     infra_blessed: bool | None = None
     infra_failures: list[str] = dataclasses.field(default_factory=list)
     infra_note: str = ""
+    # The scoring stage's record (components/batch_scoring.py); None: no such stage.
+    scoring: dict | None = None
+
+    @property
+    def scoring_failed(self) -> bool:
+        return bool(self.scoring and self.scoring.get("error"))
 
     def head(self, name: str) -> HeadResult:
         return next(h for h in self.heads if h.name == name)
@@ -88,6 +94,15 @@ class RunSummary:
         else:
             note = " (already the served version; not copied again)" if self.already_served else ""
             out.append(f"pushed:  {self.pushed_path}{note}")
+        if self.scoring is not None:
+            s = self.scoring
+            if s.get("scored"):
+                out.append(f"scored:  {s['output']} ({s['rows']:,} rows of {s['data']}, "
+                           f"{s['seconds']:.1f} s)")
+            elif s.get("error"):
+                out.append(f"scored:  FAILED, {s['data']}: {s['error']}")
+            else:
+                out.append(f"scored:  not run ({s.get('skipped', 'see the log')})")
         if self.evaluation_uri:
             report = os.path.join(self.evaluation_uri, REPORT_DIR, "report.md")
             out.append(f"report:  {report if os.path.exists(report) else self.evaluation_uri}")
@@ -207,12 +222,23 @@ def summarize(cfg: PipelineConfig, metadata_path: str, wall_s: float | None = No
     pushed_path = props["pushed_destination"].string_value if was_pushed else None
     already = was_pushed and "already_served" in props and bool(props["already_served"].int_value)
     infra_blessed, infra_failures, infra_note = _infra_result(latest("InfraBlessing"))
+    scoring = _scoring_record(latest("InferenceResult"))
     return RunSummary(
         pipeline=cfg.name, run_id=run.name, executions=executions, heads=heads,
         blessed=blessed, pushed=was_pushed, pushed_path=pushed_path, already_served=already,
         evaluation_uri=evaluation.uri if evaluation else None, wall_s=wall_s,
         log_path=log_path, infra_blessed=infra_blessed, infra_failures=infra_failures,
-        infra_note=infra_note)
+        infra_note=infra_note, scoring=scoring)
+
+
+def _scoring_record(result) -> dict | None:
+    if result is None:
+        return None
+    try:
+        with open(os.path.join(result.uri, batch_scoring.RESULT_FILE), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {"scored": False, "error": f"no readable record under {result.uri}"}
 
 
 def _infra_result(blessing) -> tuple[bool | None, list[str], str]:

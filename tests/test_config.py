@@ -199,6 +199,7 @@ EVERY_TASK = {
     "evaluation": {"slices": ["b"]},
     "serving": {"model_name": "every", "keep_versions": 2,
                 "infra_check": {"examples": 4, "timeout_seconds": 60}},
+    "scoring": {"data": "new_rows.csv", "output": "scored/new_rows.parquet", "keys": ["b"]},
 }
 
 
@@ -369,7 +370,8 @@ EXCLUDED_FIELDS = {"heads[*].thresholds": ("thresholds",), "heads[*].gate": ("ga
                    "heads[*].baseline_margin": ("baseline_margin",),
                    "validation": ("validation",), "evaluation": ("evaluation_slices",),
                    "serving": ("model_name", "keep_versions", "infra_check_examples",
-                               "infra_check_timeout_s"), "beam_args": ("beam_args",)}
+                               "infra_check_timeout_s"), "beam_args": ("beam_args",),
+                   "scoring": ("scoring_data", "scoring_output", "scoring_keys")}
 
 
 def test_trainer_code_reads_no_training_excluded_field():
@@ -517,3 +519,17 @@ def test_the_infra_check_settings_are_read_and_checked():
         config_lib.from_dict({**raw, "serving": {"infra_check": {"timeout_seconds": 0}}})
     with pytest.raises(config_lib.ConfigError, match=r"serving\.infra_check.*unknown key"):
         config_lib.from_dict({**raw, "serving": {"infra_check": {"example": 8}}})
+
+
+def test_the_scoring_stage_needs_its_data_and_output(tmp_path):
+    raw = json.loads(config_lib.to_json(config_lib.load(TAXI)))["config"]
+    assert config_lib.from_dict(raw).scoring_data is None  # no section: no stage
+    cfg = config_lib.from_dict({**raw, "scoring": {"data": "new.csv", "output": "s.parquet"}},
+                               source=str(tmp_path / "c.yaml"))
+    assert cfg.resolve_file(cfg.scoring_output) == str(tmp_path / "s.parquet")
+    assert config_lib.from_json(config_lib.to_json(cfg)) == cfg
+    with pytest.raises(config_lib.ConfigError, match=r"scoring\.output: needs both `data`"):
+        config_lib.from_dict({**raw, "scoring": {"data": "new.csv"}})
+    with pytest.raises(config_lib.ConfigError, match=r"scoring\.keys: expected a list"):
+        config_lib.from_dict({**raw, "scoring": {"data": "a.csv", "output": "b.csv",
+                                                 "keys": [1]}})

@@ -3,7 +3,7 @@ beside labels derived from columns (binary: a threshold on the count, and two va
 four-valued column against the rest; multiclass: classes that merge that column's values),
 through the real pipeline: the pre-flight
 check, Transform, Trainer, the Evaluator's gates and baseline, the report, the push, the served
-Regress and Classify signatures, and `headwise score` on the data. The data is a folder of two
+Regress and Classify signatures, and the scoring stage on the data. The data is a folder of two
 Parquet files (`data.parquet`), so ParquetExampleGen runs here too (its examples are
 byte-identical to a CSV's of the same rows: tests/test_sources.py).
 
@@ -68,6 +68,9 @@ def cfg(tmp_path_factory) -> config_lib.PipelineConfig:
                    "classes": {"low": ["q1", "q2"], "mid": "q3"}, "other_class": "top"}],
         "model": {"hidden_units": [16, 8]},
         "trainer": {"train_steps": 300, "eval_steps": 20},
+        # the pipeline's scoring stage, after the push: every head on the same folder
+        "scoring": {"data": str(path), "output": str(folder.parent / "scored.parquet"),
+                    "keys": ["xq"]},
     }, source=str(path))
 
 
@@ -111,12 +114,11 @@ def test_derived_binary_labels_train_gate_and_say_how_they_were_derived(run):
     assert band.passed and band.metrics["accuracy"] > 0.6, summary.table()
 
 
-def test_derived_heads_are_served_and_scored(run, cfg, tmp_path):
-    """The served Classify signature of `upper` follows x; `headwise score` on the Parquet
-    folder writes every head's columns, the derived ones with their 0/1 classes."""
-    from serving import scoring
-
-    out, _ = run
+def test_derived_heads_are_served_and_scored(run, cfg):
+    """The served Classify signature of `upper` follows x; the pipeline's scoring stage
+    (`headwise score` on the pushed version) writes every head's columns for the Parquet
+    folder, the derived ones with their 0/1 classes, and the summary says where."""
+    out, summary = run
     (version,) = glob.glob(os.path.join(out, "serving", cfg.model_name, "*"))
     info = examples_lib.read_model_info(version)
     model = tf.saved_model.load(version)
@@ -126,10 +128,13 @@ def test_derived_heads_are_served_and_scored(run, cfg, tmp_path):
         **{contract.CLASSIFY_INPUTS: examples})
     p_upper = got[contract.CLASSIFY_OUTPUT_SCORES].numpy()[:, 1]
     assert p_upper[0] < 0.2 < 0.8 < p_upper[1], p_upper
-    job = scoring.plan(os.path.join(out, "serving", cfg.model_name), cfg.resolve_data(),
-                       str(tmp_path / "scored.parquet"), ["xq"])
-    assert scoring.run(job)["rows"] == ROWS
-    table = pq.read_table(tmp_path / "scored.parquet").to_pydict()
+    assert summary.executions["BatchScoring"] == "COMPLETE"
+    scored = cfg.resolve_file(cfg.scoring_output)
+    assert summary.scoring["scored"] and summary.scoring["rows"] == ROWS, summary.scoring
+    assert summary.scoring["model"] == summary.pushed_path
+    assert f"scored:  {scored} ({ROWS:,} rows of {cfg.resolve_data()}" in summary.table()
+    table = pq.read_table(scored).to_pydict()
+    assert table["xq"] == pq.read_table(cfg.resolve_data()).column("xq").to_pylist()
     upper = np.array(table["upper_p_1"])
     high = np.isin(np.char.lower(np.array(table["xq"], dtype=str)), ["q3", "q4"])
     assert upper[high].mean() > 0.7 > 0.3 > upper[~high].mean()

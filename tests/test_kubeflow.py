@@ -256,3 +256,15 @@ def test_the_pusher_waits_for_the_infra_check_in_the_pipeline_image(compiled, cf
     value = lambda name: task[name]["runtimeValue"]["constantValue"]  # noqa: E731
     assert int(value("examples_per_request")["intValue"]) == cfg.infra_check_examples
     assert int(value("timeout_seconds")["intValue"]) == cfg.infra_check_timeout_s
+
+
+def test_the_scoring_stage_compiles_after_the_pusher_with_urls_only(cfg, deploy, tmp_path):
+    local = dataclasses.replace(cfg, scoring_data="new.csv", scoring_output="gs://b/s.parquet")
+    with pytest.raises(config_lib.ConfigError, match=r"scoring\.data: .*new\.csv is a local "
+                                                     r"path.*gs://"):
+        kfp_compile.compile_pipeline(local, deploy, str(tmp_path / "a.yaml"))
+    remote = dataclasses.replace(local, scoring_data="gs://b/new/")
+    _, spec = _compile(remote, deploy, tmp_path)
+    assert "Pusher" in _deps(spec)["BatchScoring"]
+    assert _executor_args(spec, "BatchScoring")["image"] == deploy.image
+    assert "gs://b/new/" in json.dumps(spec["root"]["dag"]["tasks"]["BatchScoring"])

@@ -144,3 +144,25 @@ def test_what_is_wrong_before_beam_starts_is_named_with_the_fix(model, tmp_path)
     with pytest.raises(scoring.ClientError, match=r"CSV \(\.csv\) or Parquet"):
         scoring.plan(export, str(tmp_path / "*.*"), str(tmp_path / "o.csv"))
     assert not glob.glob(str(tmp_path / "o.csv*"))
+
+
+def test_the_pipeline_stage_records_rows_or_the_error_and_the_summary_shows_it(model, tmp_path):
+    """BatchScoring's work (components/batch_scoring.py: `headwise score` as a child process):
+    the rows scored, or the command's own error line, which the run's summary prints."""
+    from components import batch_scoring
+    from pipeline.summary import RunSummary
+
+    export, raw, _ = model
+    _write_csv(tmp_path / "in.csv", raw[:30])
+    out = str(tmp_path / "s.parquet")
+    ok = batch_scoring.run_scoring(export, str(tmp_path / "in.csv"), out, "id")
+    assert ok["scored"] and ok["rows"] == 30, ok
+    assert pq.read_table(out).column("id").to_pylist() == [r["id"] for r in raw[:30]]
+    bad = batch_scoring.run_scoring(export, str(tmp_path / "in.csv"), str(tmp_path / "t.csv"),
+                                    "nope")
+    assert not bad["scored"] and not os.path.exists(tmp_path / "t.csv")
+    assert bad["error"].endswith("--keys names column(s) the data does not have: nope"), bad
+    summary = RunSummary("p", "r", {}, [], True, True, "/v/1", False, None,
+                         scoring={**bad, "data": "in.csv", "output": "t.csv"})
+    assert summary.scoring_failed
+    assert f"scored:  FAILED, in.csv: {bad['error']}" in summary.table()

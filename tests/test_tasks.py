@@ -83,9 +83,12 @@ def count_cfg(**head):
         "heads": [{"name": "trips", "label": "n", "task": "count", **head}]})
 
 
-def test_a_count_head_defaults_to_poisson_loss_mae_and_deviance():
+def test_a_count_head_defaults_to_poisson_loss_deviance_and_mae():
+    """Deviance is the main metric (the gate against the training mean): what the Poisson
+    loss fits; `headwise init`'s count heads rely on it."""
     (head,) = count_cfg().heads
-    assert head.loss == "poisson" and head.metrics == ("mae", "poisson_deviance")
+    assert head.loss == "poisson" and head.metrics == ("poisson_deviance", "mae")
+    assert head.main_metric == "poisson_deviance"
     assert tasks.of(head).signature == tasks.REGRESS
     for key, value, takers in (("normalize", False, "regression"), ("positive", "1", "binary"),
                                ("delimiter", ";", "multilabel")):

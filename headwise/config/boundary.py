@@ -83,6 +83,9 @@ def to_raw(cfg: PipelineConfig, scope: Scope = Scope.FULL) -> dict[str, Any]:
         "evaluation": {"slices": list(cfg.evaluation_slices)},
         "beam_args": list(cfg.beam_args),
     }
+    if cfg.scoring_data is not None:
+        raw["scoring"] = {"data": cfg.scoring_data, "output": cfg.scoring_output,
+                          "keys": list(cfg.scoring_keys)}
     if scope is Scope.TRAINING:
         for path in TRAINING_EXCLUDED:
             for node, key, _ in list(_found(raw, path)):

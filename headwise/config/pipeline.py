@@ -21,7 +21,7 @@ from headwise.config.validation import ValidationConfig, parse_validation
 
 PACKAGE_PREFIX = "package://"
 TOP_KEYS = ("name", "data", "features", "heads", "model", "trainer", "serving", "beam_args",
-            "validation", "evaluation")
+            "validation", "evaluation", "scoring")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +40,13 @@ class PipelineConfig:
     # time limit of the whole check, the model's loading included.
     infra_check_examples: int = 32
     infra_check_timeout_s: int = 300
+    # The scoring stage after a push (components/batch_scoring.py): every head's answers for
+    # the rows of `scoring_data` (CSV or Parquet: a file, folder or glob) written to
+    # `scoring_output` (.csv/.parquet: one file; else a folder), next to `scoring_keys`. Both
+    # paths relative to the config file. None: no scoring stage.
+    scoring_data: str | None = None
+    scoring_output: str | None = None
+    scoring_keys: tuple[str, ...] = ()
     beam_args: tuple[str, ...] = ()
     # train/validation/test shares (headwise.config.data), and the column rows are grouped by
     split: tuple[tuple[str, float], ...] = DEFAULT_SPLIT
@@ -190,6 +197,15 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
             ic.fail(f"must be >= 1, got {value}", key)
     if not NAME_RE.match(model_name):
         s.fail(f"{model_name!r} is not a valid model name", "model_name")
+    sc = Fields(source, "scoring", top.get("scoring", dict, {}), ("data", "output", "keys"))
+    scoring_data = sc.get("data", str, None)
+    scoring_output = sc.get("output", str, None)
+    scoring_keys = sc.get("keys", list, [])
+    if (scoring_data is None) != (scoring_output is None):
+        sc.fail("needs both `data` (the rows to score) and `output` (where their answers go)",
+                "output" if scoring_output is None else "data")
+    if not all(isinstance(k, str) and k for k in scoring_keys):
+        sc.fail(f"expected a list of column names, got {scoring_keys!r}", "keys")
     validation = parse_validation(top, features, heads)
     ev = Fields(source, "evaluation", top.get("evaluation", dict, {}), ("slices",))
     slices = tuple(ev.get("slices", list, []))
@@ -210,6 +226,8 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
                          keep_versions=keep_versions,
                          infra_check_examples=infra_check_examples,
                          infra_check_timeout_s=infra_check_timeout_s,
+                         scoring_data=scoring_data, scoring_output=scoring_output,
+                         scoring_keys=tuple(scoring_keys),
                          beam_args=tuple(beam_args), source=source)
     if columns is not None:
         check_columns(cfg, columns, data_name=data.path)

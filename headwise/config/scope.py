@@ -57,6 +57,7 @@ _OTHERS: Mapping[str, str] = {
     "serving": "Pusher and deployment: the served model's name, the versions kept",
     "beam_args": "runners: every Beam component's beam_pipeline_args, never read from the "
                  "config by user code",
+    "scoring": "BatchScoring: the rows scored with every head after a push",
 }
 
 #: The config keys that no code run by Transform or Trainer (trainer/, headwise/) reads, as paths
