@@ -17,33 +17,29 @@ the error; `headwise run` exits 1.
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 
 import tensorflow as tf
 from absl import logging
 from tfx import v1 as tfx
 
+from components.child import run_module
+
 RESULT_FILE = "scoring.json"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORED = re.compile(r"^scored ([\d,]+) rows in ([\d.]+) s")
 
 
-def score_command(model_dir: str, data: str, output: str, keys: str) -> list[str]:
-    cmd = [sys.executable, "-m", "cli", "score", "--model", model_dir, "--data", data,
-           "--output", output]
-    return cmd + (["--keys", keys] if keys else [])
+def score_args(model_dir: str, data: str, output: str, keys: str) -> list[str]:
+    """`headwise score`'s arguments (`python -m cli score ...`)."""
+    args = ["score", "--model", model_dir, "--data", data, "--output", output]
+    return args + (["--keys", keys] if keys else [])
 
 
 def run_scoring(model_dir: str, data: str, output: str, keys: str) -> dict:
     """`headwise score` as a child process; what it did: {model, seconds, scored, rows} or
     {model, seconds, scored: False, error} (the command's own error line where it gave one)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     start = time.monotonic()
-    done = subprocess.run(score_command(model_dir, data, output, keys), cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    done = run_module("cli", score_args(model_dir, data, output, keys))
     lines = (done.stdout + done.stderr).strip().splitlines()
     for line in lines:
         logging.info("scoring: %s", line)

@@ -25,7 +25,6 @@ with the TF Serving image instead (kubeflow/compile.py).
 import json
 import os
 import subprocess
-import sys
 import tempfile
 
 import tensorflow as tf
@@ -35,12 +34,12 @@ from tfx.components.util import model_utils
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components.child import run_module
 from headwise.config.data import TEST
 
 CHECK_MODULE = "serving.infra_check"  # run as a child process: `python -m serving.infra_check`
 RESULT_FILE = "infra_check.json"
 BLESSED_FILE, NOT_BLESSED_FILE = "INFRA_BLESSED", "INFRA_NOT_BLESSED"  # TFX's marker files
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRACE_S = 60  # beyond the check's own limit: the child's start (imports) and its cleanup
 
 
@@ -62,13 +61,10 @@ def _test_files(examples) -> list[str]:
 def run_check(model_path: str, files: list[str], result_path: str, count: int, timeout_s: int
               ) -> dict:
     """Run the check process; its result, or a failed result saying why it gave none."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", CHECK_MODULE, "--model", model_path, "--examples", *files,
-           "--count", str(count), "--timeout", str(timeout_s), "--output", result_path]
+    args = ["--model", model_path, "--examples", *files, "--count", str(count), "--timeout",
+            str(timeout_s), "--output", result_path]
     try:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout_s + GRACE_S)
+        done = run_module(CHECK_MODULE, args, timeout=timeout_s + GRACE_S)
         output = done.stdout + done.stderr
     except subprocess.TimeoutExpired as e:
         output = f"{e.stdout or ''}{e.stderr or ''}"

@@ -51,8 +51,8 @@ from tensorflow_serving.apis import (
 )
 
 from headwise import contract, tasks
+from serving import rest_client, tensors
 from serving import server as server_lib
-from serving import tensors
 from serving.client import HeadwiseClient
 from serving.predictions import ClientError, task_of
 
@@ -154,7 +154,7 @@ class Checker:
             except ClientError as e:  # the gRPC client's own wrapping of an RpcError
                 error = str(e)
             except urllib.error.HTTPError as e:
-                error = f"HTTP {e.code}: {_http_error(e)}"
+                error = f"HTTP {e.code}: {rest_client.error_message(e)}"
             except Exception as e:  # noqa: BLE001 - any failure of the call is the verdict
                 error = f"{type(e).__name__}: {e}"
         self.calls.append({"api": api, "signature": signature, "passed": not error,
@@ -312,13 +312,6 @@ def _numbers(value: Any) -> list[float]:
     return []
 
 
-def _http_error(e: urllib.error.HTTPError) -> str:
-    try:
-        return json.loads(e.read())["error"]
-    except (ValueError, KeyError, TypeError):
-        return str(e.reason)
-
-
 def _stage(model: str, work: str) -> str:
     """A base directory that serves the candidate as version VERSION: a link to a local model,
     a copy of one on an object store (gs://...: Kubeflow's artifacts)."""
@@ -346,7 +339,8 @@ def check(model: str, examples: list[bytes], timeout: float, binary: str | None 
     result: dict[str, Any] = {"model": model, "examples": len(examples), "calls": []}
     with tempfile.TemporaryDirectory(prefix="headwise-infra-check-") as work:
         base = _stage(model, work)
-        port, rest_port = free_port(), free_port()
+        # the binary needs ports named up front; the built-in server picks free ones itself
+        port, rest_port = (free_port(), free_port()) if binary else (0, 0)
         process = running = None
         if binary:
             result["server"] = binary

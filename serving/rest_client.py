@@ -45,6 +45,14 @@ from serving.predictions import (
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
 
+def error_message(e: urllib.error.HTTPError) -> str:
+    """TF Serving's {"error": ...} body of an HTTP error, or the status's reason."""
+    try:
+        return json.loads(e.read())["error"]
+    except (ValueError, KeyError, TypeError):
+        return str(e.reason)
+
+
 def _float32(x: float) -> float:
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
@@ -76,11 +84,7 @@ class RestClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as e:
-            try:
-                message = json.loads(e.read())["error"]
-            except (ValueError, KeyError, TypeError):
-                message = e.reason
-            raise ClientError(f"HTTP {e.code}: {message}") from None
+            raise ClientError(f"HTTP {e.code}: {error_message(e)}") from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ClientError(f"no answer from a REST API at {self.host}:{self.rest_port} "
