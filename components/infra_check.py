@@ -12,8 +12,9 @@ client uses over gRPC and REST, under a time limit. Its output is TFX's InfraBle
 requires; `infra_check.json` beside it lists every call, and a failure names the signature and
 the server's error.
 
-The check runs only for a model the Evaluator blessed (a model that will not be pushed needs no
-server); otherwise the InfraBlessing is 0 with `checked` 0.
+Like TFX's InfraValidator, it takes the model and the examples only, not the Evaluator's
+blessing: the two verdicts are independent (a run shows both), and a rerun that changes only a
+gate reruns the Evaluator and reuses this check from the cache.
 
 The pipeline's process imports no serving code (tests/test_layering.py): the check is a child
 process of the repository's own Python. On Kubeflow the compiled spec uses TFX's InfraValidator
@@ -30,7 +31,6 @@ import tempfile
 import tensorflow as tf
 from absl import logging
 from tfx import v1 as tfx
-from tfx.components.util import model_utils
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
@@ -43,14 +43,13 @@ BLESSED_FILE, NOT_BLESSED_FILE = "INFRA_BLESSED", "INFRA_NOT_BLESSED"  # TFX's m
 GRACE_S = 60  # beyond the check's own limit: the child's start (imports) and its cleanup
 
 
-def _mark(blessing, blessed: bool, checked: bool, result: dict) -> None:
+def _mark(blessing, blessed: bool, result: dict) -> None:
     with tf.io.gfile.GFile(os.path.join(blessing.uri, RESULT_FILE), "w") as fh:
         fh.write(json.dumps(result, indent=1))
     with tf.io.gfile.GFile(os.path.join(blessing.uri, BLESSED_FILE if blessed
                                         else NOT_BLESSED_FILE), "w") as fh:
         fh.write("")
     blessing.set_int_custom_property("blessed", int(blessed))
-    blessing.set_int_custom_property("checked", int(checked))
 
 
 def _test_files(examples) -> list[str]:
@@ -90,17 +89,11 @@ def failure_lines(result: dict) -> list[str]:
 def InfraCheck(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    model_blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
     examples_per_request: tfx.dsl.components.Parameter[int] = 32,
     timeout_seconds: tfx.dsl.components.Parameter[int] = 300,
 ) -> None:
     """Bless the model for serving if every call of the check passed (module doc)."""
-    if not model_utils.is_model_blessed(model_blessing):
-        logging.info("infra check: not run, the Evaluator did not bless the model")
-        _mark(blessing, False, False, {"passed": False, "calls": [], "skipped":
-                                       "the Evaluator did not bless the model"})
-        return
     with tempfile.TemporaryDirectory(prefix="headwise-infra-") as work:
         result = run_check(path_utils.serving_model_path(model.uri), _test_files(examples),
                            os.path.join(work, RESULT_FILE), examples_per_request,
@@ -112,4 +105,4 @@ def InfraCheck(
         logging.info("infra check: passed, %d calls on %s examples (%s, %.1f s)",
                      len(result["calls"]), result.get("examples"), result.get("server"),
                      result.get("seconds", 0.0))
-    _mark(blessing, result.get("passed", False) and not lines, True, result)
+    _mark(blessing, result.get("passed", False) and not lines, result)

@@ -3,7 +3,7 @@
 ExampleGen (CsvExampleGen or ParquetExampleGen: the data's source) -> ImportSchemaGen (the
 curated schema) -> StatisticsGen (with that schema) -> ExampleValidator -> DataValidationGate ->
 Transform -> Trainer -> Resolver (the latest blessed model) -> Evaluator (the candidate against
-it) -> InfraCheck (the blessed candidate answers real requests in a model server) -> Pusher
+it) and, beside it, InfraCheck (the candidate answers real requests in a model server) -> Pusher
 [-> BatchScoring, with a `scoring:` section: every head's answers for a data set].
 Without a curated schema, SchemaGen infers one from StatisticsGen's output instead
 (StatisticsGen then runs first).
@@ -37,7 +37,6 @@ from pipeline import schema as schema_lib
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
-INFRA_CHECK_ID = "InfraCheck"
 
 
 def code_version(root: str | None = None) -> str:
@@ -140,14 +139,6 @@ def _weights_version(cfg: PipelineConfig) -> str:
     return files_version(cfg.resolve_file(image.weights))
 
 
-def local_infra_check(cfg: PipelineConfig, model, examples, model_blessing):
-    """The infra check in a model server of its own on this machine (components/infra_check.py):
-    the blessed candidate answers the test split's examples on every signature."""
-    return InfraCheck(model=model, examples=examples, model_blessing=model_blessing,
-                      examples_per_request=cfg.infra_check_examples,
-                      timeout_seconds=cfg.infra_check_timeout_s)
-
-
 def create_pipeline(
     cfg: PipelineConfig,
     *,
@@ -163,15 +154,11 @@ def create_pipeline(
     distribution_strategy: str = "none",
     request_log_dir: str = "",
     baselines_key: str = "",
-    infra_validator=None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline for cfg. `request_log_dir`: where `headwise serve` logs requests (the skew
     baseline); `baselines_key`: `data_gate.baselines_key(...)` of the moment, so the gate's
     cached verdict is reused only while the served version and the request logs are the same
-    (empty: the runner caches nothing across baselines itself, as on Kubeflow).
-    `infra_validator(cfg, model, examples, model_blessing)`: the component whose InfraBlessing
-    the Pusher requires; default: `InfraCheck`, the local check (Kubeflow passes TFX's
-    InfraValidator with the TF Serving image)."""
+    (empty: the runner caches nothing across baselines itself, as on Kubeflow)."""
     example_gen = example_gen_component(cfg, data_root)
     # The curated, reviewed data contract; without one, SchemaGen infers a schema below.
     imported = tfx.components.ImportSchemaGen(schema_file=schema_file) if schema_file else None
@@ -209,9 +196,11 @@ def create_pipeline(
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"], cfg=cfg)
-    infra_check = (infra_validator or local_infra_check)(
-        cfg, trainer.outputs["model"], example_gen.outputs["examples"],
-        evaluator.outputs["blessing"]).with_id(INFRA_CHECK_ID)  # one id, local or Kubeflow
+    # Beside the Evaluator, not after it (as TFX's InfraValidator): a gate-only rerun reuses it.
+    infra_check = InfraCheck(model=trainer.outputs["model"],
+                             examples=example_gen.outputs["examples"],
+                             examples_per_request=cfg.infra_check_examples,
+                             timeout_seconds=cfg.infra_check_timeout_s)
     pusher = Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         infra_blessing=infra_check.outputs["blessing"],

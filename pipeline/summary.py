@@ -50,7 +50,7 @@ class RunSummary:
     evaluation_uri: str | None
     wall_s: float | None = None
     log_path: str | None = None
-    # The infra check (components/infra_check.py): None when it did not run (no blessed model),
+    # The infra check (components/infra_check.py): None when it did not run (stopped before),
     # else whether every call passed; the failed calls, one line each; what it ran.
     infra_blessed: bool | None = None
     infra_failures: list[str] = dataclasses.field(default_factory=list)
@@ -243,9 +243,8 @@ def _scoring_record(result) -> dict | None:
 
 def _infra_result(blessing) -> tuple[bool | None, list[str], str]:
     """The infra check's verdict, failed calls and a note on what it ran; (None, [], "") when
-    it did not run (no InfraBlessing, or the Evaluator did not bless the model)."""
-    if blessing is None or "checked" not in blessing.custom_properties or \
-            not blessing.custom_properties["checked"].int_value:
+    it did not run (the run stopped before it)."""
+    if blessing is None or "blessed" not in blessing.custom_properties:
         return None, [], ""
     blessed = bool(blessing.custom_properties["blessed"].int_value)
     try:

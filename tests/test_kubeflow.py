@@ -247,10 +247,12 @@ def test_parquet_data_compiles_to_the_parquet_example_gen(cfg, deploy, tmp_path)
 def test_the_pusher_waits_for_the_infra_check_in_the_pipeline_image(compiled, cfg, deploy):
     """On Kubeflow too, every candidate answers real requests in a model server before the
     push: the InfraCheck runs in the pipeline image (which carries tensorflow_model_server,
-    tests/test_parity.py), after the Evaluator, with the config's settings."""
+    tests/test_parity.py), on the Trainer's model beside the Evaluator (as TFX's InfraValidator),
+    with the config's settings."""
     _, spec = compiled
     deps = _deps(spec)
-    assert "InfraCheck" in deps["Pusher"] and "Evaluator" in deps["InfraCheck"]
+    assert {"InfraCheck", "Evaluator"} <= set(deps["Pusher"])
+    assert "Trainer" in deps["InfraCheck"] and "Evaluator" not in deps["InfraCheck"]
     assert _executor_args(spec, "InfraCheck")["image"] == deploy.image
     task = spec["root"]["dag"]["tasks"]["InfraCheck"]["inputs"]["parameters"]
     value = lambda name: task[name]["runtimeValue"]["constantValue"]  # noqa: E731

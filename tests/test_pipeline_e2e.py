@@ -238,7 +238,9 @@ def test_rerun_reuses_the_cache_and_does_not_push_twice(first_run, cfg, tmp_path
     # The gate's drift baseline did change: the first run had no served model to compare with.
     assert again.executions["DataValidationGate"] == "COMPLETE"
     # The Evaluator runs again because it now has a baseline: the first run's blessed model.
+    # The infra check does not depend on its verdict (as TFX's InfraValidator): reused.
     assert again.executions["Evaluator"] == "COMPLETE"
+    assert again.executions["InfraCheck"] == "CACHED"
     assert again.blessed is True and again.pushed and again.already_served, again.table()
     assert again.pushed_path == first.pushed_path
     versions = glob.glob(os.path.join(out, "serving", cfg.model_name, "*", "saved_model.pb"))
@@ -283,8 +285,9 @@ def test_one_impossible_threshold_blocks_the_push_and_names_head_metric_gate(fir
     strict = _with_threshold(cfg, "fare", "mae", max=0.01)
     summary = local_runner.run(strict, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
                                quiet=True)
-    # Only the gate changed: data, Transform and Trainer come from the cache.
+    # Only the gate changed: data, Transform, Trainer and the infra check come from the cache.
     assert summary.executions["Trainer"] == "CACHED"
+    assert summary.executions["InfraCheck"] == "CACHED"
     assert summary.executions["Evaluator"] == "COMPLETE"
     assert summary.blessed is False and not summary.pushed
     assert summary.head("fare").failures and not summary.head("fare").passed
