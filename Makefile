@@ -21,10 +21,10 @@ digits: venv  ## The image example: write scikit-learn's digits as PNGs + labels
 
 test: venv  ## Lint, unit tests, then the end-to-end pipeline tests (README, Tests: how long)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -v
+	$(PY) -m pytest -v -n 2 --dist loadscope --no-loadscope-reorder --durations=30
 
 test-fast: venv  ## Unit tests only, no pipeline run
-	$(PY) -m pytest -v -m "not e2e"
+	$(PY) -m pytest -v -n 2 --dist loadscope -m "not e2e"
 
 serve: venv  ## Serve the pushed model over TF Serving's gRPC API on 127.0.0.1:8500, logging requests
 	$(VENV)/bin/headwise serve --model-dir outputs/serving/taxi --request-log-dir outputs/request_logs/taxi

@@ -16,3 +16,28 @@ def penguins_in_memory(tmp_path_factory) -> str:
 
     return penguins_components.run(str(tmp_path_factory.mktemp("penguins_in_memory")),
                                    penguins_components.IN_MEMORY)
+
+
+# `make test` runs on two workers (pytest-xdist). The unit of work is a module, so a module-scoped
+# pipeline run happens once; the modules that share a session fixture above are one unit with
+# it. The end-to-end modules, the long ones, are handed out first, so that neither worker is
+# left with one at the end. (xdist's own `loadgroup` cannot do this under pytest 9: it renames
+# node ids, which pytest 9 no longer allows.)
+SHARED_SESSION_UNITS = {"tests/test_beam_modes.py": "penguins_in_memory",
+                        "tests/test_multi_worker.py": "penguins_in_memory"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SHARED_SESSION_UNITS.get(module, module)
+
+    return ModuleScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):  # an xdist worker: the order in which units are handed out
+        items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable
