@@ -10,7 +10,11 @@ built-in server otherwise, and sends the test split's first examples to every si
 client uses over gRPC and REST, under a time limit. Its output is TFX's InfraBlessing
 (`blessed` 1 or 0, the INFRA_BLESSED / INFRA_NOT_BLESSED marker file), which TFX's Pusher
 requires; `infra_check.json` beside it lists every call, and a failure names the signature and
-the server's error.
+the server's error. The check serves the candidate with TF Serving's warm-up file
+(`tf_serving_warmup_requests`: one record per call a client makes, on the same examples), which
+the server replays while loading; a passing check keeps the file beside the blessing, and the
+Pusher puts it into the pushed version, so production's first request is not a cold one (TFX's
+InfraValidator does the same with `make_warmup`).
 
 Like TFX's InfraValidator, it takes the model and the examples only, not the Evaluator's
 blessing: the two verdicts are independent (a run shows both), and a rerun that changes only a
@@ -35,10 +39,14 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components.child import run_module
+from headwise import contract
 from headwise.config.data import TEST
 
 CHECK_MODULE = "serving.infra_check"  # run as a child process: `python -m serving.infra_check`
 RESULT_FILE = "infra_check.json"
+# TF Serving's warm-up requests that the server replayed at load (serving/warmup.py); the
+# Pusher puts this file into the pushed version (contract.WARMUP_FILE)
+WARMUP_FILE = os.path.basename(contract.WARMUP_FILE)
 BLESSED_FILE, NOT_BLESSED_FILE = "INFRA_BLESSED", "INFRA_NOT_BLESSED"  # TFX's marker files
 GRACE_S = 60  # beyond the check's own limit: the child's start (imports) and its cleanup
 
@@ -57,11 +65,14 @@ def _test_files(examples) -> list[str]:
     return sorted(os.path.join(uri, f) for f in tf.io.gfile.listdir(uri))
 
 
-def run_check(model_path: str, files: list[str], result_path: str, count: int, timeout_s: int
-              ) -> dict:
-    """Run the check process; its result, or a failed result saying why it gave none."""
+def run_check(model_path: str, files: list[str], result_path: str, count: int, timeout_s: int,
+              warmup_path: str | None = None) -> dict:
+    """Run the check process; its result, or a failed result saying why it gave none. A check
+    that passed leaves the warm-up file the server replayed at `warmup_path`."""
     args = ["--model", model_path, "--examples", *files, "--count", str(count), "--timeout",
             str(timeout_s), "--output", result_path]
+    if warmup_path:
+        args += ["--warmup", warmup_path]
     try:
         done = run_module(CHECK_MODULE, args, timeout=timeout_s + GRACE_S)
         output = done.stdout + done.stderr
@@ -95,9 +106,13 @@ def InfraCheck(
 ) -> None:
     """Bless the model for serving if every call of the check passed (module doc)."""
     with tempfile.TemporaryDirectory(prefix="headwise-infra-") as work:
+        local_warmup = os.path.join(work, WARMUP_FILE)
         result = run_check(path_utils.serving_model_path(model.uri), _test_files(examples),
                            os.path.join(work, RESULT_FILE), examples_per_request,
-                           timeout_seconds)
+                           timeout_seconds, local_warmup)
+        if result.get("passed") and os.path.exists(local_warmup):
+            tf.io.gfile.copy(local_warmup, os.path.join(blessing.uri, WARMUP_FILE),
+                             overwrite=True)
     lines = failure_lines(result)
     for line in lines:
         logging.error("infra check FAILED: %s", line)

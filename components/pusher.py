@@ -46,6 +46,7 @@ from tfx.utils import io_utils, json_utils, proto_utils
 from tfx.v1.components import Pusher as StockPusher
 
 from components.data_gate import BASELINE_STATISTICS, DRIFT_SPLIT
+from headwise import contract
 from headwise.versions import SAVED_MODEL, numeric_versions
 
 PUSH_RECORD = os.path.join("assets.extra", "headwise_push.json")
@@ -267,13 +268,22 @@ def push_model(model_path: str, base_dir: str, source: str, keep_versions: int =
 
 
 def _extra_files(input_dict) -> dict[str, bytes]:
-    """The training data's statistics travel with the version: the next run's
-    DataValidationGate measures drift against the data of the model being served."""
-    if not input_dict.get(STATISTICS_KEY):
-        return {}
-    stats = stats_artifact_utils.load_statistics(artifact_utils.get_single_instance(
-        input_dict[STATISTICS_KEY]), DRIFT_SPLIT).proto()
-    return {BASELINE_STATISTICS: stats.SerializeToString()}
+    """Files the version gets besides the model: the training data's statistics (the next
+    run's DataValidationGate measures drift against the data of the model being served) and
+    TF Serving's warm-up requests that the infra check's server replayed (components/
+    infra_check.py)."""
+    extra = {}
+    if input_dict.get(STATISTICS_KEY):
+        stats = stats_artifact_utils.load_statistics(artifact_utils.get_single_instance(
+            input_dict[STATISTICS_KEY]), DRIFT_SPLIT).proto()
+        extra[BASELINE_STATISTICS] = stats.SerializeToString()
+    infra = input_dict.get(standard_component_specs.INFRA_BLESSING_KEY)
+    if infra:
+        warmup = os.path.join(artifact_utils.get_single_instance(infra).uri,
+                              os.path.basename(contract.WARMUP_FILE))
+        if Storage().exists(warmup):
+            extra[contract.WARMUP_FILE] = Storage().read(warmup)
+    return extra
 
 
 class Executor(stock.Executor):

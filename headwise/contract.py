@@ -43,6 +43,10 @@ CLASSIFY_OUTPUT_SCORES = "scores"
 REGRESS_INPUTS = "inputs"
 REGRESS_OUTPUTS = "outputs"
 
+# TF Serving replays the requests in this file of a SavedModel while it loads the version
+# (saved_model_warmup_util.cc; serving/warmup.py writes it).
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
 CLASSIFY_PREFIX = "classify_"
 REGRESS_PREFIX = "regress_"
 

@@ -16,6 +16,10 @@ is loaded and queried in a process of its own, never in the pipeline's:
     serving_default as the quick client sends it, :classify/:regress per head with the
     examples as JSON objects);
   * an answer must have one result per example and only finite numbers;
+  * once every call has passed, the candidate is loaded again as a second version with TF
+    Serving's warm-up file (serving/warmup.py: one request per call a client makes, on the same
+    examples), which the server replays while loading: the check's last call. `--warmup PATH`
+    keeps that file, for the Pusher to put into the pushed version;
   * everything runs under one time limit (`--timeout`), loading included.
 The result file lists every call (API, signature, passed, error, seconds) and says which server
 ran; the exit status is 0 when every call passed, 1 when one failed, 2 when the check could not
@@ -42,16 +46,10 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    regression_pb2,
-)
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from headwise import contract, tasks
-from serving import rest_client, tensors
+from serving import rest_client, tensors, warmup
 from serving import server as server_lib
 from serving.client import HeadwiseClient
 from serving.predictions import ClientError, task_of
@@ -60,6 +58,7 @@ log = logging.getLogger("headwise.infra_check")
 
 MODEL_NAME = "candidate"
 VERSION = 1
+WARM_VERSION = 2  # the candidate again, with its warm-up file, loaded after every call passed
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.State.END
 
@@ -135,6 +134,7 @@ class Checker:
         self.examples, self.deadline = examples, deadline
         self.client = HeadwiseClient(host, port, MODEL_NAME)
         self.calls: list[dict[str, Any]] = []
+        self.info: dict[str, Any] = {}  # the model's description, once read
 
     def remaining(self) -> float:
         return max(0.1, self.deadline - time.monotonic())
@@ -164,7 +164,10 @@ class Checker:
         return not error
 
     # --- gRPC ----------------------------------------------------------------------------
-    def wait_until_available(self, server: subprocess.Popen | None) -> None:
+    def wait_until_available(self, server: subprocess.Popen | None, version: int | None = None
+                             ) -> None:
+        """Until the model (`version` of it, if given) is AVAILABLE; its load error if the
+        server gave up on it."""
         stub = model_service_pb2_grpc.ModelServiceStub(self.client.channel)
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = MODEL_NAME
@@ -174,7 +177,8 @@ class Checker:
                                   "before the model was available")
             try:
                 response = stub.GetModelStatus(request, timeout=min(5.0, self.remaining()))
-                states = response.model_version_status
+                states = [s for s in response.model_version_status
+                          if version is None or s.version == version]
                 if any(s.state == AVAILABLE for s in states):
                     return
                 failed = [s.status.error_message for s in states
@@ -191,10 +195,7 @@ class Checker:
 
     def predict(self, signature: str, input_name: str | None, with_examples: bool = True,
                 finite: bool = True) -> dict[str, np.ndarray]:
-        request = predict_pb2.PredictRequest(model_spec=self.client.model_spec(signature))
-        if input_name is not None:
-            request.inputs[input_name].CopyFrom(
-                tensors.to_proto(np.array(self.examples, dtype=object)))
+        request = warmup.predict(MODEL_NAME, signature, input_name, self.examples)
         response = self.client.stub.Predict(request, timeout=self.remaining())
         out = {k: tensors.from_proto(v, k) for k, v in response.outputs.items()}
         if with_examples:
@@ -206,16 +207,13 @@ class Checker:
         return out
 
     def classify(self, signature: str) -> None:
-        request = classification_pb2.ClassificationRequest(
-            model_spec=self.client.model_spec(signature))
-        request.input.example_list.examples.extend(self._parsed())
+        request = warmup.classify(MODEL_NAME, signature, self.examples)
         result = self.client.stub.Classify(request, timeout=self.remaining()).result
         _count(len(result.classifications), len(self.examples), "classifications")
         _finite([c.score for r in result.classifications for c in r.classes], "scores")
 
     def regress(self, signature: str) -> None:
-        request = regression_pb2.RegressionRequest(model_spec=self.client.model_spec(signature))
-        request.input.example_list.examples.extend(self._parsed())
+        request = warmup.regress(MODEL_NAME, signature, self.examples)
         result = self.client.stub.Regress(request, timeout=self.remaining()).result
         _count(len(result.regressions), len(self.examples), "regressions")
         _finite([r.value for r in result.regressions], "values")
@@ -232,11 +230,6 @@ class Checker:
                 _count(len(result.classification_result.classifications), len(self.examples),
                        f"head {head['name']!r}")
             _finite(values, f"head {head['name']!r}")
-
-    def _parsed(self):
-        from tensorflow.core.example import example_pb2
-
-        return [example_pb2.Example.FromString(s) for s in self.examples]
 
     # --- REST ----------------------------------------------------------------------------
     def rest(self, method: str, path: str, body: dict | None = None) -> dict[str, Any]:
@@ -263,7 +256,7 @@ class Checker:
     def run(self) -> None:
         """Every call, in the order a client makes them; a failed call does not stop the
         others (the result names each failure)."""
-        info: dict[str, Any] = {}
+        info = self.info
 
         def read_info() -> None:
             out = self.predict(contract.MODEL_INFO_SIGNATURE, None, with_examples=False)
@@ -331,9 +324,40 @@ def _stage(model: str, work: str) -> str:
     return base
 
 
-def check(model: str, examples: list[bytes], timeout: float, binary: str | None = None
-          ) -> dict[str, Any]:
-    """Serve `model` and run every call against it; the result (see the module doc)."""
+def _stage_warm(base: str, logs: list) -> str:
+    """Version WARM_VERSION beside VERSION: the same files (links) plus TF Serving's warm-up
+    file, which the server replays while it loads the version, as it will after the push.
+    The file's path."""
+    source = os.path.realpath(os.path.join(base, str(VERSION)))
+    version = os.path.join(base, str(WARM_VERSION))
+    extra_dir = os.path.dirname(warmup.FILE)  # assets.extra
+    os.makedirs(os.path.join(version, extra_dir))
+    for entry in os.listdir(source):
+        if entry != extra_dir:
+            os.symlink(os.path.join(source, entry), os.path.join(version, entry))
+    if os.path.isdir(os.path.join(source, extra_dir)):
+        for f in os.listdir(os.path.join(source, extra_dir)):
+            if f != os.path.basename(warmup.FILE):  # one the model came with is replaced
+                os.symlink(os.path.join(source, extra_dir, f),
+                           os.path.join(version, extra_dir, f))
+    path = os.path.join(version, warmup.FILE)
+    warmup.write(path, logs)
+    return path
+
+
+def warmup_requests(model: str, examples: list[bytes]) -> list:
+    """The warm-up records for `model` (serving/warmup.py), from the heads its description
+    (assets.extra/headwise.json) lists."""
+    from headwise import examples as examples_lib
+
+    info = examples_lib.read_model_info(model)
+    return warmup.requests(info.get("pipeline") or MODEL_NAME, info.get("heads", []), examples)
+
+
+def check(model: str, examples: list[bytes], timeout: float, binary: str | None = None,
+          warmup_output: str | None = None) -> dict[str, Any]:
+    """Serve `model` and run every call against it; the result (see the module doc). The
+    warm-up file the server replayed is copied to `warmup_output` if every call passed."""
     start = time.monotonic()
     deadline = start + timeout
     result: dict[str, Any] = {"model": model, "examples": len(examples), "calls": []}
@@ -358,6 +382,12 @@ def check(model: str, examples: list[bytes], timeout: float, binary: str | None 
             if checker.call("gRPC GetModelStatus", "",
                             lambda: checker.wait_until_available(process)):
                 checker.run()
+            if checker.calls and all(c["passed"] for c in checker.calls):
+                logs = warmup_requests(model, examples)
+                warm_file = _stage_warm(base, logs)
+                result["warmup_records"] = len(logs)
+                checker.call(f"load with TF Serving's warm-up file ({len(logs)} requests)", "",
+                             lambda: checker.wait_until_available(process, WARM_VERSION))
         finally:
             checker.client.close()
             if running is not None:
@@ -374,8 +404,10 @@ def check(model: str, examples: list[bytes], timeout: float, binary: str | None 
                 stderr.close()
                 if not all(c["passed"] for c in checker.calls):
                     result["server_log"] = tail
-    result["calls"] = checker.calls
-    result["passed"] = bool(checker.calls) and all(c["passed"] for c in checker.calls)
+        result["calls"] = checker.calls
+        result["passed"] = bool(checker.calls) and all(c["passed"] for c in checker.calls)
+        if warmup_output and result["passed"]:
+            shutil.copyfile(warm_file, warmup_output)
     result["seconds"] = round(time.monotonic() - start, 3)
     return result
 
@@ -396,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds for the whole check, loading included")
     parser.add_argument("--output", required=True, help="the result, JSON")
+    parser.add_argument("--warmup", help="where to copy TF Serving's warm-up file that the "
+                                         "server replayed at load, if every call passed")
     parser.add_argument("--builtin", action="store_true",
                         help=f"the built-in server even where {server_lib.MODEL_SERVER_BINARY} "
                              "is on PATH")
@@ -410,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     binary = None if args.builtin else shutil.which(server_lib.MODEL_SERVER_BINARY)
     try:
-        result = check(args.model, examples, args.timeout, binary)
+        result = check(args.model, examples, args.timeout, binary, args.warmup)
     except Exception as e:  # noqa: BLE001 - the server did not start: that is the verdict
         result = {"model": args.model, "examples": len(examples), "passed": False,
                   "calls": [{"api": "start the model server", "signature": "", "passed": False,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -163,6 +163,9 @@ class VersionManager:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    # run on a version after it loads and before it serves (the server passes the replay of
+    # TF Serving's warm-up file, serving/warmup.py); a failure fails the load
+    warm_up: Callable[[Servable], object] | None = None
 
     def poll(self) -> None:
         """Load the highest numeric version if it is not the one being served."""
@@ -184,6 +187,8 @@ class VersionManager:
         try:
             servable = Servable(self.name, latest, path)
             servable.warm_up()
+            if self.warm_up is not None:
+                self.warm_up(servable)
         except Exception as e:  # noqa: BLE001 - any load failure keeps the old version serving
             message = f"{type(e).__name__}: {e}"
             log.error("model %r version %d failed to load, still serving %s: %s", self.name,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from serving import warmup
 from serving.dataplane import DataPlane, ServingError
 from serving.request_log import RequestLog
 from serving.rest import RestServer, create_rest_server
@@ -142,7 +143,8 @@ def start(model_dirs: str | list[str], model_name: str | None = None, host: str 
     names = [model_name] if model_name and len(dirs) == 1 else [model_name_of(d) for d in dirs]
     if len(set(names)) != len(names):
         raise ValueError(f"two model directories have the same name: {names}")
-    managers = [VersionManager(n, os.path.abspath(d), poll_seconds)
+    # Each version replays its TF Serving warm-up file at load, as the binary does.
+    managers = [VersionManager(n, os.path.abspath(d), poll_seconds, warm_up=warmup.replay_file)
                 for n, d in zip(names, dirs, strict=True)]
     request_log = RequestLog(request_log_dir, sampling_rate) if request_log_dir else None
     plane = DataPlane(managers, request_log)

@@ -69,10 +69,10 @@ def broken(exported, tmp_path):
 def test_an_intact_model_answers_every_signature_over_grpc_and_rest(exported, tmp_path):
     """The command the pipeline's component runs, as a process of its own."""
     model, examples = exported
-    out = str(tmp_path / "result.json")
+    out, warm = str(tmp_path / "result.json"), str(tmp_path / "warmup")
     done = subprocess.run(
         [sys.executable, "-m", "serving.infra_check", "--model", model, "--examples",
-         examples, "--count", "16", "--output", out, "--builtin"],
+         examples, "--count", "16", "--output", out, "--builtin", "--warmup", warm],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.load(open(out))
@@ -90,6 +90,62 @@ def test_an_intact_model_answers_every_signature_over_grpc_and_rest(exported, tm
         assert ("gRPC Predict", signature) in calls
     assert ("REST :predict", contract.DEFAULT_SIGNATURE) in calls
     assert any(api == "gRPC MultiInference" for api, _ in calls)
+    # Last, the model loaded again with the warm-up file, which the server replayed.
+    assert result["calls"][-1]["api"].startswith("load with TF Serving's warm-up file")
+    _assert_warmup_records(warm, 16)
+
+
+def _assert_warmup_records(path: str, n: int) -> None:
+    """TF Serving's format (TFRecords of PredictionLog): one request per call a client makes,
+    each on the n examples: model_info, serving_default, each head's own signature, and one
+    MultiInference over every head."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(path)]
+    kinds = [log.WhichOneof("log_type") for log in logs]
+    heads = synthetic.CFG.heads
+    assert kinds == ["predict_log", "predict_log"] + [
+        "regress_log" if h.task == "regression" else "classify_log" for h in heads
+    ] + ["multi_inference_log"], kinds
+    info, default = logs[0].predict_log.request, logs[1].predict_log.request
+    assert info.model_spec.signature_name == contract.MODEL_INFO_SIGNATURE and not info.inputs
+    assert default.model_spec.signature_name == contract.DEFAULT_SIGNATURE
+    assert default.inputs[contract.SERVING_INPUT].tensor_shape.dim[0].size == n
+    for head, log in zip(heads, logs[2:], strict=False):
+        request = getattr(log, log.WhichOneof("log_type")).request
+        kind = "regress" if head.task == "regression" else "classify"
+        assert request.model_spec.signature_name == contract.head_signature(head.name, kind)
+        assert len(request.input.example_list.examples) == n
+    multi = logs[-1].multi_inference_log.request
+    assert [t.model_spec.signature_name for t in multi.tasks] == [
+        contract.head_signature(h.name, "regress" if h.task == "regression" else "classify")
+        for h in heads]
+    assert len(multi.input.example_list.examples) == n
+
+
+def test_a_warm_up_request_that_fails_fails_the_load_as_in_tf_serving(exported, broken,
+                                                                      tmp_path):
+    """The built-in server replays a version's warm-up file while loading it (as
+    saved_model_warmup_util.cc does): a request that fails there fails the load, and the
+    version is not served."""
+    from serving import server as server_lib
+    from serving import warmup
+
+    model, name = broken
+    examples = infra_check.read_examples([exported[1]], 4)
+    warmup.write(os.path.join(model, contract.WARMUP_FILE),
+                 infra_check.warmup_requests(model, examples))
+    base = tmp_path / "serving" / "m"
+    base.mkdir(parents=True)
+    os.symlink(model, base / "1")
+    running = server_lib.start(str(base), "m", poll_seconds=60)
+    try:
+        (state,) = running.manager.states()
+        assert running.manager.current_version is None
+        assert "Expected classification signature method_name" in state.error, state
+    finally:
+        running.stop()
 
 
 def test_a_wrong_method_name_fails_the_check_and_is_named(exported, broken):

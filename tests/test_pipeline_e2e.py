@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from headwise import config as config_lib
+from headwise import contract
 from headwise import examples as examples_lib
 from pipeline import local_runner
 
@@ -82,6 +83,16 @@ def test_blessed_and_pushed_in_tf_serving_layout(first_run, cfg):
     # The infra check served the candidate and every call passed before the push.
     assert summary.infra_blessed is True and summary.infra_failures == [], table
     assert "serving: passed (" in table and "calls over gRPC and REST on 32 test examples" in table
+    # The version holds the warm-up requests the check's server replayed, where TF Serving
+    # reads them: one per call a client makes (model_info, serving_default, each head's
+    # signature, one MultiInference), on the test split's first 32 rows.
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
+               tf.data.TFRecordDataset(os.path.join(version_dir, contract.WARMUP_FILE))]
+    assert len(records) == len(cfg.heads) + 3
+    multi = records[-1].multi_inference_log.request
+    assert len(multi.tasks) == len(cfg.heads) and len(multi.input.example_list.examples) == 32
 
 
 def _raw_rows(cfg, n: int) -> list[dict[str, str]]:

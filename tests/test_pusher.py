@@ -68,10 +68,11 @@ def test_failed_copy_leaves_nothing_and_stale_temp_dirs_are_cleaned(tmp_path, mo
     assert os.listdir(base) == ["8"]
 
 
-def test_a_remote_push_carries_the_drift_baseline_too(tmp_path, model):
+def test_a_remote_push_carries_the_drift_baseline_and_the_warm_up_file(tmp_path, model):
     """The Executor on a remote path (gs:// on Kubeflow; ram:// stands in: both are tf.io.gfile
     filesystems without the local rename): the pushed version holds the training statistics
-    the next run's drift check reads, and the model."""
+    the next run's drift check reads, the warm-up requests the infra check's server replayed
+    (where TF Serving reads them), and the model."""
     import json
 
     import tensorflow as tf
@@ -95,13 +96,20 @@ def test_a_remote_push_carries_the_drift_baseline_too(tmp_path, model):
     blessing = standard_artifacts.ModelBlessing()
     blessing.uri = str(tmp_path / "blessing")
     blessing.set_int_custom_property("blessed", 1)
+    infra = standard_artifacts.InfraBlessing()
+    infra.uri = str(tmp_path / "infra")
+    infra.set_int_custom_property("blessed", 1)
+    os.makedirs(infra.uri)
+    warm = b"records the infra check's server replayed"
+    (tmp_path / "infra" / "tf_serving_warmup_requests").write_bytes(warm)
     pushed = standard_artifacts.PushedModel()
     pushed.uri = str(tmp_path / "pushed")
     base = "ram://serving/taxi"
     destination = pusher_pb2.PushDestination(
         filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=base))
     pusher.Executor().Do(
-        {"model": [trained], "model_blessing": [blessing], pusher.STATISTICS_KEY: [statistics]},
+        {"model": [trained], "model_blessing": [blessing], "infra_blessing": [infra],
+         pusher.STATISTICS_KEY: [statistics]},
         {"pushed_model": [pushed]},
         {"push_destination": proto_utils.proto_to_json(destination),
          "custom_config": json.dumps({})})
@@ -110,6 +118,9 @@ def test_a_remote_push_carries_the_drift_baseline_too(tmp_path, model):
     assert str(version) == pushed.get_string_custom_property("pushed_version")
     assert baseline == stats
     assert tf.io.gfile.exists(f"{base}/{version}/saved_model.pb")
+    with tf.io.gfile.GFile(f"{base}/{version}/assets.extra/tf_serving_warmup_requests",
+                           "rb") as fh:
+        assert fh.read() == warm
 
 
 class Killed(BaseException):
