@@ -383,7 +383,8 @@ def check(model: str, examples: list[bytes], timeout: float, binary: str | None 
                             lambda: checker.wait_until_available(process)):
                 checker.run()
             if checker.calls and all(c["passed"] for c in checker.calls):
-                logs = warmup_requests(model, examples)
+                # the staged copy: a model on an object store is read from there
+                logs = warmup_requests(os.path.join(base, str(VERSION)), examples)
                 warm_file = _stage_warm(base, logs)
                 result["warmup_records"] = len(logs)
                 checker.call(f"load with TF Serving's warm-up file ({len(logs)} requests)", "",
