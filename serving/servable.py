@@ -6,10 +6,12 @@ requests run as `session.run(feeds, fetches)` on the tensors those SignatureDefs
 signatures, method names, shared inputs and runtime errors are exactly those TF Serving sees.
 
 `VersionManager` follows TF Serving's default policy for one model: watch the base directory,
-serve the highest numeric version, and on a new one load it (and warm it up) *before* swapping,
-then retire the old one once its in-flight requests have finished (TF Serving's
-"availability preserving" policy). Non-numeric entries (the Pusher's `.tmp-*` staging dirs) are
-never looked at; a version that fails to load is reported and the previous one keeps serving.
+serve the highest numeric version, and on a new one load it and warm it up (its TF Serving
+warm-up file replayed, as saved_model_warmup_util.cc does; a request there that fails fails the
+load) *before* swapping, then retire the old one once its in-flight requests have finished
+(TF Serving's "availability preserving" policy). Non-numeric entries (the Pusher's `.tmp-*`
+staging dirs) are never looked at; a version that fails to load is reported and the previous one
+keeps serving.
 """
 
 from __future__ import annotations
@@ -75,10 +77,10 @@ class Servable:
 
     def warm_up(self) -> None:
         """Run every signature that reads serialized examples once, on one tf.Example with every
-        feature missing, so a broken model fails here and the first request pays no graph-setup
-        cost. An image feature cannot be missing (decoding no bytes fails), so the example gives
-        each image feature the model's description names (assets.extra/headwise.json) a
-        one-pixel PNG."""
+        feature missing, so that the first request pays no graph-setup cost (used when the
+        version has no TF Serving warm-up file). An image feature cannot be missing (decoding
+        no bytes fails), so the example gives each image feature the model's description names
+        (assets.extra/headwise.json) a one-pixel PNG."""
         by_input: dict[str, list[str]] = {}
         for name, sig in self.signature_defs.items():
             if name == INIT_OP_SIGNATURE or len(sig.inputs) != 1:
@@ -164,8 +166,9 @@ class VersionManager:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     # run on a version after it loads and before it serves (the server passes the replay of
-    # TF Serving's warm-up file, serving/warmup.py); a failure fails the load
-    warm_up: Callable[[Servable], object] | None = None
+    # TF Serving's warm-up file, serving/warmup.py): the number of requests it ran (0: no
+    # file); a failure fails the load
+    warm_up: Callable[[Servable], int] | None = None
 
     def poll(self) -> None:
         """Load the highest numeric version if it is not the one being served."""
@@ -186,9 +189,8 @@ class VersionManager:
         self._set_state(latest, LOADING)
         try:
             servable = Servable(self.name, latest, path)
-            servable.warm_up()
-            if self.warm_up is not None:
-                self.warm_up(servable)
+            if not (self.warm_up is not None and self.warm_up(servable)):
+                self._first_run(servable)
         except Exception as e:  # noqa: BLE001 - any load failure keeps the old version serving
             message = f"{type(e).__name__}: {e}"
             log.error("model %r version %d failed to load, still serving %s: %s", self.name,
@@ -203,6 +205,18 @@ class VersionManager:
         if current is not None:
             self._set_state(current.version, UNLOADING)
             threading.Thread(target=self._retire, args=(current,), daemon=True).start()
+
+    def _first_run(self, servable: Servable) -> None:
+        """Without a warm-up file, run the graph once anyway (Servable.warm_up), so the first
+        request pays no graph-setup cost. Best effort: TF Serving serves a model it could load
+        whatever such a run would say (a model with a required feature fails on the empty
+        example and is served)."""
+        try:
+            servable.warm_up()
+        except Exception as e:  # noqa: BLE001 - the version still loads, as in TF Serving
+            log.info("model %r version %d: no warm-up file, and a run on an empty example "
+                     "failed (%s: %s); serving it", self.name, servable.version,
+                     type(e).__name__, str(e).splitlines()[0][:200])
 
     def _retire(self, servable: Servable) -> None:
         servable.close_when_idle()
