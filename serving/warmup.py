@@ -61,15 +61,16 @@ def predict(model_name: str, signature: str, input_name: str | None,
 
 def classify(model_name: str, signature: str, examples: Sequence[bytes]
              ) -> classification_pb2.ClassificationRequest:
-    request = classification_pb2.ClassificationRequest()
-    _spec(request.model_spec, model_name, signature)
-    _example_list(request.input, examples)
-    return request
+    return _on_examples(classification_pb2.ClassificationRequest(), model_name, signature,
+                        examples)
 
 
 def regress(model_name: str, signature: str, examples: Sequence[bytes]
             ) -> regression_pb2.RegressionRequest:
-    request = regression_pb2.RegressionRequest()
+    return _on_examples(regression_pb2.RegressionRequest(), model_name, signature, examples)
+
+
+def _on_examples(request, model_name: str, signature: str, examples: Sequence[bytes]):
     _spec(request.model_spec, model_name, signature)
     _example_list(request.input, examples)
     return request
