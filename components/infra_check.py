@@ -21,8 +21,8 @@ blessing: the two verdicts are independent (a run shows both), and a rerun that 
 gate reruns the Evaluator and reuses this check from the cache.
 
 The pipeline's process imports no serving code (tests/test_layering.py): the check is a child
-process of the repository's own Python. On Kubeflow the compiled spec uses TFX's InfraValidator
-with the TF Serving image instead (kubeflow/compile.py).
+process of the repository's own Python. On Kubeflow the same component runs in the pipeline
+image, which carries `tensorflow_model_server` (TFX's KFP v2 compiler refuses InfraValidator).
 
 (No `from __future__ import annotations` here: TFX reads the component's annotations at runtime.)
 """

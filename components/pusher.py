@@ -45,6 +45,7 @@ from tfx.types import artifact_utils, component_spec, standard_artifacts, standa
 from tfx.utils import io_utils, json_utils, proto_utils
 from tfx.v1.components import Pusher as StockPusher
 
+from components import infra_check
 from components.data_gate import BASELINE_STATISTICS, DRIFT_SPLIT
 from headwise import contract
 from headwise.versions import SAVED_MODEL, numeric_versions
@@ -279,10 +280,11 @@ def _extra_files(input_dict) -> dict[str, bytes]:
         extra[BASELINE_STATISTICS] = stats.SerializeToString()
     infra = input_dict.get(standard_component_specs.INFRA_BLESSING_KEY)
     if infra:
+        storage = Storage()
         warmup = os.path.join(artifact_utils.get_single_instance(infra).uri,
-                              os.path.basename(contract.WARMUP_FILE))
-        if Storage().exists(warmup):
-            extra[contract.WARMUP_FILE] = Storage().read(warmup)
+                              infra_check.WARMUP_FILE)
+        if storage.exists(warmup):
+            extra[contract.WARMUP_FILE] = storage.read(warmup)
     return extra
 
 

@@ -345,15 +345,6 @@ def _stage_warm(base: str, logs: list) -> str:
     return path
 
 
-def warmup_requests(model: str, examples: list[bytes]) -> list:
-    """The warm-up records for `model` (serving/warmup.py), from the heads its description
-    (assets.extra/headwise.json) lists."""
-    from headwise import examples as examples_lib
-
-    info = examples_lib.read_model_info(model)
-    return warmup.requests(info.get("pipeline") or MODEL_NAME, info.get("heads", []), examples)
-
-
 def check(model: str, examples: list[bytes], timeout: float, binary: str | None = None,
           warmup_output: str | None = None) -> dict[str, Any]:
     """Serve `model` and run every call against it; the result (see the module doc). The
@@ -383,8 +374,9 @@ def check(model: str, examples: list[bytes], timeout: float, binary: str | None 
                             lambda: checker.wait_until_available(process)):
                 checker.run()
             if checker.calls and all(c["passed"] for c in checker.calls):
-                # the staged copy: a model on an object store is read from there
-                logs = warmup_requests(os.path.join(base, str(VERSION)), examples)
+                # the heads of the model's description, as the server gave it (model_info)
+                logs = warmup.requests(checker.info.get("pipeline") or MODEL_NAME,
+                                       checker.info["heads"], examples)
                 warm_file = _stage_warm(base, logs)
                 result["warmup_records"] = len(logs)
                 checker.call(f"load with TF Serving's warm-up file ({len(logs)} requests)", "",

@@ -129,13 +129,15 @@ def test_a_warm_up_request_that_fails_fails_the_load_as_in_tf_serving(exported, 
     """The built-in server replays a version's warm-up file while loading it (as
     saved_model_warmup_util.cc does): a request that fails there fails the load, and the
     version is not served."""
+    from headwise import examples as examples_lib
     from serving import server as server_lib
     from serving import warmup
 
     model, name = broken
     examples = infra_check.read_examples([exported[1]], 4)
+    heads = examples_lib.read_model_info(model)["heads"]
     warmup.write(os.path.join(model, contract.WARMUP_FILE),
-                 infra_check.warmup_requests(model, examples))
+                 warmup.requests("m", heads, examples))
     base = tmp_path / "serving" / "m"
     base.mkdir(parents=True)
     os.symlink(model, base / "1")
