@@ -12,6 +12,10 @@ Signatures of an exported model (all read serialized tf.Examples, string[batch])
   transform_features   Predict   input `examples` with labels -> every transformed column,
                                  among them `label_key(head)`, `weight_key(head)`
   model_info           Predict   no input -> `json`: the model's description for clients
+  features             Predict   the raw features as plain tensors, one input per feature column
+                                 (`features_input(column)`, one value per row; a missing value is
+                                 NaN for a number, an empty string for a string) -> serving_default's
+                                 outputs: what REST clients send as plain JSON, no tf.Example
 
 Which of Classify and Regress a head gets is its task's `signature` kind in the task registry
 (`headwise.tasks`); `METHODS` maps the kind to TF Serving's method name.
@@ -21,6 +25,9 @@ No TensorFlow here: the CLI, the client and the components read these names with
 
 from __future__ import annotations
 
+import re
+import zlib
+
 from headwise import tasks
 
 # Serving signatures and their inputs and outputs.
@@ -29,6 +36,11 @@ SERVING_INPUT = "examples"  # serving_default's and transform_features' input (t
 TRANSFORM_FEATURES_SIGNATURE = "transform_features"
 MODEL_INFO_SIGNATURE = "model_info"
 MODEL_INFO_OUTPUT = "json"  # string scalar: the model's description, JSON
+FEATURES_SIGNATURE = "features"
+# The features signature's input dtype per raw dtype. Integers come as doubles: JSON has no missing
+# integer, and TF Serving's JSON parser takes NaN only for floating types (json_tensor.cc);
+# whole numbers are exact up to 2**53.
+FEATURES_DTYPES = {"float32": "float32", "int64": "float64", "string": "string"}
 
 # TF Serving's method names (tensorflow/cc/saved_model/signature_constants.h).
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -74,6 +86,20 @@ def signature_method(signature: str) -> str | None:
     if signature.startswith(REGRESS_PREFIX):
         return REGRESS_METHOD
     return None
+
+
+def features_input(column: str) -> str:
+    """The features signature's input for a feature column: the column's name when it is a name
+    TensorFlow takes for a function argument (ASCII letters, digits, `_`, starting with a letter),
+    else those characters kept, the others `_`, `f_` in front and a hash of the name behind, so
+    two columns never share one (`Body Mass (g)` -> `f_Body_Mass_g_<hash>`)."""
+    if _PLAIN_NAME.fullmatch(column):
+        return column
+    stem = re.sub("_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", column)).strip("_")
+    return f"f_{stem}_{zlib.crc32(column.encode('utf-8')):08x}"
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 # Transformed columns (Transform's output, transform_features' outputs): derived from the head

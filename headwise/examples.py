@@ -16,6 +16,7 @@ serving graph: a row gives it as those bytes, or as the path of the file, which 
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -138,3 +139,35 @@ def to_examples(rows: Iterable[Mapping[str, Any]], features: Mapping[str, str],
     missing = frozenset(m.strip() for m in missing)
     return [example(r, features, i, images, base_dir, missing)
             for i, r in enumerate(rows, start=first_row)]
+
+
+def to_plain(rows: Iterable[Mapping[str, Any]], info: Mapping[str, Any],
+             base_dir: str | None = None, first_row: int = 1) -> list[dict[str, Any]]:
+    """Rows as plain JSON instances of the model's features signature (its description's
+    "features_signature"), by `typed_value`'s rules: {input: value} with every input in every
+    row, as TF Serving's row format requires; a missing value is NaN for a number (TF Serving's
+    JSON takes the token) and "" for a string; an image's bytes, or a string that is not UTF-8,
+    go as {"b64": ...}."""
+    inputs = info["features_signature"]["inputs"]
+    images = info.get("images", {})
+    missing = frozenset(m.strip() for m in info.get("missing_values", ()))
+    out = []
+    for row_no, row in enumerate(rows, start=first_row):
+        instance = {}
+        for name, spec in inputs.items():
+            v = typed_value(name, info["features"][name], row.get(name), row_no,
+                            image=name in images, base_dir=base_dir, missing=missing)
+            if spec["dtype"] != "string":
+                v = math.nan if v is None else v
+            elif v is None:
+                v = ""
+            elif name in images:
+                v = {"b64": base64.b64encode(v).decode()}
+            else:
+                try:
+                    v = v.decode("utf-8")
+                except UnicodeDecodeError:
+                    v = {"b64": base64.b64encode(v).decode()}
+            instance[spec["input"]] = v
+        out.append(instance)
+    return out

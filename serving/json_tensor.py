@@ -85,7 +85,10 @@ def dumps(value, indent: int = 0) -> str:
 
 
 def _value_text(value) -> str:
-    """json_tensor.cc JsonValueToString: a request value quoted in an error message."""
+    """json_tensor.cc JsonValueToString: a request value quoted in an error message (rapidjson's
+    writer writes nothing for NaN and the infinities)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
     if isinstance(value, float):
         return str(decimal(value, float32=False))
     return json.dumps(value, indent=4, ensure_ascii=False)
@@ -163,14 +166,17 @@ def _int(token: str) -> int | float:
     return _float(token)
 
 
-def _constant(token: str):
-    raise _NumberError(token, "Invalid value.")  # NaN, Infinity: not JSON (rapidjson's default)
+def _constant(token: str) -> float:
+    # TF Serving parses with rapidjson's kParseNanAndInfFlag: NaN, Infinity and -Infinity are
+    # numbers (api_rest.md, "JSON conformance"). rapidjson also takes "Inf"; Python's parser
+    # does not, and that spelling is refused here.
+    return float(token)
 
 
 def parse_json(body: bytes) -> dict:
     """json_tensor.cc ParseJson: an object, or INVALID_ARGUMENT as TF Serving words it.
-    rapidjson's default parse (TF Serving's) refuses NaN and Infinity and a number beyond a
-    double's range (1e999); arrays and objects nested past Python's recursion limit are
+    TF Serving's rapidjson parse takes the tokens NaN, Infinity and -Infinity, and refuses a
+    number beyond a double's range (1e999); arrays and objects nested past Python's recursion limit are
     refused too (rapidjson has no limit, and a request nested so deep is not a tensor)."""
     if not body:
         raise _invalid("JSON Parse error: The document is empty")

@@ -2,11 +2,12 @@
 second, without TensorFlow.
 
 Importing TensorFlow takes seconds, so nothing here imports it, nor `tensorflow_serving.apis`
-(its protos import TensorFlow's): rows become serialized tf.Examples with a hand-written
-protobuf encoder (`headwise.examples`, the clients' one encoder; an image feature holds the image
-file's bytes) and go as
-{"b64": ...} instances to the model's serving_default signature over TF Serving's REST API
-(urllib), so image bytes travel base64 encoded, as TF Serving's REST API takes binary data.
+(its protos import TensorFlow's): rows go as plain JSON instances ({"trip_miles": 1.2, ...},
+typed by the model's description, `headwise.examples.to_plain`) to the model's `features`
+signature over TF Serving's REST API (urllib); image bytes travel as {"b64": ...}, as TF
+Serving's REST API takes binary data. A model exported before that signature gets serialized
+tf.Examples (the clients' one encoder, `headwise.examples`) as {"b64": ...} instances to its
+serving_default signature.
 Each head's outputs are read as its Classify/Regress signature reads them (trainer/export.py),
 through the same rule of the task registry (`Task.class_scores`, in float32 as the graph
 computes it).
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from headwise import contract, tasks
+from headwise import examples as examples_lib
 from serving import wire
 from serving.predictions import (
     ClientError,
@@ -131,21 +133,41 @@ class RestClient:
         answer = self.post("predict", {
             "signature_name": info.get("signature", contract.DEFAULT_SIGNATURE),
             "instances": [{"b64": base64.b64encode(s).decode()} for s in serialized]})
-        rows = answer["predictions"]
-        heads = [h["name"] for h in info["heads"]]
+        return self._by_head(answer["predictions"])
+
+    def predict_plain(self, rows: Sequence[Mapping[str, Any]], base_dir: str | None = None,
+                      first_row: int = 1) -> list[dict[str, Any]]:
+        """The features signature over REST with plain JSON rows (headwise.examples.to_plain):
+        per row, {head: outputs}."""
+        info = self.model_info()
+        try:
+            instances = examples_lib.to_plain(rows, info, base_dir, first_row)
+        except ValueError as e:
+            raise ClientError(str(e)) from None
+        answer = self.post("predict", {"signature_name": info["features_signature"]["name"],
+                                       "instances": instances})
+        return self._by_head(answer["predictions"])
+
+    def _by_head(self, rows: list) -> list[dict[str, Any]]:
+        heads = [h["name"] for h in self.model_info()["heads"]]
         if len(heads) == 1:  # one output: TF Serving writes it bare, not keyed by name
             rows = [{heads[0]: r} for r in rows]
         return rows
 
     def predict_rows(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64,
                      base_dir: str | None = None) -> Iterator[list[HeadPrediction]]:
-        """Per row (in order), one HeadPrediction per head. `base_dir`: where relative image
-        paths point (e.g. the CSV's folder)."""
-        heads = self.model_info()["heads"]
+        """Per row (in order), one HeadPrediction per head: plain JSON to the features
+        signature; base64 tf.Examples to serving_default for a model exported before that
+        signature existed. `base_dir`: where relative image paths point (the CSV's folder)."""
+        info = self.model_info()
         for start in range(0, len(rows), batch_size):
-            serialized = self.examples(rows[start:start + batch_size], base_dir, start + 1)
-            for outputs in self.predict(serialized):
-                yield [head_prediction(h, outputs[h["name"]]) for h in heads]
+            batch = rows[start:start + batch_size]
+            if "features_signature" in info:
+                answers = self.predict_plain(batch, base_dir, start + 1)
+            else:
+                answers = self.predict(self.examples(batch, base_dir, start + 1))
+            for outputs in answers:
+                yield [head_prediction(h, outputs[h["name"]]) for h in info["heads"]]
 
 
 def head_prediction(head: dict, output) -> HeadPrediction:

@@ -4,6 +4,7 @@ statistics learned in Transform, and the SavedModel's signatures after save -> l
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -14,6 +15,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from headwise import contract
 from headwise import examples as examples_lib
 from tests import synthetic
+from trainer import export as export_lib
 from trainer import heads as heads_lib
 from trainer import model as model_lib
 
@@ -78,7 +80,8 @@ def test_serving_default_round_trips_names_and_values(exported):
     export_dir, expected, serialized, _ = exported
     loaded = tf.saved_model.load(export_dir)
     assert set(loaded.signatures) == {"serving_default", "transform_features", "regress_r",
-                                      "classify_k", "classify_m", "classify_g", "model_info"}
+                                      "classify_k", "classify_m", "classify_g", "model_info",
+                                      "features"}
     described = json.loads(loaded.signatures["model_info"]()["json"].numpy())
     assert described == examples_lib.read_model_info(export_dir)
     sig = loaded.signatures["serving_default"]
@@ -120,11 +123,112 @@ def test_classify_and_regress_signatures_match_tf_serving_contract(exported):
     assert methods["classify_g"] == "tensorflow/serving/classify"
     # TF Serving's MultiInference needs every task's signature to read the same input tensor.
     inputs = {k: [t.name for t in v.inputs.values()]
-              for k, v in sm.meta_graphs[0].signature_def.items() if v.inputs}
+              for k, v in sm.meta_graphs[0].signature_def.items()
+              if v.inputs and k != "features"}
     assert len({name for names in inputs.values() for name in names}) == 1, inputs
     assert [(h["name"], h["signature"]) for h in info["heads"]] == [
         ("r", "regress_r"), ("k", "classify_k"), ("m", "classify_m"), ("g", "classify_g")]
     assert info["features"] == {"a": "float32", "b": "string", "c": "float32"}
+
+
+def plain_columns(rows: list[dict]) -> dict[str, list]:
+    """The synthetic rows as the features signature's plain columns: NaN or "" where missing."""
+    return {"a": [r["a"][0] if r["a"] else math.nan for r in rows],
+            "b": [r["b"][0] if r["b"] else "" for r in rows],
+            "c": [r["c"][0] if r["c"] else math.nan for r in rows]}
+
+
+def test_features_signature_takes_plain_columns_and_answers_as_the_example_path(
+        exported, transformed):
+    export_dir, expected, serialized, info = exported
+    rows = transformed[0]
+    assert any(not r["a"] for r in rows)  # missing values go through the plain path too
+    loaded = tf.saved_model.load(export_dir)
+    sig = loaded.signatures["features"]
+    assert info["features_signature"] == {"name": "features", "inputs": {
+        "a": {"input": "a", "dtype": "float32"}, "b": {"input": "b", "dtype": "string"},
+        "c": {"input": "c", "dtype": "float32"}}}
+    columns = plain_columns(rows)
+    out = sig(a=tf.constant(columns["a"], tf.float32), b=tf.constant(columns["b"]),
+              c=tf.constant(columns["c"], tf.float32))
+    by_example = loaded.signatures["serving_default"](examples=serialized)
+    assert set(out) == {"r", "k", "m", "g"}
+    for head in out:
+        np.testing.assert_allclose(out[head].numpy(), by_example[head].numpy(), rtol=1e-6,
+                                   atol=1e-7)
+        np.testing.assert_allclose(out[head].numpy(), expected[head], rtol=1e-4, atol=1e-5)
+    # The SignatureDef TF Serving reads: one float/string [batch] input per feature column.
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as fh:
+        sm.ParseFromString(fh.read())
+    sig_def = sm.meta_graphs[0].signature_def["features"]
+    assert sig_def.method_name == "tensorflow/serving/predict"
+    assert {k: (tf.as_dtype(v.dtype).name, [d.size for d in v.tensor_shape.dim])
+            for k, v in sig_def.inputs.items()} == {
+        "a": ("float32", [-1]), "b": ("string", [-1]), "c": ("float32", [-1])}
+    assert set(sig_def.outputs) == {"r", "k", "m", "g"}
+
+
+@pytest.mark.parametrize("spec", [
+    tf.io.VarLenFeature(tf.float32), tf.io.VarLenFeature(tf.int64),
+    tf.io.VarLenFeature(tf.string), tf.io.FixedLenFeature([], tf.float32, default_value=-1.0),
+    tf.io.FixedLenFeature([1], tf.int64, default_value=[7]),
+    tf.io.FixedLenFeature([], tf.string, default_value="dflt")])
+def test_plain_values_parse_as_tf_examples_of_the_same_rows_do(spec):
+    if spec.dtype == tf.string:
+        rows = ["x", "", " ?  ", " y ", "NA"]
+        plain = tf.constant(rows)
+    else:
+        rows = [1.0, math.nan, 3.0, -2.0, 0.0]
+        plain = tf.constant(rows, tf.float64 if spec.dtype == tf.int64 else tf.float32)
+
+    def example(value):
+        if spec.dtype == tf.string:
+            stripped = value.strip()
+            if stripped in ("", "?"):
+                return tf.train.Example().SerializeToString()
+            feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        elif math.isnan(value):
+            return tf.train.Example().SerializeToString()
+        elif spec.dtype == tf.int64:
+            feature = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+        else:
+            feature = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+        return tf.train.Example(features=tf.train.Features(
+            feature={"x": feature})).SerializeToString()
+
+    want = tf.io.parse_example(tf.constant([example(v) for v in rows]), {"x": spec})["x"]
+    got = export_lib.plain_to_parsed("x", plain, spec, ["?"])
+    if isinstance(spec, tf.io.VarLenFeature):
+        assert isinstance(got, tf.SparseTensor)
+        assert got.indices.numpy().tolist() == want.indices.numpy().tolist()
+        assert got.values.numpy().tolist() == want.values.numpy().tolist()
+        assert got.dense_shape.numpy().tolist() == want.dense_shape.numpy().tolist()
+        assert got.values.dtype == want.values.dtype
+    else:
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert got.numpy().tolist() == want.numpy().tolist()
+
+
+def test_plain_values_are_refused_where_a_tf_example_could_not_hold_them():
+    whole = tf.io.VarLenFeature(tf.int64)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="'n' takes whole numbers"):
+        export_lib.plain_to_parsed("n", tf.constant([1.0, 2.5], tf.float64), whole, [])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="'n' takes whole numbers"):
+        export_lib.plain_to_parsed("n", tf.constant([math.inf], tf.float64), whole, [])
+    required = tf.io.FixedLenFeature([], tf.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="'r' is required"):
+        export_lib.plain_to_parsed("r", tf.constant([1.0, math.nan]), required, [])
+    empty = export_lib.plain_to_parsed("e", tf.constant([math.nan, math.nan]),
+                                       tf.io.VarLenFeature(tf.float32), [])
+    assert empty.dense_shape.numpy().tolist() == [2, 0]
+
+
+def test_features_inputs_are_names_tensorflow_takes():
+    assert contract.features_input("trip_miles") == "trip_miles"
+    odd = contract.features_input("Body Mass (g)")
+    assert odd.startswith("f_Body_Mass_g_") and odd != contract.features_input("Body Mass g")
+    assert contract.features_input("2nd").startswith("f_2nd_")
 
 
 def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, transformed,

@@ -69,7 +69,8 @@ def served(tmp_path_factory):
     yield {"running": running, "stub": prediction_service_pb2_grpc.PredictionServiceStub(channel),
            "status_stub": model_service_pb2_grpc.ModelServiceStub(channel), "rows": rows,
            "serialized": examples_lib.to_examples(rows, info["features"]), "info": info,
-           "version": version, "url": f"http://127.0.0.1:{running.rest_port}", "tmp": tmp}
+           "version": version, "url": f"http://127.0.0.1:{running.rest_port}", "tmp": tmp,
+           "export": export}
     channel.close()
     running.stop()
 
@@ -142,6 +143,42 @@ def test_columnar_format_gives_one_object_keyed_by_output(served):
     assert list(doc) == ["outputs"] and set(doc["outputs"]) == set(expected)
     for head, values in expected.items():
         np.testing.assert_array_equal(np.array(doc["outputs"][head], np.float32), values)
+
+
+def test_plain_json_features_answer_as_tf_examples_do_and_as_tensorflows_runner(served):
+    rows = served["rows"]
+    assert any(r["a"] is None for r in rows)  # a missing number goes as NaN
+    plain = [{"a": math.nan if r["a"] is None else r["a"], "b": r["b"] or "", "c": r["c"]}
+             for r in rows]
+    body = json.dumps({"signature_name": "features", "instances": plain}).encode()
+    assert b"NaN" in body  # the token TF Serving's JSON parser takes
+    doc = ok(served, f"/v1/models/{NAME}:predict", body)
+    columnar = ok(served, f"/v1/models/{NAME}:predict", json.dumps(
+        {"signature_name": "features",
+         "inputs": {k: [p[k] for p in plain] for k in ("a", "b", "c")}}).encode())
+    by_example = grpc_predict(served, served["serialized"])
+    loaded = tf.saved_model.load(served["export"])  # TensorFlow's own signature runner
+    by_runner = loaded.signatures["features"](
+        a=tf.constant([p["a"] for p in plain], tf.float32), b=tf.constant([p["b"] for p in plain]),
+        c=tf.constant([p["c"] for p in plain], tf.float32))
+    assert set(doc["predictions"][0]) == set(by_example) == {"r", "k", "m", "g"}
+    for head, values in by_example.items():
+        got = np.array([p[head] for p in doc["predictions"]], np.float32)
+        np.testing.assert_allclose(got, values, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got, by_runner[head].numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(np.array(columnar["outputs"][head], np.float32), got)
+
+
+@pytest.mark.parametrize(("instance", "message"), [
+    ({"a": None, "b": "x", "c": 0.5},
+     "JSON Value: null Type: Null is not of expected type: float"),
+    ({"a": 1.0, "b": "x"}, "keys must be equal to: a,b,c"),
+    ({"a": 1.0, "b": 3, "c": 0.5}, "JSON Value: 3 Type: Number is not of expected type: string"),
+])
+def test_plain_json_features_refuse_what_tf_serving_refuses(served, instance, message):
+    status, text = error(served, f"/v1/models/{NAME}:predict",
+                         {"signature_name": "features", "instances": [instance]})
+    assert status == 400 and message in text, text
 
 
 def test_one_output_is_written_bare_and_named_instances_are_accepted(served):
@@ -649,8 +686,12 @@ def test_a_flood_of_slow_connections_holds_a_bounded_number_of_threads(served):
      "JSON Parse error: Number too big to be stored in double. at offset: 15"),
     (b'{"instances": [1e999]}',
      "JSON Parse error: Number too big to be stored in double. at offset: 15"),
-    (b'{"instances": [NaN]}', "JSON Parse error: Invalid value. at offset: 15"),
-    (b'{"instances": [-Infinity]}', "JSON Parse error: Invalid value. at offset: 15"),
+    # TF Serving parses NaN and Infinity as numbers (kParseNanAndInfFlag), which a string input
+    # refuses; rapidjson's writer quotes them as nothing.
+    (b'{"instances": [NaN]}', "Failed to process element: 0 of 'instances' list. Error: "
+     "INVALID_ARGUMENT: JSON Value:  Type: Number is not of expected type: string"),
+    (b'{"instances": [-Infinity]}', "Failed to process element: 0 of 'instances' list. Error: "
+     "INVALID_ARGUMENT: JSON Value:  Type: Number is not of expected type: string"),
 ])
 def test_hostile_json_gets_400_in_tf_servings_shape(served, body, message):
     status, text = error(served, PREDICT, body)

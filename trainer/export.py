@@ -14,6 +14,14 @@ Signatures (all take serialized tf.Examples, string[batch]):
   model_info          (Predict)   no input -> `json` string scalar: the model's description
                                   (feature dtypes, heads, class names), so a client needs nothing
                                   but the server to build requests and label answers.
+  features            (Predict)   the raw features as plain tensors, one input per feature column
+                                  ([batch]; `contract.features_input` names it, the description's
+                                  "features_signature" lists them) -> serving_default's outputs.
+                                  REST clients send plain JSON rows (`{"instances": [{"trip_miles":
+                                  1.2, ...}]}`), images as {"b64": ...}; a missing value is NaN
+                                  (TF Serving's JSON takes the token) or an empty string. The
+                                  inputs become what tf.io.parse_example makes of the same row
+                                  (`plain_to_parsed`), so both paths give the same outputs.
 
 TF2's saver writes every signature with method_name `tensorflow/serving/predict` and gives each
 signature its own input placeholder. TF Serving's Classify and Regress APIs refuse the former, and
@@ -64,12 +72,14 @@ def make_signatures(model: keras.Model, cfg: config_lib.PipelineConfig,
     feature_spec = {f.name: raw_spec[f.name] for f in cfg.features}
     eval_spec = {**feature_spec, **{c: raw_spec[c] for c in cfg.label_columns}}
 
+    def forward(raw):
+        return model(model_features(cfg, model.tft_layer(raw)), training=False)
+
     # One traced function for the whole forward pass; every signature calls it, so the graph is
     # traced and stored once, not once per head signature.
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def predict(serialized):
-        raw = tf.io.parse_example(serialized, feature_spec)
-        return model(model_features(cfg, model.tft_layer(raw)), training=False)
+        return forward(tf.io.parse_example(serialized, feature_spec))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.SERVING_INPUT)])
     def serve(examples):
@@ -86,12 +96,83 @@ def make_signatures(model: keras.Model, cfg: config_lib.PipelineConfig,
     def describe():
         return {contract.MODEL_INFO_OUTPUT: tf.constant(info_json)}
 
+    plain = features_inputs(cfg, raw_spec)
+    columns = [f.name for f in cfg.features]
+    markers = [m.strip() for m in cfg.missing_values]
+    images = {f.name for f in cfg.image_features}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.as_dtype(plain[c]["dtype"]),
+                                                name=plain[c]["input"]) for c in columns])
+    def serve_features(*values):
+        raw = {c: plain_to_parsed(c, v, feature_spec[c], () if c in images else markers)
+               for c, v in zip(columns, values)}
+        outputs = forward(raw)
+        return {h.name: outputs[h.name] for h in cfg.heads}
+
     signatures = {contract.DEFAULT_SIGNATURE: serve,
                   contract.TRANSFORM_FEATURES_SIGNATURE: transform_features,
-                  contract.MODEL_INFO_SIGNATURE: describe}
+                  contract.MODEL_INFO_SIGNATURE: describe,
+                  contract.FEATURES_SIGNATURE: serve_features}
     for head in cfg.heads:
         signatures.update(_head_signature(head, predict))
     return signatures
+
+
+def features_inputs(cfg: config_lib.PipelineConfig, raw_spec: dict) -> dict[str, dict]:
+    """The features signature's inputs: {column: {"input": its input's name, "dtype": its
+    dtype}}, by contract.features_input and contract.FEATURES_DTYPES."""
+    out, seen = {}, {}
+    for f in cfg.features:
+        key = contract.features_input(f.name)
+        if key in seen:
+            raise ValueError(f"feature columns {seen[key]!r} and {f.name!r} would both be input "
+                             f"{key!r} of the {contract.FEATURES_SIGNATURE} signature; rename one")
+        seen[key] = f.name
+        out[f.name] = {"input": key,
+                       "dtype": contract.FEATURES_DTYPES[raw_spec[f.name].dtype.name]}
+    return out
+
+
+def plain_to_parsed(column: str, values: tf.Tensor, spec, missing: list[str]):
+    """One features-signature input [batch] -> what tf.io.parse_example gives for the column
+    under `spec` when each row holds the value, or nothing where it is missing (NaN; a string
+    that is empty or one of `missing` once stripped, as the clients' examples treat it)."""
+    if values.dtype == tf.string:
+        stripped = tf.strings.strip(values)
+        present = tf.not_equal(stripped, "")
+        for marker in missing:
+            present = tf.logical_and(present, tf.not_equal(stripped, marker))
+    else:
+        present = tf.logical_not(tf.math.is_nan(values))
+    if spec.dtype == tf.int64:
+        whole = tf.logical_or(tf.logical_not(present), tf.logical_and(
+            tf.math.is_finite(values), tf.equal(tf.math.floor(values), values)))
+        check = tf.debugging.assert_equal(
+            whole, True, message=f"feature {column!r} takes whole numbers (it is an int64 "
+                                 "column); got a fraction or an infinity")
+        with tf.control_dependencies([check]):
+            values = tf.cast(tf.where(present, values, tf.zeros_like(values)), tf.int64)
+    values = tf.cast(values, spec.dtype)
+    if isinstance(spec, tf.io.VarLenFeature):
+        rows = tf.where(present)  # [n, 1]
+        return tf.SparseTensor(
+            indices=tf.concat([rows, tf.zeros_like(rows)], axis=1),
+            values=tf.gather_nd(values, rows),
+            dense_shape=tf.stack([tf.shape(values, out_type=tf.int64)[0],
+                                  tf.cast(tf.reduce_any(present), tf.int64)]))
+    if isinstance(spec, tf.io.FixedLenFeature) and spec.shape in ([], [1], (), (1,)):
+        if spec.default_value is None:
+            check = tf.debugging.assert_equal(
+                present, True, message=f"feature {column!r} is required (the schema gives it "
+                                       "no default); got a missing value")
+            with tf.control_dependencies([check]):
+                values = tf.identity(values)
+        else:
+            default = tf.reshape(tf.constant(spec.default_value, spec.dtype), [])
+            values = tf.where(present, values, default)
+        return tf.reshape(values, [-1, *spec.shape])
+    raise ValueError(f"feature {column!r}: the {contract.FEATURES_SIGNATURE} signature takes "
+                     f"one value per row, and the schema's {spec} is not that")
 
 
 def _head_signature(head: config_lib.Head, predict) -> dict:
@@ -138,6 +219,9 @@ def model_info(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput
         # cell texts that mean "missing" in the training data: batch scoring reads raw files
         # with the same markers (serving.scoring)
         "missing_values": list(cfg.missing_values),
+        # plain JSON features: {"instances": [{<input>: value, ...}]} to this signature
+        "features_signature": {"name": contract.FEATURES_SIGNATURE,
+                               "inputs": features_inputs(cfg, raw_spec)},
     }
 
 
@@ -167,7 +251,9 @@ def _share_examples_input(meta_graph) -> None:
     shared = default.inputs[contract.SERVING_INPUT].name
     shared_node = shared.split(":")[0]
     replaced: set[str] = set()
-    for sig in meta_graph.signature_def.values():
+    for name, sig in meta_graph.signature_def.items():
+        if name == contract.FEATURES_SIGNATURE:  # plain tensors, not serialized examples
+            continue
         for info in sig.inputs.values():
             node = info.name.split(":")[0]
             if info.dtype == tf.string.as_datatype_enum and node != shared_node:
