@@ -13,9 +13,10 @@ Signatures of an exported model (all read serialized tf.Examples, string[batch])
                                  among them `label_key(head)`, `weight_key(head)`
   model_info           Predict   no input -> `json`: the model's description for clients
   features             Predict   the raw features as plain tensors, one input per feature column
-                                 (`features_input(column)`, one value per row; a missing value is
-                                 NaN for a number, an empty string for a string) -> serving_default's
-                                 outputs: what REST clients send as plain JSON, no tf.Example
+                                 (`features_input(column)`, one value per row; a missing value
+                                 is NaN for a number, an empty string for a string) ->
+                                 serving_default's outputs: what REST clients send as plain
+                                 JSON, no tf.Example
 
 Which of Classify and Regress a head gets is its task's `signature` kind in the task registry
 (`headwise.tasks`); `METHODS` maps the kind to TF Serving's method name.

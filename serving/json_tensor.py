@@ -176,8 +176,9 @@ def _constant(token: str) -> float:
 def parse_json(body: bytes) -> dict:
     """json_tensor.cc ParseJson: an object, or INVALID_ARGUMENT as TF Serving words it.
     TF Serving's rapidjson parse takes the tokens NaN, Infinity and -Infinity, and refuses a
-    number beyond a double's range (1e999); arrays and objects nested past Python's recursion limit are
-    refused too (rapidjson has no limit, and a request nested so deep is not a tensor)."""
+    number beyond a double's range (1e999); arrays and objects nested past Python's recursion
+    limit are refused too (rapidjson has no limit, and a request nested so deep is not a
+    tensor)."""
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
     text = body.decode("utf-8", "surrogateescape")  # rapidjson takes the bytes as they are

@@ -105,7 +105,7 @@ def make_signatures(model: keras.Model, cfg: config_lib.PipelineConfig,
                                                 name=plain[c]["input"]) for c in columns])
     def serve_features(*values):
         raw = {c: plain_to_parsed(c, v, feature_spec[c], () if c in images else markers)
-               for c, v in zip(columns, values)}
+               for c, v in zip(columns, values, strict=True)}
         outputs = forward(raw)
         return {h.name: outputs[h.name] for h in cfg.heads}
 
