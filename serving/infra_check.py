@@ -114,6 +114,22 @@ def _finite(values, what: str) -> None:
                           "are not finite")
 
 
+def _same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    """The features signature's outputs against serving_default's for the same rows."""
+    if set(got) != set(want):
+        raise CheckFailed(f"outputs {sorted(got)}, serving_default gives {sorted(want)}")
+    for name, values in want.items():
+        values = np.asarray(values, np.float64)
+        answer = np.asarray(got[name], np.float64)
+        if answer.shape != values.shape:
+            raise CheckFailed(f"output {name!r} has shape {answer.shape}, serving_default's "
+                              f"{values.shape}")
+        if not np.allclose(answer, values, rtol=1e-4, atol=1e-5, equal_nan=True):
+            worst = float(np.nanmax(np.abs(answer - values)))
+            raise CheckFailed(f"output {name!r} differs from serving_default's for the same "
+                              f"rows (by up to {worst:.3g})")
+
+
 def _count(n: int, expected: int, what: str) -> None:
     if n != expected:
         raise CheckFailed(f"{what}: {n} results for {expected} examples")
@@ -206,6 +222,28 @@ class Checker:
                     _finite(value, f"output {name!r}")
         return out
 
+    def predict_features(self, by_example: dict[str, np.ndarray]) -> None:
+        """Predict on the features signature with the examples' values as plain tensors: the
+        same outputs as serving_default gave for the examples themselves."""
+        request = warmup.predict_features(MODEL_NAME, self.info, self.examples)
+        response = self.client.stub.Predict(request, timeout=self.remaining())
+        _same_outputs({k: tensors.from_proto(v, k) for k, v in response.outputs.items()},
+                      by_example)
+
+    def rest_predict_features(self, by_example: dict[str, np.ndarray]) -> None:
+        """The same over REST, as plain JSON rows (NaN for a missing number)."""
+        columns = warmup.plain_columns(self.info, self.examples)
+        instances = [{k: (_text_or_b64(v[i]) if v.dtype == object else v[i].item())
+                      for k, v in columns.items()} for i in range(len(self.examples))]
+        answer = self.rest("POST", ":predict", {
+            "signature_name": self.info["features_signature"]["name"], "instances": instances})
+        rows = answer["predictions"]
+        if len(by_example) == 1:  # one output: TF Serving writes it bare
+            rows = [{next(iter(by_example)): r} for r in rows]
+        _count(len(rows), len(self.examples), "predictions")
+        _same_outputs({k: np.array([r[k] for r in rows], np.float32) for k in by_example},
+                      by_example)
+
     def classify(self, signature: str) -> None:
         request = warmup.classify(MODEL_NAME, signature, self.examples)
         result = self.client.stub.Classify(request, timeout=self.remaining()).result
@@ -268,8 +306,12 @@ class Checker:
         if not self.call("gRPC Predict", contract.MODEL_INFO_SIGNATURE, read_info):
             return  # without the model's description no head can be checked
         heads = info["heads"]
-        self.call("gRPC Predict", contract.DEFAULT_SIGNATURE,
-                  lambda: self.predict(contract.DEFAULT_SIGNATURE, contract.SERVING_INPUT))
+        by_example: dict[str, np.ndarray] = {}
+        self.call("gRPC Predict", contract.DEFAULT_SIGNATURE, lambda: by_example.update(
+            self.predict(contract.DEFAULT_SIGNATURE, contract.SERVING_INPUT)))
+        plain = info.get("features_signature", {}).get("name")  # older models have none
+        if plain and by_example:
+            self.call("gRPC Predict", plain, lambda: self.predict_features(by_example))
         self.call("gRPC Predict", contract.TRANSFORM_FEATURES_SIGNATURE,
                   # a missing label is NaN there, by design: counts only
                   lambda: self.predict(contract.TRANSFORM_FEATURES_SIGNATURE,
@@ -286,6 +328,8 @@ class Checker:
         self.call("REST GET metadata", "", lambda: self.rest("GET", "/metadata"))
         self.call("REST :predict", contract.DEFAULT_SIGNATURE,
                   lambda: self.rest_predict(contract.DEFAULT_SIGNATURE))
+        if plain and by_example:
+            self.call("REST :predict", plain, lambda: self.rest_predict_features(by_example))
         for head in heads:
             verb = "regress" if task_of(head).signature == tasks.REGRESS else "classify"
             self.call(f"REST :{verb}", head["signature"],
@@ -376,7 +420,7 @@ def check(model: str, examples: list[bytes], timeout: float, binary: str | None 
             if checker.calls and all(c["passed"] for c in checker.calls):
                 # the heads of the model's description, as the server gave it (model_info)
                 logs = warmup.requests(checker.info.get("pipeline") or MODEL_NAME,
-                                       checker.info["heads"], examples)
+                                       checker.info, examples)
                 warm_file = _stage_warm(base, logs)
                 result["warmup_records"] = len(logs)
                 checker.call(f"load with TF Serving's warm-up file ({len(logs)} requests)", "",

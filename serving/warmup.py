@@ -9,8 +9,9 @@ a request that fails or on more than 1,000 records, and runs each request on the
 whatever model name it carries.
 
 `requests` builds one record per call a client makes, from real examples (the infra check's:
-the test split's first rows): Predict on `model_info` and `serving_default`, Classify or Regress
-on every head's signature, one MultiInference over every head. The infra check writes them once
+the test split's first rows): Predict on `model_info`, `serving_default` and `features` (the
+examples' values as plain tensors), Classify or Regress on every head's signature, one
+MultiInference over every head. The infra check writes them once
 every call has passed (serving/infra_check.py); the Pusher puts the file into the pushed
 version; `replay` is what the built-in server does with it at load (serving/servable.py), as the
 binary does.
@@ -59,6 +60,34 @@ def predict(model_name: str, signature: str, input_name: str | None,
     return request
 
 
+def plain_columns(info: dict[str, Any], examples: Sequence[bytes]) -> dict[str, np.ndarray]:
+    """Serialized tf.Examples as the features signature's inputs (the model description's
+    "features_signature"): {input: [batch] array}, NaN or b"" where an example lacks the
+    feature, as a client sends a missing value."""
+    inputs = info["features_signature"]["inputs"]
+    parsed = [example_pb2.Example.FromString(s).features.feature for s in examples]
+    out = {}
+    for column, spec in inputs.items():
+        values = []
+        for features in parsed:
+            kind = features[column].WhichOneof("kind") if column in features else None
+            found = list(getattr(features[column], kind).value) if kind else []
+            values.append(found[0] if found else (b"" if spec["dtype"] == "string" else np.nan))
+        out[spec["input"]] = np.array(values, dtype=object if spec["dtype"] == "string"
+                                      else spec["dtype"])
+    return out
+
+
+def predict_features(model_name: str, info: dict[str, Any], examples: Sequence[bytes]
+                     ) -> predict_pb2.PredictRequest:
+    """Predict on the features signature with the examples' values as plain tensors."""
+    request = predict_pb2.PredictRequest()
+    _spec(request.model_spec, model_name, info["features_signature"]["name"])
+    for name, values in plain_columns(info, examples).items():
+        request.inputs[name].CopyFrom(tensors.to_proto(values))
+    return request
+
+
 def classify(model_name: str, signature: str, examples: Sequence[bytes]
              ) -> classification_pb2.ClassificationRequest:
     return _on_examples(classification_pb2.ClassificationRequest(), model_name, signature,
@@ -91,14 +120,18 @@ def _kind(head: dict[str, Any]) -> str:
     return task_of(head).signature
 
 
-def requests(model_name: str, heads: Sequence[dict[str, Any]], examples: Sequence[bytes]
+def requests(model_name: str, info: dict[str, Any], examples: Sequence[bytes]
              ) -> list[prediction_log_pb2.PredictionLog]:
-    """The warm-up records for a model whose description lists `heads` (module doc)."""
+    """The warm-up records for a model with the description `info` (module doc)."""
+    heads = info["heads"]
     logs = [prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
                 request=predict(model_name, contract.MODEL_INFO_SIGNATURE, None, ()))),
             prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
                 request=predict(model_name, contract.DEFAULT_SIGNATURE, contract.SERVING_INPUT,
                                 examples)))]
+    if "features_signature" in info:  # models exported before it have none
+        logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+            request=predict_features(model_name, info, examples))))
     for head in heads:
         if _kind(head) == tasks.REGRESS:
             logs.append(prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(

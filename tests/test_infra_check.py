@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
 from components import infra_check as component
 from headwise import contract
@@ -86,9 +87,11 @@ def test_an_intact_model_answers_every_signature_over_grpc_and_rest(exported, tm
         assert (f"gRPC {kind}", signature) in calls
         assert (f"REST :{kind.lower()}", signature) in calls
     for signature in (contract.DEFAULT_SIGNATURE, contract.TRANSFORM_FEATURES_SIGNATURE,
-                      contract.MODEL_INFO_SIGNATURE):
+                      contract.MODEL_INFO_SIGNATURE, contract.FEATURES_SIGNATURE):
         assert ("gRPC Predict", signature) in calls
     assert ("REST :predict", contract.DEFAULT_SIGNATURE) in calls
+    # plain features, answered as serving_default answers the same rows' examples
+    assert ("REST :predict", contract.FEATURES_SIGNATURE) in calls
     assert any(api == "gRPC MultiInference" for api, _ in calls)
     # Last, the model loaded again with the warm-up file, which the server replayed.
     assert result["calls"][-1]["api"].startswith("load with TF Serving's warm-up file")
@@ -105,14 +108,18 @@ def _assert_warmup_records(path: str, n: int) -> None:
             for r in tf.data.TFRecordDataset(path)]
     kinds = [log.WhichOneof("log_type") for log in logs]
     heads = synthetic.CFG.heads
-    assert kinds == ["predict_log", "predict_log"] + [
+    assert kinds == ["predict_log", "predict_log", "predict_log"] + [
         "regress_log" if h.task == "regression" else "classify_log" for h in heads
     ] + ["multi_inference_log"], kinds
     info, default = logs[0].predict_log.request, logs[1].predict_log.request
     assert info.model_spec.signature_name == contract.MODEL_INFO_SIGNATURE and not info.inputs
     assert default.model_spec.signature_name == contract.DEFAULT_SIGNATURE
     assert default.inputs[contract.SERVING_INPUT].tensor_shape.dim[0].size == n
-    for head, log in zip(heads, logs[2:], strict=False):
+    plain = logs[2].predict_log.request
+    assert plain.model_spec.signature_name == contract.FEATURES_SIGNATURE
+    assert {k: (v.dtype, v.tensor_shape.dim[0].size) for k, v in plain.inputs.items()} == {
+        "a": (types_pb2.DT_FLOAT, n), "b": (types_pb2.DT_STRING, n), "c": (types_pb2.DT_FLOAT, n)}
+    for head, log in zip(heads, logs[3:], strict=False):
         request = getattr(log, log.WhichOneof("log_type")).request
         kind = "regress" if head.task == "regression" else "classify"
         assert request.model_spec.signature_name == contract.head_signature(head.name, kind)
@@ -135,9 +142,8 @@ def test_a_warm_up_request_that_fails_fails_the_load_as_in_tf_serving(exported, 
 
     model, name = broken
     examples = infra_check.read_examples([exported[1]], 4)
-    heads = examples_lib.read_model_info(model)["heads"]
-    warmup.write(os.path.join(model, contract.WARMUP_FILE),
-                 warmup.requests("m", heads, examples))
+    info = examples_lib.read_model_info(model)
+    warmup.write(os.path.join(model, contract.WARMUP_FILE), warmup.requests("m", info, examples))
     base = tmp_path / "serving" / "m"
     base.mkdir(parents=True)
     os.symlink(model, base / "1")
