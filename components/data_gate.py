@@ -36,6 +36,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components import distributions
+from headwise import contract as contract_lib
 from headwise import request_logs
 from headwise.versions import numeric_versions
 
@@ -123,7 +124,8 @@ def serving_statistics(log_dir: str, contract: schema_pb2.Schema, max_examples: 
     from tensorflow_data_validation.statistics import stats_impl
     from tfx_bsl.coders import example_coder
 
-    examples, _ = request_logs.read_examples(log_dir, max_examples)
+    columns = {contract_lib.features_input(f.name): f.name for f in contract.feature}
+    examples, _ = request_logs.read_examples(log_dir, max_examples, columns)
     if not examples:
         return None
     try:

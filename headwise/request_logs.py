@@ -20,10 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import time
+from collections.abc import Mapping
 
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import input_pb2, prediction_log_pb2
+
+from headwise import contract
 
 log = logging.getLogger("headwise.serving")
 
@@ -63,12 +67,54 @@ def input_examples(inp: input_pb2.Input) -> list[bytes]:
     return []
 
 
-def examples_of(entry: prediction_log_pb2.PredictionLog) -> list[bytes]:
-    """The serialized tf.Examples a logged request asked about (none for other requests)."""
+_PLAIN_NUMBERS = {types_pb2.DT_FLOAT: ("float_val", "<f"),
+                  types_pb2.DT_DOUBLE: ("double_val", "<d")}
+
+
+def plain_examples(inputs, columns: Mapping[str, str] | None = None) -> list[bytes]:
+    """A features-signature request's plain tensors (contract.FEATURES_SIGNATURE) -> one
+    serialized tf.Example per row, holding what a client's example of the row would hold: a
+    float32 input as floats, a float64 one as the integers it stands for (contract.
+    FEATURES_DTYPES), strings as bytes; NaN and empty strings (missing) left out. `columns`
+    maps an input's name to its column (contract.features_input; default: the same name)."""
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    rows: list[example_pb2.Example] = []
+    for name, tensor in inputs.items():
+        column = (columns or {}).get(name, name)
+        if tensor.dtype == types_pb2.DT_STRING:
+            values = list(tensor.string_val)
+        elif tensor.dtype in _PLAIN_NUMBERS:
+            field, little_endian = _PLAIN_NUMBERS[tensor.dtype]
+            values = (list(getattr(tensor, field)) if not tensor.tensor_content else
+                      [v for (v,) in struct.iter_unpack(little_endian, tensor.tensor_content)])
+        else:
+            continue
+        while len(rows) < len(values):
+            rows.append(example_pb2.Example())
+        for row, value in zip(rows, values, strict=False):
+            if isinstance(value, bytes):
+                if value.strip():
+                    row.features.feature[column].CopyFrom(
+                        feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value])))
+            elif value == value:  # not NaN
+                feature = feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[value])) \
+                    if tensor.dtype == types_pb2.DT_FLOAT else \
+                    feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(value)]))
+                row.features.feature[column].CopyFrom(feature)
+    return [r.SerializeToString() for r in rows]
+
+
+def examples_of(entry: prediction_log_pb2.PredictionLog,
+                columns: Mapping[str, str] | None = None) -> list[bytes]:
+    """The serialized tf.Examples a logged request asked about (none for other requests);
+    plain features become the examples a client would have sent (`plain_examples`)."""
     kind = entry.WhichOneof("log_type")
     if kind in ("classify_log", "regress_log", "multi_inference_log"):
         return input_examples(getattr(entry, kind).request.input)
     if kind == "predict_log":
+        if entry.predict_log.request.model_spec.signature_name == contract.FEATURES_SIGNATURE:
+            return plain_examples(entry.predict_log.request.inputs, columns)
         inputs = entry.predict_log.request.inputs
         # A signature over serialized examples has one string input (serving_default's
         # `examples`); other Predict requests (model_info, raw tensors) carry no examples.
@@ -79,7 +125,8 @@ def examples_of(entry: prediction_log_pb2.PredictionLog) -> list[bytes]:
     return []
 
 
-def read_examples(log_dir: str, max_examples: int) -> tuple[list[bytes], int]:
+def read_examples(log_dir: str, max_examples: int, columns: Mapping[str, str] | None = None
+                  ) -> tuple[list[bytes], int]:
     """Up to max_examples serialized tf.Examples from the newest log files; (examples, files
     read). A truncated file (a server killed mid-write never renames its file, but a copy may
     be cut short) ends that file's records, not the read."""
@@ -92,7 +139,8 @@ def read_examples(log_dir: str, max_examples: int) -> tuple[list[bytes], int]:
         batch: list[bytes] = []
         try:
             for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                batch.extend(examples_of(prediction_log_pb2.PredictionLog.FromString(raw)))
+                batch.extend(examples_of(prediction_log_pb2.PredictionLog.FromString(raw),
+                                         columns))
         except tf.errors.DataLossError:
             log.warning("request log: %s is truncated; read up to the damage", path)
         found[:0] = batch  # keep time order: older files before newer ones

@@ -7,6 +7,7 @@ the project's Pusher; expected values are the Keras model's in-process predictio
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.example import example_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -30,6 +32,7 @@ from tensorflow_serving.apis import (
 
 from cli import main as cli
 from components import pusher
+from headwise import contract, request_logs
 from headwise import examples as examples_lib
 from serving import client as client_lib
 from serving import server as server_lib
@@ -484,6 +487,24 @@ def test_request_log_keeps_successful_requests_as_tf_servings_prediction_logs(mo
     assert examples == sent[:6] + sent[7:10]  # not the refused one, not model_info's
     newest, _ = request_logs.read_examples(logs, max_examples=4)
     assert newest == sent[5:6] + sent[7:10]
+
+
+def test_a_logged_plain_features_request_reads_back_as_the_clients_examples():
+    """Skew is measured on plain JSON requests too: the features signature's tensors become the
+    tf.Examples the client's own encoder makes of the same rows (headwise.examples)."""
+    rows = [{"a": 1.5, "n": 3, "Body Mass": "x"}, {"a": None, "n": None, "Body Mass": ""},
+            {"a": -2.0, "n": -7, "Body Mass": "yz"}]
+    odd = contract.features_input("Body Mass")
+    request = predict_pb2.PredictRequest(model_spec=spec(contract.FEATURES_SIGNATURE))
+    request.inputs["a"].CopyFrom(tf.make_tensor_proto(np.array([1.5, np.nan, -2], np.float32)))
+    request.inputs["n"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE,
+                                                        double_val=[3, math.nan, -7]))
+    request.inputs[odd].CopyFrom(tf.make_tensor_proto([b"x", b"", b"yz"]))
+    assert request.inputs["a"].tensor_content  # numbers as TensorFlow's clients send them
+    got = request_logs.plain_examples(request.inputs, {odd: "Body Mass"})
+    want = examples_lib.to_examples(rows, {"a": "float32", "n": "int64", "Body Mass": "string"})
+    assert [example_pb2.Example.FromString(e) for e in got] == \
+        [example_pb2.Example.FromString(e) for e in want]
 
 
 def test_request_log_samples_and_never_blocks_a_request(tmp_path):
