@@ -5,7 +5,8 @@ them as TF Serving does, the client (`serving/client.py`) and the Evaluator's ev
 them. Changing a value here changes what served models look like: a model exported before the
 change and a client or server after it no longer agree.
 
-Signatures of an exported model (all read serialized tf.Examples, string[batch]):
+Signatures of an exported model (all but `features` and `model_info` read serialized tf.Examples,
+string[batch]):
   serving_default      Predict   input `examples` -> {<head>: float32[batch, units]}
   classify_<head>      Classify  input `inputs` -> `classes`, `scores` (classifier heads)
   regress_<head>       Regress   input `inputs` -> `outputs` (regression heads)

@@ -1,6 +1,6 @@
 """Export the multi-head model as a SavedModel that TF Serving serves through every API.
 
-Signatures (all take serialized tf.Examples, string[batch]):
+Signatures (all but `features` and `model_info` take serialized tf.Examples, string[batch]):
   serving_default     (Predict)   input `examples`, no label columns ->
                                   {<head>: float32[batch, units]}, one output per head: the
                                   probability (binary), class probabilities (multiclass), the
