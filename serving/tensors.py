@@ -8,6 +8,8 @@ Requests may use either form (`tf.make_tensor_proto` writes `tensor_content`); b
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
@@ -29,6 +31,10 @@ _NUMPY_TO_DTYPE = {
     np.dtype(np.int8): types_pb2.DT_INT8, np.dtype(np.uint8): types_pb2.DT_UINT8,
     np.dtype(np.int64): types_pb2.DT_INT64, np.dtype(np.bool_): types_pb2.DT_BOOL,
 }
+
+# The most one request tensor may take once decoded. A TensorProto may give one value and a
+# shape, which TensorFlow fills (below); the message is a few bytes whatever the shape.
+MAX_TENSOR_BYTES = 1 << 30
 
 
 class TensorError(ValueError):
@@ -74,8 +80,14 @@ def from_proto(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
     shape = shape_of(proto)
     if any(s < 0 for s in shape) or proto.tensor_shape.unknown_rank:
         raise TensorError(f"tensor parsing error: {alias} (shape must be fully defined)")
-    size = int(np.prod(shape)) if shape else 1
+    size = math.prod(shape)  # Python's ints: no overflow on hostile shapes
     field, np_dtype = _FIELDS[proto.dtype]
+    if size * np.dtype(np_dtype).itemsize > MAX_TENSOR_BYTES:
+        # a few bytes on the wire (one value, TensorFlow fills the shape with it) must not make
+        # the server allocate terabytes; TF Serving answers the same when its allocation fails
+        raise TensorError(f"tensor parsing error: {alias} (shape {list(shape)} is {size:,} "
+                          f"values, beyond the {MAX_TENSOR_BYTES >> 20} MiB a request's tensor "
+                          "may take here)")
     if proto.tensor_content and proto.dtype != types_pb2.DT_STRING:
         values = np.frombuffer(proto.tensor_content, dtype=np_dtype)
     else:

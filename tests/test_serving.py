@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import threading
 import time
 
@@ -243,6 +244,99 @@ def test_errors_have_tf_servings_codes_and_the_server_survives(served):
     resp = stub.Predict(predict_request(served["serialized"]), timeout=10)
     np.testing.assert_allclose(tf.make_ndarray(resp.outputs["r"]), served["expected"]["r"],
                                rtol=1e-4)
+
+
+# --- hostile clients over gRPC (REST's: tests/test_rest.py) -----------------------------------
+MAX_WORKERS = 16  # server_lib.start's default: the gRPC handler threads
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _healthy(served) -> None:
+    resp = served["stub"].Predict(predict_request(served["serialized"][:2]), timeout=10)
+    assert set(resp.outputs) == {"r", "k", "m", "g"}
+
+
+@pytest.mark.parametrize("dims", [[10**12], [2**40, 2**40], [2**62, 4]])
+def test_a_tiny_request_with_a_huge_shape_is_refused_without_allocating_it(served, dims):
+    """One value and a shape: TensorFlow fills the shape with the value, so a message of a few
+    bytes could ask for terabytes (or a shape whose size overflows int64)."""
+    before = _rss_mib()
+    request = predict_pb2.PredictRequest(model_spec=spec())
+    tensor = request.inputs["examples"]
+    tensor.dtype = types_pb2.DT_STRING
+    for size in dims:
+        tensor.tensor_shape.dim.add(size=size)
+    tensor.string_val.append(served["serialized"][0])
+    assert request.ByteSize() < 200
+    code, details = error_of(served["stub"].Predict, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert details.startswith("tensor parsing error: examples"), details
+    assert _rss_mib() - before < 100
+    _healthy(served)
+
+
+def test_bytes_that_are_no_request_are_refused_and_the_server_answers_on(served):
+    raw = served["channel"].unary_unary("/tensorflow.serving.PredictionService/Predict")
+    for junk in (b"\xff" * 64, b"\x0a\xff\xff\xff\xff\x0f", b"\x12" * 1000):
+        with pytest.raises(grpc.RpcError) as e:
+            raw(junk, timeout=10)
+        assert e.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    _healthy(served)
+
+
+def test_a_flood_of_idle_and_half_open_connections_holds_the_threads_bounded(served):
+    """200 TCP connections to the gRPC port: half send nothing, half stop inside HTTP/2's
+    preface. Threads stay within the handler pool, and healthy calls are answered during the
+    flood and after it."""
+    port = served["running"].port
+    _healthy(served)
+    threads = threading.active_count()
+    sockets = []
+    try:
+        for i in range(200):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if i % 2:
+                sock.sendall(b"PRI * HTTP/2.0\r\n")
+            sockets.append(sock)
+        time.sleep(0.5)
+        started = time.monotonic()
+        _healthy(served)
+        assert time.monotonic() - started < 5
+        assert threading.active_count() <= threads + MAX_WORKERS
+    finally:
+        for sock in sockets:
+            sock.close()
+    _healthy(served)
+
+
+def test_more_calls_at_once_than_handler_threads_are_all_answered(served):
+    """Four times the handler pool at once, half of them clients that give up at once: every
+    patient call is answered, and the threads stay within the pool."""
+    threads = threading.active_count()
+    results: list[str] = []
+
+    def one(i: int) -> None:
+        try:
+            served["stub"].Predict(predict_request(served["serialized"][:8]),
+                                   timeout=0.001 if i % 2 else 60)
+            results.append("ok")
+        except grpc.RpcError as e:
+            results.append(e.code().name)
+
+    callers = [threading.Thread(target=one, args=(i,)) for i in range(4 * MAX_WORKERS)]
+    for t in callers:
+        t.start()
+    peak = threading.active_count()
+    for t in callers:
+        t.join(timeout=120)
+    assert results.count("ok") >= 2 * MAX_WORKERS, results
+    assert set(results) <= {"ok", "DEADLINE_EXCEEDED"}, results
+    assert peak <= threads + len(callers) + MAX_WORKERS
+    _healthy(served)
 
 
 # --- client and CLI ----------------------------------------------------------------------------
