@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
 import time
 from typing import Any
 
@@ -314,7 +313,7 @@ def run(work_dir: str, seeds: list[int], quick: bool = False,
         configs: tuple[str, ...] = CONFIGS) -> dict[str, Any]:
     started = time.monotonic()
     out: dict[str, Any] = {"split": data_config.TEST, "seeds": seeds, "datasets": {},
-                           "commit": _commit(), "quick": quick}
+                           "commit": common.commit(), "quick": quick}
     for path in configs[:1] if quick else configs:
         path = os.path.join(common.ROOT, path)
         cfg = prepare(path)
@@ -326,17 +325,6 @@ def run(work_dir: str, seeds: list[int], quick: bool = False,
         common.write_json("quality", {**out, "seconds": time.monotonic() - started})
     out["seconds"] = time.monotonic() - started
     return out
-
-
-def _commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=common.ROOT, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=common.ROOT).stdout.strip()
-        return sha + ("+changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -551,7 +539,7 @@ def run_ablations(work_dir: str, seeds: list[int], quality_results: dict[str, An
     """Per dataset: the shipped config's multi-head model (from `quality_results` where it has
     those seeds, else trained here) and each ablation in `names`, on the validation split."""
     out: dict[str, Any] = {"split": data_config.VALIDATION, "seeds": seeds, "datasets": {},
-                           "commit": _commit(), "ablations": list(names)}
+                           "commit": common.commit(), "ablations": list(names)}
     import yaml
 
     for path in configs:

@@ -22,8 +22,8 @@ import time
 
 from benchmarks import common
 
-ALL = ("quality", "recipe", "multihead", "pipeline", "scaling", "load", "scoring", "datasets",
-       "images")
+ALL = ("quality", "recipe", "multihead", "pipeline", "scaling", "load", "hostile", "scoring",
+       "datasets", "images")
 
 
 def _plot(results: dict, path: str) -> None:
@@ -107,6 +107,7 @@ _SECTIONS = [  # (results file, title, summary module[:function], default `summa
     ("pipeline_cost", "Pipeline cost", "benchmarks.pipeline_cost"),
     ("scaling", "Scaling with data", "benchmarks.scaling"),
     ("load", "Serving under load, with a version push", "benchmarks.load"),
+    ("hostile", "Serving against hostile clients (REST and gRPC)", "benchmarks.hostile"),
     ("scoring", "Batch scoring (`headwise score`)", "benchmarks.scoring"),
     ("datasets", "Other datasets, end to end", "benchmarks.datasets"),
     ("images", "Images: a backbone pretrained without a download (digits)", "benchmarks.images"),
@@ -238,6 +239,17 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
                      os.path.join(work_dir, "load"), total=4000 if quick else 20_000)
         results["load"] = r
         common.write_json("load", r)
+
+    if "hostile" in chosen:
+        from benchmarks import hostile
+
+        print("[hostile] slow, oversized and flooding clients over REST and gRPC", flush=True)
+        model_dir = os.path.join(work_dir, "multihead", cfg.name, "serving", cfg.model_name)
+        if "multihead" not in results and not os.path.isdir(model_dir):
+            model_dir = os.path.join(common.ROOT, "outputs", "serving", cfg.model_name)
+        r = hostile.run(model_dir, cfg.resolve_data(), os.path.join(work_dir, "hostile"))
+        results["hostile"] = r
+        common.write_json("hostile", r)
 
     if "scoring" in chosen:
         from benchmarks import scoring

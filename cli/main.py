@@ -507,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "benchmark runs (one seed, short training, small data)")
     bench.add_argument("--only",
                        help="comma-separated: quality, recipe, multihead, pipeline, scaling, load, "
-                       "scoring, datasets, images")
+                       "hostile, scoring, datasets, images")
     bench.add_argument("--render", action="store_true", help="only rewrite SUMMARY.md and "
                        "summary.png from the JSON results already in benchmarks/results/")
     bench.add_argument("--seeds", type=int, default=3, help="seeds per model (full mode)")

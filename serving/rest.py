@@ -163,6 +163,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 class RestServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The kernel's queue of connections not yet accepted (socketserver's default is 5). Past it
+    # a client's SYN is dropped and retried a second later, so under a flood a healthy client
+    # waited a second before the server saw it; now the server accepts it and answers (503
+    # past max_connections) at once (benchmarks/hostile.py, rest_slow_body).
+    request_queue_size = 1024
 
     def __init__(self, host: str, port: int, api: RestApi, *,
                  max_connections: int = MAX_CONNECTIONS, timeout_s: float = TIMEOUT_S,
