@@ -38,7 +38,7 @@ from tfx.utils import io_utils
 from components import distributions
 from headwise import contract as contract_lib
 from headwise import request_logs
-from headwise.versions import numeric_versions
+from headwise.versions import served_versions
 
 ANOMALIES_FILE = "SchemaDiff.pb"
 BASELINE_STATISTICS = os.path.join("assets.extra", "headwise_statistics.pb")
@@ -99,7 +99,7 @@ def missing_value_problems(split: str, stats: statistics_pb2.DatasetFeatureStati
 
 def served_baseline(serving_dir: str):
     """(version, statistics) of the data that trained the latest pushed version, or None."""
-    versions = numeric_versions(serving_dir)
+    versions = served_versions(serving_dir)
     if not versions:
         return None
     version = versions[-1]
@@ -153,7 +153,7 @@ def baselines_key(serving_dir: str, log_dir: str) -> str:
     """What the drift and skew baselines are now: the latest pushed version and the finished
     request log files (a digest of their names). A new value makes TFX run the gate again on
     cached data."""
-    versions = numeric_versions(serving_dir)
+    versions = served_versions(serving_dir)
     names = "\n".join(os.path.basename(f) for f in request_logs.log_files(log_dir))
     return json.dumps({"served": versions[-1] if versions else None,
                        "request_logs": hashlib.sha256(names.encode()).hexdigest()[:16]})

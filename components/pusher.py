@@ -8,9 +8,12 @@ new version when a cached rerun re-blesses it. This executor, for every filesyst
     directories), with the push record and the drift baseline inside it;
   * publishes it as the version: on local disk by one atomic rename; on an object store, which
     has no rename and lists objects as they are written, by copying the staged files into
-    `<version>/` with `saved_model.pb` last. TF Serving loads only a directory that holds
-    `saved_model.pb` (`headwise.versions.numeric_versions` is that rule), and an object store
-    writes each object whole, so a version is loadable only once every other file is in place;
+    `<version>/` with `saved_model.pb` last. TF Serving aspires any child whose name is a
+    number, so on an object store the version is visible, and under TF Serving's default
+    `latest` policy loadable, while it is copied. Then the push names the version in
+    `<base>/models.config` (TF Serving's ModelServerConfig, a `specific` version policy;
+    `headwise.versions`), written whole: a TF Serving started with `--model_config_file` on it
+    (docs/serving.md; the Kubeflow manifests do) loads a version only once it is complete;
   * numbers versions strictly increasing: max(unix time, latest version + 1);
   * does not push a model that is already the latest version (same Trainer artifact);
   * keeps the newest `keep_versions` versions (an old version loses its `saved_model.pb` first)
@@ -48,7 +51,7 @@ from tfx.v1.components import Pusher as StockPusher
 from components import infra_check
 from components.data_gate import BASELINE_STATISTICS, DRIFT_SPLIT
 from headwise import contract
-from headwise.versions import SAVED_MODEL, numeric_versions
+from headwise.versions import MODEL_CONFIG, SAVED_MODEL, model_config, numeric_versions
 
 PUSH_RECORD = os.path.join("assets.extra", "headwise_push.json")
 STATISTICS_KEY = "statistics"
@@ -101,9 +104,21 @@ class Storage:
         self.gfile.copy(src, dst, overwrite=True)
 
     def write(self, path: str, content: bytes) -> None:
+        """The file whole or not at all: an object store writes an object whole; on local
+        disk a temporary file, fsynced, is renamed over it."""
         self.makedirs(os.path.dirname(path))
-        with self.gfile.GFile(path, "wb") as fh:
+        if "://" in path:
+            with self.gfile.GFile(path, "wb") as fh:
+                fh.write(content)
+            return
+        # named as a staging directory is: a push killed here leaves it to the stale clean-up
+        tmp = os.path.join(os.path.dirname(path), f"{TMP_PREFIX}{int(_clock())}-"
+                           f"{uuid.uuid4().hex}-{os.path.basename(path)}")
+        with open(tmp, "wb") as fh:
             fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
 
     def read(self, path: str) -> bytes:
         with self.gfile.GFile(path, "rb") as fh:
@@ -260,6 +275,10 @@ def push_model(model_path: str, base_dir: str, source: str, keep_versions: int =
                          for v in serving_versions(base_dir, storage)):
             storage.remove(final)  # a partial copy, never loadable
         raise
+    # Name the new version in TF Serving's model config: a server that reads it loads the
+    # version only now that every file is in place (an object store showed it while copying).
+    storage.write(os.path.join(base_dir, MODEL_CONFIG), model_config(
+        os.path.basename(base_dir.rstrip("/")), base_dir, [version]).encode())
     versions = sorted({*serving_versions(base_dir, storage), version})
     removed = tuple(v for v in versions[:-keep_versions] if v != version) \
         if keep_versions > 0 else ()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from headwise.versions import numeric_versions
+from headwise.versions import served_versions
 
 log = logging.getLogger("headwise.serving")
 
@@ -171,8 +171,10 @@ class VersionManager:
     warm_up: Callable[[Servable], int] | None = None
 
     def poll(self) -> None:
-        """Load the highest numeric version if it is not the one being served."""
-        versions = numeric_versions(self.base_path)
+        """Load the highest version if it is not the one being served: of the versions the
+        base path's TF Serving model config names, when the Pusher wrote one, else of every
+        complete numeric version (headwise.versions.served_versions)."""
+        versions = served_versions(self.base_path)
         if not versions:
             if self._current is None:
                 log.warning("no versions of model %r found under %s", self.name, self.base_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import threading
 import pytest
 
 from components import pusher
+from headwise import versions
 
 
 @pytest.fixture
@@ -25,7 +27,9 @@ def test_push_is_a_complete_numeric_version(tmp_path, model):
     base = str(tmp_path / "serving" / "taxi")
     r = pusher.push_model(model, base, source="model/1", now=1000)
     assert (r.version, r.reused) == (1000, False)
-    assert sorted(os.listdir(base)) == ["1000"]  # no temporary directory left behind
+    # no temporary directory left behind; TF Serving's model config names the version
+    assert sorted(os.listdir(base)) == ["1000", "models.config"]
+    assert versions.configured_versions(base) == [1000]
     assert open(os.path.join(r.path, "saved_model.pb"), "rb").read() == b"graph"
     assert os.path.exists(os.path.join(r.path, "variables", "variables.index"))
 
@@ -65,7 +69,7 @@ def test_failed_copy_leaves_nothing_and_stale_temp_dirs_are_cleaned(tmp_path, mo
         pusher.push_model(str(tmp_path / "no_such_model"), str(base), source="x", now=7)
     assert os.listdir(base) == []
     pusher.push_model(model, str(base), source="y", now=8)
-    assert os.listdir(base) == ["8"]
+    assert sorted(os.listdir(base)) == ["8", "models.config"]
 
 
 def test_a_remote_push_carries_the_drift_baseline_and_the_warm_up_file(tmp_path, model):
@@ -226,26 +230,41 @@ def _complete(store: ObjectStore, version: int) -> bool:
     return set(store.files(f"{BASE}/{version}")) == want
 
 
-def test_on_an_object_store_no_partial_version_is_ever_loadable():
-    """Watched after every single write: each version that TF Serving's loading rule would
-    load (a numeric directory holding saved_model.pb) is complete, model, push record and
-    drift baseline; yet the listing does show the version while it is being copied."""
-    store = _store_with_models("m1")
-    seen_partial = []
+def tf_serving_loads(store: ObjectStore, config: bool = True) -> list[int]:
+    """The versions TF Serving would load from BASE, by its own rules (file_system_storage_
+    path_source.cc): every child whose name parses as a number is a version, whatever it holds;
+    started with --model_config_file=<BASE>/models.config, the versions that file's `specific`
+    policy names; else (`config=False`, the default `latest` policy) the highest."""
+    children = [int(n) for n in store.listdir(BASE) if n.isdigit()]
+    if config:
+        path = f"{BASE}/{versions.MODEL_CONFIG}"
+        if path not in store.objects:
+            return []
+        named = set(re.findall(r"versions: (\d+)", store.objects[path].decode()))
+        return sorted(v for v in children if str(v) in named)
+    return [max(children)] if children else []
+
+
+def test_tf_serving_on_the_model_config_never_loads_a_partial_version():
+    """Watched after every single write of two pushes: the versions that TF Serving, run on
+    the Pusher's model config, would load are complete (model, push record, drift baseline).
+    Under its default `latest` policy it would have loaded the second version half-copied: the
+    listing shows a version while it is copied."""
+    store = _store_with_models("m1", "m2")
+    partial_under_latest = []
 
     def check(key):
-        for v in pusher.serving_versions(BASE, store):
+        for v in tf_serving_loads(store):
             assert _complete(store, v), (key, sorted(store.files(f"{BASE}/{v}")))
-        names = store.listdir(BASE)
-        seen_partial.extend(n for n in names if n.isdigit()
-                            and int(n) not in pusher.serving_versions(BASE, store))
+        partial_under_latest.extend(v for v in tf_serving_loads(store, config=False)
+                                    if not _complete(store, v))
     store.on_write = check
-    r = pusher.push_model("mem://bucket/pipeline/m1", BASE, source="m1", now=1000,
+    for name, now in (("m1", 1000), ("m2", 2000)):
+        pusher.push_model(f"mem://bucket/pipeline/{name}", BASE, source=name, now=now,
                           extra_files=BASELINE, storage=store)
-    assert (r.version, r.reused) == (1000, False)
-    assert seen_partial and set(seen_partial) == {"1000"}  # visible while incomplete
-    assert store.listdir(BASE) == ["1000"] and _complete(store, 1000)  # staging removed
-    assert store.read(f"{BASE}/1000/saved_model.pb") == b"graph"
+        assert tf_serving_loads(store) == [now]
+    assert 2000 in partial_under_latest  # why the config is needed on an object store
+    assert versions.served_versions(BASE, store) == [2000]  # the built-in server's reading
 
 
 @pytest.mark.parametrize("kill_at", range(1, 2 * (len(MODEL_FILES) + 2)))  # every write
@@ -264,6 +283,7 @@ def test_a_push_killed_midway_is_never_served_and_the_next_push_cleans_up(kill_a
                           extra_files=BASELINE, storage=store)
     store.revive()
     assert pusher.serving_versions(BASE, store) == [1000] and _complete(store, 1000)
+    assert tf_serving_loads(store) == [1000]
     assert len(store.listdir(BASE)) > 1  # something partial was left behind
     import time
 
@@ -272,7 +292,8 @@ def test_a_push_killed_midway_is_never_served_and_the_next_push_cleans_up(kill_a
     r = pusher.push_model("mem://bucket/pipeline/m2", BASE, source="m2", now=2000,
                           extra_files=BASELINE, storage=store)
     assert r.version == 2000 and not r.reused
-    assert store.listdir(BASE) == ["1000", "2000"]  # no staging, no partial directory
+    assert store.listdir(BASE) == ["1000", "2000", "models.config"]  # no staging, no partial
+    assert tf_serving_loads(store) == [2000]
     assert _complete(store, 2000)
 
 
@@ -286,7 +307,7 @@ def test_object_store_pushes_dedupe_number_and_prune_like_local_ones():
     c = pusher.push_model("mem://bucket/pipeline/m3", BASE, "m3", keep_versions=2, now=50,
                           storage=store)
     assert (b.version, c.version, c.removed) == (101, 102, (100,))
-    assert store.listdir(BASE) == ["101", "102"]
+    assert store.listdir(BASE) == ["101", "102", "models.config"]
     old = [k for k in store.removed if k.startswith(f"{BASE}/100/")]
     assert old[0] == f"{BASE}/100/saved_model.pb"  # unloadable first, then the rest
 
@@ -315,7 +336,7 @@ def _check_pure(base: str, expected_versions: int) -> None:
 
     versions = pusher.serving_versions(base)
     assert len(versions) == expected_versions, versions
-    assert not [n for n in os.listdir(base) if not n.isdigit()]  # no staging left
+    assert not [n for n in os.listdir(base) if not n.isdigit() and n != "models.config"]
     for v in versions:
         vdir = os.path.join(base, str(v))
         with open(os.path.join(vdir, pusher.PUSH_RECORD)) as fh:
@@ -398,5 +419,20 @@ def test_a_live_push_staging_is_left_alone_and_a_stale_one_removed(tmp_path, mod
     live.mkdir()
     stale.mkdir()
     pusher.push_model(model, str(base), source="x", now=9)
-    assert sorted(os.listdir(base)) == sorted(["9", live.name])
+    assert sorted(os.listdir(base)) == sorted(["9", "models.config", live.name])
 
+
+
+def test_a_server_serves_what_the_model_config_names_not_every_numeric_directory(tmp_path,
+                                                                                   model):
+    """`headwise.versions.served_versions`, what the built-in server loads: the versions the
+    Pusher's model config names; without a config, every complete numeric version."""
+    import shutil
+
+    base = str(tmp_path / "serving" / "taxi")
+    pusher.push_model(model, base, source="a", now=1000)
+    shutil.copytree(os.path.join(base, "1000"), os.path.join(base, "2000"))  # not pushed
+    assert versions.numeric_versions(base) == [1000, 2000]
+    assert versions.served_versions(base) == [1000]
+    os.remove(os.path.join(base, versions.MODEL_CONFIG))
+    assert versions.served_versions(base) == [1000, 2000]

@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 
 from cli import main as cli
 from components import pusher
-from headwise import contract, request_logs
+from headwise import contract, request_logs, versions
 from headwise import examples as examples_lib
 from serving import client as client_lib
 from serving import server as server_lib
@@ -481,6 +481,10 @@ def test_new_version_is_picked_up_while_clients_run_and_broken_ones_are_not(serv
     shutil.copytree(path2, corrupt)
     with open(os.path.join(corrupt, "saved_model.pb"), "wb") as fh:
         fh.write(b"truncated")
+    # the model config names them (as a push names what it published): the server must not
+    # take the named-but-incomplete one for a version, and must survive the corrupt one
+    with open(os.path.join(base, versions.MODEL_CONFIG), "w") as fh:
+        fh.write(versions.model_config(NAME, base, [v2, v2 + 10, v2 + 20]))
     status_stub = model_service_pb2_grpc.ModelServiceStub(served["channel"])
     deadline = time.monotonic() + 30
     status = {}
