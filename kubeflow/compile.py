@@ -18,6 +18,7 @@ import yaml
 
 from headwise import config as config_lib
 from headwise.config import ConfigError, PipelineConfig, _Fields
+from headwise.versions import MODEL_CONFIG
 
 IMAGE_PROJECT_ROOT = "/pipeline"  # where the Dockerfile puts the project inside the image
 SERVING_IMAGE = "tensorflow/serving:2.16.1"
@@ -140,15 +141,21 @@ def compile_pipeline(cfg: PipelineConfig, deploy: DeployConfig, output_path: str
 
 
 def serving_manifests(cfg: PipelineConfig, deploy: DeployConfig) -> list[dict[str, Any]]:
-    """Deployment + Service for the official TF Serving image, serving the pushed versions."""
+    """Deployment + Service for the official TF Serving image, serving the version the
+    Pusher's model config names."""
     name = f"{cfg.model_name.replace('_', '-')}-serving"
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "headwise"}
     base_path = f"{deploy.serving_model_dir.rstrip('/')}/{cfg.model_name}"
     container = {
         "name": "tensorflow-serving",
         "image": SERVING_IMAGE,
+        # The model config the Pusher writes with every push names the one complete version:
+        # TF Serving's own `latest` policy would load any numeric directory, a version still
+        # being copied into the bucket among them (headwise.versions). It exists from the
+        # first push on; until then the server restarts.
         "args": [f"--port={GRPC_PORT}", f"--rest_api_port={REST_PORT}",
-                 f"--model_name={cfg.model_name}", f"--model_base_path={base_path}",
+                 f"--model_config_file={base_path}/{MODEL_CONFIG}",
+                 "--model_config_file_poll_wait_seconds=30",
                  "--file_system_poll_wait_seconds=30"],
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT},
                   {"name": "http", "containerPort": REST_PORT}],

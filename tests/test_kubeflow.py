@@ -167,7 +167,10 @@ def test_serving_manifests_validate_against_kubernetes_schemas(cfg, deploy):
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"].startswith("tensorflow/serving:")
-    assert f"--model_name={cfg.model_name}" in container["args"]
+    # TF Serving loads what the Pusher's model config names, never a half-copied version
+    base = f"{deploy.serving_model_dir.rstrip('/')}/{cfg.model_name}"
+    assert f"--model_config_file={base}/models.config" in container["args"]
+    assert not [a for a in container["args"] if a.startswith(("--model_name", "--model_base"))]
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["resources"]["limits"] and container["resources"]["requests"]
