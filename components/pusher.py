@@ -228,6 +228,22 @@ def _unpublish(storage: Storage, version_dir: str) -> None:
     storage.remove(version_dir)
 
 
+def _name_newest(storage: Storage, base_dir: str) -> None:
+    """Name the newest complete version in TF Serving's model config: a server that reads it
+    loads a version only once every file is in place (an object store shows a version while it
+    is copied). A push that lost a race to a newer one does not leave its own version named:
+    each writer looks again after writing, and the last to look names the newest."""
+    name = os.path.basename(base_dir.rstrip("/"))
+    written = None
+    while True:
+        newest = serving_versions(base_dir, storage)[-1]
+        if newest == written:
+            return
+        storage.write(os.path.join(base_dir, MODEL_CONFIG),
+                      model_config(name, base_dir, [newest]).encode())
+        written = newest
+
+
 def push_model(model_path: str, base_dir: str, source: str, keep_versions: int = 5,
                now: float | None = None, extra_files: dict[str, bytes] | None = None,
                storage: Storage | None = None) -> PushResult:
@@ -275,10 +291,7 @@ def push_model(model_path: str, base_dir: str, source: str, keep_versions: int =
                          for v in serving_versions(base_dir, storage)):
             storage.remove(final)  # a partial copy, never loadable
         raise
-    # Name the new version in TF Serving's model config: a server that reads it loads the
-    # version only now that every file is in place (an object store showed it while copying).
-    storage.write(os.path.join(base_dir, MODEL_CONFIG), model_config(
-        os.path.basename(base_dir.rstrip("/")), base_dir, [version]).encode())
+    _name_newest(storage, base_dir)
     versions = sorted({*serving_versions(base_dir, storage), version})
     removed = tuple(v for v in versions[:-keep_versions] if v != version) \
         if keep_versions > 0 else ()

@@ -336,6 +336,10 @@ def _check_pure(base: str, expected_versions: int) -> None:
 
     versions = pusher.serving_versions(base)
     assert len(versions) == expected_versions, versions
+    from headwise import versions as versions_lib
+
+    # whichever push wrote last, TF Serving's model config names the newest version
+    assert versions_lib.configured_versions(base) == [versions[-1]]
     assert not [n for n in os.listdir(base) if not n.isdigit() and n != "models.config"]
     for v in versions:
         vdir = os.path.join(base, str(v))
@@ -436,3 +440,28 @@ def test_a_server_serves_what_the_model_config_names_not_every_numeric_directory
     assert versions.served_versions(base) == [1000]
     os.remove(os.path.join(base, versions.MODEL_CONFIG))
     assert versions.served_versions(base) == [1000, 2000]
+
+
+def test_a_push_that_loses_the_race_leaves_the_newest_version_named(tmp_path, model):
+    """Push A has listed the versions and is about to name its own in the model config when
+    push B publishes a newer one and names it: A's config must not name its older version
+    last (TF Serving would go back to it)."""
+    import shutil
+
+    base = str(tmp_path / "serving" / "taxi")
+    other = str(tmp_path / "other")
+    shutil.copytree(model, other)
+
+    class Racing(pusher.Storage):
+        raced = False
+
+        def write(self, path, content):
+            if path.endswith(versions.MODEL_CONFIG) and not self.raced:
+                self.raced = True  # B gets in between A's listing and A's write
+                pusher.push_model(other, base, source="b", now=3000)
+            super().write(path, content)
+
+    a = pusher.push_model(model, base, source="a", now=2000, storage=Racing())
+    assert a.version == 2000
+    assert versions.configured_versions(base) == [3000]
+    assert versions.served_versions(base) == [3000]
