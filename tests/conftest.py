@@ -1,10 +1,24 @@
 import os
+import shutil
+import tempfile
 
 # Before TensorFlow is imported: TFX 1.16 and Transform's layer are Keras 2.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Beam, TensorFlow and the pipelines' child processes write temporaries into TMPDIR
+# (beam-temp-*, tmp*, __autograph_generated_file*) and leave thousands behind in a full run. One
+# directory per test process (xdist's workers put pytest's tmp_path under the controller's)
+# keeps them out of /tmp, and goes when the process ends.
+SESSION_TMP = tempfile.mkdtemp(prefix="headwise-tests-")
+os.environ["TMPDIR"] = SESSION_TMP
+tempfile.tempdir = SESSION_TMP
+
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
