@@ -89,7 +89,7 @@ def inputs(cfg: Any, output_dir: str, *, train_steps: int | None,
     schema = cfg.read_schema()
     serving_dir = os.path.join(output_dir, "serving", cfg.model_name)
     served = [[v, os.stat(os.path.join(serving_dir, str(v), versions.SAVED_MODEL)).st_mtime_ns]
-              for v in versions.numeric_versions(serving_dir, fs=_LocalFs)]
+              for v in versions.numeric_versions(serving_dir, fs=versions.LocalFs)]
     return {
         "config": config_lib.fingerprint(cfg),
         "steps": [train_steps, eval_steps],
@@ -103,14 +103,6 @@ def inputs(cfg: Any, output_dir: str, *, train_steps: int | None,
         "served": served,
         "request_logs": _request_logs(os.path.join(output_dir, "request_logs", cfg.model_name)),
     }
-
-
-class _LocalFs:
-    """os.path as the listdir/isdir/exists that versions.numeric_versions asks for."""
-
-    listdir = staticmethod(os.listdir)
-    isdir = staticmethod(os.path.isdir)
-    exists = staticmethod(os.path.exists)
 
 
 def write(output_dir: str, cfg: Any, stamp_inputs: dict[str, Any] | None, *, table: str,

@@ -62,6 +62,20 @@ def served_versions(base_path: str, fs=None) -> list[int]:
     return [v for v in complete if v in named]
 
 
+class LocalFs:
+    """Local disk as the `fs` these functions take, without TensorFlow (which takes seconds to
+    import): gfile's listdir/isdir/exists, and read."""
+
+    listdir = staticmethod(os.listdir)
+    isdir = staticmethod(os.path.isdir)
+    exists = staticmethod(os.path.exists)
+
+    @staticmethod
+    def read(path: str) -> bytes:
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
 def _gfile():
     import tensorflow as tf
 

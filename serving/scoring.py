@@ -78,21 +78,15 @@ class Job:
 
 def resolve_model(path: str) -> str:
     """A SavedModel folder, or a model base path as the Pusher writes it (numeric versions):
-    its highest version, TF Serving's choice."""
+    the version a server serves from it (the highest its model config names)."""
     if os.path.isfile(os.path.join(path, versions.SAVED_MODEL)):
         return path
-    found = versions.numeric_versions(path, _LocalFs)
+    found = versions.served_versions(path, versions.LocalFs)
     if not found:
         raise ClientError(f"{path}: not a SavedModel (no {versions.SAVED_MODEL}) and no numeric "
                           "version folder holding one; give the pushed model's folder (e.g. "
                           "outputs/serving/<name>) or one of its versions")
     return os.path.join(path, str(found[-1]))
-
-
-class _LocalFs:
-    listdir = staticmethod(os.listdir)
-    isdir = staticmethod(os.path.isdir)
-    exists = staticmethod(os.path.exists)
 
 
 def input_files(path: str) -> tuple[list[str], str]:

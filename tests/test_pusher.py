@@ -438,6 +438,10 @@ def test_a_server_serves_what_the_model_config_names_not_every_numeric_directory
     shutil.copytree(os.path.join(base, "1000"), os.path.join(base, "2000"))  # not pushed
     assert versions.numeric_versions(base) == [1000, 2000]
     assert versions.served_versions(base) == [1000]
+    assert versions.served_versions(base, versions.LocalFs) == [1000]  # no TensorFlow
+    from serving import scoring
+
+    assert scoring.resolve_model(base) == os.path.join(base, "1000")  # `headwise score`
     os.remove(os.path.join(base, versions.MODEL_CONFIG))
     assert versions.served_versions(base) == [1000, 2000]
 
