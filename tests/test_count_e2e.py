@@ -119,7 +119,7 @@ def test_derived_heads_are_served_and_scored(run, cfg):
     (`headwise score` on the pushed version) writes every head's columns for the Parquet
     folder, the derived ones with their 0/1 classes, and the summary says where."""
     out, summary = run
-    (version,) = glob.glob(os.path.join(out, "serving", cfg.model_name, "*"))
+    (version,) = glob.glob(os.path.join(out, "serving", cfg.model_name, "[0-9]*"))
     info = examples_lib.read_model_info(version)
     model = tf.saved_model.load(version)
     grid = [{"x": x, "zone": "near"} for x in (-1.5, 1.5)]
@@ -147,7 +147,7 @@ def test_derived_heads_are_served_and_scored(run, cfg):
 
 def test_the_served_count_is_the_expected_count_in_the_labels_units(run, cfg):
     out, _ = run
-    (version,) = glob.glob(os.path.join(out, "serving", cfg.model_name, "*"))
+    (version,) = glob.glob(os.path.join(out, "serving", cfg.model_name, "[0-9]*"))
     info = examples_lib.read_model_info(version)
     (head,) = [h for h in info["heads"] if h["name"] == "trips"]
     assert head["task"] == "count"

@@ -62,7 +62,7 @@ def test_na_labels_are_missing_per_head(run, cfg):
 def test_served_model_reads_raw_rows_with_na_cells(run, cfg):
     """The pushed model answers raw CSV rows, NA cells sent as missing values."""
     out, _ = run
-    version = sorted(glob.glob(os.path.join(out, "serving", cfg.model_name, "*")))[-1]
+    version = sorted(glob.glob(os.path.join(out, "serving", cfg.model_name, "[0-9]*")))[-1]
     info = examples_lib.read_model_info(version)
     with open(cfg.resolve_data(), encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))[:6]  # the 4th has NA in every measurement
