@@ -84,13 +84,16 @@ def test_blessed_and_pushed_in_tf_serving_layout(first_run, cfg):
     assert summary.infra_blessed is True and summary.infra_failures == [], table
     assert "serving: passed (" in table and "calls over gRPC and REST on 32 test examples" in table
     # The version holds the warm-up requests the check's server replayed, where TF Serving
-    # reads them: one per call a client makes (model_info, serving_default, each head's
-    # signature, one MultiInference), on the test split's first 32 rows.
+    # reads them: one per call a client makes (model_info, serving_default, features, each
+    # head's signature, one MultiInference), on the test split's first 32 rows.
     from tensorflow_serving.apis import prediction_log_pb2
 
     records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
                tf.data.TFRecordDataset(os.path.join(version_dir, contract.WARMUP_FILE))]
-    assert len(records) == len(cfg.heads) + 3
+    assert len(records) == len(cfg.heads) + 4
+    plain = records[2].predict_log.request
+    assert plain.model_spec.signature_name == contract.FEATURES_SIGNATURE
+    assert set(plain.inputs) == {f.name for f in cfg.features}  # taxi's names are plain
     multi = records[-1].multi_inference_log.request
     assert len(multi.tasks) == len(cfg.heads) and len(multi.input.example_list.examples) == 32
 

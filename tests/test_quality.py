@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import quality
+from benchmarks import common, quality
 from headwise import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,8 +167,8 @@ def test_the_recipe_retrains_the_shipped_arm_unless_the_quality_run_is_this_code
     monkeypatch.setattr(quality.common, "write_json", lambda *a: None)
     penguins = ("pipeline/configs/penguins.yaml",)
     reused = {"models": {"multi": {"1": {"validation_metrics": {"old": 1}}}}}
-    for commit, retrained in (("0ld0ld0", True), (quality._commit(), "+changes" in
-                                                   quality._commit())):
+    for commit, retrained in (("0ld0ld0", True), (common.commit(), "+changes" in
+                                                   common.commit())):
         trained.clear()
         out = quality.run_ablations(str(tmp_path), [1], {"commit": commit, "datasets": {
             "penguins": reused}}, configs=penguins, names=("geomean_stopping",))
