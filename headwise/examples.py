@@ -141,6 +141,17 @@ def to_examples(rows: Iterable[Mapping[str, Any]], features: Mapping[str, str],
             for i, r in enumerate(rows, start=first_row)]
 
 
+def json_bytes(value: bytes, text: bool = True) -> str | dict[str, str]:
+    """Bytes as TF Serving's REST API takes them: the text when `text` and they are UTF-8,
+    else {"b64": ...} (json_tensor.cc)."""
+    if text:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return {"b64": base64.b64encode(value).decode()}
+
+
 def to_plain(rows: Iterable[Mapping[str, Any]], info: Mapping[str, Any],
              base_dir: str | None = None, first_row: int = 1) -> list[dict[str, Any]]:
     """Rows as plain JSON instances of the model's features signature (its description's
@@ -161,13 +172,8 @@ def to_plain(rows: Iterable[Mapping[str, Any]], info: Mapping[str, Any],
                 v = math.nan if v is None else v
             elif v is None:
                 v = ""
-            elif name in images:
-                v = {"b64": base64.b64encode(v).decode()}
             else:
-                try:
-                    v = v.decode("utf-8")
-                except UnicodeDecodeError:
-                    v = {"b64": base64.b64encode(v).decode()}
+                v = json_bytes(v, text=name not in images)
             instance[spec["input"]] = v
         out.append(instance)
     return out

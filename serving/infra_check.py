@@ -49,6 +49,7 @@ import numpy as np
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from headwise import contract, tasks
+from headwise import examples as examples_lib
 from serving import rest_client, tensors, warmup
 from serving import server as server_lib
 from serving.client import HeadwiseClient
@@ -94,17 +95,10 @@ def example_json(serialized: bytes) -> dict[str, Any]:
             continue
         values = list(getattr(feature, kind).value)
         if kind == "bytes_list":
-            values = [_text_or_b64(v) for v in values]
+            values = [examples_lib.json_bytes(v) for v in values]
         if values:
             out[name] = values[0] if len(values) == 1 else values
     return out
-
-
-def _text_or_b64(value: bytes) -> Any:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"b64": base64.b64encode(value).decode()}
 
 
 def _finite(values, what: str) -> None:
@@ -233,7 +227,7 @@ class Checker:
     def rest_predict_features(self, by_example: dict[str, np.ndarray]) -> None:
         """The same over REST, as plain JSON rows (NaN for a missing number)."""
         columns = warmup.plain_columns(self.info, self.examples)
-        instances = [{k: (_text_or_b64(v[i]) if v.dtype == object else v[i].item())
+        instances = [{k: (examples_lib.json_bytes(v[i]) if v.dtype == object else v[i].item())
                       for k, v in columns.items()} for i in range(len(self.examples))]
         answer = self.rest("POST", ":predict", {
             "signature_name": self.info["features_signature"]["name"], "instances": instances})
