@@ -40,6 +40,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc as psg
 from benchmarks import common
 from benchmarks import serving as serving_bench
 from components import pusher
+from headwise import contract
 from headwise import examples as examples_lib
 
 SETTLE_S = 12.0  # after a scenario: past the REST server's 10 s request deadline
@@ -153,7 +154,8 @@ def run(model_dir: str, csv_path: str, work_dir: str) -> dict:
         return answers
 
     def huge_shape(n: int) -> Counter:
-        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=name))
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+            name=name, signature_name=contract.EXAMPLES_SIGNATURE))
         tensor = request.inputs["examples"]
         tensor.dtype = types_pb2.DT_STRING
         tensor.tensor_shape.dim.add(size=10**12)

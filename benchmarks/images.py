@@ -20,7 +20,7 @@ are made here, honestly labelled:
    (`train-rate`, `serve-rate`): training images/s with the frozen and with the trainable
    application (the Trainer's input function on Transform's output, images decoded in it, and
    the Trainer's model; the median of per-step rates after a warm-up that pays the tracing), and
-   `serving_default` images/s in process on 1 and on 64 serialized tf.Examples holding the
+   `examples` signature images/s in process on 1 and on 64 serialized tf.Examples holding the
    digits' PNG bytes (decoding included; the median of timed calls after warm-up).
 
 Children: python -m benchmarks.images {pretrain,train-rate,serve-rate} ... --result R.json
@@ -39,6 +39,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import pipelines as bench_pipelines
+from headwise import contract
 
 # benchmarks.multihead (TFX, TFMA) is imported where it is used: the measured children import
 # only what they measure, so that their peak memory is theirs.
@@ -247,7 +248,7 @@ def cost_table(results: dict) -> str:
         rows.append([label, r["batch"], r["images_per_s"], r["step_ms_p50"],
                      r["peak_rss_mib"]])
     for r in sorted(t["serve"].values(), key=lambda v: v["batch"]):
-        rows.append([f"serve `serving_default` in process, {r['batch']} PNG example"
+        rows.append([f"serve `examples` in process, {r['batch']} PNG example"
                      + ("s" if r["batch"] > 1 else ""), r["batch"], r["images_per_s"],
                      r["p50_ms"], r["peak_rss_mib"]])
     return common.md_table(["measurement", "batch", "images/s", "p50 ms (step or call)",
@@ -440,13 +441,13 @@ def serving_examples(config: str, model_dir: str, n: int) -> list[bytes]:
 
 
 def serve_rate(config: str, model_dir: str, batch: int, s: Settings) -> dict:
-    """`serving_default` images/s in process on `batch` serialized PNG examples."""
+    """The `examples` signature's images/s in process on `batch` serialized PNG examples."""
     import tensorflow as tf
 
     serialized = serving_examples(config, model_dir, batch)
     start = time.perf_counter()
     loaded = tf.saved_model.load(model_dir)  # kept: its signatures do not hold it alive
-    fn = loaded.signatures["serving_default"]
+    fn = loaded.signatures[contract.EXAMPLES_SIGNATURE]
     load_s = time.perf_counter() - start
     x = tf.constant(serialized)
     calls = common.time_calls(lambda: fn(examples=x), s.serve_calls, warmup=s.serve_warmup)

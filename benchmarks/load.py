@@ -27,6 +27,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc as psg
 from benchmarks import common
 from benchmarks import serving as serving_bench
 from components import pusher
+from headwise import contract
 from headwise import examples as examples_lib
 from serving import tensors
 
@@ -40,10 +41,12 @@ def _requests(name: str, info: dict, rows: list[dict]) -> dict[str, list]:
             ("Predict", serving_bench._predict_request(name, eight)),
             ("MultiInference", serving_bench._multi_request(name, info, one)),
             ("MultiInference", serving_bench._multi_request(name, info, eight))]
-    mistyped = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=name))
+    mistyped = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+        name=name, signature_name=contract.EXAMPLES_SIGNATURE))
     mistyped.inputs["examples"].CopyFrom(tensors.to_proto(np.array([1.0, 2.0], np.float32)))
     garbage = serving_bench._predict_request(name, [b"\xff\x00 not an Example"])
-    wrong_name = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=name))
+    wrong_name = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+        name=name, signature_name=contract.EXAMPLES_SIGNATURE))
     wrong_name.inputs["inputs"].CopyFrom(tensors.to_proto(np.array(one, dtype=object)))
     empty = serving_bench._multi_request(name, info, [])
     bad = [("Predict", mistyped), ("Predict", garbage), ("Predict", wrong_name),

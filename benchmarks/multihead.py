@@ -6,7 +6,7 @@ one Transform, the config's multi-head model (`multi`), every backbone x loss ba
 features, step budget, early stopping and splits) at each seed. Then, per model: each head's
 metrics on the test split (in-process, every metric the head lists), Trainer wall time (from ML
 Metadata), parameter count, SavedModel size, and in-process serving latency of one example
-(`serving_default`; the single-task side pays one call per head). The config's own model also
+(the examples signature; the single-task side pays one call per head). The config's own model also
 gets the gRPC serving benchmark against the single-task models (taxi).
 
 Separately (`MISSING`): one head's label blanked in half of the rows, the config trained with
@@ -28,7 +28,7 @@ from benchmarks import common
 from benchmarks import pipelines as bench_pipelines
 from components.evaluator import label_values, predict
 from headwise import config as config_lib
-from headwise import tasks
+from headwise import contract, tasks
 from headwise.config import data as data_config
 from pipeline import local_runner
 from pipeline import summary as summary_lib
@@ -50,14 +50,14 @@ def head_metrics(head: config_lib.Head, raw: list, pred: np.ndarray) -> dict[str
 
 
 def _served(model_dir: str, example: bytes, calls: int = 200) -> tuple[int, float]:
-    """Trainable parameter count, and the median latency (ms) of `serving_default` on one
+    """Trainable parameter count, and the median latency (ms) of the examples signature on one
     serialized example, in process (after 10 warm-up calls)."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(model_dir)
     variables = getattr(loaded, "trainable_variables", None) or loaded.variables
     params = int(sum(np.prod(v.shape) for v in variables))
-    fn = loaded.signatures["serving_default"]
+    fn = loaded.signatures[contract.EXAMPLES_SIGNATURE]
     x = tf.constant([example])
     for _ in range(10):
         fn(examples=x)

@@ -1,12 +1,14 @@
 """Serving latency and throughput over TF Serving's gRPC API, side by side in one run:
 
 - the floor: the same signature called in-process (a session run, no gRPC);
-- all heads of the multi-head model in one Predict (serving_default) and in one MultiInference
+- all heads of the multi-head model in one Predict (the examples signature) and in one
+  MultiInference
   (Classify/Regress per head), 1 and 64 examples per request, 1 and 4 concurrent clients;
 - one single-task model per head: N round trips (one Predict per model) for the same answer;
 - the cost of the request log (`--request-log-dir`, every request logged): the same Predicts
   against a second server that logs them;
-- TF Serving's REST API (`--rest-port`) on the same server: serving_default, 1 and 64 examples
+- TF Serving's REST API (`--rest-port`) on the same server: the examples signature, 1 and 64
+  examples
   per request as {"b64": ...} instances over one keep-alive HTTP connection, next to gRPC;
 - the quick client (`headwise predict --csv --rest-port`, no TensorFlow): wall time of a fresh
   process answering 5 rows, interpreter start included.
@@ -85,7 +87,8 @@ def start_server(model_dirs: list[str], port: int, log_path: str,
 
 
 def _predict_request(name: str, serialized: list[bytes]) -> predict_pb2.PredictRequest:
-    req = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=name))
+    req = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+        name=name, signature_name=contract.EXAMPLES_SIGNATURE))
     req.inputs["examples"].CopyFrom(tensors.to_proto(np.array(serialized, dtype=object)))
     return req
 
@@ -100,10 +103,11 @@ def _multi_request(name: str, info: dict, serialized: list[bytes]):
 
 
 def _rest_predict(port: int, name: str, serialized: list[bytes]):
-    """A call of serving_default over REST on one keep-alive connection (as a client would
+    """A call of the examples signature over REST on one keep-alive connection (as a client would
     keep its gRPC channel); the body is built once, as the gRPC request is."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    body = json.dumps({"instances": [{"b64": base64.b64encode(s).decode()}
+    body = json.dumps({"signature_name": contract.EXAMPLES_SIGNATURE,
+                       "instances": [{"b64": base64.b64encode(s).decode()}
                                      for s in serialized]}).encode()
     path = f"/v1/models/{name}:predict"
     headers = {"Content-Type": "application/json"}
@@ -156,7 +160,7 @@ def run(multi_dir: str, single_dirs: dict[str, str] | None, csv_path: str, work_
 
     # The floor: the same session run in-process.
     servable = Servable(name, 0, version_dir)
-    sig = servable.signature_defs["serving_default"]
+    sig = servable.signature_defs[contract.EXAMPLES_SIGNATURE]
     fetch = [t.name for t in sig.outputs.values()]
     feed = sig.inputs["examples"].name
     for label, data in (("1", one), ("64", batch)):
@@ -253,7 +257,7 @@ def summary(results: dict) -> str:
         text += (f"\n\nRequest log on (every request written): {p50:.2f}x the p50 latency "
                  f"(1 example), {rate:.2f}x the throughput (64 examples, 4 clients)")
     if "rest_predict_all_heads_batch1" in sc:
-        text += ("\n\nREST vs gRPC, Predict on serving_default (p50/p99 ms): 1 example "
+        text += ("\n\nREST vs gRPC, Predict on the examples signature (p50/p99 ms): 1 example "
                  f"{sc['rest_predict_all_heads_batch1']['p50_ms']:.2f}/"
                  f"{sc['rest_predict_all_heads_batch1']['p99_ms']:.2f} vs "
                  f"{sc['grpc_predict_all_heads_batch1']['p50_ms']:.2f}/"

@@ -191,7 +191,7 @@ def predict(model_uri: str, serialized: list[bytes], batch: int = 1024) -> dict[
     with graph.as_default(), deprecation.silence(), tf.compat.v1.Session(graph=graph) as sess:
         meta_graph = tf.compat.v1.saved_model.loader.load(
             sess, [tf.saved_model.SERVING], path_utils.serving_model_path(model_uri))
-        sig = meta_graph.signature_def[contract.DEFAULT_SIGNATURE]
+        sig = meta_graph.signature_def[contract.EXAMPLES_SIGNATURE]
         feed = sig.inputs[contract.SERVING_INPUT].name
         fetches = {k: v.name for k, v in sig.outputs.items()}
         parts: dict[str, list[np.ndarray]] = {k: [] for k in fetches}
@@ -199,6 +199,31 @@ def predict(model_uri: str, serialized: list[bytes], batch: int = 1024) -> dict[
             for k, v in sess.run(fetches, {feed: serialized[i:i + batch]}).items():
                 parts[k].append(v)
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def with_model_signatures(eval_config: tfma.EvalConfig, model_uri: str,
+                          baseline_uri: str | None) -> tfma.EvalConfig:
+    """The eval config with each model read through its own serialized-examples signature, as
+    its description names it: a blessed baseline exported before the plain features became
+    `serving_default` has its examples signature under that name."""
+    if baseline_uri is None:
+        return eval_config
+    out = tfma.EvalConfig()
+    out.CopyFrom(eval_config)
+    (spec,) = out.model_specs
+    candidate, baseline = tfma.ModelSpec(), tfma.ModelSpec()
+    candidate.CopyFrom(spec)
+    baseline.CopyFrom(spec)
+    candidate.name, baseline.name = tfma.CANDIDATE_KEY, tfma.BASELINE_KEY
+    baseline.is_baseline = True
+    for model_spec, uri in ((candidate, model_uri), (baseline, baseline_uri)):
+        path = os.path.join(path_utils.serving_model_path(uri), examples_lib.MODEL_INFO)
+        with tf.io.gfile.GFile(path) as fh:
+            model_spec.signature_name = json.load(fh).get("signature",
+                                                          contract.DEFAULT_SIGNATURE)
+    del out.model_specs[:]
+    out.model_specs.extend([candidate, baseline])
+    return out
 
 
 class Executor(stock.Executor):
@@ -233,7 +258,9 @@ class Executor(stock.Executor):
             tf.io.gfile.glob(os.path.join(work, SAMPLE_FILE)))]
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             predicted = pool.submit(predict, model.uri, sample) if sample else None
-            eval_config = gates_lib.eval_config(cfg, baselines)
+            blessed = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY)
+            eval_config = with_model_signatures(gates_lib.eval_config(cfg, baselines),
+                                                model.uri, blessed[0].uri if blessed else None)
             props = {k: v for k, v in exec_properties.items() if k != HEADS_CONFIG_KEY}
             props[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(
                 eval_config)

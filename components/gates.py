@@ -130,7 +130,7 @@ def eval_config(cfg: PipelineConfig,
             # Evaluate through the exported signatures, as TF Serving calls them; as a Keras
             # model, TFMA would also feed raw features to the model's own call, past Transform.
             model_type=tfma.constants.TF_GENERIC,
-            signature_name=contract.DEFAULT_SIGNATURE,
+            signature_name=contract.EXAMPLES_SIGNATURE,
             preprocessing_function_names=[contract.TRANSFORM_FEATURES_SIGNATURE],
             label_keys={h.name: contract.label_key(h.name) for h in cfg.heads},
             example_weight_keys={h.name: contract.weight_key(h.name) for h in cfg.heads},

@@ -5,19 +5,26 @@ them as TF Serving does, the client (`serving/client.py`) and the Evaluator's ev
 them. Changing a value here changes what served models look like: a model exported before the
 change and a client or server after it no longer agree.
 
-Signatures of an exported model (all but `features` and `model_info` read serialized tf.Examples,
-string[batch]):
-  serving_default      Predict   input `examples` -> {<head>: float32[batch, units]}
+Signatures of an exported model (all but `serving_default` and `model_info` read serialized
+tf.Examples, string[batch]):
+  serving_default      Predict   the raw features as plain tensors, one input per feature column
+                                 (`features_input(column)`, one value per row; a missing value
+                                 is NaN for a number, an empty string for a string) ->
+                                 {<head>: float32[batch, units]}: what REST clients send as plain
+                                 JSON, no tf.Example, and TF Serving's signature when a request
+                                 names none
+  examples             Predict   input `examples` -> serving_default's outputs, for the same rows
+                                 as tf.Examples (TFMA, batch scoring, gRPC clients that hold
+                                 tf.Examples)
   classify_<head>      Classify  input `inputs` -> `classes`, `scores` (classifier heads)
   regress_<head>       Regress   input `inputs` -> `outputs` (regression heads)
   transform_features   Predict   input `examples` with labels -> every transformed column,
                                  among them `label_key(head)`, `weight_key(head)`
   model_info           Predict   no input -> `json`: the model's description for clients
-  features             Predict   the raw features as plain tensors, one input per feature column
-                                 (`features_input(column)`, one value per row; a missing value
-                                 is NaN for a number, an empty string for a string) ->
-                                 serving_default's outputs: what REST clients send as plain
-                                 JSON, no tf.Example
+
+Models exported before the plain features became the default signature have `serving_default`
+on tf.Examples and the plain one as `features`; the description (`model_info`) names both
+(`signature`, `features_signature.name`), so a client that reads it works with either.
 
 Which of Classify and Regress a head gets is its task's `signature` kind in the task registry
 (`headwise.tasks`); `METHODS` maps the kind to TF Serving's method name.
@@ -34,11 +41,15 @@ from headwise import tasks
 
 # Serving signatures and their inputs and outputs.
 DEFAULT_SIGNATURE = "serving_default"  # TF Serving's signature when a request names none
-SERVING_INPUT = "examples"  # serving_default's and transform_features' input (the shared one)
+# The plain-features signature is the default one: a REST client sends {"instances": [{feature:
+# value}]} and names no signature.
+FEATURES_SIGNATURE = DEFAULT_SIGNATURE
+LEGACY_FEATURES_SIGNATURE = "features"  # its name in models exported before it was the default
+EXAMPLES_SIGNATURE = "examples"  # the same outputs from serialized tf.Examples
+SERVING_INPUT = "examples"  # the examples signature's and transform_features' input (shared)
 TRANSFORM_FEATURES_SIGNATURE = "transform_features"
 MODEL_INFO_SIGNATURE = "model_info"
 MODEL_INFO_OUTPUT = "json"  # string scalar: the model's description, JSON
-FEATURES_SIGNATURE = "features"
 # The features signature's input dtype per raw dtype. Integers come as doubles: JSON has no missing
 # integer, and TF Serving's JSON parser takes NaN only for floating types (json_tensor.cc);
 # whole numbers are exact up to 2**53.
@@ -94,8 +105,10 @@ def features_input(column: str) -> str:
     """The features signature's input for a feature column: the column's name when it is a name
     TensorFlow takes for a function argument (ASCII letters, digits, `_`, starting with a letter),
     else those characters kept, the others `_`, `f_` in front and a hash of the name behind, so
-    two columns never share one (`Body Mass (g)` -> `f_Body_Mass_g_<hash>`)."""
-    if _PLAIN_NAME.fullmatch(column):
+    two columns never share one (`Body Mass (g)` -> `f_Body_Mass_g_<hash>`). A column named
+    `examples` gets the second form too: a request's only input `examples` is serialized
+    tf.Examples (headwise.request_logs reads logged requests by that rule)."""
+    if _PLAIN_NAME.fullmatch(column) and column != SERVING_INPUT:
         return column
     stem = re.sub("_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", column)).strip("_")
     return f"f_{stem}_{zlib.crc32(column.encode('utf-8')):08x}"

@@ -72,7 +72,7 @@ _PLAIN_NUMBERS = {types_pb2.DT_FLOAT: ("float_val", "<f"),
 
 
 def plain_examples(inputs, columns: Mapping[str, str] | None = None) -> list[bytes]:
-    """A features-signature request's plain tensors (contract.FEATURES_SIGNATURE) -> one
+    """A plain-features request's tensors (contract.FEATURES_SIGNATURE) -> one
     serialized tf.Example per row, holding what a client's example of the row would hold: a
     float32 input as floats, a float64 one as the integers it stands for (contract.
     FEATURES_DTYPES), strings as bytes; NaN and empty strings (missing) left out. `columns`
@@ -113,15 +113,22 @@ def examples_of(entry: prediction_log_pb2.PredictionLog,
     if kind in ("classify_log", "regress_log", "multi_inference_log"):
         return input_examples(getattr(entry, kind).request.input)
     if kind == "predict_log":
-        if entry.predict_log.request.model_spec.signature_name == contract.FEATURES_SIGNATURE:
-            return plain_examples(entry.predict_log.request.inputs, columns)
-        inputs = entry.predict_log.request.inputs
-        # A signature over serialized examples has one string input (serving_default's
-        # `examples`); other Predict requests (model_info, raw tensors) carry no examples.
+        request = entry.predict_log.request
+        inputs = request.inputs
+        # A signature over serialized examples has one string input (`examples`, or `inputs`
+        # of a head's signature); no plain-features input has either name
+        # (contract.features_input).
         if len(inputs) == 1:
-            (tensor,) = inputs.values()
-            if tensor.dtype == types_pb2.DT_STRING:
+            ((name, tensor),) = inputs.items()
+            if tensor.dtype == types_pb2.DT_STRING and name in (contract.SERVING_INPUT,
+                                                                 contract.CLASSIFY_INPUTS):
                 return list(tensor.string_val)
+        # Plain features: to serving_default (a request that names none means it), or to
+        # `features` in models exported before that was the default. Other Predict requests
+        # (model_info) have no inputs.
+        if inputs and request.model_spec.signature_name in (
+                "", contract.FEATURES_SIGNATURE, contract.LEGACY_FEATURES_SIGNATURE):
+            return plain_examples(inputs, columns)
     return []
 
 

@@ -10,11 +10,12 @@ is loaded and queried in a process of its own, never in the pipeline's:
   * the requests carry the first `--count` tf.Examples of the files given (the test split), as
     they are: TF Serving ignores the label columns in them;
   * every signature a client uses is called, each through every API that reaches it: gRPC
-    GetModelStatus, GetModelMetadata, Predict (serving_default, transform_features,
-    model_info), Classify or Regress per head (its classify_/regress_ signature), one
-    MultiInference over every head, and REST (model status, metadata, :predict on
-    serving_default as the quick client sends it, :classify/:regress per head with the
-    examples as JSON objects);
+    GetModelStatus, GetModelMetadata, Predict (model_info, the examples signature, the same rows
+    as plain tensors to serving_default, which must answer the same, transform_features),
+    Classify or Regress per head (its classify_/regress_ signature), one MultiInference over
+    every head, and REST (model status, metadata, :predict on the examples as base64 and on
+    the same rows as plain JSON naming no signature, as a REST client sends them,
+    :classify/:regress per head with the examples as JSON objects);
   * an answer must have one result per example and only finite numbers;
   * once every call has passed, the candidate is loaded again as a second version with TF
     Serving's warm-up file (serving/warmup.py: one request per call a client makes, on the same
@@ -109,19 +110,20 @@ def _finite(values, what: str) -> None:
 
 
 def _same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    """The features signature's outputs against serving_default's for the same rows."""
+    """The plain-features signature's outputs against the examples signature's for the same
+    rows."""
     if set(got) != set(want):
-        raise CheckFailed(f"outputs {sorted(got)}, serving_default gives {sorted(want)}")
+        raise CheckFailed(f"outputs {sorted(got)}, the examples signature gives {sorted(want)}")
     for name, values in want.items():
         values = np.asarray(values, np.float64)
         answer = np.asarray(got[name], np.float64)
         if answer.shape != values.shape:
-            raise CheckFailed(f"output {name!r} has shape {answer.shape}, serving_default's "
-                              f"{values.shape}")
+            raise CheckFailed(f"output {name!r} has shape {answer.shape}, the examples "
+                              f"signature's {values.shape}")
         if not np.allclose(answer, values, rtol=1e-4, atol=1e-5, equal_nan=True):
             worst = float(np.nanmax(np.abs(answer - values)))
-            raise CheckFailed(f"output {name!r} differs from serving_default's for the same "
-                              f"rows (by up to {worst:.3g})")
+            raise CheckFailed(f"output {name!r} differs from the examples signature's for the "
+                              f"same rows (by up to {worst:.3g})")
 
 
 def _count(n: int, expected: int, what: str) -> None:
@@ -217,20 +219,23 @@ class Checker:
         return out
 
     def predict_features(self, by_example: dict[str, np.ndarray]) -> None:
-        """Predict on the features signature with the examples' values as plain tensors: the
-        same outputs as serving_default gave for the examples themselves."""
+        """Predict on the plain-features signature with the examples' values as plain tensors:
+        the same outputs as the examples signature gave for the examples themselves."""
         request = warmup.predict_features(MODEL_NAME, self.info, self.examples)
         response = self.client.stub.Predict(request, timeout=self.remaining())
         _same_outputs({k: tensors.from_proto(v, k) for k, v in response.outputs.items()},
                       by_example)
 
     def rest_predict_features(self, by_example: dict[str, np.ndarray]) -> None:
-        """The same over REST, as plain JSON rows (NaN for a missing number)."""
+        """The same over REST, as plain JSON rows (NaN for a missing number); naming no
+        signature where the plain one is the default, as a REST client sends it."""
         columns = warmup.plain_columns(self.info, self.examples)
         instances = [{k: (examples_lib.json_bytes(v[i]) if v.dtype == object else v[i].item())
                       for k, v in columns.items()} for i in range(len(self.examples))]
-        answer = self.rest("POST", ":predict", {
-            "signature_name": self.info["features_signature"]["name"], "instances": instances})
+        body: dict[str, Any] = {"instances": instances}
+        if self.info["features_signature"]["name"] != contract.DEFAULT_SIGNATURE:
+            body["signature_name"] = self.info["features_signature"]["name"]
+        answer = self.rest("POST", ":predict", body)
         rows = answer["predictions"]
         if len(by_example) == 1:  # one output: TF Serving writes it bare
             rows = [{next(iter(by_example)): r} for r in rows]
@@ -301,8 +306,10 @@ class Checker:
             return  # without the model's description no head can be checked
         heads = info["heads"]
         by_example: dict[str, np.ndarray] = {}
-        self.call("gRPC Predict", contract.DEFAULT_SIGNATURE, lambda: by_example.update(
-            self.predict(contract.DEFAULT_SIGNATURE, contract.SERVING_INPUT)))
+        # serialized examples: `examples`, or serving_default in models exported before
+        examples = info.get("signature", contract.DEFAULT_SIGNATURE)
+        self.call("gRPC Predict", examples, lambda: by_example.update(
+            self.predict(examples, contract.SERVING_INPUT)))
         plain = info.get("features_signature", {}).get("name")  # older models have none
         if plain and by_example:
             self.call("gRPC Predict", plain, lambda: self.predict_features(by_example))
@@ -320,8 +327,7 @@ class Checker:
                   lambda: self.multi_inference(heads))
         self.call("REST GET status", "", lambda: self.rest("GET", ""))
         self.call("REST GET metadata", "", lambda: self.rest("GET", "/metadata"))
-        self.call("REST :predict", contract.DEFAULT_SIGNATURE,
-                  lambda: self.rest_predict(contract.DEFAULT_SIGNATURE))
+        self.call("REST :predict", examples, lambda: self.rest_predict(examples))
         if plain and by_example:
             self.call("REST :predict", plain, lambda: self.rest_predict_features(by_example))
         for head in heads:

@@ -3,11 +3,12 @@ second, without TensorFlow.
 
 Importing TensorFlow takes seconds, so nothing here imports it, nor `tensorflow_serving.apis`
 (its protos import TensorFlow's): rows go as plain JSON instances ({"trip_miles": 1.2, ...},
-typed by the model's description, `headwise.examples.to_plain`) to the model's `features`
-signature over TF Serving's REST API (urllib); image bytes travel as {"b64": ...}, as TF
-Serving's REST API takes binary data. A model exported before that signature gets serialized
-tf.Examples (the clients' one encoder, `headwise.examples`) as {"b64": ...} instances to its
-serving_default signature.
+typed by the model's description, `headwise.examples.to_plain`) to the model's plain-features
+signature (its description's `features_signature`: serving_default, or `features` in models
+exported before it was the default) over TF Serving's REST API (urllib); image bytes travel
+as {"b64": ...}, as TF Serving's REST API takes binary data. A model exported before any
+plain-features signature gets serialized tf.Examples (the clients' one encoder,
+`headwise.examples`) as {"b64": ...} instances to its serving_default signature.
 Each head's outputs are read as its Classify/Regress signature reads them (trainer/export.py),
 through the same rule of the task registry (`Task.class_scores`, in float32 as the graph
 computes it).
@@ -128,7 +129,8 @@ class RestClient:
         return to_examples(self.model_info(), rows, base_dir, first_row)
 
     def predict(self, serialized: Sequence[bytes]) -> list[dict[str, Any]]:
-        """serving_default over REST, row format: per example, {head: outputs}."""
+        """The examples signature over REST (base64 tf.Examples), row format: per example,
+        {head: outputs}."""
         info = self.model_info()
         answer = self.post("predict", {
             "signature_name": info.get("signature", contract.DEFAULT_SIGNATURE),
@@ -156,9 +158,9 @@ class RestClient:
 
     def predict_rows(self, rows: Sequence[Mapping[str, Any]], batch_size: int = 64,
                      base_dir: str | None = None) -> Iterator[list[HeadPrediction]]:
-        """Per row (in order), one HeadPrediction per head: plain JSON to the features
-        signature; base64 tf.Examples to serving_default for a model exported before that
-        signature existed. `base_dir`: where relative image paths point (the CSV's folder)."""
+        """Per row (in order), one HeadPrediction per head: plain JSON to the plain-features
+        signature; base64 tf.Examples to serving_default for a model exported before there
+        was one. `base_dir`: where relative image paths point (the CSV's folder)."""
         info = self.model_info()
         for start in range(0, len(rows), batch_size):
             batch = rows[start:start + batch_size]
@@ -171,7 +173,7 @@ class RestClient:
 
 
 def head_prediction(head: dict, output) -> HeadPrediction:
-    """One head's serving_default output for one example, read as its Classify or Regress
+    """One head's Predict output for one example, read as its Classify or Regress
     signature reads it (trainer/export.py)."""
     values = [_float32(v) for v in (output if isinstance(output, list) else [output])]
     if task_of(head).signature == tasks.REGRESS:

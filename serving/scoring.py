@@ -14,10 +14,10 @@ outputs, so the scoring step is headwise's own DoFn:
   * Score: the rows of a block are encoded as serialized tf.Examples, column by column for a
     CSV block whose numbers are plainly written (headwise.csv_blocks, ExampleGen's encoder),
     else by the clients' per-row encoder (headwise.examples: the same dtype rules and errors,
-    naming the file, row and column), and sent through the SavedModel's `serving_default`
-    signature in batches: one forward pass for every head. Each head's outputs become columns
-    by the rule every client uses (serving.predictions: its task's reading of a Classify
-    answer):
+    naming the file, row and column), and sent through the SavedModel's examples signature
+    (its description's `signature`) in batches: one forward pass for every head. Each head's
+    outputs become columns by the rule every client uses (serving.predictions: its task's
+    reading of a Classify answer):
         regression, count     <head>                  the value, in label units
         binary, multiclass,   <head>                  the top class (multilabel: the classes
         multilabel                                    at >= 0.5, joined by "|")
@@ -238,7 +238,7 @@ def _blocks(file: str, fmt: str, needed: list[str]) -> Iterator[dict[str, list]]
 # ---------------------------------------------------------------- scoring (TensorFlow)
 
 def answers(info: dict, outputs: dict[str, Any]) -> dict[str, list]:
-    """serving_default's outputs for a batch ({head: [batch, units]}) -> the answer columns,
+    """The model's outputs for a batch ({head: [batch, units]}) -> the answer columns,
     each head read as a client reads its Classify/Regress answer."""
     import numpy as np
 
@@ -273,7 +273,9 @@ class Scorer:
         import tensorflow as tf
 
         self._model = tf.saved_model.load(self.job.model_dir)
-        self._fn = self._model.signatures[contract.DEFAULT_SIGNATURE]
+        # serialized examples: `examples`, or serving_default in models exported before
+        self._fn = self._model.signatures[self.job.info.get("signature",
+                                                            contract.DEFAULT_SIGNATURE)]
 
     def score(self, file_index: int, first: int, columns: dict[str, list]) -> dict[str, list]:
         import tensorflow as tf

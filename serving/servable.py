@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from headwise import contract
 from headwise.versions import served_versions
 
 log = logging.getLogger("headwise.serving")
@@ -85,7 +86,9 @@ class Servable:
         for name, sig in self.signature_defs.items():
             if name == INIT_OP_SIGNATURE or len(sig.inputs) != 1:
                 continue
-            (info,) = sig.inputs.values()
+            ((key, info),) = sig.inputs.items()
+            if key not in (contract.SERVING_INPUT, contract.CLASSIFY_INPUTS):
+                continue  # plain features (serving_default), not serialized examples
             by_input.setdefault(info.name, []).extend(t.name for t in sig.outputs.values())
         example = self._warm_up_example()
         for input_name, outputs in by_input.items():

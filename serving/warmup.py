@@ -9,10 +9,10 @@ a request that fails or on more than 1,000 records, and runs each request on the
 whatever model name it carries.
 
 `requests` builds one record per call a client makes, from real examples (the infra check's:
-the test split's first rows): Predict on `model_info`, `serving_default` and `features` (the
-examples' values as plain tensors), Classify or Regress on every head's signature, one
-MultiInference over every head. The infra check writes them once
-every call has passed (serving/infra_check.py); the Pusher puts the file into the pushed
+the test split's first rows): Predict on `model_info`, on the examples signature and on
+`serving_default` (the examples' values as plain tensors), Classify or Regress on every
+head's signature, one MultiInference over every head. The infra check writes them once every
+call has passed (serving/infra_check.py); the Pusher puts the file into the pushed
 version; `replay` is what the built-in server does with it at load (serving/servable.py), as the
 binary does.
 """
@@ -127,8 +127,9 @@ def requests(model_name: str, info: dict[str, Any], examples: Sequence[bytes]
     logs = [prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
                 request=predict(model_name, contract.MODEL_INFO_SIGNATURE, None, ()))),
             prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
-                request=predict(model_name, contract.DEFAULT_SIGNATURE, contract.SERVING_INPUT,
-                                examples)))]
+                request=predict(model_name,
+                                info.get("signature", contract.DEFAULT_SIGNATURE),
+                                contract.SERVING_INPUT, examples)))]
     if "features_signature" in info:  # models exported before it have none
         logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
             request=predict_features(model_name, info, examples))))

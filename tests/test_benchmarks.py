@@ -336,7 +336,7 @@ def test_images_summary_says_what_pretrained_means_and_lists_arms_and_costs():
     assert ("| image:frozen (pretrained file, frozen) | 0.52 ± 0.02 worse | 0.9 ± 0 | "
             "0.75 ± 0 | 20 ± 10 | 500,000 / 20,000 |") in text
     assert "| train, frozen application (pretrained file) | 64 | 800 | 80 | 900 |" in text
-    assert "| serve `serving_default` in process, 64 PNG examples | 64 | 2,000 | 32 | 700 |" \
+    assert "| serve `examples` in process, 64 PNG examples | 64 | 2,000 | 32 | 700 |" \
         in text
 
 

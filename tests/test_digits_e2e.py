@@ -97,12 +97,17 @@ def test_served_signatures_take_image_bytes(run, cfg, data_dir):
     ex = tf.train.Example()
     ex.features.feature["image"].bytes_list.value.append(_png(data_dir, 0))
     ex.features.feature["ink"].float_list.value.append(0.3)
-    out = loaded.signatures["serving_default"](examples=tf.constant([ex.SerializeToString()]))
+    out = loaded.signatures["examples"](examples=tf.constant([ex.SerializeToString()]))
     assert out["digit"].shape == (1, 10) and out["loops"].shape == (1, 3)
     np.testing.assert_allclose(out["digit"].numpy().sum(), 1.0, rtol=1e-5)
     classify = loaded.signatures["classify_digit"](inputs=tf.constant([ex.SerializeToString()]))
     assert [c.decode() for c in classify["classes"].numpy()[0]] == [str(d) for d in range(10)]
     np.testing.assert_allclose(classify["scores"].numpy(), out["digit"].numpy(), rtol=1e-6)
+    # serving_default takes the same values as plain tensors: the file's bytes, the number
+    plain = loaded.signatures["serving_default"](image=tf.constant([_png(data_dir, 0)]),
+                                                 ink=tf.constant([0.3], tf.float32))
+    for head, values in out.items():
+        np.testing.assert_allclose(plain[head].numpy(), values.numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_headwise_serve_answers_image_bytes_and_survives_corrupt_ones(run, cfg, data_dir,
@@ -143,7 +148,7 @@ def test_headwise_serve_answers_image_bytes_and_survives_corrupt_ones(run, cfg, 
         req.input.example_list.examples.append(example(_png(data_dir, 6)))
         assert len(stub.Classify(req, timeout=30).result.classifications) == 1
         predict = predict_pb2.PredictRequest()
-        predict.model_spec.name = cfg.model_name
+        predict.model_spec.name, predict.model_spec.signature_name = cfg.model_name, "examples"
         predict.inputs["examples"].CopyFrom(tf.make_tensor_proto(
             [example(_png(data_dir, 7)).SerializeToString()]))
         assert set(stub.Predict(predict, timeout=30).outputs) == {"digit", "loops", "even"}

@@ -76,15 +76,16 @@ def exported(transformed, tmp_path_factory):
     return export_dir, expected, serialized, info
 
 
-def test_serving_default_round_trips_names_and_values(exported):
-    export_dir, expected, serialized, _ = exported
+def test_examples_signature_round_trips_names_and_values(exported):
+    export_dir, expected, serialized, info = exported
     loaded = tf.saved_model.load(export_dir)
-    assert set(loaded.signatures) == {"serving_default", "transform_features", "regress_r",
-                                      "classify_k", "classify_m", "classify_g", "model_info",
-                                      "features"}
+    assert set(loaded.signatures) == {"serving_default", "examples", "transform_features",
+                                      "regress_r", "classify_k", "classify_m", "classify_g",
+                                      "model_info"}
     described = json.loads(loaded.signatures["model_info"]()["json"].numpy())
     assert described == examples_lib.read_model_info(export_dir)
-    sig = loaded.signatures["serving_default"]
+    assert (info["signature"], info["input"]) == ("examples", "examples")
+    sig = loaded.signatures["examples"]
     assert list(sig.structured_input_signature[1]) == ["examples"]
     out = sig(examples=serialized)
     assert set(out) == {"r", "k", "m", "g"}  # exactly one output per head, named by the head
@@ -116,7 +117,7 @@ def test_classify_and_regress_signatures_match_tf_serving_contract(exported):
     methods = {k: v.method_name for k, v in sm.meta_graphs[0].signature_def.items()}
     assert methods["classify_k"] == methods["classify_m"] == "tensorflow/serving/classify"
     assert methods["regress_r"] == "tensorflow/serving/regress"
-    assert methods["serving_default"] == "tensorflow/serving/predict"
+    assert methods["serving_default"] == methods["examples"] == "tensorflow/serving/predict"
     multi = loaded.signatures["classify_g"](inputs=serialized)
     assert multi["classes"].numpy()[0].tolist() == [b"u", b"v", b"t"]
     np.testing.assert_allclose(multi["scores"].numpy(), expected["g"], rtol=1e-4, atol=1e-6)
@@ -124,7 +125,7 @@ def test_classify_and_regress_signatures_match_tf_serving_contract(exported):
     # TF Serving's MultiInference needs every task's signature to read the same input tensor.
     inputs = {k: [t.name for t in v.inputs.values()]
               for k, v in sm.meta_graphs[0].signature_def.items()
-              if v.inputs and k != "features"}
+              if v.inputs and k != "serving_default"}
     assert len({name for names in inputs.values() for name in names}) == 1, inputs
     assert [(h["name"], h["signature"]) for h in info["heads"]] == [
         ("r", "regress_r"), ("k", "classify_k"), ("m", "classify_m"), ("g", "classify_g")]
@@ -138,20 +139,22 @@ def plain_columns(rows: list[dict]) -> dict[str, list]:
             "c": [r["c"][0] if r["c"] else math.nan for r in rows]}
 
 
-def test_features_signature_takes_plain_columns_and_answers_as_the_example_path(
+def test_serving_default_takes_plain_columns_and_answers_as_the_example_path(
         exported, transformed):
+    """serving_default, the signature a request that names none reaches, takes the raw
+    features as plain tensors: what a REST client sends as JSON."""
     export_dir, expected, serialized, info = exported
     rows = transformed[0]
     assert any(not r["a"] for r in rows)  # missing values go through the plain path too
     loaded = tf.saved_model.load(export_dir)
-    sig = loaded.signatures["features"]
-    assert info["features_signature"] == {"name": "features", "inputs": {
+    sig = loaded.signatures["serving_default"]
+    assert info["features_signature"] == {"name": "serving_default", "inputs": {
         "a": {"input": "a", "dtype": "float32"}, "b": {"input": "b", "dtype": "string"},
         "c": {"input": "c", "dtype": "float32"}}}
     columns = plain_columns(rows)
     out = sig(a=tf.constant(columns["a"], tf.float32), b=tf.constant(columns["b"]),
               c=tf.constant(columns["c"], tf.float32))
-    by_example = loaded.signatures["serving_default"](examples=serialized)
+    by_example = loaded.signatures["examples"](examples=serialized)
     assert set(out) == {"r", "k", "m", "g"}
     for head in out:
         np.testing.assert_allclose(out[head].numpy(), by_example[head].numpy(), rtol=1e-6,
@@ -161,7 +164,7 @@ def test_features_signature_takes_plain_columns_and_answers_as_the_example_path(
     sm = saved_model_pb2.SavedModel()
     with open(os.path.join(export_dir, "saved_model.pb"), "rb") as fh:
         sm.ParseFromString(fh.read())
-    sig_def = sm.meta_graphs[0].signature_def["features"]
+    sig_def = sm.meta_graphs[0].signature_def["serving_default"]
     assert sig_def.method_name == "tensorflow/serving/predict"
     assert {k: (tf.as_dtype(v.dtype).name, [d.size for d in v.tensor_shape.dim])
             for k, v in sig_def.inputs.items()} == {
@@ -229,6 +232,8 @@ def test_features_inputs_are_names_tensorflow_takes():
     odd = contract.features_input("Body Mass (g)")
     assert odd.startswith("f_Body_Mass_g_") and odd != contract.features_input("Body Mass g")
     assert contract.features_input("2nd").startswith("f_2nd_")
+    # `examples` is the serialized-examples input's name; a column of that name gets another
+    assert contract.features_input("examples").startswith("f_examples_")
 
 
 def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, transformed,
@@ -266,7 +271,7 @@ def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, t
 
     from headwise import tasks
 
-    model = tf.saved_model.load(export_dir).signatures["serving_default"]
+    model = tf.saved_model.load(export_dir).signatures["examples"]
     outputs = model(examples=tf.constant(examples_lib.to_examples(flat, spec)))
     present = [i for i, r in enumerate(flat) if r["y_g"] is not None]
     g = CFG.head("g")
@@ -307,7 +312,7 @@ def test_an_expert_backbone_exports_and_serves_unchanged(transformed, tmp_path, 
     expected = synthetic.train_and_export(tft_output, data, export_dir, epochs=1, cfg=cfg)
     info = examples_lib.read_model_info(export_dir)
     serving_rows = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
-    out = tf.saved_model.load(export_dir).signatures["serving_default"](
+    out = tf.saved_model.load(export_dir).signatures["examples"](
         examples=tf.constant(examples_lib.to_examples(serving_rows, info["features"])))
     for head in expected:
         np.testing.assert_allclose(out[head].numpy(), expected[head], rtol=1e-5, atol=1e-6)

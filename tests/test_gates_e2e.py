@@ -130,7 +130,8 @@ def test_a_model_blessed_by_its_metrics_but_failing_in_the_server_is_not_pushed(
     assert f"REST :classify {signature}: HTTP 400" in failed, failed
     assert f"gRPC MultiInference regress_fare, regress_noise, {signature}: INVALID_ARGUMENT: " \
            "Expected classification signature" in failed, failed
-    # Nothing else failed: the regression heads, serving_default, model_info, REST :predict.
+    # Nothing else failed: the regression heads, both Predict signatures, model_info, REST
+    # :predict.
     assert len(summary.infra_failures) == 3, failed
     table = summary.table()
     assert "serving: FAILED, the model is not pushed" in table

@@ -40,6 +40,9 @@ from serving import server as server_lib
 
 NAME = "img"
 SIZE = 4  # the model's image size (height = width)
+# The layout of a model exported before serving_default took plain features: serving_default on
+# tf.Examples and no plain signature, which the clients still serve (rest_client falls back to
+# base64 examples).
 INFO = {
     "pipeline": NAME, "signature": "serving_default", "input": "examples",
     "features": {"photo": "string", "x": "float32"},

@@ -86,12 +86,13 @@ def test_an_intact_model_answers_every_signature_over_grpc_and_rest(exported, tm
         signature = contract.head_signature(head.name, kind.lower())
         assert (f"gRPC {kind}", signature) in calls
         assert (f"REST :{kind.lower()}", signature) in calls
-    for signature in (contract.DEFAULT_SIGNATURE, contract.TRANSFORM_FEATURES_SIGNATURE,
-                      contract.MODEL_INFO_SIGNATURE, contract.FEATURES_SIGNATURE):
+    for signature in (contract.EXAMPLES_SIGNATURE, contract.TRANSFORM_FEATURES_SIGNATURE,
+                      contract.MODEL_INFO_SIGNATURE, contract.DEFAULT_SIGNATURE):
         assert ("gRPC Predict", signature) in calls
+    assert ("REST :predict", contract.EXAMPLES_SIGNATURE) in calls
+    # plain features to the default signature, answered as the examples signature answers the
+    # same rows' examples
     assert ("REST :predict", contract.DEFAULT_SIGNATURE) in calls
-    # plain features, answered as serving_default answers the same rows' examples
-    assert ("REST :predict", contract.FEATURES_SIGNATURE) in calls
     assert any(api == "gRPC MultiInference" for api, _ in calls)
     # Last, the model loaded again with the warm-up file, which the server replayed.
     assert result["calls"][-1]["api"].startswith("load with TF Serving's warm-up file")
@@ -100,8 +101,8 @@ def test_an_intact_model_answers_every_signature_over_grpc_and_rest(exported, tm
 
 def _assert_warmup_records(path: str, n: int) -> None:
     """TF Serving's format (TFRecords of PredictionLog): one request per call a client makes,
-    each on the n examples: model_info, serving_default, each head's own signature, and one
-    MultiInference over every head."""
+    each on the n examples: model_info, the examples signature, the same rows as plain features
+    to serving_default, each head's own signature, and one MultiInference over every head."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
@@ -111,12 +112,12 @@ def _assert_warmup_records(path: str, n: int) -> None:
     assert kinds == ["predict_log", "predict_log", "predict_log"] + [
         "regress_log" if h.task == "regression" else "classify_log" for h in heads
     ] + ["multi_inference_log"], kinds
-    info, default = logs[0].predict_log.request, logs[1].predict_log.request
+    info, examples = logs[0].predict_log.request, logs[1].predict_log.request
     assert info.model_spec.signature_name == contract.MODEL_INFO_SIGNATURE and not info.inputs
-    assert default.model_spec.signature_name == contract.DEFAULT_SIGNATURE
-    assert default.inputs[contract.SERVING_INPUT].tensor_shape.dim[0].size == n
+    assert examples.model_spec.signature_name == contract.EXAMPLES_SIGNATURE
+    assert examples.inputs[contract.SERVING_INPUT].tensor_shape.dim[0].size == n
     plain = logs[2].predict_log.request
-    assert plain.model_spec.signature_name == contract.FEATURES_SIGNATURE
+    assert plain.model_spec.signature_name == contract.DEFAULT_SIGNATURE
     assert {k: (v.dtype, v.tensor_shape.dim[0].size) for k, v in plain.inputs.items()} == {
         "a": (types_pb2.DT_FLOAT, n), "b": (types_pb2.DT_STRING, n), "c": (types_pb2.DT_FLOAT, n)}
     for head, log in zip(heads, logs[3:], strict=False):

@@ -106,7 +106,7 @@ def _scores(model_dir: str, records: list[bytes]) -> dict[str, float]:
     """Each head's test metric: species and sex accuracy, body mass MAE (rows with a label)."""
     info = examples_lib.read_model_info(model_dir)
     classes = {h["name"]: h.get("classes") for h in info["heads"]}
-    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+    serve = tf.saved_model.load(model_dir).signatures["examples"]
     outputs = {k: v.numpy() for k, v in serve(examples=tf.constant(records)).items()}
     labels = {"species": [], "sex": [], "body_mass_g": []}
     for r in records:

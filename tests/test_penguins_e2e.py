@@ -67,7 +67,7 @@ def test_served_model_reads_raw_rows_with_na_cells(run, cfg):
     with open(cfg.resolve_data(), encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))[:6]  # the 4th has NA in every measurement
     feats = [{k: (None if r[k] == "NA" else r[k]) for k in info["features"]} for r in rows]
-    serve = tf.saved_model.load(version).signatures["serving_default"]
+    serve = tf.saved_model.load(version).signatures["examples"]
     outputs = serve(examples=tf.constant(examples_lib.to_examples(feats, info["features"])))
     species = outputs["species"].numpy()
     assert species.shape == (6, 3) and np.allclose(species.sum(axis=1), 1, atol=1e-5)

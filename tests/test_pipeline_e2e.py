@@ -84,8 +84,9 @@ def test_blessed_and_pushed_in_tf_serving_layout(first_run, cfg):
     assert summary.infra_blessed is True and summary.infra_failures == [], table
     assert "serving: passed (" in table and "calls over gRPC and REST on 32 test examples" in table
     # The version holds the warm-up requests the check's server replayed, where TF Serving
-    # reads them: one per call a client makes (model_info, serving_default, features, each
-    # head's signature, one MultiInference), on the test split's first 32 rows.
+    # reads them: one per call a client makes (model_info, the examples signature, plain
+    # features to serving_default, each head's signature, one MultiInference), on the test
+    # split's first 32 rows.
     from tensorflow_serving.apis import prediction_log_pb2
 
     records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in
@@ -118,8 +119,8 @@ def test_pushed_model_answers_raw_rows_without_labels(first_run, cfg):
         assert not set(ex.features.feature) & set(cfg.label_columns)
 
     model = tf.saved_model.load(summary.pushed_path)
-    assert {"serving_default", "transform_features"} <= set(model.signatures)
-    outputs = model.signatures["serving_default"](examples=tf.constant(serialized))
+    assert {"serving_default", "examples", "transform_features"} <= set(model.signatures)
+    outputs = model.signatures["examples"](examples=tf.constant(serialized))
     assert set(outputs) == {h.name for h in cfg.heads}  # exactly one output per head
     big = outputs["big_tipper"].numpy()
     assert big.shape == (8, 1) and np.all((big >= 0) & (big <= 1))
@@ -159,7 +160,7 @@ def test_pushed_model_is_served_over_tf_servings_grpc_api(first_run, cfg, tmp_pa
         running.stop()
     rows = _raw_rows(cfg, 5)
     info = examples_lib.read_model_info(summary.pushed_path)
-    local = tf.saved_model.load(summary.pushed_path).signatures["serving_default"](
+    local = tf.saved_model.load(summary.pushed_path).signatures["examples"](
         examples=tf.constant(examples_lib.to_examples(rows, info["features"])))
     for i, row in enumerate(served):
         by_head = {p.head: p for p in row}

@@ -41,6 +41,7 @@ from tensorflow_serving.apis import (
 
 from cli import main as cli
 from components import pusher
+from headwise import contract
 from headwise import examples as examples_lib
 from serving import client as client_lib
 from serving import json_tensor, rest_client
@@ -100,6 +101,9 @@ def error(served, path: str, body=None, method: str | None = None) -> tuple[int,
     return status, doc["error"]
 
 
+EXAMPLES = {"signature_name": contract.EXAMPLES_SIGNATURE}  # the tf.Example signature
+
+
 def b64(serialized) -> list[dict]:
     return [{"b64": base64.b64encode(s).decode()} for s in serialized]
 
@@ -111,7 +115,8 @@ def spec(signature: str = "", version: int | None = None, name: str = NAME):
     return s
 
 
-def grpc_predict(served, serialized, signature: str = "") -> dict[str, np.ndarray]:
+def grpc_predict(served, serialized, signature: str = contract.EXAMPLES_SIGNATURE
+                 ) -> dict[str, np.ndarray]:
     req = predict_pb2.PredictRequest(model_spec=spec(signature))
     req.inputs["inputs" if signature.startswith(("classify_", "regress_")) else "examples"] \
         .CopyFrom(tf.make_tensor_proto(serialized, dtype=tf.string))
@@ -128,7 +133,8 @@ def grpc_error(rpc, request) -> tuple[grpc.StatusCode, str]:
 # --- Predict -----------------------------------------------------------------------------------
 def test_row_format_gives_one_object_per_example_with_every_head(served):
     expected = grpc_predict(served, served["serialized"])
-    doc = ok(served, f"/v1/models/{NAME}:predict", {"instances": b64(served["serialized"])})
+    doc = ok(served, f"/v1/models/{NAME}:predict",
+             {**EXAMPLES, "instances": b64(served["serialized"])})
     assert list(doc) == ["predictions"]
     assert len(doc["predictions"]) == len(served["serialized"])
     for head, values in expected.items():
@@ -139,26 +145,28 @@ def test_row_format_gives_one_object_per_example_with_every_head(served):
 def test_columnar_format_gives_one_object_keyed_by_output(served):
     expected = grpc_predict(served, served["serialized"])
     doc = ok(served, f"/v1/models/{NAME}/versions/{served['version']}:predict",
-             {"signature_name": "serving_default", "inputs": b64(served["serialized"])})
+             {**EXAMPLES, "inputs": b64(served["serialized"])})
     assert list(doc) == ["outputs"] and set(doc["outputs"]) == set(expected)
     for head, values in expected.items():
         np.testing.assert_array_equal(np.array(doc["outputs"][head], np.float32), values)
 
 
 def test_plain_json_features_answer_as_tf_examples_do_and_as_tensorflows_runner(served):
+    """The issue's request: plain JSON features naming no signature reach serving_default and
+    answer every head, as the same rows' tf.Examples do and as TensorFlow's own signature
+    runner does for the same values."""
     rows = served["rows"]
     assert any(r["a"] is None for r in rows)  # a missing number goes as NaN
     plain = [{"a": math.nan if r["a"] is None else r["a"], "b": r["b"] or "", "c": r["c"]}
              for r in rows]
-    body = json.dumps({"signature_name": "features", "instances": plain}).encode()
+    body = json.dumps({"instances": plain}).encode()
     assert b"NaN" in body  # the token TF Serving's JSON parser takes
     doc = ok(served, f"/v1/models/{NAME}:predict", body)
     columnar = ok(served, f"/v1/models/{NAME}:predict", json.dumps(
-        {"signature_name": "features",
-         "inputs": {k: [p[k] for p in plain] for k in ("a", "b", "c")}}).encode())
+        {"inputs": {k: [p[k] for p in plain] for k in ("a", "b", "c")}}).encode())
     by_example = grpc_predict(served, served["serialized"])
     loaded = tf.saved_model.load(served["export"])  # TensorFlow's own signature runner
-    by_runner = loaded.signatures["features"](
+    by_runner = loaded.signatures["serving_default"](
         a=tf.constant([p["a"] for p in plain], tf.float32), b=tf.constant([p["b"] for p in plain]),
         c=tf.constant([p["c"] for p in plain], tf.float32))
     assert set(doc["predictions"][0]) == set(by_example) == {"r", "k", "m", "g"}
@@ -177,7 +185,7 @@ def test_plain_json_features_answer_as_tf_examples_do_and_as_tensorflows_runner(
 ])
 def test_plain_json_features_refuse_what_tf_serving_refuses(served, instance, message):
     status, text = error(served, f"/v1/models/{NAME}:predict",
-                         {"signature_name": "features", "instances": [instance]})
+                         {"instances": [instance]})
     assert status == 400 and message in text, text
 
 
@@ -288,7 +296,9 @@ def test_metadata_lists_the_signatures_grpc_lists(served):
     sigs = doc["metadata"]["signature_def"]["signature_def"]
     assert set(sigs) == set(sig_map.signature_def)
     assert sigs["classify_k"]["method_name"] == "tensorflow/serving/classify"
-    assert sigs["serving_default"]["inputs"]["examples"]["dtype"] == "DT_STRING"
+    assert sigs["examples"]["inputs"]["examples"]["dtype"] == "DT_STRING"
+    assert {k: v["dtype"] for k, v in sigs["serving_default"]["inputs"].items()} == {
+        "a": "DT_FLOAT", "b": "DT_STRING", "c": "DT_FLOAT"}
 
 
 # --- Errors ------------------------------------------------------------------------------------
@@ -299,12 +309,19 @@ PREDICT = f"/v1/models/{NAME}:predict"
     (PREDICT, b"", 400, "JSON Parse error: The document is empty"),
     (PREDICT, b"{", 400, "JSON Parse error: Missing a name for object member. at offset: 1"),
     (PREDICT, b"[1]", 400, "JSON Value: [\n    1\n] Is not object"),
-    (PREDICT, {"instances": [{"b64": "%%%"}]}, 400,
+    (PREDICT, {**EXAMPLES, "instances": [{"b64": "%%%"}]}, 400,
      "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: Unable to "
      "base64 decode"),
-    (PREDICT, {"inputs": [{"b64": "%%%"}]}, 400, "Unable to base64 decode"),
-    (PREDICT, {"instances": [1]}, 400, "Failed to process element: 0 of 'instances' list. "
-     "Error: INVALID_ARGUMENT: JSON Value: 1 Type: Number is not of expected type: string"),
+    (PREDICT, {**EXAMPLES, "inputs": [{"b64": "%%%"}]}, 400, "Unable to base64 decode"),
+    (PREDICT, {**EXAMPLES, "instances": [1]}, 400, "Failed to process element: 0 of "
+     "'instances' list. Error: INVALID_ARGUMENT: JSON Value: 1 Type: Number is not of expected "
+     "type: string"),
+    # plain features are serving_default's: a base64 tf.Example where they are expected is
+    # refused as TF Serving refuses it, as a value for one of its inputs (TF Serving takes the
+    # first of its map, whose order is its own: the message may name another input)
+    (PREDICT, {"instances": [{"b64": "eQ=="}]}, 400,
+     "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: {\n"
+     "    \"b64\": \"eQ==\"\n} Type: Object is not of expected type: float"),
     (PREDICT, {"signature_name": "nope", "instances": ["x"]}, 400,
      'Serving signature name: "nope" not found in signature def'),
     (PREDICT, {"signature_name": "model_info", "inputs": {}}, 400,
@@ -336,11 +353,11 @@ def test_bad_requests_get_tf_servings_status_and_message(served, path, body, sta
 
 def test_corrupt_example_bytes_get_grpcs_invalid_argument(served):
     junk = [b"\xff\x00not an example"]
-    req = predict_pb2.PredictRequest(model_spec=spec())
+    req = predict_pb2.PredictRequest(model_spec=spec(contract.EXAMPLES_SIGNATURE))
     req.inputs["examples"].CopyFrom(tf.make_tensor_proto(junk, dtype=tf.string))
     code, message = grpc_error(served["stub"].Predict, req)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert error(served, PREDICT, {"instances": b64(junk)}) == (400, message)
+    assert error(served, PREDICT, {**EXAMPLES, "instances": b64(junk)}) == (400, message)
 
 
 def test_other_methods_and_paths_and_the_server_keeps_serving(served):
@@ -355,7 +372,7 @@ def test_other_methods_and_paths_and_the_server_keeps_serving(served):
     assert resp.status == 400 and "JSON Parse error" in json.loads(resp.read())["error"]
     conn.close()
     assert ok(served, f"/v1/models/{NAME}")["model_version_status"][0]["state"] == "AVAILABLE"
-    assert len(ok(served, PREDICT, {"instances": b64(served["serialized"][:1])})
+    assert len(ok(served, PREDICT, {**EXAMPLES, "instances": b64(served["serialized"][:1])})
                ["predictions"]) == 1
 
 
@@ -688,9 +705,11 @@ def test_a_flood_of_slow_connections_holds_a_bounded_number_of_threads(served):
      "JSON Parse error: Number too big to be stored in double. at offset: 15"),
     # TF Serving parses NaN and Infinity as numbers (kParseNanAndInfFlag), which a string input
     # refuses; rapidjson's writer quotes them as nothing.
-    (b'{"instances": [NaN]}', "Failed to process element: 0 of 'instances' list. Error: "
+    (b'{"instances": [NaN], "signature_name": "examples"}',
+     "Failed to process element: 0 of 'instances' list. Error: "
      "INVALID_ARGUMENT: JSON Value:  Type: Number is not of expected type: string"),
-    (b'{"instances": [-Infinity]}', "Failed to process element: 0 of 'instances' list. Error: "
+    (b'{"instances": [-Infinity], "signature_name": "examples"}',
+     "Failed to process element: 0 of 'instances' list. Error: "
      "INVALID_ARGUMENT: JSON Value:  Type: Number is not of expected type: string"),
 ])
 def test_hostile_json_gets_400_in_tf_servings_shape(served, body, message):
@@ -700,4 +719,5 @@ def test_hostile_json_gets_400_in_tf_servings_shape(served, body, message):
         assert text == message
     for internal in ("Error:", "Traceback", "RecursionError", "ValueError", "limit (4300)"):
         assert internal not in text or text.startswith("Failed to process element"), text
-    assert ok(served, PREDICT, {"instances": b64(served["serialized"][:1])})["predictions"]
+    assert ok(served, PREDICT, {**EXAMPLES, "instances": b64(served["serialized"][:1])}
+              )["predictions"]

@@ -82,7 +82,8 @@ def spec(signature: str = "", name: str = NAME, version: int | None = None):
     return s
 
 
-def predict_request(serialized, signature: str = "", **kw) -> predict_pb2.PredictRequest:
+def predict_request(serialized, signature: str = contract.EXAMPLES_SIGNATURE, **kw
+                    ) -> predict_pb2.PredictRequest:
     req = predict_pb2.PredictRequest(model_spec=spec(signature, **kw))
     req.inputs["examples"].CopyFrom(tf.make_tensor_proto(serialized, dtype=tf.string))
     return req
@@ -103,7 +104,7 @@ def test_predict_returns_every_head_in_typed_fields(served):
     resp = served["stub"].Predict(predict_request(served["serialized"]), timeout=10)
     assert resp.model_spec.name == NAME
     assert resp.model_spec.version.value == served["version"]
-    assert resp.model_spec.signature_name == "serving_default"
+    assert resp.model_spec.signature_name == "examples"
     assert set(resp.outputs) == {"r", "k", "m", "g"}
     for head, expected in served["expected"].items():
         proto = resp.outputs[head]
@@ -175,8 +176,8 @@ def test_metadata_lists_every_signature_with_method_names(served):
     sig_map = get_model_metadata_pb2.SignatureDefMap()
     assert resp.metadata["signature_def"].Unpack(sig_map)
     sigs = sig_map.signature_def
-    assert {"serving_default", "transform_features", "model_info", "regress_r", "classify_k",
-            "classify_m", "classify_g"} <= set(sigs)
+    assert {"serving_default", "examples", "transform_features", "model_info", "regress_r",
+            "classify_k", "classify_m", "classify_g"} <= set(sigs)
     assert sigs["classify_m"].method_name == "tensorflow/serving/classify"
     assert sigs["regress_r"].method_name == "tensorflow/serving/regress"
     assert set(sigs["serving_default"].outputs) == {"r", "k", "m", "g"}
@@ -211,14 +212,14 @@ def test_errors_have_tf_servings_codes_and_the_server_survives(served):
     cases.append((stub.Classify, classification_pb2.ClassificationRequest(
         model_spec=spec("regress_r"), input=example_input(ser)),
         grpc.StatusCode.INVALID_ARGUMENT, "Expected classification signature method_name"))
-    missing = predict_pb2.PredictRequest(model_spec=spec())
+    missing = predict_pb2.PredictRequest(model_spec=spec(contract.EXAMPLES_SIGNATURE))
     cases.append((stub.Predict, missing, grpc.StatusCode.INVALID_ARGUMENT,
                   "Missing but required: {examples}"))
     extra = predict_request(ser)
     extra.inputs["bogus"].CopyFrom(tf.make_tensor_proto([1.0]))
     cases.append((stub.Predict, extra, grpc.StatusCode.INVALID_ARGUMENT,
                   "Sent extra: {bogus}"))
-    mistyped = predict_pb2.PredictRequest(model_spec=spec())
+    mistyped = predict_pb2.PredictRequest(model_spec=spec(contract.EXAMPLES_SIGNATURE))
     mistyped.inputs["examples"].CopyFrom(tf.make_tensor_proto([1.0, 2.0], dtype=tf.float32))
     cases.append((stub.Predict, mistyped, grpc.StatusCode.INVALID_ARGUMENT,
                   "to be string but float is provided"))
@@ -265,7 +266,7 @@ def test_a_tiny_request_with_a_huge_shape_is_refused_without_allocating_it(serve
     """One value and a shape: TensorFlow fills the shape with the value, so a message of a few
     bytes could ask for terabytes (or a shape whose size overflows int64)."""
     before = _rss_mib()
-    request = predict_pb2.PredictRequest(model_spec=spec())
+    request = predict_pb2.PredictRequest(model_spec=spec(contract.EXAMPLES_SIGNATURE))
     tensor = request.inputs["examples"]
     tensor.dtype = types_pb2.DT_STRING
     for size in dims:
@@ -588,7 +589,7 @@ def test_request_log_keeps_successful_requests_as_tf_servings_prediction_logs(mo
 
 
 def test_a_logged_plain_features_request_reads_back_as_the_clients_examples():
-    """Skew is measured on plain JSON requests too: the features signature's tensors become the
+    """Skew is measured on plain JSON requests too: serving_default's tensors become the
     tf.Examples the client's own encoder makes of the same rows (headwise.examples)."""
     rows = [{"a": 1.5, "n": 3, "Body Mass": "x"}, {"a": None, "n": None, "Body Mass": ""},
             {"a": -2.0, "n": -7, "Body Mass": "yz"}]
@@ -603,6 +604,38 @@ def test_a_logged_plain_features_request_reads_back_as_the_clients_examples():
     want = examples_lib.to_examples(rows, {"a": "float32", "n": "int64", "Body Mass": "string"})
     assert [example_pb2.Example.FromString(e) for e in got] == \
         [example_pb2.Example.FromString(e) for e in want]
+
+
+def test_logged_predict_requests_are_read_by_their_inputs_and_signature():
+    """serving_default takes plain features now, and older models have it on tf.Examples: a
+    logged Predict is serialized examples when its one string input is `examples` (or a head
+    signature's `inputs`), plain features when it names serving_default, no signature or the
+    older `features`, and nothing when it has no input (model_info)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from headwise import request_logs
+
+    serialized = examples_lib.to_examples([{"a": 1.5}], {"a": "float32"})
+
+    def logged(signature: str, inputs: dict) -> prediction_log_pb2.PredictionLog:
+        request = predict_pb2.PredictRequest(model_spec=spec(signature))
+        for name, tensor in inputs.items():
+            request.inputs[name].CopyFrom(tensor)
+        return prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request))
+
+    examples = tf.make_tensor_proto(serialized)
+    plain = {"a": tf.make_tensor_proto(np.array([1.5], np.float32))}
+    for signature in ("examples", "serving_default", "classify_k"):  # old and new models
+        assert request_logs.examples_of(logged(signature, {"examples": examples})) == serialized
+    assert request_logs.examples_of(logged("classify_k", {"inputs": examples})) == serialized
+    for signature in ("", "serving_default", "features"):
+        assert request_logs.examples_of(logged(signature, plain)) == serialized, signature
+    # one string feature, plain, is not mistaken for serialized examples
+    text = {"b": tf.make_tensor_proto([b"x"])}
+    assert request_logs.examples_of(logged("", text)) == examples_lib.to_examples(
+        [{"b": "x"}], {"b": "string"})
+    assert request_logs.examples_of(logged(contract.MODEL_INFO_SIGNATURE, {})) == []
 
 
 def test_request_log_samples_and_never_blocks_a_request(tmp_path):

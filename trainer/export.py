@@ -1,10 +1,20 @@
 """Export the multi-head model as a SavedModel that TF Serving serves through every API.
 
-Signatures (all but `features` and `model_info` take serialized tf.Examples, string[batch]):
-  serving_default     (Predict)   input `examples`, no label columns ->
-                                  {<head>: float32[batch, units]}, one output per head: the
-                                  probability (binary), class probabilities (multiclass), the
-                                  value in label units (regression).
+Signatures (all but `serving_default` and `model_info` take serialized tf.Examples,
+string[batch]):
+  serving_default     (Predict)   the raw features as plain tensors, one input per feature column
+                                  ([batch]; `contract.features_input` names it, the description's
+                                  "features_signature" lists them) -> {<head>: float32[batch,
+                                  units]}, one output per head: the probability (binary), class
+                                  probabilities (multiclass), the value in label units
+                                  (regression). REST clients send plain JSON rows and name no
+                                  signature (`{"instances": [{"trip_miles": 1.2, ...}]}`), images
+                                  as {"b64": ...}; a missing value is NaN (TF Serving's JSON takes
+                                  the token) or an empty string. The inputs become what
+                                  tf.io.parse_example makes of the same row (`plain_to_parsed`),
+                                  so both paths give the same outputs.
+  examples            (Predict)   input `examples`, no label columns -> serving_default's outputs
+                                  for the same rows as tf.Examples (TFMA, batch scoring).
   classify_<head>     (Classify)  binary/multiclass/multilabel heads: input `inputs` ->
                                   `classes` string[batch, n] (class names), `scores` [batch, n]
                                   (multilabel: an independent probability per class).
@@ -14,14 +24,6 @@ Signatures (all but `features` and `model_info` take serialized tf.Examples, str
   model_info          (Predict)   no input -> `json` string scalar: the model's description
                                   (feature dtypes, heads, class names), so a client needs nothing
                                   but the server to build requests and label answers.
-  features            (Predict)   the raw features as plain tensors, one input per feature column
-                                  ([batch]; `contract.features_input` names it, the description's
-                                  "features_signature" lists them) -> serving_default's outputs.
-                                  REST clients send plain JSON rows (`{"instances": [{"trip_miles":
-                                  1.2, ...}]}`), images as {"b64": ...}; a missing value is NaN
-                                  (TF Serving's JSON takes the token) or an empty string. The
-                                  inputs become what tf.io.parse_example makes of the same row
-                                  (`plain_to_parsed`), so both paths give the same outputs.
 
 TF2's saver writes every signature with method_name `tensorflow/serving/predict` and gives each
 signature its own input placeholder. TF Serving's Classify and Regress APIs refuse the former, and
@@ -109,10 +111,10 @@ def make_signatures(model: keras.Model, cfg: config_lib.PipelineConfig,
         outputs = forward(raw)
         return {h.name: outputs[h.name] for h in cfg.heads}
 
-    signatures = {contract.DEFAULT_SIGNATURE: serve,
+    signatures = {contract.FEATURES_SIGNATURE: serve_features,
+                  contract.EXAMPLES_SIGNATURE: serve,
                   contract.TRANSFORM_FEATURES_SIGNATURE: transform_features,
-                  contract.MODEL_INFO_SIGNATURE: describe,
-                  contract.FEATURES_SIGNATURE: serve_features}
+                  contract.MODEL_INFO_SIGNATURE: describe}
     for head in cfg.heads:
         signatures.update(_head_signature(head, predict))
     return signatures
@@ -209,7 +211,8 @@ def model_info(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput
         heads.append(entry)
     return {
         "pipeline": cfg.name,
-        "signature": contract.DEFAULT_SIGNATURE,
+        # serialized tf.Examples: {"inputs": {<input>: [...]}} to this signature
+        "signature": contract.EXAMPLES_SIGNATURE,
         "input": contract.SERVING_INPUT,
         "features": {f.name: raw_spec[f.name].dtype.name for f in cfg.features},
         # image features: the encoded file's bytes, decoded and resized in the graph
@@ -219,7 +222,8 @@ def model_info(cfg: config_lib.PipelineConfig, tft_output: tft.TFTransformOutput
         # cell texts that mean "missing" in the training data: batch scoring reads raw files
         # with the same markers (serving.scoring)
         "missing_values": list(cfg.missing_values),
-        # plain JSON features: {"instances": [{<input>: value, ...}]} to this signature
+        # plain JSON features: {"instances": [{<input>: value, ...}]} to this signature (the
+        # default one)
         "features_signature": {"name": contract.FEATURES_SIGNATURE,
                                "inputs": features_inputs(cfg, raw_spec)},
     }
@@ -245,14 +249,17 @@ def finalize_signatures(export_dir: str) -> None:
 
 
 def _share_examples_input(meta_graph) -> None:
-    """Point every signature input that is a string[batch] placeholder at serving_default's, and
-    drop the placeholders nothing reads any more."""
-    default = meta_graph.signature_def[contract.DEFAULT_SIGNATURE]
-    shared = default.inputs[contract.SERVING_INPUT].name
+    """Point every signature input that is a string[batch] placeholder of serialized examples at
+    the examples signature's, and drop the placeholders nothing reads any more."""
+    if contract.EXAMPLES_SIGNATURE in meta_graph.signature_def:
+        examples, plain = contract.EXAMPLES_SIGNATURE, contract.FEATURES_SIGNATURE
+    else:  # the layout before serving_default took plain features
+        examples, plain = contract.DEFAULT_SIGNATURE, contract.LEGACY_FEATURES_SIGNATURE
+    shared = meta_graph.signature_def[examples].inputs[contract.SERVING_INPUT].name
     shared_node = shared.split(":")[0]
     replaced: set[str] = set()
     for name, sig in meta_graph.signature_def.items():
-        if name == contract.FEATURES_SIGNATURE:  # plain tensors, not serialized examples
+        if name == plain:  # plain tensors, not serialized examples
             continue
         for info in sig.inputs.values():
             node = info.name.split(":")[0]
