@@ -317,3 +317,29 @@ def test_gates_json_rows_keep_their_keys(taxi):
         "metric", "value", "baseline", "threshold", "change", "absolute", "no_regression",
         "beats_baseline", "class_name"]
     assert rows[0].as_json()["no_regression"] == "FAIL" and rows[0].as_json()["change"] == -0.05
+
+
+def test_each_model_is_evaluated_through_its_own_examples_signature(tmp_path):
+    """A blessed baseline exported before `examples` existed has its tf.Example signature as
+    serving_default; the Evaluator reads each model's from its description, else TFMA would
+    call a signature the baseline lacks."""
+    from components.evaluator import with_model_signatures
+    from headwise import examples as examples_lib
+
+    def model(name: str, signature: str) -> str:
+        info = tmp_path / name / "Format-Serving" / examples_lib.MODEL_INFO
+        info.parent.mkdir(parents=True)
+        info.write_text(json.dumps({"signature": signature}))
+        return str(tmp_path / name)
+
+    cfg = config_lib.from_dict({"name": "t", "data": {"csv": "x.csv"},
+                                "features": {"x": "numeric"},
+                                "heads": [{"name": "y", "label": "y", "task": "regression"}]})
+    config = gates.eval_config(cfg)
+    assert [s.signature_name for s in config.model_specs] == ["examples"]
+    assert with_model_signatures(config, model("new", "examples"), None) == config
+    both = with_model_signatures(config, model("cand", "examples"), model("old", "serving_default"))
+    assert [(s.name, s.is_baseline, s.signature_name) for s in both.model_specs] == [
+        ("candidate", False, "examples"), ("baseline", True, "serving_default")]
+    assert both.model_specs[1].label_keys == config.model_specs[0].label_keys
+    assert len(config.model_specs) == 1  # the given config is left as it was
