@@ -489,3 +489,21 @@ def test_with_one_head_both_criteria_keep_the_same_epoch():
         values = [c.value({"val_big_tipper_loss": v, "val_weighted_loss": 2.0 * v})
                   for v in curve]
         assert int(np.argmin(values)) == int(np.argmin(curve))
+
+
+def test_autograph_leaves_tf_keras_alone_and_still_converts_our_layers():
+    """Importing the model adds TensorFlow's later rule not to convert tf_keras (trainer/
+    autograph.py): Keras's own layers and training step run unconverted, as Keras 2 always
+    did, while our layers' Python control flow is still converted. Without the rule, building
+    and tracing the census model took 20 s more."""
+    import tf_keras as keras
+    from tensorflow.python.autograph.impl import conversion
+
+    from trainer import autograph, backbones
+
+    assert conversion.is_allowlisted(keras.layers.Dense(1).call)
+    assert conversion.is_allowlisted(keras.Model.train_step)
+    assert not conversion.is_allowlisted(backbones.run_blocks)  # our own code: converted
+    before = len(autograph.config.CONVERSION_RULES)
+    autograph.keep_unconverted()  # once only
+    assert len(autograph.config.CONVERSION_RULES) == before
