@@ -20,9 +20,8 @@ from headwise import tasks
 from headwise.config import PipelineConfig
 from headwise.config import features as features_lib
 from headwise.contract import label_stats_key
-from trainer import autograph
+from trainer import autograph, balancing
 from trainer import backbones as backbones_lib
-from trainer import balancing
 from trainer import heads as heads_lib
 
 autograph.keep_unconverted()  # before any model is built or traced
