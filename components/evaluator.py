@@ -55,6 +55,41 @@ def label_values(record: bytes, columns: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+_VALUE_TYPES = {"int64_list": tf.int64, "float_list": tf.float32, "bytes_list": tf.string}
+
+
+def label_rows(records: Sequence[bytes], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """`label_values` of every record, parsed by TensorFlow's parser in one call instead of one
+    protobuf message per record (census' 140k training examples: about 11 s of the Evaluator).
+    A column's value type is read from the first record that holds it (ExampleGen writes one
+    type per column); where records disagree, each is read on its own."""
+    kinds: dict[str, str] = {}
+    for record in records:
+        if len(kinds) == len(columns):
+            break
+        feats = tf.train.Example.FromString(record).features.feature
+        for c in columns:
+            kind = feats[c].WhichOneof("kind") if c not in kinds and c in feats else None
+            if kind:
+                kinds[c] = kind
+    rows: list[dict[str, Any]] = [dict.fromkeys(columns) for _ in records]
+    if not kinds:
+        return rows
+    try:
+        parsed = tf.io.parse_example(
+            tf.constant(list(records), tf.string),
+            {c: tf.io.VarLenFeature(_VALUE_TYPES[k]) for c, k in kinds.items()})
+    except tf.errors.InvalidArgumentError:  # one column, several value types
+        return [label_values(r, columns) for r in records]
+    for c, values in parsed.items():
+        at = values.indices.numpy()
+        first = at[:, 1] == 0  # a row's first value (label_values reads the first)
+        for row, v in zip(at[first, 0].tolist(), values.values.numpy()[first].tolist(),
+                          strict=True):
+            rows[row][c] = v.decode() if isinstance(v, bytes) else v
+    return rows
+
+
 def _add(a: Any, b: Any) -> Any:
     """Sum of two sufficient statistics: dicts (per head, per statistic) of numbers or arrays."""
     if a is None or b is None:
@@ -119,8 +154,9 @@ def compute_baselines(pipeline: beam.Pipeline, examples_uri: str,
     def labels(split: str):
         records = pipeline | f"Read{split}" >> beam.io.ReadFromTFRecord(
             os.path.join(examples_uri, f"Split-{split}", "*"), coder=beam.coders.BytesCoder())
-        rows = (records | f"Labels{split}" >> beam.Map(label_values, columns)
-                | f"Batch{split}" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096))
+        rows = (records
+                | f"Batch{split}" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+                | f"Labels{split}" >> beam.Map(label_rows, columns))
         return records, rows
 
     _, train = labels(data_config.TRAIN)
@@ -278,7 +314,7 @@ class Executor(stock.Executor):
                        diffs[h.name], [f for f in failures if f.head == h.name],
                        baselines[h.name], class_values[h.name], has_baseline_model)
                    for h in cfg.heads}
-        labels = [label_values(r, cfg.label_columns) for r in sample]
+        labels = label_rows(sample, cfg.label_columns)
         path = report_lib.write_report(
             cfg, evaluation.uri, results, counts, validation.validation_ok, has_baseline_model,
             {c: [row[c] for row in labels] for c in cfg.label_columns}, predictions)

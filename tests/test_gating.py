@@ -343,3 +343,42 @@ def test_each_model_is_evaluated_through_its_own_examples_signature(tmp_path):
         ("candidate", False, "examples"), ("baseline", True, "serving_default")]
     assert both.model_specs[1].label_keys == config.model_specs[0].label_keys
     assert len(config.model_specs) == 1  # the given config is left as it was
+
+
+def test_label_rows_read_what_label_values_reads_from_each_record():
+    """The baselines' labels, parsed a batch at a time by TensorFlow, are each record's own
+    reading (first value, None where missing or empty, text decoded), for every value type,
+    a column missing from every record, and a column holding two value types."""
+    from tensorflow.core.example import example_pb2
+
+    from components.evaluator import label_rows, label_values
+
+    def record(**values) -> bytes:
+        ex = example_pb2.Example()
+        for name, v in values.items():
+            f = ex.features.feature[name]
+            if v == "empty":
+                f.int64_list.SetInParent()
+            elif isinstance(v, list):
+                f.bytes_list.value.extend(v)
+            elif isinstance(v, bytes):
+                f.bytes_list.value.append(v)
+            elif isinstance(v, int):
+                f.int64_list.value.append(v)
+            else:
+                f.float_list.value.append(v)
+        return ex.SerializeToString()
+
+    columns = ["n", "x", "s", "never"]
+    records = [record(x=0.1), record(n=3, x=2.5, s="é".encode()), record(n="empty", s=b""),
+               record(n=-2**62, s=[b"first", b"second"], x=float("nan")), record()]
+    got = label_rows(records, columns)
+    assert got == [label_values(r, columns) for r in records][:3] + got[3:]  # NaN != NaN
+    assert got[1] == {"n": 3, "x": 2.5, "s": "é", "never": None}
+    assert got[3]["n"] == -2**62 and got[3]["s"] == "first" and got[3]["x"] != got[3]["x"]
+    assert got[2] == {"n": None, "x": None, "s": "", "never": None}
+    assert got[4] == dict.fromkeys(columns)
+    assert got[0]["x"] == label_values(records[0], columns)["x"]  # the float32 value
+    mixed = [record(n=1), record(n=b"one")]  # one column, two value types
+    assert label_rows(mixed, ["n"]) == [{"n": 1}, {"n": "one"}]
+    assert label_rows([], columns) == []
