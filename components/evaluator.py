@@ -255,8 +255,7 @@ def with_model_signatures(eval_config: tfma.EvalConfig, model_uri: str,
     for model_spec, uri in ((candidate, model_uri), (baseline, baseline_uri)):
         path = os.path.join(path_utils.serving_model_path(uri), examples_lib.MODEL_INFO)
         with tf.io.gfile.GFile(path) as fh:
-            model_spec.signature_name = json.load(fh).get("signature",
-                                                          contract.DEFAULT_SIGNATURE)
+            model_spec.signature_name = contract.examples_signature(json.load(fh))
     del out.model_specs[:]
     out.model_specs.extend([candidate, baseline])
     return out

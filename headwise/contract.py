@@ -101,6 +101,13 @@ def signature_method(signature: str) -> str | None:
     return None
 
 
+def examples_signature(info: dict) -> str:
+    """The signature that takes serialized tf.Examples in a model with the description `info`
+    (model_info): `examples`, or serving_default in models exported before the plain features
+    became the default (their description names it too; the oldest name none)."""
+    return info.get("signature", DEFAULT_SIGNATURE)
+
+
 def features_input(column: str) -> str:
     """The features signature's input for a feature column: the column's name when it is a name
     TensorFlow takes for a function argument (ASCII letters, digits, `_`, starting with a letter),

@@ -306,8 +306,7 @@ class Checker:
             return  # without the model's description no head can be checked
         heads = info["heads"]
         by_example: dict[str, np.ndarray] = {}
-        # serialized examples: `examples`, or serving_default in models exported before
-        examples = info.get("signature", contract.DEFAULT_SIGNATURE)
+        examples = contract.examples_signature(info)
         self.call("gRPC Predict", examples, lambda: by_example.update(
             self.predict(examples, contract.SERVING_INPUT)))
         plain = info.get("features_signature", {}).get("name")  # older models have none

@@ -133,7 +133,7 @@ class RestClient:
         {head: outputs}."""
         info = self.model_info()
         answer = self.post("predict", {
-            "signature_name": info.get("signature", contract.DEFAULT_SIGNATURE),
+            "signature_name": contract.examples_signature(info),
             "instances": [{"b64": base64.b64encode(s).decode()} for s in serialized]})
         return self._by_head(answer["predictions"])
 

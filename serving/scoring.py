@@ -273,9 +273,7 @@ class Scorer:
         import tensorflow as tf
 
         self._model = tf.saved_model.load(self.job.model_dir)
-        # serialized examples: `examples`, or serving_default in models exported before
-        self._fn = self._model.signatures[self.job.info.get("signature",
-                                                            contract.DEFAULT_SIGNATURE)]
+        self._fn = self._model.signatures[contract.examples_signature(self.job.info)]
 
     def score(self, file_index: int, first: int, columns: dict[str, list]) -> dict[str, list]:
         import tensorflow as tf

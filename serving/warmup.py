@@ -127,8 +127,7 @@ def requests(model_name: str, info: dict[str, Any], examples: Sequence[bytes]
     logs = [prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
                 request=predict(model_name, contract.MODEL_INFO_SIGNATURE, None, ()))),
             prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
-                request=predict(model_name,
-                                info.get("signature", contract.DEFAULT_SIGNATURE),
+                request=predict(model_name, contract.examples_signature(info),
                                 contract.SERVING_INPUT, examples)))]
     if "features_signature" in info:  # models exported before it have none
         logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
