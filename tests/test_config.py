@@ -398,6 +398,8 @@ def _payload(cfg, scope=Scope.FULL, **changes):
      ">= 0"),
     (lambda p: p["config"]["features"]["company"].update(oov_buckets=0),
      "features.company.oov_buckets", ">= 1"),
+    (lambda p: p["config"]["features"]["company"].update(top_k=250_000),
+     "features.company.top_k", "between 1 and 200,000"),
     (lambda p: p["config"]["trainer"].update(batch_size="128"), "trainer.batch_size",
      "expected int"),
     (lambda p: p["config"].update(data_path="x.csv"), "data_path", "unknown key"),

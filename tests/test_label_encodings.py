@@ -390,3 +390,35 @@ def test_multilabel_combinations_are_not_schema_categories(tmp_path):
     assert not by_name["t"].HasField("domain") and not by_name["t"].HasField("string_domain")
     assert by_name["c"].HasField("domain")  # an ordinary categorical keeps its vocabulary
     assert [d.name for d in schema.string_domain] == ["c"]
+
+
+@pytest.mark.parametrize("top_k,vocab", [
+    (None, ["b", "d", "a", "e"]),  # every value: by count, ties by descending bytes
+    (3, ["b", "d", "a"]),          # the 3 most frequent; e shares the oov ids with missing
+])
+def test_categorical_feature_vocabulary_and_oov_ids(tmp_path, top_k, vocab):
+    """A categorical feature's ids: its vocabulary index (most frequent first, at most top_k);
+    missing and values outside the vocabulary hash into the oov_buckets ids after it."""
+    values = ["b", "a", "d", "b", "e", "", "d", "a", "b"]
+    rows, spec = read_csv(tmp_path, "x,c,y\n" + "\n".join(
+        f"{i},{v},{i % 2}" for i, v in enumerate(values)))
+    feature = {"type": "categorical", "oov_buckets": 2, **({"top_k": top_k} if top_k else {})}
+    _, tft_output, out = transform(tmp_path, rows, spec,
+                                   [{"name": "y", "label": "y", "task": "binary"}],
+                                   features={"x": "numeric", "c": feature})
+    assert [v.decode() for v in tft_output.vocabulary_by_name("c")] == vocab
+    assert tft_output.vocabulary_size_by_name("c") == len(vocab)
+    ids = [r["c"] for r in out]
+    for v, i in zip(values, ids, strict=True):
+        if v in vocab:
+            assert i == vocab.index(v), (v, i)
+        else:
+            assert len(vocab) <= i < len(vocab) + 2, (v, i)
+
+
+def test_the_largest_top_k_is_what_tfts_approximate_vocabulary_allows():
+    import tensorflow_transform as tft
+
+    from headwise.config import features
+
+    assert features.MAX_TOP_K == tft.analyzers.LARGE_VOCAB_TOP_K

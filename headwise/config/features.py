@@ -38,6 +38,9 @@ NUMERIC_ENCODINGS = ("zscore", "quantile", "piecewise")
 DEFAULT_NUMERIC_ENCODING = "piecewise"
 NUMERIC_KEYS = ("encoding", "bins", "missing_indicator", "clip", "linear")
 LINEAR_CLIP = 5.0  # piecewise's linear term: the z-score, clipped to +-5 standard deviations
+# A categorical feature's largest vocabulary, its default when `top_k` is not set: the most
+# that TFT's approximate (Misra-Gries) vocabulary keeps (tft.analyzers.LARGE_VOCAB_TOP_K).
+MAX_TOP_K = 200_000
 DEFAULT_BINS = 32  # quantile boundaries Transform computes when `bins` is not set
 # piecewise without `bins`: the model makes one component per ROWS_PER_COMPONENT training rows,
 # between 2 and DEFAULT_BINS: 32 components fit on 256 rows overfit (chosen on the validation
@@ -53,7 +56,7 @@ class Feature:
     type: str
     buckets: int = 10  # bucketized only
     oov_buckets: int = 1  # categorical only
-    top_k: int | None = None  # categorical only: keep the top_k most frequent values
+    top_k: int | None = None  # categorical only: keep the top_k most frequent values (MAX_TOP_K)
     # image only: encoded PNG/JPEG/GIF/BMP bytes, decoded and resized to size (height, width)
     # with `channels` (3: RGB, what pretrained models take; 1: grey) inside the serving graph
     size: tuple[int, int] = DEFAULT_IMAGE_SIZE
@@ -136,6 +139,9 @@ def parse_feature(source: str, name: str, spec: Any) -> Feature:
         f.fail("must be >= 2", "buckets")
     if oov < 1:
         f.fail("must be >= 1", "oov_buckets")
+    if top_k is not None and not 1 <= top_k <= MAX_TOP_K:
+        f.fail(f"must be between 1 and {MAX_TOP_K:,} (Transform's approximate vocabulary "
+               f"keeps at most that many values; rarer ones share the oov_buckets ids)", "top_k")
     size = f.int_list("size", DEFAULT_IMAGE_SIZE)
     if len(size) != 2:
         f.fail(f"expected [height, width], got {list(size)}", "size")
