@@ -104,10 +104,13 @@ def transform_component(cfg: PipelineConfig, examples, schema) -> tfx.components
     described the raw data already and nothing reads the transformed data's statistics, and
     computing them cost time (taxi: Transform 48.6 s -> 42.5 s without them, one run each).
     It writes transformed examples for the splits the Trainer reads (train, validation), not
-    the test split, which only the Evaluator reads, raw, through the model's own transform."""
+    the test split, which only the Evaluator reads, raw, through the model's own transform.
+    It writes no analyzer cache: the pipeline feeds none back (TFX reads one only through the
+    `analyzer_cache` input, for span-by-span data), and writing it is a Beam write per analyzer
+    output (census-income: 477 Beam bundles against 203 without, Transform 76 s -> 60 s)."""
     return tfx.components.Transform(
         examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
-        disable_statistics=True,
+        disable_statistics=True, disable_analyzer_cache=True,
         splits_config=tfx.proto.SplitsConfig(
             analyze=[data_config.TRAIN], transform=[data_config.TRAIN, data_config.VALIDATION]),
         custom_config={HEADS_CONFIG_KEY: config_lib.to_json(cfg, Scope.TRAINING),

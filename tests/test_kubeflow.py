@@ -273,3 +273,17 @@ def test_the_scoring_stage_compiles_after_the_pusher_with_urls_only(cfg, deploy,
     assert "Pusher" in _deps(spec)["BatchScoring"]
     assert _executor_args(spec, "BatchScoring")["image"] == deploy.image
     assert "gs://b/new/" in json.dumps(spec["root"]["dag"]["tasks"]["BatchScoring"])
+
+
+def test_transform_writes_no_analyzer_cache_and_only_the_trainers_splits(compiled):
+    """Nothing reads an analyzer cache (the pipeline wires no `analyzer_cache` input) or the
+    test split's transformed examples (the Evaluator reads raw examples): Transform writes
+    neither, here as in the local run (the same pipeline_lib.transform_component)."""
+    _, spec = compiled
+    comp = next(k for k in spec["components"] if k.startswith("Transform"))
+    assert "updated_analyzer_cache" not in spec["components"][comp]["outputDefinitions"][
+        "artifacts"]
+    assert set(spec["components"][comp]["outputDefinitions"]["artifacts"]) >= {
+        "transform_graph", "transformed_examples"}
+    splits = json.loads(_exec_param(spec, comp, "splits_config"))
+    assert splits == {"analyze": ["train"], "transform": ["train", "validation"]}
