@@ -21,7 +21,8 @@ data, same values, so the same hash split), with these differences:
     undecodable file stops the job with an `ImageError` that names the CSV, the column, the file
     and the row. An empty (or marker) cell stays a missing value.
 Everything stays inside Beam (one file per element, its blocks after it), so it runs on any
-runner.
+runner. The examples are split, shuffled and written a block at a time too
+(components.example_splits: TFX's split rule, TFX's files), not one Beam element per example.
 
 The component's custom config is a Struct {missing_values: [...], image_columns: [...],
 images_dir: "..."}; the ListValue of markers that earlier versions wrote is still read.
@@ -43,12 +44,12 @@ import pyarrow as pa
 import tensorflow as tf
 from google.protobuf import struct_pb2
 from tfx.components.example_gen import component as example_gen_component
-from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 
+from components import example_splits
 from headwise import csv_blocks, data_check
 from headwise.config import DEFAULT_MISSING_VALUES
 from headwise.image_files import FORMATS, image_path
@@ -200,13 +201,20 @@ class _CsvTransform(beam.PTransform):
         self._images = (tuple(image_columns), images_dir)
 
 
-class CsvToExamples(_CsvTransform):
-    """CSV files -> serialised tf.Examples, as TFX's CsvExampleGen writes them, markers read as
-    missing (an empty value list)."""
+class CsvToExampleBlocks(_CsvTransform):
+    """CSV files -> lists of serialised tf.Examples (one per block of rows), as TFX's
+    CsvExampleGen writes them, markers read as missing (an empty value list)."""
 
     def expand(self, pipeline):
         blocks, types = _read_blocks(pipeline, self._pattern, self._markers, *self._images)
-        return blocks | "ToExamples" >> beam.FlatMap(csv_blocks.to_examples, types)
+        return blocks | "ToExamples" >> beam.Map(csv_blocks.to_examples, types)
+
+
+class CsvToExamples(CsvToExampleBlocks):
+    """CSV files -> serialised tf.Examples, one element each (CsvToExampleBlocks' records)."""
+
+    def expand(self, pipeline):
+        return super().expand(pipeline) | "Records" >> beam.FlatMap(lambda block: block)
 
 
 class CsvToRecordBatches(_CsvTransform):
@@ -257,18 +265,19 @@ def executor_settings(exec_properties) -> Settings:
 
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(bytes)
-def _csv_to_example(pipeline, exec_properties, split_pattern):
+def _csv_to_example_blocks(pipeline, exec_properties, split_pattern):
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
                            split_pattern)
     settings = executor_settings(exec_properties)
-    return pipeline | CsvToExamples(pattern, settings.missing_values, settings.image_columns,
-                                    settings.images_dir)
+    return pipeline | CsvToExampleBlocks(pattern, settings.missing_values,
+                                         settings.image_columns, settings.images_dir)
 
 
-class Executor(BaseExampleGenExecutor):
-    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-        return _csv_to_example
+class Executor(example_splits.BlockExampleGenExecutor):
+    """Splits and writes the blocks' examples (components.example_splits)."""
+
+    def GetInputSourceToBlocksPTransform(self) -> beam.PTransform:
+        return _csv_to_example_blocks
 
 
 class CsvExampleGen(example_gen_component.FileBasedExampleGen):

@@ -30,12 +30,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import tensorflow as tf
 from tfx.components.example_gen import component as example_gen_component
-from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 
+from components import example_splits
 from components.csv_example_gen import Settings, executor_settings
 from headwise.config import DEFAULT_MISSING_VALUES
 from headwise.sources import BYTES, FLOAT, INT, parquet_kind
@@ -195,18 +195,31 @@ class ParquetToRecordBatches(beam.PTransform):
                 | "Read" >> beam.ParDo(_ReadBatches(self._markers, batch_to_record_batch)))
 
 
+def batch_to_serialized(batch: pa.RecordBatch, markers: frozenset, source: str = ""
+                        ) -> list[list[bytes]]:
+    """A RecordBatch -> [its rows' serialised tf.Examples] (one block: components.example_splits),
+    serialised as TFX's ExampleGen serialises them (deterministic)."""
+    return [[e.SerializeToString(deterministic=True)
+             for e in batch_to_examples(batch, markers, source)]]
+
+
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(tf.train.Example)
-def _parquet_to_example(pipeline, exec_properties, split_pattern):
+def _parquet_to_example_blocks(pipeline, exec_properties, split_pattern):
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
                            split_pattern)
-    return pipeline | ParquetToExamples(pattern, executor_settings(exec_properties).missing_values)
+    return (pipeline
+            | "Files" >> beam.Create(_files(pattern))
+            | "Read" >> beam.ParDo(_ReadBatches(
+                frozenset(["", *executor_settings(exec_properties).missing_values]),
+                batch_to_serialized)))
 
 
-class Executor(BaseExampleGenExecutor):
-    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-        return _parquet_to_example
+class Executor(example_splits.BlockExampleGenExecutor):
+    """Splits and writes the batches' examples (components.example_splits)."""
+
+    def GetInputSourceToBlocksPTransform(self) -> beam.PTransform:
+        return _parquet_to_example_blocks
 
 
 class ParquetExampleGen(example_gen_component.FileBasedExampleGen):

@@ -1,0 +1,140 @@
+"""ExampleGen's block-wise split, shuffle and write (components.example_splits) against TFX's own
+record-at-a-time path in the same executor: the same records in each split, with or without a
+`split_on` feature, and an order that no longer follows the file's."""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+
+import tensorflow as tf
+from tfx.components.example_gen.base_example_gen_executor import (
+    BaseExampleGenExecutor,
+    _PartitionFn,
+)
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import proto_utils
+
+from components import csv_example_gen, example_splits
+
+ROWS = 3000
+SPLITS = (("train", 7), ("validation", 2), ("test", 1))
+
+
+def _split_config(split_on: str = "") -> example_gen_pb2.SplitConfig:
+    config = example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name=n, hash_buckets=b) for n, b in SPLITS])
+    if split_on:
+        config.partition_feature_name = split_on
+    return config
+
+
+def _csv(tmp_path) -> str:
+    """A file sorted by its label: the first half y=0, the second y=1."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lines = ["id,group,x,y"] + [f"{i},g{i % 37},{i * 0.5},{int(i >= ROWS // 2)}"
+                                for i in range(ROWS)]
+    (folder / "data.csv").write_text("\n".join(lines) + "\n")
+    return str(folder)
+
+
+def _run(do, input_base: str, out: str, split_on: str = "") -> dict[str, list[bytes]]:
+    """`do` (an executor's Do) on the CSV folder -> each split's records, in file order."""
+    examples = standard_artifacts.Examples()
+    examples.uri = out
+    config = example_gen_pb2.CustomConfig()
+    config.custom_config.Pack(csv_example_gen.Settings().to_struct())
+    do({}, {"examples": [examples]}, {
+        "input_base": input_base,
+        "input_config": proto_utils.proto_to_json(example_gen_pb2.Input(
+            splits=[example_gen_pb2.Input.Split(name="single_split", pattern="*")])),
+        "output_config": proto_utils.proto_to_json(
+            example_gen_pb2.Output(split_config=_split_config(split_on))),
+        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        "custom_config": proto_utils.proto_to_json(config)})
+    assert artifact_utils.decode_split_names(examples.split_names) == [n for n, _ in SPLITS]
+    out_splits = {}
+    for name, _ in SPLITS:
+        files = sorted(glob.glob(os.path.join(out, f"Split-{name}", "data_tfrecord-*.gz")))
+        assert files, name
+        out_splits[name] = [r.numpy() for r in tf.data.TFRecordDataset(
+            files, compression_type="GZIP")]
+    return out_splits
+
+
+def test_each_split_holds_the_records_tfxs_path_puts_there(tmp_path):
+    data = _csv(tmp_path)
+    executor = csv_example_gen.Executor()
+    ours = _run(executor.Do, data, str(tmp_path / "ours"))
+    # TFX's own executor path: one Partition call per record, then WriteSplit's Reshuffle
+    tfxs = _run(lambda *a: BaseExampleGenExecutor.Do(executor, *a), data,
+                str(tmp_path / "tfx"))
+    assert sum(len(v) for v in ours.values()) == ROWS
+    for name, _ in SPLITS:
+        assert sorted(ours[name]) == sorted(tfxs[name]), name
+
+
+def test_split_on_keeps_each_value_in_one_split_by_tfxs_rule(tmp_path):
+    """`data.split_on` (TFX's partition_feature_name). TFX's record-at-a-time path cannot run
+    it on serialised records (it refuses anything but a parsed tf.Example), so each record is
+    checked against TFX's partition function on the parsed example."""
+    ours = _run(csv_example_gen.Executor().Do, _csv(tmp_path), str(tmp_path / "ours"), "group")
+    assert sum(len(v) for v in ours.values()) == ROWS
+    buckets = example_splits.buckets_of(_split_config())
+    groups = {}
+    for index, (name, _) in enumerate(SPLITS):
+        for r in ours[name]:
+            ex = tf.train.Example.FromString(r)
+            assert _PartitionFn(ex, 3, buckets, _split_config("group")) == index
+            groups.setdefault(ex.features.feature["group"].bytes_list.value[0], set()).add(name)
+    assert len(groups) == 37 and all(len(s) == 1 for s in groups.values())
+    assert len({next(iter(s)) for s in groups.values()}) == 3
+
+
+def test_the_file_order_does_not_survive(tmp_path):
+    """Sorted by label in the CSV; shuffled in the written split: each tenth of the train split
+    holds about half of each label (a file-ordered write gives 0 and 1)."""
+    ours = _run(csv_example_gen.Executor().Do, _csv(tmp_path), str(tmp_path / "ours"))
+    labels = [tf.train.Example.FromString(r).features.feature["y"].int64_list.value[0]
+              for r in ours["train"]]
+    tenth = len(labels) // 10
+    shares = [sum(labels[i * tenth:(i + 1) * tenth]) / tenth for i in range(10)]
+    assert all(0.3 < s < 0.7 for s in shares), shares
+
+
+def test_the_split_rule_is_tfxs_partition_function():
+    """split_of, a faster spelling of TFX's rule, against TFX's `_PartitionFn` itself."""
+    rng = random.Random(0)
+    plain = example_splits.SplitBlocks(_split_config())
+    by_feature = example_splits.SplitBlocks(_split_config("k"))
+    buckets = example_splits.buckets_of(_split_config())
+    assert buckets == [7, 9, 10]
+    for _ in range(2000):
+        ex = tf.train.Example()
+        ex.features.feature["k"].bytes_list.value.append(str(rng.random()).encode())
+        ex.features.feature["v"].float_list.value.append(rng.random())
+        record = ex.SerializeToString(deterministic=True)
+        assert plain.split_of(record) == _PartitionFn(record, 3, buckets, _split_config())
+        assert by_feature.split_of(record) == _PartitionFn(ex, 3, buckets, _split_config("k"))
+
+
+def test_parquet_rows_land_where_the_same_csv_rows_do(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components import parquet_example_gen
+
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": list(range(ROWS)), "group": [f"g{i % 37}" for i in range(ROWS)],
+                             "x": [i * 0.5 for i in range(ROWS)],
+                             "y": [int(i >= ROWS // 2) for i in range(ROWS)]}),
+                   folder / "data.parquet", row_group_size=700)
+    from_parquet = _run(parquet_example_gen.Executor().Do, str(folder), str(tmp_path / "pq"))
+    from_csv = _run(csv_example_gen.Executor().Do, _csv(tmp_path), str(tmp_path / "csv"))
+    for name, _ in SPLITS:
+        assert from_parquet[name] and sorted(from_parquet[name]) == sorted(from_csv[name]), name
