@@ -67,10 +67,10 @@ def _plot(results: dict, path: str) -> None:
             ax.legend()
         elif key == "pipeline":
             p = results["pipeline"]
-            runs = [("headwise_first", "headwise\n(5 heads)"), ("headwise_cached", "cached"),
-                    ("headwise_cached_again", "cached\nagain"),
-                    ("official_taxi", "official taxi\n(1 head)"),
-                    ("official_taxi_in_memory", "official,\nin_memory")]
+            runs = [("headwise_first", "headwise\n(5 heads)"),
+                    ("official_taxi_in_memory", "official taxi\n(1 head)"),
+                    ("headwise_gate_change", "gate-only\nrerun"),
+                    ("headwise_noop", "no-op\nrerun")]
             runs = [(k, label) for k, label in runs if k in p]
             ax.bar([label for _, label in runs], [p[k]["wall_s"] for k, _ in runs],
                    color=["tab:gray" if k.startswith("official") else "tab:blue"

@@ -360,3 +360,47 @@ def test_the_scoring_figures_in_the_docs_are_the_results_files():
         rendered = scoring.summary(json.load(fh))
     with open(os.path.join(common.ROOT, "docs", "serving.md"), encoding="utf-8") as fh:
         assert rendered in fh.read()
+
+
+def test_the_gate_change_moves_one_threshold_outward_and_keeps_the_rest():
+    import copy
+
+    from benchmarks import pipeline_cost
+
+    raw = {"heads": [{"name": "a", "label": "a"},
+                     {"name": "b", "thresholds": {"auc": {"min": 0.55, "max_regression": 0.02}}},
+                     {"name": "c", "thresholds": {"mae": {"max": 4.0}}}]}
+    before = copy.deepcopy(raw)
+    changed, which = pipeline_cost.gate_changed(raw)
+    assert which == "heads[b].thresholds.auc.min"
+    assert changed["heads"][1]["thresholds"]["auc"] == {"min": 0.54, "max_regression": 0.02}
+    assert changed["heads"][2] == before["heads"][2] and changed["heads"][0] == before["heads"][0]
+    upper, which = pipeline_cost.gate_changed({"heads": [{"name": "c", "thresholds": {
+        "mae": {"max": 4.0}}}]})
+    assert which == "heads[c].thresholds.mae.max" and upper["heads"][0]["thresholds"] == {
+        "mae": {"max": 4.01}}
+    with pytest.raises(ValueError, match="no head threshold"):
+        pipeline_cost.gate_changed({"heads": [{"name": "a"}]})
+
+
+def test_pipeline_cost_summary_reports_medians_ratio_and_reruns():
+    from benchmarks import pipeline_cost
+
+    def run(wall, comps):
+        return {"wall_s": wall, "peak_rss_mib": 1000.0, "components": {
+            c: {"seconds": s, "state": "CACHED" if s is None else "COMPLETE",
+                "start_offset_s": i, "peak_rss_mib": 900.0} for i, (c, s) in enumerate(comps)}}
+    ours = [run(60.0, [("Transform", 20.0)]), run(80.0, [("Transform", 30.0)])]
+    theirs = [run(120.0, [("Transform", 25.0)]), run(100.0, [("Transform", 24.0)])]
+    gate = run(14.0, [("Transform", None), ("Evaluator", 9.0)])
+    gate["changed"] = "heads[b].thresholds.auc.min"
+    results = {"rounds": {"headwise_first": ours, "official_taxi_in_memory": theirs},
+               "headwise_first": ours[0], "official_taxi_in_memory": theirs[0],
+               "headwise_noop": run(1.2, []), "headwise_gate_change": gate,
+               "ratios": {"headwise_vs_official_in_memory_wall": (0.5 + 0.8) / 2,
+                          "per_round": [0.5, 0.8]}}
+    text = pipeline_cost.summary(results)
+    assert "| headwise first run | 70 |" in text  # the median of 60 and 80
+    assert "**0.65x**" in text and "0.50x, 0.80x" in text
+    assert "| Transform | 20.0 | 25.0 | cached |" in text
+    assert "| Evaluator | - | - | 9.0 |" in text
