@@ -17,10 +17,11 @@ is loaded and queried in a process of its own, never in the pipeline's:
     the same rows as plain JSON naming no signature, as a REST client sends them,
     :classify/:regress per head with the examples as JSON objects);
   * an answer must have one result per example and only finite numbers;
-  * once every call has passed, the candidate is loaded again as a second version with TF
-    Serving's warm-up file (serving/warmup.py: one request per call a client makes, on the same
-    examples), which the server replays while loading: the check's last call. `--warmup PATH`
-    keeps that file, for the Pusher to put into the pushed version;
+  * once every call has passed, TF Serving's warm-up file (serving/warmup.py: one request per
+    call a client makes, on the same examples) is replayed, the check's last call: the binary
+    loads the candidate again as a second version with the file, replaying it while loading;
+    the built-in server's replay (what it runs while loading a version) runs on the version it
+    has loaded. `--warmup PATH` keeps that file, for the Pusher to put into the pushed version;
   * everything runs under one time limit (`--timeout`), loading included.
 The result file lists every call (API, signature, passed, error, seconds) and says which server
 ran; the exit status is 0 when every call passed, 1 when one failed, 2 when the check could not
@@ -54,6 +55,7 @@ from headwise import examples as examples_lib
 from serving import rest_client, tensors, warmup
 from serving import server as server_lib
 from serving.client import HeadwiseClient
+from serving.dataplane import DataPlane
 from serving.predictions import ClientError, task_of
 
 log = logging.getLogger("headwise.infra_check")
@@ -420,10 +422,21 @@ def check(model: str, examples: list[bytes], timeout: float, binary: str | None 
                 # the heads of the model's description, as the server gave it (model_info)
                 logs = warmup.requests(checker.info.get("pipeline") or MODEL_NAME,
                                        checker.info, examples)
-                warm_file = _stage_warm(base, logs)
                 result["warmup_records"] = len(logs)
-                checker.call(f"load with TF Serving's warm-up file ({len(logs)} requests)", "",
-                             lambda: checker.wait_until_available(process, WARM_VERSION))
+                if process is not None:  # the binary loads the version with the file
+                    warm_file = _stage_warm(base, logs)
+                    checker.call(f"load with TF Serving's warm-up file ({len(logs)} requests)",
+                                 "", lambda: checker.wait_until_available(process, WARM_VERSION))
+                else:
+                    # The built-in server replays a version's file with warmup.replay while it
+                    # loads it; here the same replay runs on the version already loaded (a
+                    # second load of the same model with the file cost 8 s of census' check).
+                    warm_file = os.path.join(work, os.path.basename(warmup.FILE))
+                    warmup.write(warm_file, logs)
+                    checker.call(
+                        f"replay TF Serving's warm-up file ({len(logs)} requests)", "",
+                        lambda: warmup.replay(DataPlane(running.managers), MODEL_NAME,
+                                              warmup.read(warm_file)))
         finally:
             checker.client.close()
             if running is not None:

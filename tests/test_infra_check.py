@@ -94,8 +94,10 @@ def test_an_intact_model_answers_every_signature_over_grpc_and_rest(exported, tm
     # same rows' examples
     assert ("REST :predict", contract.DEFAULT_SIGNATURE) in calls
     assert any(api == "gRPC MultiInference" for api, _ in calls)
-    # Last, the model loaded again with the warm-up file, which the server replayed.
-    assert result["calls"][-1]["api"].startswith("load with TF Serving's warm-up file")
+    # Last, TF Serving's warm-up file, replayed by the built-in server's own replay.
+    records = 3 + len(synthetic.CFG.heads) + 1  # see _assert_warmup_records
+    assert result["calls"][-1]["api"] == f"replay TF Serving's warm-up file ({records} requests)"
+    assert result["calls"][-1]["passed"] and result["warmup_records"] == records
     _assert_warmup_records(warm, 16)
 
 
@@ -202,3 +204,27 @@ def test_rest_examples_are_json_objects_with_b64_for_binary_bytes():
         "a": 1.5, "t": ["x", "y"], "img": {"b64": "/9g="}, "n": 3}
     numbers = infra_check._numbers({"r": [[1, float("nan")], {"s": 2.0}], "b": True, "c": "x"})
     assert numbers[0] == 1.0 and np.isnan(numbers[1]) and numbers[2:] == [2.0]
+
+
+def test_a_warm_up_file_that_fails_its_replay_fails_the_check(exported, monkeypatch, tmp_path):
+    """A request of the warm-up file that the server refuses fails the check's last call (TF
+    Serving would refuse to load the pushed version), and no file is kept for the Pusher."""
+    from serving import warmup
+
+    model, examples = exported
+    good = warmup.requests
+
+    def with_a_bad_signature(name, info, examples):
+        logs = good(name, info, examples)
+        logs[1].predict_log.request.model_spec.signature_name = "no_such_signature"
+        return logs
+    monkeypatch.setattr(warmup, "requests", with_a_bad_signature)
+    kept = str(tmp_path / "kept_warmup")
+    result = infra_check.check(model, infra_check.read_examples([examples], 4), timeout=120,
+                               warmup_output=kept)
+    assert not result["passed"]
+    last = result["calls"][-1]
+    assert last["api"].startswith("replay TF Serving's warm-up file") and not last["passed"]
+    assert "no_such_signature" in last["error"], last
+    assert all(c["passed"] for c in result["calls"][:-1])
+    assert not os.path.exists(kept)
