@@ -13,6 +13,7 @@ import shutil
 from benchmarks import common
 from benchmarks import pipelines as bench_pipelines
 from headwise import config as config_lib
+from headwise.config import model as model_config
 from pipeline import summary as summary_lib
 
 BEAM_MODES = {
@@ -37,7 +38,9 @@ def _copies(src: str, dst_dir: str, k: int) -> int:
 def _measure(config_path: str, cfg, data_dir: str, work: str, rows: int,
              beam: list[str], one_epoch: bool, evaluate: bool = False) -> dict:
     train_rows = rows * cfg.hash_buckets()["train"] // sum(cfg.hash_buckets().values())
-    steps = max(1, math.ceil(train_rows / cfg.trainer.batch_size)) if one_epoch else 10
+    # the batch size a --train-steps run trains with (the config's, or the step-mode default)
+    batch = model_config.plan(cfg.trainer, train_rows, 1, train_steps=1).batch_size
+    steps = max(1, math.ceil(train_rows / batch)) if one_epoch else 10
     cmd = [common.python(), "-m", "benchmarks.pipelines", "--config", config_path,
            "--data-root", data_dir, "--work-dir", work, "--variants", "multi", "--seeds", "42",
            "--train-steps", str(steps), "--eval-steps", "10", "--no-early-stopping"]
@@ -66,7 +69,7 @@ def _measure(config_path: str, cfg, data_dir: str, work: str, rows: int,
         out["evaluator"]["test_rows_per_s"] = (
             rows * cfg.hash_buckets()["test"] / sum(cfg.hash_buckets().values()) / r.seconds)
     out["transform"]["rows_per_s"] = rows / out["transform"]["seconds"]
-    out["trainer"]["rows_per_s"] = steps * cfg.trainer.batch_size / out["trainer"]["seconds"]
+    out["trainer"]["rows_per_s"] = steps * batch / out["trainer"]["seconds"]
     return out
 
 
