@@ -151,6 +151,11 @@ def render(results_dir: str) -> str:
         from benchmarks import quality
 
         quality.render_readme(os.path.join(common.ROOT, "README.md"), results["quality"])
+    if os.path.abspath(results_dir) == os.path.abspath(common.RESULTS):
+        from benchmarks import performance
+
+        performance.render_readme(os.path.join(common.ROOT, "README.md"),
+                                  results.get("pipeline_cost"), results.get("scaling"))
     panels = {"multihead": results.get("multihead"), "pipeline": results.get("pipeline_cost"),
               "scaling": results.get("scaling")}
     _plot({k: v for k, v in panels.items() if v is not None},

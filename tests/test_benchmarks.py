@@ -404,3 +404,44 @@ def test_pipeline_cost_summary_reports_medians_ratio_and_reruns():
     assert "**0.65x**" in text and "0.50x, 0.80x" in text
     assert "| Transform | 20.0 | 25.0 | cached |" in text
     assert "| Evaluator | - | - | 9.0 |" in text
+
+
+def test_the_readme_performance_table_is_the_one_rendered_from_the_results():
+    from benchmarks import performance
+
+    def load(name):
+        with open(os.path.join(common.RESULTS, f"{name}.json"), encoding="utf-8") as fh:
+            return json.load(fh)
+    with open(os.path.join(common.ROOT, "README.md"), encoding="utf-8") as fh:
+        block = performance.readme_block(fh.read())
+    assert block is not None, f"README.md has no {performance.README_BEGIN} ... block"
+    assert block.strip() == performance.readme_table(
+        load("pipeline_cost"), load("scaling")).strip(), (
+        "the README's performance table differs from benchmarks/results/: run "
+        "`headwise bench --render`")
+
+
+def test_performance_rows_compare_each_figure_with_its_goal():
+    from benchmarks import performance
+
+    def run(wall):
+        return {"wall_s": wall, "peak_rss_mib": 1.0, "components": {}}
+    pipeline = {"rounds": {"headwise_first": [run(50.0), run(70.0)],
+                           "official_taxi_in_memory": [run(110.0), run(130.0)]},
+                "ratios": {"headwise_vs_official_in_memory_wall": 0.49},
+                "headwise_noop": run(1.5), "headwise_gate_change": {**run(16.0), "changed": "g"}}
+    step = {"seconds": 10.0}
+    scaling = {"factors": {
+        "1": {"rows": 100, "peak_rss_mib": 1000.0, "example_gen": step, "transform": step,
+              "trainer": step},
+        "50": {"rows": 5000, "peak_rss_mib": 1600.0, "example_gen": {"seconds": 200.0},
+               "transform": {"seconds": 600.0}, "trainer": {"seconds": 100.0}}}}
+    got = {r[0].split(" (")[0].split(",")[0]: r for r in performance.rows(pipeline, scaling)}
+    first = got["taxi first run"]
+    assert first[1].startswith("60 s vs 120 s: **0.49x**") and first[3] == "met"
+    assert got["rerun with nothing changed"][3] == "met"
+    assert got["rerun after changing only a gate"][3] == "**not met**"  # 16 s > 15 s
+    assert got["peak memory"][1].endswith("**1.60x**") and got["peak memory"][3] == "**not met**"
+    growth = got["time at 50x the rows / at 1x"]
+    assert growth[1] == "examplegen 20.0x, transform 60.0x, trainer 10.0x"
+    assert growth[3] == "**not met**"  # Transform grew 60x for 50x the rows
