@@ -535,3 +535,16 @@ def test_the_scoring_stage_needs_its_data_and_output(tmp_path):
     with pytest.raises(config_lib.ConfigError, match=r"scoring\.keys: expected a list"):
         config_lib.from_dict({**raw, "scoring": {"data": "a.csv", "output": "b.csv",
                                                  "keys": [1]}})
+
+
+def test_the_same_config_file_by_another_path_keeps_transform_and_trainer_cached():
+    """TFX caches Transform and Trainer on the training payload: the config file reached by a
+    relative, an absolute or a ./ path gives the same payload (the file's name as its source);
+    the full payload keeps the path as given."""
+    relative = os.path.relpath(TAXI)
+    spellings = [TAXI, os.path.abspath(TAXI), relative, os.path.join(".", relative)]
+    payloads = {config_lib.to_json(config_lib.load(p), Scope.TRAINING) for p in spellings}
+    assert len(payloads) == 1
+    assert json.loads(payloads.pop())["source"] == os.path.basename(TAXI)
+    assert json.loads(config_lib.to_json(config_lib.load(relative), Scope.FULL))[
+        "source"] == relative

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -108,8 +109,12 @@ def to_json(cfg: PipelineConfig, scope: Scope = Scope.FULL) -> str:
     scope = Scope(scope)
     raw = to_raw(cfg, scope)
     _validated(raw, cfg.source)
+    # TFX caches Transform and Trainer on this payload: in the training scope the source is the
+    # config file's name only (what their messages name), so the same file reached by another
+    # path (relative, absolute, ./) reuses them.
+    source = os.path.basename(cfg.source) if scope is Scope.TRAINING else cfg.source
     return json.dumps({"config": _sorted(raw), "format": FORMAT, "scope": scope.value,
-                       "source": cfg.source})
+                       "source": source})
 
 
 def _sorted(value: Any, path: tuple[str, ...] = ()) -> Any:
