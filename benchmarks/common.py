@@ -175,3 +175,25 @@ def paired(a: list[float], b: list[float], higher_is_better: bool,
     if se == 0.0:
         verdict = "better" if mean > 0 else "worse" if mean < 0 else "within noise"
     return {"mean": mean, "se": se, "n": int(n), "t_critical": t, "verdict": verdict}
+
+
+def readme_block(readme: str, begin: str, end: str) -> str | None:
+    """The text between a README's generated-block markers (None without them)."""
+    if begin not in readme or end not in readme:
+        return None
+    return readme.split(begin, 1)[1].split(end, 1)[0]
+
+
+def render_readme_block(readme_path: str, begin: str, end: str, text: str) -> bool:
+    """Replace the README's block between `begin` and `end` with `text`; whether it changed
+    (False too where the README has no such block)."""
+    with open(readme_path, encoding="utf-8") as fh:
+        readme = fh.read()
+    block = readme_block(readme, begin, end)
+    if block is None:
+        return False
+    new = readme.replace(begin + block + end, f"{begin}\n{text}\n{end}")
+    if new != readme:
+        with open(readme_path, "w", encoding="utf-8") as fh:
+            fh.write(new)
+    return new != readme

@@ -66,22 +66,13 @@ def readme_table(pipeline: dict[str, Any] | None, scaling: dict[str, Any] | None
 
 
 def readme_block(readme: str) -> str | None:
-    if README_BEGIN not in readme or README_END not in readme:
-        return None
-    return readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0]
+    return common.readme_block(readme, README_BEGIN, README_END)
 
 
 def render_readme(readme_path: str, pipeline: dict[str, Any] | None,
                   scaling: dict[str, Any] | None) -> bool:
     """Rewrite the README's performance table; whether the README changed."""
-    with open(readme_path, encoding="utf-8") as fh:
-        readme = fh.read()
-    block = readme_block(readme)
-    if block is None or not (pipeline or scaling):
+    if not (pipeline or scaling):
         return False
-    new = readme.replace(README_BEGIN + block + README_END,
-                         f"{README_BEGIN}\n{readme_table(pipeline, scaling)}\n{README_END}")
-    if new != readme:
-        with open(readme_path, "w", encoding="utf-8") as fh:
-            fh.write(new)
-    return new != readme
+    return common.render_readme_block(readme_path, README_BEGIN, README_END,
+                                      readme_table(pipeline, scaling))

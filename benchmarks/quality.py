@@ -412,24 +412,13 @@ def readme_table(results: dict[str, Any]) -> str:
 
 def readme_block(readme: str) -> str | None:
     """The text between the README's quality table markers (None without them)."""
-    if README_BEGIN not in readme or README_END not in readme:
-        return None
-    return readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0]
+    return common.readme_block(readme, README_BEGIN, README_END)
 
 
 def render_readme(readme_path: str, results: dict[str, Any]) -> bool:
     """Rewrite the README's quality table from `results`; whether the README changed."""
-    with open(readme_path, encoding="utf-8") as fh:
-        readme = fh.read()
-    block = readme_block(readme)
-    if block is None:
-        return False
-    new = readme.replace(README_BEGIN + block + README_END,
-                         f"{README_BEGIN}\n{readme_table(results)}\n{README_END}")
-    if new != readme:
-        with open(readme_path, "w", encoding="utf-8") as fh:
-            fh.write(new)
-    return new != readme
+    return common.render_readme_block(readme_path, README_BEGIN, README_END,
+                                      readme_table(results))
 
 
 # --- the recipe, part by part, on the validation split --------------------------------------------
