@@ -79,8 +79,9 @@ def _values(col: pa.Array) -> pa.Array:
 
 
 def column_type(col: pa.Array) -> ColumnType:
-    """tfx_bsl's type of one column of a block (csv_decoder.ColumnTypeInferrer)."""
-    values = _values(col)
+    """tfx_bsl's type of one column of a block (csv_decoder.ColumnTypeInferrer): the highest
+    type of any of its values, so read from its distinct values."""
+    values = pc.unique(_values(col))
     if len(values) == 0:
         return ColumnType.UNKNOWN
     stripped = pc.ascii_trim_whitespace(values)
