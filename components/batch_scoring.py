@@ -21,7 +21,9 @@ import time
 
 import tensorflow as tf
 from absl import logging
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
 
 from components.child import run_module
 
@@ -57,14 +59,14 @@ def run_scoring(model_dir: str, data: str, output: str, keys: str) -> dict:
     return record
 
 
-@tfx.dsl.components.component
+@component
 def BatchScoring(
-    pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel],
-    result: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InferenceResult],
-    data: tfx.dsl.components.Parameter[str],
-    output: tfx.dsl.components.Parameter[str],
-    keys: tfx.dsl.components.Parameter[str] = "",
-    data_version: tfx.dsl.components.Parameter[str] = "",
+    pushed_model: InputArtifact[standard_artifacts.PushedModel],
+    result: OutputArtifact[standard_artifacts.InferenceResult],
+    data: Parameter[str],
+    output: Parameter[str],
+    keys: Parameter[str] = "",
+    data_version: Parameter[str] = "",
 ) -> None:
     """Score `data` with the pushed version into `output` (`keys`: comma-separated key columns;
     `data_version` only keys TFX's cache: an edited data file is scored again)."""

@@ -30,9 +30,10 @@ import os
 import tensorflow as tf
 from absl import logging
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
-from tfx import v1 as tfx
 from tfx.components.statistics_gen import stats_artifact_utils
-from tfx.types import artifact_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
 from components import distributions
@@ -159,19 +160,19 @@ def baselines_key(serving_dir: str, log_dir: str) -> str:
                        "request_logs": hashlib.sha256(names.encode()).hexdigest()[:16]})
 
 
-@tfx.dsl.components.component
+@component
 def DataValidationGate(
-    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
-    statistics: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleStatistics],
-    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
-    drift: tfx.dsl.components.Parameter[str] = "{}",
-    serving_dir: tfx.dsl.components.Parameter[str] = "",
-    skew: tfx.dsl.components.Parameter[str] = "{}",
-    request_log_dir: tfx.dsl.components.Parameter[str] = "",
-    skew_min_examples: tfx.dsl.components.Parameter[int] = 500,
-    skew_max_examples: tfx.dsl.components.Parameter[int] = 100_000,
-    baselines_key: tfx.dsl.components.Parameter[str] = "",
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+    statistics: InputArtifact[
+        standard_artifacts.ExampleStatistics],
+    schema: InputArtifact[standard_artifacts.Schema],
+    drift: Parameter[str] = "{}",
+    serving_dir: Parameter[str] = "",
+    skew: Parameter[str] = "{}",
+    request_log_dir: Parameter[str] = "",
+    skew_min_examples: Parameter[int] = 500,
+    skew_max_examples: Parameter[int] = 100_000,
+    baselines_key: Parameter[str] = "",
 ) -> None:
     """Fails the run if any split of the examples has an anomaly or too many missing values,
     the training split drifted from the served model's training data (`drift`: JSON

@@ -34,8 +34,9 @@ import tempfile
 
 import tensorflow as tf
 from absl import logging
-from tfx import v1 as tfx
-from tfx.types import artifact_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import path_utils
 
 from components.child import run_module
@@ -96,13 +97,13 @@ def failure_lines(result: dict) -> list[str]:
             for c in result.get("calls", []) if not c["passed"]]
 
 
-@tfx.dsl.components.component
+@component
 def InfraCheck(
-    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
-    examples_per_request: tfx.dsl.components.Parameter[int] = 32,
-    timeout_seconds: tfx.dsl.components.Parameter[int] = 300,
+    model: InputArtifact[standard_artifacts.Model],
+    examples: InputArtifact[standard_artifacts.Examples],
+    blessing: OutputArtifact[standard_artifacts.InfraBlessing],
+    examples_per_request: Parameter[int] = 32,
+    timeout_seconds: Parameter[int] = 300,
 ) -> None:
     """Bless the model for serving if every call of the check passed (module doc)."""
     with tempfile.TemporaryDirectory(prefix="headwise-infra-") as work:

@@ -40,13 +40,13 @@ import uuid
 from typing import Any
 
 from tfx import types
+from tfx.components import Pusher as StockPusher
 from tfx.components.pusher import executor as stock
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
 from tfx.utils import io_utils, json_utils, proto_utils
-from tfx.v1.components import Pusher as StockPusher
 
 from components import infra_check
 from components.data_gate import BASELINE_STATISTICS, DRIFT_SPLIT

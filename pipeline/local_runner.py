@@ -22,7 +22,8 @@ import time
 from collections.abc import Sequence
 
 import absl.logging
-from tfx import v1 as tfx
+from tfx.orchestration import metadata as tfx_metadata
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components import data_gate
 from headwise import quiet, sources
@@ -221,7 +222,7 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
     p = pipeline_lib.create_pipeline(
         cfg, pipeline_root=paths.pipeline_root, data_root=paths.data_root,
         serving_dir=paths.serving_dir, schema_file=stage_schema(cfg, paths.schema_root),
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        metadata_connection_config=tfx_metadata.sqlite_metadata_connection_config(
             paths.metadata_path),
         beam_pipeline_args=local_beam_args(cfg.beam_args if beam_args is None else beam_args),
         train_steps=train_steps, eval_steps=eval_steps, enable_cache=enable_cache,
@@ -241,7 +242,7 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
     progress = Progress([c.id for c in p.components], stream)
     try:
         with _console_progress(progress, log_path), neutral_argv():
-            tfx.orchestration.LocalDagRunner().run(p)
+            LocalDagRunner().run(p)
     except Exception as e:
         print(f"[{progress.index}/{progress.total}] {progress.current or '?':<32} FAILED",
               file=stream, flush=True)

@@ -20,8 +20,16 @@ import json
 import os
 from collections.abc import Sequence
 
-from tfx import v1 as tfx
-from tfx.proto import example_gen_pb2
+from tfx.components import ExampleValidator, SchemaGen, StatisticsGen, Trainer, Transform
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy,
+)
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 
 from components import data_sources, distributions
 from components.batch_scoring import BatchScoring
@@ -99,7 +107,7 @@ def files_version(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def transform_component(cfg: PipelineConfig, examples, schema) -> tfx.components.Transform:
+def transform_component(cfg: PipelineConfig, examples, schema) -> Transform:
     """TFX's Transform. Its pre- and post-transform statistics are off: StatisticsGen has
     described the raw data already and nothing reads the transformed data's statistics, and
     computing them cost time (taxi: Transform 48.6 s -> 42.5 s without them, one run each).
@@ -108,10 +116,10 @@ def transform_component(cfg: PipelineConfig, examples, schema) -> tfx.components
     It writes no analyzer cache: the pipeline feeds none back (TFX reads one only through the
     `analyzer_cache` input, for span-by-span data), and writing it is a Beam write per analyzer
     output (census-income: 477 Beam bundles against 203 without, Transform 76 s -> 60 s)."""
-    return tfx.components.Transform(
+    return Transform(
         examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
         disable_statistics=True, disable_analyzer_cache=True,
-        splits_config=tfx.proto.SplitsConfig(
+        splits_config=transform_pb2.SplitsConfig(
             analyze=[data_config.TRAIN], transform=[data_config.TRAIN, data_config.VALIDATION]),
         custom_config={HEADS_CONFIG_KEY: config_lib.to_json(cfg, Scope.TRAINING),
                        "code_version": code_version()})
@@ -119,18 +127,18 @@ def transform_component(cfg: PipelineConfig, examples, schema) -> tfx.components
 
 def trainer_component(cfg: PipelineConfig, transform, schema, train_steps: int | None = None,
                       eval_steps: int | None = None, distribution_strategy: str = "none"
-                      ) -> tfx.components.Trainer:
+                      ) -> Trainer:
     """The multi-head Trainer for cfg's heads (a single-task config trains one head)."""
-    return tfx.components.Trainer(
+    return Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
         # Fitted on train; early stopping and model selection watch validation. The test split
         # is the Evaluator's alone.
-        train_args=tfx.proto.TrainArgs(splits=[data_config.TRAIN],
+        train_args=trainer_pb2.TrainArgs(splits=[data_config.TRAIN],
                                        num_steps=train_steps or cfg.trainer.train_steps),
-        eval_args=tfx.proto.EvalArgs(splits=[data_config.VALIDATION],
+        eval_args=trainer_pb2.EvalArgs(splits=[data_config.VALIDATION],
                                      num_steps=eval_steps or cfg.trainer.eval_steps),
         custom_config={HEADS_CONFIG_KEY: config_lib.to_json(cfg, Scope.TRAINING),
                        "code_version": code_version(),
@@ -161,25 +169,25 @@ def create_pipeline(
     distribution_strategy: str = "none",
     request_log_dir: str = "",
     baselines_key: str = "",
-) -> tfx.dsl.Pipeline:
+) -> Pipeline:
     """The pipeline for cfg. `request_log_dir`: where `headwise serve` logs requests (the skew
     baseline); `baselines_key`: `data_gate.baselines_key(...)` of the moment, so the gate's
     cached verdict is reused only while the served version and the request logs are the same
     (empty: the runner caches nothing across baselines itself, as on Kubeflow)."""
     example_gen = example_gen_component(cfg, data_root)
     # The curated, reviewed data contract; without one, SchemaGen infers a schema below.
-    imported = tfx.components.ImportSchemaGen(schema_file=schema_file) if schema_file else None
+    imported = ImportSchemaGen(schema_file=schema_file) if schema_file else None
     # With the schema, categorical integers get category statistics (L-infinity distance).
-    statistics_gen = tfx.components.StatisticsGen(
+    statistics_gen = StatisticsGen(
         examples=example_gen.outputs["examples"],
         schema=imported.outputs["schema"] if imported else None,
         # Without a curated schema, TFDV is told which columns hold image bytes, so that it
         # computes no vocabulary of them (the curated schema says so itself: image_domain).
         stats_options=distributions.stats_options(
             None if imported or not cfg.image_features else schema_lib.image_schema(cfg)))
-    schema_gen = imported or tfx.components.SchemaGen(  # variable-length: values may be missing
+    schema_gen = imported or SchemaGen(  # variable-length: values may be missing
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
-    example_validator = tfx.components.ExampleValidator(
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     data_gate = DataValidationGate(anomalies=example_validator.outputs["anomalies"],
                                    statistics=statistics_gen.outputs["statistics"],
@@ -195,10 +203,10 @@ def create_pipeline(
     transform.add_upstream_node(data_gate)  # no Transform (or anything after) on bad data
     trainer = trainer_component(cfg, transform, schema_gen.outputs["schema"], train_steps,
                                 eval_steps, distribution_strategy)
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    model_resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
@@ -211,8 +219,8 @@ def create_pipeline(
     pusher = Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         infra_blessing=infra_check.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_dir)),
         custom_config={"keep_versions": cfg.keep_versions},
         statistics=statistics_gen.outputs["statistics"])
 
@@ -223,7 +231,7 @@ def create_pipeline(
         data_version=files_version(cfg.resolve_file(cfg.scoring_data)),
     )] if cfg.scoring_data is not None else []
 
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=cfg.name,
         pipeline_root=pipeline_root,
         components=[example_gen, schema_gen, statistics_gen, example_validator, data_gate,

@@ -117,6 +117,19 @@ def test_the_bottom_layers_serving_modules_load_no_grpc():
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
 
 
+def test_a_run_imports_no_tfx_v1_and_so_no_cloud_sdks():
+    """`tfx.v1` imports its `extensions` eagerly, and with them the Google Cloud AI Platform,
+    BigQuery and Pub/Sub SDKs: a third of importing TFX, paid by every `headwise run`, gate-only
+    reruns included. The pipeline and its components import TFX's own modules instead."""
+    code = ("import sys; import pipeline.local_runner, pipeline.pipeline, components.evaluator, "
+            "trainer.run; print(sorted(m for m in sys.modules if m.startswith('tfx.v1') "
+            "or m.startswith('google.cloud.aiplatform'))[:3])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                          "TF_USE_LEGACY_KERAS": "1"})
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr[-2000:]
+
+
 def test_the_cycle_check_sees_a_cycle_through_a_package_init(tmp_path):
     """Importing headwise.config.fields runs headwise/config/__init__.py, which imports the
     config's modules: if one of them imports back into the importer, the import fails at run

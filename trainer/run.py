@@ -15,7 +15,7 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.public import tfxio
 
 from headwise import config as config_lib
@@ -146,7 +146,7 @@ def fine_tune(model: model_lib.MultiHeadModel, schedule, epochs: int,
     return history
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     # First: a multi-worker strategy configures the collective ops before any other TF op.
     strategy = _strategy(fn_args.custom_config.get("distribution_strategy", "none"))
     cfg = config_lib.from_json(fn_args.custom_config[config_lib.HEADS_CONFIG_KEY])
