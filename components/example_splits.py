@@ -23,8 +23,6 @@ file formats) goes through TFX's own path, one record at a time.
 
 from __future__ import annotations
 
-import bisect
-import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -72,13 +70,9 @@ class SplitBlocks(beam.DoFn):
 
     def split_of(self, record: bytes) -> int:
         """The record's split index: TFX's `_PartitionFn` (the bucket of the sha256 of the
-        record, or of its `partition_feature_name` feature, among the splits' buckets)."""
-        if self._by_feature:
-            return _PartitionFn(tf.train.Example.FromString(record), len(self._buckets),
-                                self._buckets, self._config)
-        # _PartitionFn's int(sha256(record).hexdigest(), 16) % total, without the hex text
-        bucket = int.from_bytes(hashlib.sha256(record).digest(), "big") % self._buckets[-1]
-        return bisect.bisect_right(self._buckets, bucket)
+        record, or of its `partition_feature_name` feature, which needs the parsed example)."""
+        return _PartitionFn(tf.train.Example.FromString(record) if self._by_feature else record,
+                            len(self._buckets), self._buckets, self._config)
 
     def process(self, records: Sequence[bytes]) -> Iterator[tuple[tuple[int, int], list[bytes]]]:
         split = np.fromiter((self.split_of(r) for r in records), np.int64, len(records))
@@ -125,13 +119,13 @@ def write_splits(blocks, split_config: example_gen_pb2.SplitConfig,
                  split_uris: Sequence[str]) -> None:
     """Blocks (lists) of serialised tf.Examples -> each split's shuffled gzipped TFRecord files
     under its uri, named as TFX's WriteSplit names them."""
-    groups = (blocks
+    splits = (blocks
               | "SplitAndKey" >> beam.ParDo(SplitBlocks(split_config))
-              | "Shuffle" >> beam.GroupByKey())
-    for index, uri in enumerate(split_uris):
+              | "Shuffle" >> beam.GroupByKey()
+              | "BySplit" >> beam.Partition(lambda kv, _: kv[0][0], len(split_uris)))
+    for index, (uri, groups) in enumerate(zip(split_uris, splits, strict=True)):
         name = split_config.splits[index].name
         _ = (groups
-             | f"Select[{name}]" >> beam.Filter(lambda kv, i=index: kv[0][0] == i)
              | f"Order[{name}]" >> beam.ParDo(ShuffledRecords())
              | f"Write[{name}]" >> _write_record_lists(
                  os.path.join(uri, write_split.DEFAULT_FILE_NAME)))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import glob
 import os
-import random
 
 import tensorflow as tf
 from tfx.components.example_gen.base_example_gen_executor import (
@@ -104,22 +103,6 @@ def test_the_file_order_does_not_survive(tmp_path):
     tenth = len(labels) // 10
     shares = [sum(labels[i * tenth:(i + 1) * tenth]) / tenth for i in range(10)]
     assert all(0.3 < s < 0.7 for s in shares), shares
-
-
-def test_the_split_rule_is_tfxs_partition_function():
-    """split_of, a faster spelling of TFX's rule, against TFX's `_PartitionFn` itself."""
-    rng = random.Random(0)
-    plain = example_splits.SplitBlocks(_split_config())
-    by_feature = example_splits.SplitBlocks(_split_config("k"))
-    buckets = example_splits.buckets_of(_split_config())
-    assert buckets == [7, 9, 10]
-    for _ in range(2000):
-        ex = tf.train.Example()
-        ex.features.feature["k"].bytes_list.value.append(str(rng.random()).encode())
-        ex.features.feature["v"].float_list.value.append(rng.random())
-        record = ex.SerializeToString(deterministic=True)
-        assert plain.split_of(record) == _PartitionFn(record, 3, buckets, _split_config())
-        assert by_feature.split_of(record) == _PartitionFn(ex, 3, buckets, _split_config("k"))
 
 
 def test_parquet_rows_land_where_the_same_csv_rows_do(tmp_path):
