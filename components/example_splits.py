@@ -9,11 +9,13 @@ its own object. `BlockExampleGenExecutor` writes the same files from blocks (cen
   * the split: TFX's own partition function (`_PartitionFn`: the sha256 of the serialised
     example, or of `split_on`'s feature) for each record, so every example lands in the split
     TFX's ExampleGen puts it in;
-  * the shuffle: each record draws one of SHUFFLE_KEYS random keys; a block's records that drew
-    the same key travel as one list through a GroupByKey, and each key's records are put in a
-    random order before they are written. Every record draws its key on its own and each
-    group's order is uniform, so, as with TFX's Reshuffle, no order of the input survives
-    (a CSV sorted by its label trains the same as a shuffled one);
+  * the shuffle: each record draws one of SHUFFLE_KEYS random keys. The records are spilled,
+    a split's key's records together, to temporary files beside the splits (SPILL_DIR, removed
+    once the pipeline has run, or failed), and only references to them travel through the
+    GroupByKey, so that no runner has to hold the data set in memory; each key's records are
+    read back and put in a random order before they are written. Every record draws its key on
+    its own and each group's order is uniform, so, as with TFX's Reshuffle, no order of the
+    input survives (a CSV sorted by its label trains the same as a shuffled one);
   * the files: TFX's (`<split uri>/data_tfrecord-*.gz`, through Beam's TFRecord sink, fed a
     list of records per element), and the artifact's split names, payload and file format as
     TFX's executor sets them.
@@ -24,6 +26,8 @@ file formats) goes through TFX's own path, one record at a time.
 from __future__ import annotations
 
 import os
+import struct
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -31,6 +35,8 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 from apache_beam.io import tfrecordio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import (
@@ -43,6 +49,9 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 SHUFFLE_KEYS = 1024  # random keys of the shuffle: groups of about rows/1024 records each
+SPILL_BYTES = 64 << 20  # records a SplitBlocks instance holds before it writes them out
+SPILL_DIR = ".shuffle"  # the spilled records' folder under the Examples artifact, removed after
+_LENGTH = struct.Struct("<Q")  # a spilled record's length prefix
 
 
 def buckets_of(split_config: example_gen_pb2.SplitConfig) -> list[int]:
@@ -55,18 +64,30 @@ def buckets_of(split_config: example_gen_pb2.SplitConfig) -> list[int]:
 
 
 class SplitBlocks(beam.DoFn):
-    """A block of serialised tf.Examples -> (split index, shuffle key) -> the block's records of
-    that split that drew that key. One output per split per key drawn."""
+    """Blocks of serialised tf.Examples -> each record's split and shuffle key, spilled to
+    temporary files under `spill_dir`: the DoFn gathers each (split, key)'s records and, every
+    `spill_bytes` of records and at the end of each bundle, writes what it holds to one file,
+    group after group. Its outputs are references, ((split index, key), (file, offset, length)),
+    so that the shuffle's GroupByKey moves those and not the records (the in-memory runner holds
+    a GroupByKey's whole input, in several copies: 3.3 GB for the 50x taxi CSV's 750k rows
+    against 1.8 GB without it)."""
 
-    def __init__(self, split_config: example_gen_pb2.SplitConfig, keys: int = SHUFFLE_KEYS):
+    def __init__(self, split_config: example_gen_pb2.SplitConfig, spill_dir: str,
+                 keys: int = SHUFFLE_KEYS, spill_bytes: int | None = None):
         super().__init__()
-        self._config, self._keys = split_config, keys
+        self._config, self._keys, self._dir = split_config, keys, spill_dir
+        self._spill_bytes = SPILL_BYTES if spill_bytes is None else spill_bytes
         self._buckets = buckets_of(split_config)
         self._by_feature = split_config.HasField("partition_feature_name")
         self._rng = None
+        self._held: dict[int, list[bytes]] = {}
+        self._held_bytes = 0
 
     def setup(self):
         self._rng = np.random.default_rng()
+
+    def start_bundle(self):
+        self._held, self._held_bytes = {}, 0
 
     def split_of(self, record: bytes) -> int:
         """The record's split index: TFX's `_PartitionFn` (the bucket of the sha256 of the
@@ -74,27 +95,56 @@ class SplitBlocks(beam.DoFn):
         return _PartitionFn(tf.train.Example.FromString(record) if self._by_feature else record,
                             len(self._buckets), self._buckets, self._config)
 
-    def process(self, records: Sequence[bytes]) -> Iterator[tuple[tuple[int, int], list[bytes]]]:
+    def process(self, records: Sequence[bytes]):
         split = np.fromiter((self.split_of(r) for r in records), np.int64, len(records))
         group = split * self._keys + self._rng.integers(0, self._keys, len(records))
-        order = np.argsort(group, kind="stable")
-        ordered = group[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        ends = np.r_[starts[1:], len(order)]
-        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            g = int(ordered[start])
-            yield (g // self._keys, g % self._keys), [records[i] for i in order[start:end]]
+        for g, r in zip(group.tolist(), records, strict=True):
+            self._held.setdefault(g, []).append(r)
+            self._held_bytes += len(r)
+        if self._held_bytes >= self._spill_bytes:
+            yield from self._spill()
+
+    def finish_bundle(self):
+        for out in self._spill():
+            yield beam.transforms.window.GlobalWindows.windowed_value(out)
+
+    def _spill(self) -> Iterator[tuple[tuple[int, int], tuple[str, int, int]]]:
+        if not self._held:
+            return
+        path = os.path.join(self._dir, f"{uuid.uuid4().hex}.records")
+        refs, offset = [], 0
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            for g in sorted(self._held):  # the order the runner may group them in: random
+                records = self._held[g]
+                data = b"".join(_LENGTH.pack(len(r)) + r for r in records)
+                fh.write(data)
+                refs.append(((g // self._keys, g % self._keys), (path, offset, len(data))))
+                offset += len(data)
+        self._held, self._held_bytes = {}, 0
+        yield from refs
+
+
+def _read_spilled(path: str, offset: int, length: int) -> list[bytes]:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        fh.seek(offset)
+        data = fh.read(length)
+    records, at = [], 0
+    while at < len(data):
+        (n,) = _LENGTH.unpack_from(data, at)
+        records.append(data[at + _LENGTH.size:at + _LENGTH.size + n])
+        at += _LENGTH.size + n
+    return records
 
 
 class ShuffledRecords(beam.DoFn):
-    """(key, the lists of records that drew it) -> one list of those records, in a random
-    order."""
+    """(key, references to the spilled records that drew it) -> one list of those records, in
+    a random order."""
 
     def setup(self):
         self._rng = np.random.default_rng()
 
-    def process(self, keyed: tuple[Any, Iterable[list[bytes]]]) -> Iterator[list[bytes]]:
-        records = [r for chunk in keyed[1] for r in chunk]
+    def process(self, keyed: tuple[Any, Iterable[tuple[str, int, int]]]) -> Iterator[list[bytes]]:
+        records = [r for ref in keyed[1] for r in _read_spilled(*ref)]
         yield [records[i] for i in self._rng.permutation(len(records)).tolist()]
 
 
@@ -116,11 +166,12 @@ def _write_record_lists(file_path_prefix: str) -> beam.PTransform:
 
 
 def write_splits(blocks, split_config: example_gen_pb2.SplitConfig,
-                 split_uris: Sequence[str]) -> None:
+                 split_uris: Sequence[str], spill_dir: str) -> None:
     """Blocks (lists) of serialised tf.Examples -> each split's shuffled gzipped TFRecord files
-    under its uri, named as TFX's WriteSplit names them."""
+    under its uri, named as TFX's WriteSplit names them. The records pass through temporary
+    files in `spill_dir`, which the caller removes once the pipeline has run."""
     splits = (blocks
-              | "SplitAndKey" >> beam.ParDo(SplitBlocks(split_config))
+              | "SplitAndKey" >> beam.ParDo(SplitBlocks(split_config, spill_dir))
               | "Shuffle" >> beam.GroupByKey()
               | "BySplit" >> beam.Partition(lambda kv, _: kv[0][0], len(split_uris)))
     for index, (uri, groups) in enumerate(zip(split_uris, splits, strict=True)):
@@ -129,6 +180,16 @@ def write_splits(blocks, split_config: example_gen_pb2.SplitConfig,
              | f"Order[{name}]" >> beam.ParDo(ShuffledRecords())
              | f"Write[{name}]" >> _write_record_lists(
                  os.path.join(uri, write_split.DEFAULT_FILE_NAME)))
+
+
+def _remove(folder: str) -> None:
+    """Deletes a folder and its files on any file system Beam knows (an object store has no
+    folders, only the files' names)."""
+    spilled = FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list
+    if spilled:
+        FileSystems.delete([m.path for m in spilled])
+    if FileSystems.exists(folder):
+        FileSystems.delete([folder])
 
 
 class BlockExampleGenExecutor(BaseExampleGenExecutor):
@@ -175,11 +236,17 @@ class BlockExampleGenExecutor(BaseExampleGenExecutor):
         artifact_utils.get_single_instance(examples).split_names = (
             artifact_utils.encode_split_names(names))
         exec_properties["_beam_pipeline_args"] = self._beam_pipeline_args or []
-        with self._make_beam_pipeline() as pipeline:
-            blocks = pipeline | "InputToBlocks" >> self.GetInputSourceToBlocksPTransform()(
-                exec_properties, input_config.splits[0].pattern)
-            write_splits(blocks, output_config.split_config,
-                         [artifact_utils.get_split_uri(examples, n) for n in names])
+        spill_dir = os.path.join(artifact_utils.get_single_uri(examples), SPILL_DIR)
+        FileSystems.mkdirs(spill_dir)
+        try:
+            with self._make_beam_pipeline() as pipeline:
+                blocks = pipeline | "InputToBlocks" >> self.GetInputSourceToBlocksPTransform()(
+                    exec_properties, input_config.splits[0].pattern)
+                write_splits(blocks, output_config.split_config,
+                             [artifact_utils.get_split_uri(examples, n) for n in names],
+                             spill_dir)
+        finally:
+            _remove(spill_dir)
         for artifact in examples:  # as TFX's executor sets them
             if payload:
                 examples_utils.set_payload_format(artifact, payload)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 
+import pytest
 import tensorflow as tf
 from tfx.components.example_gen.base_example_gen_executor import (
     BaseExampleGenExecutor,
@@ -65,10 +66,15 @@ def _run(do, input_base: str, out: str, split_on: str = "") -> dict[str, list[by
     return out_splits
 
 
-def test_each_split_holds_the_records_tfxs_path_puts_there(tmp_path):
+@pytest.mark.parametrize("spill_bytes", [example_splits.SPILL_BYTES, 20_000])
+def test_each_split_holds_the_records_tfxs_path_puts_there(tmp_path, monkeypatch, spill_bytes):
+    """With the records spilled once at the end, or every 20 kB (a dozen files)."""
+    monkeypatch.setattr(example_splits, "SPILL_BYTES", spill_bytes)
     data = _csv(tmp_path)
     executor = csv_example_gen.Executor()
     ours = _run(executor.Do, data, str(tmp_path / "ours"))
+    assert sorted(os.listdir(tmp_path / "ours")) == [f"Split-{n}" for n in sorted(
+        ("test", "train", "validation"))]  # the spilled records are gone
     # TFX's own executor path: one Partition call per record, then WriteSplit's Reshuffle
     tfxs = _run(lambda *a: BaseExampleGenExecutor.Do(executor, *a), data,
                 str(tmp_path / "tfx"))
@@ -121,3 +127,13 @@ def test_parquet_rows_land_where_the_same_csv_rows_do(tmp_path):
     from_csv = _run(csv_example_gen.Executor().Do, _csv(tmp_path), str(tmp_path / "csv"))
     for name, _ in SPLITS:
         assert from_parquet[name] and sorted(from_parquet[name]) == sorted(from_csv[name]), name
+
+
+def test_a_failed_run_leaves_no_spilled_records(tmp_path, monkeypatch):
+    def fail(self, keyed):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(example_splits.ShuffledRecords, "process", fail)
+    with pytest.raises(Exception, match="disk full"):
+        _run(csv_example_gen.Executor().Do, _csv(tmp_path), str(tmp_path / "ours"))
+    assert not (tmp_path / "ours" / example_splits.SPILL_DIR).exists()
