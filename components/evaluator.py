@@ -2,7 +2,8 @@
 
 The stock Evaluator (TFMA) computes each head's metrics on the test split and judges the
 EvalConfig's thresholds. This executor first computes each head's trivial baseline in a Beam
-pipeline (fitted on the training split, scored on the test split; `headwise.tasks`), then builds
+pipeline (fitted on the training split, scored on the test split; `headwise.tasks`; once per
+examples and heads: a rerun after a gate or the model changed reads them back), then builds
 the whole EvalConfig with every gate of the gate registry (`headwise.gates`, built into TFMA's
 thresholds by `components.gates`) and runs TFMA with it; so TFMA's
 one blessing, which Pusher and the latest-blessed-model resolver read, covers every gate. After
@@ -13,9 +14,12 @@ TFMA it reads the verdicts back from TFMA's ValidationResult and writes the repo
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import logging
 import os
+import sys
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +44,7 @@ from headwise.config import data as data_config
 
 SAMPLE_SIZE = 5000  # test examples the report's plots draw, whatever the split's size
 BASELINES_FILE, SAMPLE_FILE = "baselines.json", "sample.tfrecord"
+BASELINES_CACHE = ".baselines"  # beside the component's outputs: <pipeline root>/Evaluator/
 
 
 def label_values(record: bytes, columns: Sequence[str]) -> dict[str, Any]:
@@ -175,6 +180,48 @@ def compute_baselines(pipeline: beam.Pipeline, examples_uri: str,
                                                      shard_name_template=""))
 
 
+def baselines_key(examples_uri: str, cfg: config_lib.PipelineConfig) -> str:
+    """What the baselines and the sample depend on: the examples (a TFX artifact's files never
+    change), the heads as training sees them (labels, tasks, classes; not their gates, so a
+    gate-only change reuses them) and the code that computes them."""
+    heads = json.loads(config_lib.to_json(cfg, config_lib.Scope.TRAINING))["config"]["heads"]
+    h = hashlib.sha256(json.dumps([examples_uri, heads, SAMPLE_SIZE]).encode())
+    for module in (__name__, tasks.__name__):
+        with open(sys.modules[module].__file__, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def baselines_and_sample(make_pipeline, examples_uri: str, cfg: config_lib.PipelineConfig,
+                         cache_root: str) -> tuple[dict[str, dict[str, float]], list[bytes]]:
+    """Each head's trivial-baseline metrics and the report's sample of the test split, computed
+    by `compute_baselines` in the Beam pipeline `make_pipeline()` makes, once per
+    `baselines_key`: a rerun on the same examples (a gate or the model changed) reads them from
+    cache_root/<key>/, where the baselines file is written last, so it marks a complete entry."""
+    cached = os.path.join(cache_root, baselines_key(examples_uri, cfg))
+    if not tf.io.gfile.exists(os.path.join(cached, BASELINES_FILE)):
+        work = f"{cached}.tmp-{uuid.uuid4().hex}"
+        try:
+            with make_pipeline() as pipeline:
+                compute_baselines(pipeline, examples_uri, cfg, work)
+            tf.io.gfile.makedirs(cached)
+            for name in (SAMPLE_FILE, BASELINES_FILE):
+                if name == SAMPLE_FILE and not tf.io.gfile.exists(os.path.join(work, name)):
+                    continue  # no test examples, no sample
+                tf.io.gfile.copy(os.path.join(work, name), os.path.join(cached, name),
+                                 overwrite=True)
+        finally:
+            if tf.io.gfile.exists(work):
+                tf.io.gfile.rmtree(work)
+    else:
+        logging.info("trivial baselines and sample from %s", cached)
+    with tf.io.gfile.GFile(os.path.join(cached, BASELINES_FILE)) as fh:
+        computed = json.loads(fh.read())
+    sample = [r.numpy() for r in tf.data.TFRecordDataset(
+        tf.io.gfile.glob(os.path.join(cached, SAMPLE_FILE)))]
+    return computed, sample
+
+
 def _metric_values(evaluation_uri: str, cfg: config_lib.PipelineConfig):
     """Per head, on the overall slice: candidate values, changes against the baseline model,
     per-class values ((metric, class id) -> value), and the (weighted) example count."""
@@ -277,20 +324,17 @@ class Executor(stock.Executor):
                           if k != standard_component_specs.BASELINE_MODEL_KEY}
         examples = artifact_utils.get_single_instance(
             input_dict[standard_component_specs.EXAMPLES_KEY])
-        work = os.path.join(artifact_utils.get_single_uri(
-            output_dict[standard_component_specs.EVALUATION_KEY]), ".baselines")
-        with self._make_beam_pipeline() as pipeline:
-            compute_baselines(pipeline, examples.uri, cfg, work)
-        with tf.io.gfile.GFile(os.path.join(work, BASELINES_FILE)) as fh:
-            computed = json.loads(fh.read())
+        component_root = os.path.dirname(os.path.dirname(artifact_utils.get_single_uri(
+            output_dict[standard_component_specs.EVALUATION_KEY])))
+        computed, sample = baselines_and_sample(
+            self._make_beam_pipeline, examples.uri, cfg,
+            os.path.join(component_root, BASELINES_CACHE))
         baselines = {h.name: {m: v for m, v in computed.get(h.name, {}).items()
                               if m in h.metrics} for h in cfg.heads}
         logging.info("trivial baselines per head: %s", baselines)
 
         # The report's predictions on the sample: a second thread, while TFMA keeps one core
         # busy (TensorFlow releases the GIL while it runs the model).
-        sample = [r.numpy() for r in tf.data.TFRecordDataset(
-            tf.io.gfile.glob(os.path.join(work, SAMPLE_FILE)))]
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             predicted = pool.submit(predict, model.uri, sample) if sample else None
             blessed = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY)
@@ -317,7 +361,6 @@ class Executor(stock.Executor):
         path = report_lib.write_report(
             cfg, evaluation.uri, results, counts, validation.validation_ok, has_baseline_model,
             {c: [row[c] for row in labels] for c in cfg.label_columns}, predictions)
-        tf.io.gfile.rmtree(work)
         logging.info("per-head validation report: %s", path)
 
 

@@ -107,7 +107,8 @@ def files_version(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def transform_component(cfg: PipelineConfig, examples, schema) -> Transform:
+def transform_component(cfg: PipelineConfig, examples, schema, version: str | None = None
+                        ) -> Transform:
     """TFX's Transform. Its pre- and post-transform statistics are off: StatisticsGen has
     described the raw data already and nothing reads the transformed data's statistics, and
     computing them cost time (taxi: Transform 48.6 s -> 42.5 s without them, one run each).
@@ -122,13 +123,14 @@ def transform_component(cfg: PipelineConfig, examples, schema) -> Transform:
         splits_config=transform_pb2.SplitsConfig(
             analyze=[data_config.TRAIN], transform=[data_config.TRAIN, data_config.VALIDATION]),
         custom_config={HEADS_CONFIG_KEY: config_lib.to_json(cfg, Scope.TRAINING),
-                       "code_version": code_version()})
+                       "code_version": version or code_version()})
 
 
 def trainer_component(cfg: PipelineConfig, transform, schema, train_steps: int | None = None,
-                      eval_steps: int | None = None, distribution_strategy: str = "none"
-                      ) -> Trainer:
-    """The multi-head Trainer for cfg's heads (a single-task config trains one head)."""
+                      eval_steps: int | None = None, distribution_strategy: str = "none",
+                      version: str | None = None) -> Trainer:
+    """The multi-head Trainer for cfg's heads (a single-task config trains one head).
+    `version`: code_version(), when the caller has it (it reads every module's source)."""
     return Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -141,7 +143,7 @@ def trainer_component(cfg: PipelineConfig, transform, schema, train_steps: int |
         eval_args=trainer_pb2.EvalArgs(splits=[data_config.VALIDATION],
                                      num_steps=eval_steps or cfg.trainer.eval_steps),
         custom_config={HEADS_CONFIG_KEY: config_lib.to_json(cfg, Scope.TRAINING),
-                       "code_version": code_version(),
+                       "code_version": version or code_version(),
                        "distribution_strategy": distribution_strategy,
                        # a replaced weights file under the same name trains again
                        "weights_version": _weights_version(cfg)})
@@ -198,11 +200,12 @@ def create_pipeline(
                                    request_log_dir=request_log_dir,
                                    skew_min_examples=cfg.validation.skew_min_examples,
                                    baselines_key=baselines_key)
+    version = code_version()  # of Transform's and the Trainer's code (both key TFX's cache on it)
     transform = transform_component(cfg, example_gen.outputs["examples"],
-                                    schema_gen.outputs["schema"])
+                                    schema_gen.outputs["schema"], version)
     transform.add_upstream_node(data_gate)  # no Transform (or anything after) on bad data
     trainer = trainer_component(cfg, transform, schema_gen.outputs["schema"], train_steps,
-                                eval_steps, distribution_strategy)
+                                eval_steps, distribution_strategy, version)
     model_resolver = Resolver(
         strategy_class=LatestBlessedModelStrategy,
         model=Channel(type=standard_artifacts.Model),
