@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -157,12 +158,44 @@ def test_changing_a_head_changes_local_and_compiled_pipeline(cfg, deploy, tmp_pa
         spec, next(k for k in spec["components"] if k.startswith("Evaluator")), "eval_config"))
 
 
-def test_serving_manifests_validate_against_kubernetes_schemas(cfg, deploy):
-    import kubernetes_validate
+class _Response:  # what the Kubernetes client deserializes: an API server's JSON answer
+    def __init__(self, doc: dict):
+        self.data = json.dumps(doc)
 
+
+def _validate_manifest(doc: dict) -> None:
+    """A manifest read by the Kubernetes Python client's models of its kind (the API's OpenAPI
+    schemas, generated): a missing required field raises, and one the API does not have, or a
+    value of another type, does not survive the round trip back to JSON."""
+    from kubernetes import client
+
+    api = client.ApiClient()
+    version = doc["apiVersion"].rpartition("/")[2]
+    model = f"{version[0].upper()}{version[1:]}{doc['kind']}"  # apps/v1 Deployment: V1Deployment
+    assert api.sanitize_for_serialization(api.deserialize(_Response(doc), model)) == doc, model
+
+
+def test_the_manifest_check_catches_what_the_api_would_refuse(cfg, deploy):
+    deployment = next(d for d in kfp_compile.serving_manifests(cfg, deploy)
+                      if d["kind"] == "Deployment")
+    _validate_manifest(deployment)
+
+    def broken(edit):
+        doc = copy.deepcopy(deployment)
+        edit(doc["spec"]["template"]["spec"]["containers"][0])
+        return doc
+
+    for doc in (broken(lambda c: c.update(replicaz=2)),  # no such field
+                broken(lambda c: c["ports"][0].update(containerPort="8500")),  # not an integer
+                broken(lambda c: c.pop("name"))):  # required
+        with pytest.raises((AssertionError, ValueError)):
+            _validate_manifest(doc)
+
+
+def test_serving_manifests_validate_against_kubernetes_schemas(cfg, deploy):
     docs = kfp_compile.serving_manifests(cfg, deploy)
     for doc in docs:
-        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+        _validate_manifest(doc)
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
