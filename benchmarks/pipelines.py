@@ -140,21 +140,22 @@ def build(cfg: config_lib.PipelineConfig, data_root: str, work_dir: str, variant
     example_gen = pipeline_lib.example_gen_component(cfg, data_root)
     schema_file = local_runner.stage_schema(cfg, os.path.join(work_dir, "schema"))
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
+    version = pipeline_lib.code_version()  # one source walk for every Trainer below
     transform = pipeline_lib.transform_component(cfg, example_gen.outputs["examples"],
-                                                 schema_gen.outputs["schema"])
+                                                 schema_gen.outputs["schema"], version)
     # The first Trainer in a process pays one-time costs (imports, tracing); a short unmeasured
     # one runs first so that no measured variant pays them.
     warmup = variant_config(cfg, variants[0], seeds[0], early_stopping, image_weights,
                             WARMUP_STEPS)
     trainers = [pipeline_lib.trainer_component(
-        warmup, transform, schema_gen.outputs["schema"], WARMUP_STEPS, WARMUP_STEPS
-    ).with_id(WARMUP_ID)]
+        warmup, transform, schema_gen.outputs["schema"], WARMUP_STEPS, WARMUP_STEPS,
+        version=version).with_id(WARMUP_ID)]
     for seed in seeds:
         for v in variants:
             vcfg = variant_config(cfg, v, seed, early_stopping, image_weights, train_steps)
             trainers.append(pipeline_lib.trainer_component(
-                vcfg, transform, schema_gen.outputs["schema"], train_steps, eval_steps
-            ).with_id(trainer_id(v, seed)))
+                vcfg, transform, schema_gen.outputs["schema"], train_steps, eval_steps,
+                version=version).with_id(trainer_id(v, seed)))
     extra = []
     if evaluate:
         from components.evaluator import Evaluator

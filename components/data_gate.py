@@ -163,8 +163,7 @@ def baselines_key(serving_dir: str, log_dir: str) -> str:
 @component
 def DataValidationGate(
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
-    statistics: InputArtifact[
-        standard_artifacts.ExampleStatistics],
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
     schema: InputArtifact[standard_artifacts.Schema],
     drift: Parameter[str] = "{}",
     serving_dir: Parameter[str] = "",

@@ -197,8 +197,10 @@ def baselines_and_sample(make_pipeline, examples_uri: str, cfg: config_lib.Pipel
     """Each head's trivial-baseline metrics and the report's sample of the test split, computed
     by `compute_baselines` in the Beam pipeline `make_pipeline()` makes, once per
     `baselines_key`: a rerun on the same examples (a gate or the model changed) reads them from
-    cache_root/<key>/, where the baselines file is written last, so it marks a complete entry."""
-    cached = os.path.join(cache_root, baselines_key(examples_uri, cfg))
+    cache_root/<key>/, where the baselines file is written last, so it marks a complete entry.
+    Only the latest key's entry is kept."""
+    key = baselines_key(examples_uri, cfg)
+    cached = os.path.join(cache_root, key)
     if not tf.io.gfile.exists(os.path.join(cached, BASELINES_FILE)):
         work = f"{cached}.tmp-{uuid.uuid4().hex}"
         try:
@@ -215,6 +217,10 @@ def baselines_and_sample(make_pipeline, examples_uri: str, cfg: config_lib.Pipel
                 tf.io.gfile.rmtree(work)
     else:
         logging.info("trivial baselines and sample from %s", cached)
+    for name in tf.io.gfile.listdir(cache_root):  # older examples' entries (a sample of image
+        name = name.rstrip("/")                    # examples can be large); not others' temps
+        if name != key and ".tmp-" not in name:
+            tf.io.gfile.rmtree(os.path.join(cache_root, name))
     with tf.io.gfile.GFile(os.path.join(cached, BASELINES_FILE)) as fh:
         computed = json.loads(fh.read())
     sample = [r.numpy() for r in tf.data.TFRecordDataset(

@@ -80,7 +80,7 @@ class SplitBlocks(beam.DoFn):
         self._buckets = buckets_of(split_config)
         self._by_feature = split_config.HasField("partition_feature_name")
         self._rng = None
-        self._held: dict[int, list[bytes]] = {}
+        self._held: dict[int, list[bytes]] = {}  # (split, key) as one int -> records
         self._held_bytes = 0
 
     def setup(self):
@@ -236,8 +236,9 @@ class BlockExampleGenExecutor(BaseExampleGenExecutor):
         artifact_utils.get_single_instance(examples).split_names = (
             artifact_utils.encode_split_names(names))
         exec_properties["_beam_pipeline_args"] = self._beam_pipeline_args or []
+        # FileSystems.create makes the folder with the first spilled file (an object store has
+        # none to make)
         spill_dir = os.path.join(artifact_utils.get_single_uri(examples), SPILL_DIR)
-        FileSystems.mkdirs(spill_dir)
         try:
             with self._make_beam_pipeline() as pipeline:
                 blocks = pipeline | "InputToBlocks" >> self.GetInputSourceToBlocksPTransform()(

@@ -73,6 +73,9 @@ def test_other_examples_or_labels_compute_them_again(tmp_path, monkeypatch):
     key = evaluator.baselines_key(examples, _cfg())
     assert evaluator.baselines_key(examples, _cfg(label)) != key
     assert evaluator.baselines_key(examples + "2", _cfg()) != key
+    other = _examples(tmp_path / "other")  # the next ExampleGen run's output
+    evaluator.baselines_and_sample(beam.Pipeline, other, _cfg(), cache)
+    assert os.listdir(cache) == [evaluator.baselines_key(other, _cfg())]  # the old one is gone
     monkeypatch.setattr(evaluator, "compute_baselines", _must_not_run)
     with pytest.raises(AssertionError, match="computed again"):
         evaluator.baselines_and_sample(beam.Pipeline, examples, _cfg(label), cache)
