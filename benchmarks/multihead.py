@@ -55,8 +55,11 @@ def _served(model_dir: str, example: bytes, calls: int = 200) -> tuple[int, floa
     import tensorflow as tf
 
     loaded = tf.saved_model.load(model_dir)
-    variables = getattr(loaded, "trainable_variables", None) or loaded.variables
-    params = int(sum(np.prod(v.shape) for v in variables))
+    # Every variable the loaded object graph holds, once (the export's root is a plain
+    # trackable: it has no `trainable_variables`); the optimizer's slots are not trainable.
+    variables = {id(t): t for t in tf.train.TrackableView(loaded).descendants()
+                 if isinstance(t, tf.Variable) and t.trainable}
+    params = int(sum(np.prod(v.shape) for v in variables.values()))
     fn = loaded.signatures[contract.EXAMPLES_SIGNATURE]
     x = tf.constant([example])
     for _ in range(10):

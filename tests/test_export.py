@@ -316,3 +316,18 @@ def test_an_expert_backbone_exports_and_serves_unchanged(transformed, tmp_path, 
         examples=tf.constant(examples_lib.to_examples(serving_rows, info["features"])))
     for head in expected:
         np.testing.assert_allclose(out[head].numpy(), expected[head], rtol=1e-5, atol=1e-6)
+
+
+def test_the_benchmarks_count_the_exported_models_trainable_parameters(exported, transformed):
+    """benchmarks/multihead.py reads the parameter count from the export (its root has no
+    `trainable_variables`); the count is the Keras model's, not the optimizer's slots too."""
+    from benchmarks import multihead as multihead_bench
+
+    export_dir, _, serialized, _ = exported
+    _, tft_output, _ = transformed
+    model = model_lib.build_model(CFG, model_lib.feature_cardinalities(CFG, tft_output),
+                                  model_lib.regression_stats(CFG, tft_output))
+    expected = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    params, latency_ms = multihead_bench._served(export_dir, serialized[0].numpy(), calls=3)
+    assert params == expected > 0
+    assert latency_ms > 0
