@@ -331,3 +331,7 @@ def test_the_benchmarks_count_the_exported_models_trainable_parameters(exported,
     params, latency_ms = multihead_bench._served(export_dir, serialized[0].numpy(), calls=3)
     assert params == expected > 0
     assert latency_ms > 0
+    # The export holds the model's variables and no optimizer state (Adam's slots tripled it).
+    saved = tf.train.list_variables(os.path.join(export_dir, "variables", "variables"))
+    assert not [n for n, _ in saved if "optimizer" in n.lower()]
+    assert sum(int(np.prod(s)) for _, s in saved) < 2 * expected
