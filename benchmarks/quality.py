@@ -49,6 +49,9 @@ GBDT_MAX_ITER = 2000  # boosting iterations at most; early stopping picks fewer
 GBDT_PATIENCE = 10  # iterations without a better validation loss (scikit-learn's default)
 GBDT_STEP = 10  # iterations added between validation checks (warm start)
 GOAL_RELATIVE = {True: 0.01, False: 0.05}  # within 1% (higher is better) / 5% (lower)
+# Issue 18: the multi-head model's Trainer time at most max(0.35, 1.5 / N) of its N single-task
+# models' together.
+SINGLE_COST_FLOOR, SINGLE_COST_SHARE = 0.35, 1.5
 
 
 def prepare(config_path: str) -> config_lib.PipelineConfig:
@@ -307,8 +310,46 @@ def compare(r: dict[str, Any]) -> dict[str, Any]:
                                            for h in heads),
             "no_gating_head_worse_than_single": all(
                 h["multi_vs_single"]["verdict"] != "worse" for h in gating
-                if h["multi_vs_single"]) if singles else None}
+                if h["multi_vs_single"]) if singles else None,
+            "vs_single": single_task_goal(gating, cost, len(singles)) if singles else None}
     return {"heads": heads, "cost": cost, "goal": goal}
+
+
+def single_task_goal(gating: list[dict], cost: dict, n: int) -> dict[str, Any]:
+    """Issue 18's goal for one multi-head model against its n single-task models: no gating
+    head worse beyond noise, one better, and Trainer time at most max(0.35, 1.5 / n) of
+    theirs; the cost judged on the total and, separately, on the marginal ratio."""
+    cap = max(SINGLE_COST_FLOOR, SINGLE_COST_SHARE / n)
+    verdicts = [h["multi_vs_single"]["verdict"] for h in gating if h["multi_vs_single"]]
+    quality_met = "worse" not in verdicts and "better" in verdicts
+    return {"cost_cap": cap, "no_gating_head_worse": "worse" not in verdicts,
+            "a_gating_head_better": "better" in verdicts,
+            "cost_total_within": cost["train_ratio_total"] <= cap,
+            "cost_marginal_within": cost["train_ratio_marginal"] <= cap,
+            "met_total": quality_met and cost["train_ratio_total"] <= cap,
+            "met_marginal": quality_met and cost["train_ratio_marginal"] <= cap}
+
+
+def single_task_line(results: dict[str, Any]) -> str:
+    """One sentence: where the multi-head model meets issue 18's goal against its single-task
+    models, with the cost ratios (total / marginal) and what fails elsewhere."""
+    parts = []
+    for name, r in results["datasets"].items():
+        c = compare(r)
+        g = c["goal"]["vs_single"]
+        if g is None:
+            continue
+        why = [w for w, ok in (("a gating head worse", g["no_gating_head_worse"]),
+                               ("no gating head better", g["a_gating_head_better"])) if not ok]
+        cost = (f"{c['cost']['train_ratio_total']:.3f}x / "
+                f"{c['cost']['train_ratio_marginal']:.3f}x of cap {g['cost_cap']:.3f}")
+        verdict = ("met" if g["met_total"] and g["met_marginal"] else
+                   "met on total cost only" if g["met_total"] else
+                   "not met: " + ", ".join(why or ["cost"]))
+        parts.append(f"{name} {verdict} ({cost})")
+    return ("Multi-head against its single-task models (issue 18's goal: no gating head worse, "
+            "one better beyond noise, Trainer time total / marginal at most max(0.35, 1.5/N) of "
+            "the N single-task models'): " + "; ".join(parts) + ".")
 
 
 def run(work_dir: str, seeds: list[int], quick: bool = False,
@@ -409,7 +450,7 @@ def readme_table(results: dict[str, Any]) -> str:
                          h["multi_vs_single"]["verdict"] if h["multi_vs_single"] else "-"])
     return head + common.md_table(
         ["dataset", "head", "metric", "per-head GBDT", "headwise multi-head", "relative",
-         "vs GBDT", "vs its single-task"], rows)
+         "vs GBDT", "vs its single-task"], rows) + "\n\n" + single_task_line(results)
 
 
 def readme_block(readme: str) -> str | None:

@@ -109,6 +109,24 @@ def test_compare_reads_the_goal_from_the_paired_numbers():
     assert not far["goal"]["every_gating_head_within_goal"]
 
 
+def test_the_single_task_goal_needs_a_better_head_and_the_cost_under_its_cap():
+    better = quality.compare(_results([0.951, 0.9515, 0.9505], [0.940, 0.941, 0.939], 0.953,
+                                      [30.0] * 3))
+    g = better["goal"]["vs_single"]
+    assert g["cost_cap"] == 1.5  # one single-task model: max(0.35, 1.5 / 1)
+    assert g["a_gating_head_better"] and g["no_gating_head_worse"]
+    assert (g["met_total"], g["met_marginal"]) == (True, True)  # 30 s against 20 s: 1.5x
+    slow = quality.compare(_results([0.951, 0.9515, 0.9505], [0.940, 0.941, 0.939], 0.953,
+                                    [40.0] * 3))["goal"]["vs_single"]
+    assert not slow["cost_total_within"] and not slow["met_total"]
+    noise = quality.compare(_results([0.951, 0.9515, 0.9505], [0.951, 0.950, 0.952], 0.953,
+                                     [30.0] * 3))["goal"]["vs_single"]
+    assert not noise["a_gating_head_better"] and not noise["met_total"]
+    line = quality.single_task_line({"datasets": {"d": _results(
+        [0.951, 0.9515, 0.9505], [0.951, 0.950, 0.952], 0.953, [30.0] * 3)}})
+    assert "d not met: no gating head better (1.500x / 1.500x of cap 1.500)" in line
+
+
 def test_the_readme_table_is_the_one_rendered_from_quality_json():
     path = os.path.join(ROOT, "benchmarks", "results", "quality.json")
     if not os.path.exists(path):
