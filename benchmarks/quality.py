@@ -56,11 +56,11 @@ SINGLE_COST_FLOOR, SINGLE_COST_SHARE = 0.35, 1.5
 
 def prepare(config_path: str) -> config_lib.PipelineConfig:
     """The config, with its data written first when a `headwise data` command makes it."""
-    cfg = config_lib.load(config_path)
+    cfg = config_lib.load(config_path, check_data=False)
     if not os.path.exists(cfg.resolve_data()) and cfg.name in WRITERS:
         print(f"  {cfg.name}: writing the dataset (headwise data {cfg.name}) ...", flush=True)
         WRITERS[cfg.name](os.path.dirname(cfg.resolve_data()))
-    return cfg
+    return config_lib.load(config_path)
 
 
 # --- statistics ------------------------------------------------------------------------------

@@ -230,3 +230,24 @@ def test_bench_refuses_an_unknown_ablation_before_running_anything(capsys, monke
     assert bench.main(only=["recipe"], ablations=["no_linear", "bogus"],
                       work_dir="/nonexistent/never-made") == 2
     assert "unknown part(s) ['bogus']" in capsys.readouterr().err
+
+
+def test_a_dataset_that_a_command_writes_is_written_before_its_config_is_checked(
+        tmp_path, monkeypatch):
+    """A fresh machine has no data/randhie: the benchmark writes it (as `headwise data randhie`
+    would) and only then loads the config against the data's columns."""
+    import yaml
+
+    raw = {"name": "written", "data": {"csv": str(tmp_path / "data" / "w.csv")},
+           "features": {"x": "numeric"}, "heads": [{"name": "y", "label": "y",
+                                                    "task": "regression"}]}
+    config = tmp_path / "written.yaml"
+    config.write_text(yaml.safe_dump(raw))
+
+    def write(out_dir):
+        os.makedirs(out_dir)
+        with open(os.path.join(out_dir, "w.csv"), "w") as fh:
+            fh.write("x,y\n1,2\n3,4\n")
+    monkeypatch.setitem(quality.WRITERS, "written", write)
+    cfg = quality.prepare(str(config))
+    assert cfg.name == "written" and (tmp_path / "data" / "w.csv").exists()
