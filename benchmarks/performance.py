@@ -1,6 +1,6 @@
-"""The README's performance table, rendered from `benchmarks/results/pipeline_cost.json` and
-`benchmarks/results/scaling.json` (`headwise bench --only pipeline,scaling`, or `--render`),
-each figure next to its goal (issue 28)."""
+"""The README's performance table, rendered from `benchmarks/results/pipeline_cost.json`,
+`scaling.json` and `census.json` (`headwise bench --only pipeline,scaling,census`, or
+`--render`), each figure next to its goal (issue 28)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from benchmarks import common
 
-README_BEGIN = ("<!-- performance table: rendered from benchmarks/results/pipeline_cost.json "
-                "and scaling.json by `headwise bench --render`; do not edit -->")
+README_BEGIN = ("<!-- performance table: rendered from benchmarks/results/pipeline_cost.json, "
+                "scaling.json and census.json by `headwise bench --render`; do not edit -->")
 README_END = "<!-- end of performance table -->"
 GOAL_FIRST_RUN = 0.5  # headwise's first run / the official example's, same Beam mode
 GOAL_NOOP_S, GOAL_GATE_S = 5.0, 15.0
@@ -21,7 +21,8 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def rows(pipeline: dict[str, Any] | None, scaling: dict[str, Any] | None) -> list[list[str]]:
+def rows(pipeline: dict[str, Any] | None, scaling: dict[str, Any] | None,
+         census: dict[str, Any] | None = None) -> list[list[str]]:
     out = []
     if pipeline:
         rounds = pipeline["rounds"]
@@ -57,12 +58,17 @@ def rows(pipeline: dict[str, Any] | None, scaling: dict[str, Any] | None) -> lis
                     f"<= {scale:.0f}x (linear)", _verdict(all(
                         top[s]["seconds"] / base[s]["seconds"] <= scale
                         for s in ("example_gen", "transform", "trainer")))])
+    if census:
+        from benchmarks import census as census_bench
+
+        out += census_bench.rows(census)
     return out
 
 
-def readme_table(pipeline: dict[str, Any] | None, scaling: dict[str, Any] | None) -> str:
+def readme_table(pipeline: dict[str, Any] | None, scaling: dict[str, Any] | None,
+                 census: dict[str, Any] | None = None) -> str:
     return common.md_table(["measure (2 cores)", "measured", "goal", ""],
-                           rows(pipeline, scaling))
+                           rows(pipeline, scaling, census))
 
 
 def readme_block(readme: str) -> str | None:
@@ -70,9 +76,9 @@ def readme_block(readme: str) -> str | None:
 
 
 def render_readme(readme_path: str, pipeline: dict[str, Any] | None,
-                  scaling: dict[str, Any] | None) -> bool:
+                  scaling: dict[str, Any] | None, census: dict[str, Any] | None = None) -> bool:
     """Rewrite the README's performance table; whether the README changed."""
-    if not (pipeline or scaling):
+    if not (pipeline or scaling or census):
         return False
     return common.render_readme_block(readme_path, README_BEGIN, README_END,
-                                      readme_table(pipeline, scaling))
+                                      readme_table(pipeline, scaling, census))

@@ -4,7 +4,8 @@ benchmarks/results/ (one JSON per benchmark, SUMMARY.md, summary.png).
     full  (--seeds 3): multi-head vs single-task, every backbone x loss balancing, on taxi and
                        penguins, and loss normalisation with missing labels, at the configs' steps;
                        pipeline cost vs the official taxi example, scaling 1x/10x/50x and Beam
-                       modes, serving latency, load test with a version push.  ~40 min on 2 cores;
+                       modes, census-income at full size (~15 min), serving latency, load test
+                       with a version push.  ~55 min on 2 cores;
                        images (digits: rotation pretraining, 3 arms x 3 seeds, CPU throughput)
                        ~35 min more.
     quick (--quick):   one seed at 100 steps, no official example, scaling 1x/2x, a shorter
@@ -22,8 +23,8 @@ import time
 
 from benchmarks import common
 
-ALL = ("quality", "recipe", "multihead", "pipeline", "scaling", "load", "hostile", "scoring",
-       "datasets", "images")
+ALL = ("quality", "recipe", "multihead", "pipeline", "scaling", "census", "load", "hostile",
+       "scoring", "datasets", "images")
 
 
 def _plot(results: dict, path: str) -> None:
@@ -106,6 +107,7 @@ _SECTIONS = [  # (results file, title, summary module[:function], default `summa
     ("serving", "Serving latency and throughput (gRPC, loopback)", "benchmarks.serving"),
     ("pipeline_cost", "Pipeline cost", "benchmarks.pipeline_cost"),
     ("scaling", "Scaling with data", "benchmarks.scaling"),
+    ("census", "Census-income at full size (200k rows)", "benchmarks.census"),
     ("load", "Serving under load, with a version push", "benchmarks.load"),
     ("hostile", "Serving against hostile clients (REST and gRPC)", "benchmarks.hostile"),
     ("scoring", "Batch scoring (`headwise score`)", "benchmarks.scoring"),
@@ -155,7 +157,8 @@ def render(results_dir: str) -> str:
         from benchmarks import performance
 
         performance.render_readme(os.path.join(common.ROOT, "README.md"),
-                                  results.get("pipeline_cost"), results.get("scaling"))
+                                  results.get("pipeline_cost"), results.get("scaling"),
+                                  results.get("census"))
     panels = {"multihead": results.get("multihead"), "pipeline": results.get("pipeline_cost"),
               "scaling": results.get("scaling")}
     _plot({k: v for k, v in panels.items() if v is not None},
@@ -232,6 +235,14 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
                         mode_factor=None if quick else 10)
         results["scaling"] = r
         common.write_json("scaling", r)
+    if "census" in chosen and not quick:
+        from benchmarks import census
+
+        print("[census] census-income's 200k rows: check, schema, a first run, Transform's "
+              "TF1 and TF2 modes", flush=True)
+        r = census.run(os.path.join(work_dir, "census"))
+        results["census"] = r
+        common.write_json("census", r)
     if "load" in chosen:
         from benchmarks import load
 

@@ -116,10 +116,17 @@ def transform_component(cfg: PipelineConfig, examples, schema, version: str | No
     the test split, which only the Evaluator reads, raw, through the model's own transform.
     It writes no analyzer cache: the pipeline feeds none back (TFX reads one only through the
     `analyzer_cache` input, for span-by-span data), and writing it is a Beam write per analyzer
-    output (census-income: 477 Beam bundles against 203 without, Transform 76 s -> 60 s)."""
+    output (census-income: 477 Beam bundles against 203 without, Transform 76 s -> 60 s).
+    It traces preprocessing_fn in TF1 graph mode (`force_tf_compat_v1`): TF2 mode traces it
+    as tf.functions several times (analysis, metadata, the saved transform), a fifth of census'
+    Transform in a profile. Side by side, alternating, TF1 mode takes about three quarters of
+    TF2's time (benchmarks/results/census.json, `headwise bench --only census`). The transform
+    graph is then a TF1 SavedModel; TFTransformOutput loads it into the TF2 Trainer, Evaluator
+    and exported model as before, and its outputs are TF2's to float rounding (census: every
+    one of its 57 outputs within 5e-7 on 4,000 test rows)."""
     return Transform(
         examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
-        disable_statistics=True, disable_analyzer_cache=True,
+        disable_statistics=True, disable_analyzer_cache=True, force_tf_compat_v1=True,
         splits_config=transform_pb2.SplitsConfig(
             analyze=[data_config.TRAIN], transform=[data_config.TRAIN, data_config.VALIDATION]),
         custom_config={HEADS_CONFIG_KEY: config_lib.to_json(cfg, Scope.TRAINING),

@@ -416,7 +416,7 @@ def test_the_readme_performance_table_is_the_one_rendered_from_the_results():
         block = performance.readme_block(fh.read())
     assert block is not None, f"README.md has no {performance.README_BEGIN} ... block"
     assert block.strip() == performance.readme_table(
-        load("pipeline_cost"), load("scaling")).strip(), (
+        load("pipeline_cost"), load("scaling"), load("census")).strip(), (
         "the README's performance table differs from benchmarks/results/: run "
         "`headwise bench --render`")
 
@@ -445,3 +445,51 @@ def test_performance_rows_compare_each_figure_with_its_goal():
     growth = got["time at 50x the rows / at 1x"]
     assert growth[1] == "examplegen 20.0x, transform 60.0x, trainer 10.0x"
     assert growth[3] == "**not met**"  # Transform grew 60x for 50x the rows
+
+
+def _census_results(run_s=230.0, check_s=2.0, schema_s=25.0, example_gen_s=8.0,
+                    transform_s=55.0, tf1=(50.0, 54.0), tf2=(70.0, 66.0)) -> dict:
+    from benchmarks import census
+
+    return {"config": census.CONFIG, "rows": 199_523,
+            "check": {"wall_s": check_s, "peak_rss_mib": 100.0},
+            "schema": {"wall_s": schema_s, "peak_rss_mib": 900.0},
+            "run": {"wall_s": run_s, "peak_rss_mib": 2400.0, "components": {
+                "CsvExampleGen": {"seconds": example_gen_s, "peak_rss_mib": 900.0},
+                "Transform": {"seconds": transform_s, "peak_rss_mib": 1900.0}}},
+            "example_gen_rows_per_s": 199_523 / example_gen_s,
+            "transform_modes": {"rounds": {"tf1": list(tf1), "tf2": list(tf2)},
+                                "ratio_tf1_to_tf2": (sum(tf1) / 2) / (sum(tf2) / 2)},
+            "goals": census.GOALS}
+
+
+def test_census_rows_judge_each_200k_row_goal():
+    from benchmarks import census
+
+    got = {r[0]: r for r in census.rows(_census_results())}
+    assert got["census-income (199,523 rows): whole `headwise run`"][3] == "met"  # 230 <= 240
+    assert got["census-income: pre-flight (`headwise check`, a whole process)"][3] == "met"
+    assert got["census-income: `headwise schema`"][3] == "**not met**"  # 25 s > 20 s
+    assert got["census-income: ExampleGen"][1] == "24,940 rows/s"
+    transform = got["census-income: Transform"]
+    assert transform[1] == "55.0 s (TF1 graph mode: 0.76x of TF2's time)"
+    assert transform[3] == "met"
+    slow = {r[0]: r for r in census.rows(_census_results(run_s=250.0, transform_s=61.0,
+                                                          example_gen_s=10.5))}
+    assert slow["census-income (199,523 rows): whole `headwise run`"][3] == "**not met**"
+    assert slow["census-income: Transform"][3] == "**not met**"
+    assert slow["census-income: ExampleGen"][3] == "**not met**"  # 19,002 rows/s
+    text = census.summary(_census_results())
+    assert "tf1: 50.0, 54.0 s; tf2: 70.0, 66.0 s" in text and "**0.76x**" in text
+
+
+def test_census_finds_the_newest_artifact_of_a_component(tmp_path):
+    from benchmarks import census
+
+    for n in ("3", "12", "7"):
+        (tmp_path / "pipelines" / "census" / "CsvExampleGen" / "examples" / n).mkdir(
+            parents=True)
+    assert census._artifact(str(tmp_path), "CsvExampleGen", "examples").endswith(
+        os.path.join("examples", "12"))
+    with pytest.raises(FileNotFoundError, match="no Transform.transform_graph"):
+        census._artifact(str(tmp_path), "Transform", "transform_graph")
