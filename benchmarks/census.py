@@ -122,6 +122,7 @@ def run(work_dir: str, rounds: int = ROUNDS, config_path: str = CONFIG) -> dict[
             shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(os.path.join(out, "pipelines"), ignore_errors=True)  # disk: 100s of MB
     return {
+        "commit": common.commit(), "finished": time.strftime("%Y-%m-%d %H:%M"),
         "config": config_path, "rows": rows, "check": check, "schema": schema,
         "run": {"wall_s": m["wall_s"], "peak_rss_mib": m["peak_rss_mib"],
                 "components": components},
@@ -168,8 +169,9 @@ def summary(results: dict[str, Any]) -> str:
     modes = results["transform_modes"]
     per_mode = "; ".join(f"{m}: {', '.join(f'{s:.1f}' for s in v)} s"
                          for m, v in modes["rounds"].items())
-    return ("`headwise run --config " + results["config"] + "` into a fresh output folder, "
-            "its components (ML Metadata):\n\n" + table + "\n\n"
+    return (f"`headwise bench --only census` at commit {results.get('commit', '?')} "
+            f"({results.get('finished', '?')}): `headwise run --config {results['config']}` "
+            "into a fresh output folder, its components (ML Metadata):\n\n" + table + "\n\n"
             + common.md_table(["measure", "measured", "goal", ""], rows(results))
             + f"\n\nTransform's executor alone on that run's examples, alternating ({per_mode}): "
               f"TF1 graph mode (the pipeline's) takes **{modes['ratio_tf1_to_tf2']:.2f}x** the "
