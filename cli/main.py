@@ -507,8 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a few minutes: checks that every "
                        "benchmark runs (one seed, short training, small data)")
     bench.add_argument("--only",
-                       help="comma-separated: quality, recipe, multihead, pipeline, scaling, load, "
-                       "hostile, scoring, datasets, images")
+                       help="comma-separated: quality, recipe, multihead, pipeline, scaling, "
+                       "census, load, hostile, scoring, datasets, images")
     bench.add_argument("--render", action="store_true", help="only rewrite SUMMARY.md and "
                        "summary.png from the JSON results already in benchmarks/results/")
     bench.add_argument("--seeds", type=int, default=3, help="seeds per model (full mode)")
