@@ -110,6 +110,7 @@ def run(config_path: str, work_dir: str, rounds: int = ROUNDS) -> dict:
     ratios = [a["wall_s"] / b["wall_s"] for a, b in zip(ours, theirs, strict=True)]
     median_round = sorted(range(rounds), key=lambda i: ours[i]["wall_s"])[(rounds - 1) // 2]
     return {
+        "commit": common.commit(), "finished": time.strftime("%Y-%m-%d %H:%M"),
         "rounds": {"headwise_first": ours, "official_taxi_in_memory": theirs},
         # the round whose headwise wall time is the median (the lower one of two)
         "headwise_first": ours[median_round],
