@@ -102,7 +102,8 @@ def run(work_dir: str, rounds: int = ROUNDS, config_path: str = CONFIG) -> dict[
                                                                         r.end_s)}
         for cid, r in summary_lib.component_runs(os.path.join(out, "metadata.db"),
                                                  cfg.name).items() if r.start_s >= since}
-    rows = sum(1 for _ in open(cfg.resolve_data(), encoding="utf-8")) - 1
+    with open(cfg.resolve_data(), encoding="utf-8") as fh:  # census has no quoted line breaks
+        n_rows = sum(1 for _ in fh) - 1
     examples = _artifact(out, "CsvExampleGen", "examples")
     schema_dir = _artifact(out, "ImportSchemaGen", "schema")
     modes: dict[str, list[float]] = {"tf1": [], "tf2": []}
@@ -123,10 +124,10 @@ def run(work_dir: str, rounds: int = ROUNDS, config_path: str = CONFIG) -> dict[
     shutil.rmtree(os.path.join(out, "pipelines"), ignore_errors=True)  # disk: 100s of MB
     return {
         "commit": common.commit(), "finished": time.strftime("%Y-%m-%d %H:%M"),
-        "config": config_path, "rows": rows, "check": check, "schema": schema,
+        "config": config_path, "rows": n_rows, "check": check, "schema": schema,
         "run": {"wall_s": m["wall_s"], "peak_rss_mib": m["peak_rss_mib"],
                 "components": components},
-        "example_gen_rows_per_s": rows / components["CsvExampleGen"]["seconds"],
+        "example_gen_rows_per_s": n_rows / components["CsvExampleGen"]["seconds"],
         "transform_modes": {"rounds": modes,
                             "ratio_tf1_to_tf2": statistics.median(modes["tf1"])
                             / statistics.median(modes["tf2"])},
