@@ -22,9 +22,8 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, pipeline_cost
 from headwise import config as config_lib
-from pipeline import summary as summary_lib
 
 CONFIG = "pipeline/configs/census.yaml"
 ROUNDS = 2
@@ -93,15 +92,8 @@ def run(work_dir: str, rounds: int = ROUNDS, config_path: str = CONFIG) -> dict[
                      os.path.join(work_dir, "schema.pbtxt")], os.path.join(work_dir, "schema.log"))
     print("  headwise run (a fresh output folder) ...", flush=True)
     out = os.path.join(work_dir, "run")
-    since = time.time()
-    m = common.run_measured([*cli, "run", "--config", config_path, "--output-dir", out],
-                            env=common.child_env(), cwd=common.ROOT,
-                            log_path=os.path.join(work_dir, "run.log"))
-    components = {
-        cid: {"seconds": r.seconds, "peak_rss_mib": common.peak_between(m["samples"], r.start_s,
-                                                                        r.end_s)}
-        for cid, r in summary_lib.component_runs(os.path.join(out, "metadata.db"),
-                                                 cfg.name).items() if r.start_s >= since}
+    first = pipeline_cost.measure_run(config_path, out, os.path.join(work_dir, "run.log"), cfg)
+    components = first["components"]
     with open(cfg.resolve_data(), encoding="utf-8") as fh:  # census has no quoted line breaks
         n_rows = sum(1 for _ in fh) - 1
     examples = _artifact(out, "CsvExampleGen", "examples")
@@ -125,8 +117,7 @@ def run(work_dir: str, rounds: int = ROUNDS, config_path: str = CONFIG) -> dict[
     return {
         "commit": common.commit(), "finished": time.strftime("%Y-%m-%d %H:%M"),
         "config": config_path, "rows": n_rows, "check": check, "schema": schema,
-        "run": {"wall_s": m["wall_s"], "peak_rss_mib": m["peak_rss_mib"],
-                "components": components},
+        "run": first,
         "example_gen_rows_per_s": n_rows / components["CsvExampleGen"]["seconds"],
         "transform_modes": {"rounds": modes,
                             "ratio_tf1_to_tf2": statistics.median(modes["tf1"])

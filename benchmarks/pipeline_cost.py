@@ -57,7 +57,9 @@ def gate_changed(raw: dict) -> tuple[dict, str]:
     raise ValueError("the config has no head threshold to change")
 
 
-def _headwise(config: str, out: str, log: str, cfg) -> dict:
+def measure_run(config: str, out: str, log: str, cfg) -> dict:
+    """`headwise run --config config --output-dir out` in its own process: wall seconds, peak
+    memory, and each component it executed (ML Metadata), with that component's peak."""
     since = time.time()
     m = common.run_measured([common.python(), "-m", "cli", "run", "--config", config,
                              "--output-dir", out], env=common.child_env(), cwd=common.ROOT,
@@ -92,17 +94,17 @@ def run(config_path: str, work_dir: str, rounds: int = ROUNDS) -> dict:
         for i in range(rounds):
             print(f"  round {i + 1}/{rounds}: headwise first run ...", flush=True)
             out = os.path.join(work_dir, f"headwise-{i}")
-            ours.append(_headwise(copy, out, os.path.join(work_dir, f"headwise-{i}.log"), cfg))
+            ours.append(measure_run(copy, out, os.path.join(work_dir, f"headwise-{i}.log"), cfg))
             print(f"  round {i + 1}/{rounds}: official taxi example (in_memory) ...", flush=True)
             theirs.append(_official(os.path.join(work_dir, f"official-{i}"), beam,
                                     os.path.join(work_dir, f"official-{i}.log")))
         print("  no-op rerun ...", flush=True)
-        noop = _headwise(copy, out, os.path.join(work_dir, "noop.log"), cfg)
+        noop = measure_run(copy, out, os.path.join(work_dir, "noop.log"), cfg)
         changed, which = gate_changed(raw)
         with open(copy, "w", encoding="utf-8") as fh:
             yaml.safe_dump(changed, fh, sort_keys=False)
         print(f"  rerun after changing only {which} ...", flush=True)
-        gate = _headwise(copy, out, os.path.join(work_dir, "gate_change.log"), cfg)
+        gate = measure_run(copy, out, os.path.join(work_dir, "gate_change.log"), cfg)
         gate["changed"] = which
     finally:
         if os.path.exists(copy):
