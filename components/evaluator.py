@@ -28,12 +28,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx import types
+from tfx.components.evaluator import constants as stock_constants
 from tfx.components.evaluator import executor as stock
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
-from tfx.utils import json_utils, path_utils, proto_utils
+from tfx.utils import io_utils, json_utils, path_utils, proto_utils
 
+from components import evaluation_cache
 from components import gates as gates_lib
 from components import report as report_lib
 from headwise import config as config_lib
@@ -45,6 +47,7 @@ from headwise.config import data as data_config
 SAMPLE_SIZE = 5000  # test examples the report's plots draw, whatever the split's size
 BASELINES_FILE, SAMPLE_FILE = "baselines.json", "sample.tfrecord"
 BASELINES_CACHE = ".baselines"  # beside the component's outputs: <pipeline root>/Evaluator/
+METRICS_CACHE = ".metrics"  # TFMA's metrics of the last evaluation (components.evaluation_cache)
 
 
 def label_values(record: bytes, columns: Sequence[str]) -> dict[str, Any]:
@@ -314,6 +317,55 @@ def with_model_signatures(eval_config: tfma.EvalConfig, model_uri: str,
     return out
 
 
+def write_blessing(input_dict: dict[str, list[types.Artifact]],
+                   output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any],
+                   evaluation_uri: str) -> None:
+    """The blessing as TFX's Evaluator writes it after TFMA's pass
+    (tfx.components.evaluator.executor): the candidate's and the baseline's URI and id, and
+    BLESSED or NOT_BLESSED from the evaluation's ValidationResult."""
+    blessing = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.BLESSING_KEY])
+    (model,) = input_dict[standard_component_specs.MODEL_KEY]
+    blessing.set_string_custom_property(
+        stock_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
+    blessing.set_int_custom_property(stock_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY,
+                                     model.id)
+    if input_dict.get(standard_component_specs.BASELINE_MODEL_KEY):
+        baseline = input_dict[standard_component_specs.BASELINE_MODEL_KEY][0]
+        blessing.set_string_custom_property(
+            stock_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, baseline.uri)
+        blessing.set_int_custom_property(
+            stock_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY, baseline.id)
+    if "current_component_id" in exec_properties:
+        blessing.set_string_custom_property("component_id",
+                                            exec_properties["current_component_id"])
+    ok = tfma.load_validation_result(evaluation_uri).validation_ok
+    io_utils.write_string_file(os.path.join(blessing.uri, stock_constants.BLESSED_FILE_NAME
+                                            if ok else stock_constants.NOT_BLESSED_FILE_NAME), "")
+    blessing.set_int_custom_property(
+        stock_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+        stock_constants.BLESSED_VALUE if ok else stock_constants.NOT_BLESSED_VALUE)
+
+
+def judge_kept(entry: str, eval_config: tfma.EvalConfig, evaluation_uri: str,
+               input_dict: dict[str, list[types.Artifact]],
+               output_dict: dict[str, list[types.Artifact]],
+               exec_properties: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """What TFX's Evaluator does with eval_config, on the TFMA outputs kept in `entry` instead
+    of a new TFMA pass: the config completed as it completes it, the evaluation written and
+    judged (components.evaluation_cache), and the blessing where it writes one (the config has
+    thresholds). Returns the report's predictions kept with them."""
+    has_baseline = bool(input_dict.get(standard_component_specs.BASELINE_MODEL_KEY))
+    eval_config = tfma.utils.update_eval_config_with_defaults(
+        eval_config, has_baseline=has_baseline, rubber_stamp=True)
+    tfma.utils.verify_eval_config(eval_config)
+    predictions = evaluation_cache.restore(entry, evaluation_uri, eval_config)
+    if tfma.metrics.metric_thresholds_from_metrics_specs(eval_config.metrics_specs,
+                                                         eval_config=eval_config):
+        write_blessing(input_dict, output_dict, exec_properties, evaluation_uri)
+    return predictions
+
+
 class Executor(stock.Executor):
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
@@ -339,21 +391,36 @@ class Executor(stock.Executor):
                               if m in h.metrics} for h in cfg.heads}
         logging.info("trivial baselines per head: %s", baselines)
 
-        # The report's predictions on the sample: a second thread, while TFMA keeps one core
-        # busy (TensorFlow releases the GIL while it runs the model).
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            predicted = pool.submit(predict, model.uri, sample) if sample else None
-            blessed = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY)
-            eval_config = with_model_signatures(gates_lib.eval_config(cfg, baselines),
-                                                model.uri, blessed[0].uri if blessed else None)
-            props = {k: v for k, v in exec_properties.items() if k != HEADS_CONFIG_KEY}
-            props[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(
-                eval_config)
-            super().Do(input_dict, output_dict, props)
-            predictions = predicted.result() if predicted else None
-
+        blessed = input_dict.get(standard_component_specs.BASELINE_MODEL_KEY)
+        blessed_uri = blessed[0].uri if blessed else None
+        eval_config = with_model_signatures(gates_lib.eval_config(cfg, baselines), model.uri,
+                                            blessed_uri)
         evaluation = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EVALUATION_KEY])
+        cache_root = os.path.join(component_root, METRICS_CACHE)
+        entry_key = evaluation_cache.key(eval_config, examples.uri, model.uri, blessed_uri,
+                                         baselines_key(examples.uri, cfg))
+        entry = evaluation_cache.lookup(cache_root, entry_key)
+        if entry:
+            # The same examples, models and metrics as an evaluation already made: only gates
+            # changed. TFMA's validator judges its metrics under the new thresholds.
+            logging.info("only gates changed since the evaluation kept in %s", entry)
+            predictions = judge_kept(entry, eval_config, evaluation.uri, input_dict,
+                                     output_dict, exec_properties)
+        else:
+            # The report's predictions on the sample: a second thread, while TFMA keeps one
+            # core busy (TensorFlow releases the GIL while it runs the model).
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                predicted = pool.submit(predict, model.uri, sample) if sample else None
+                props = {k: v for k, v in exec_properties.items() if k != HEADS_CONFIG_KEY}
+                props[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(
+                    eval_config)
+                super().Do(input_dict, output_dict, props)
+                predictions = predicted.result() if predicted else None
+            if predictions is not None:  # the report draws the numeric outputs
+                predictions = {k: v for k, v in predictions.items() if v.dtype != object}
+            evaluation_cache.store(cache_root, entry_key, evaluation.uri, predictions)
+
         values, diffs, class_values, counts = _metric_values(evaluation.uri, cfg)
         validation = tfma.load_validation_result(evaluation.uri)
         failures = gates_lib.failures(validation)

@@ -21,6 +21,22 @@ def pytest_unconfigure(config):
     shutil.rmtree(SESSION_TMP, ignore_errors=True)
 
 
+@pytest.fixture
+def without_tfma(monkeypatch):
+    """Call it to make TFMA's pass (TFX's Evaluator executor, which runs it) fail from then on:
+    a gate-only change is judged on the metrics kept from the last evaluation
+    (components.evaluation_cache), never by computing them again."""
+    def patch() -> None:
+        from components import evaluator
+
+        def must_not_run(*_):
+            raise AssertionError("TFMA computed the metrics again for a gate-only change")
+
+        monkeypatch.setattr(evaluator.stock.Executor, "Do", must_not_run)
+
+    return patch
+
+
 @pytest.fixture(scope="session")
 def penguins_in_memory(tmp_path_factory) -> str:
     """The pipeline root of penguins through ExampleGen, StatisticsGen and Transform under the

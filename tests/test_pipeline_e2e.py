@@ -294,10 +294,12 @@ def _with_threshold(cfg, head_name, metric, **bounds):
     return dataclasses.replace(cfg, heads=heads)
 
 
-def test_one_impossible_threshold_blocks_the_push_and_names_head_metric_gate(first_run, cfg):
+def test_one_impossible_threshold_blocks_the_push_and_names_head_metric_gate(first_run, cfg,
+                                                                            without_tfma):
     out, first = first_run
     served = _served_files(out, cfg)
     strict = _with_threshold(cfg, "fare", "mae", max=0.01)
+    without_tfma()
     summary = local_runner.run(strict, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
                                quiet=True)
     # Only the gate changed: data, Transform, Trainer and the infra check come from the cache.
@@ -337,7 +339,7 @@ def test_a_new_model_is_compared_with_the_last_blessed_and_pushed(first_run, cfg
     assert os.path.dirname(versions[0]) == first.pushed_path
 
 
-def test_the_no_regression_gate_alone_blocks_a_worse_model(first_run, cfg):
+def test_the_no_regression_gate_alone_blocks_a_worse_model(first_run, cfg, without_tfma):
     """A candidate made worse on purpose (fare without its best feature, trip_miles) against
     the blessed model: it still beats the trivial baseline by far, and no absolute bound is set,
     so only the no-regression gate can and does block it."""
@@ -366,6 +368,23 @@ def test_the_no_regression_gate_alone_blocks_a_worse_model(first_run, cfg):
         (mae,) = [r for r in json.load(fh)["heads"]["fare"]["rows"] if r["metric"] == "mae"]
     assert mae["change"] > 0.2 and mae["beats_baseline"] == "pass", mae
     assert _served_files(out, cfg) == served  # the blessed version is still the one served
+
+    # A stricter no-regression gate alone: judged against the same baseline model on the
+    # metrics (and changes) kept from the evaluation above, without a TFMA pass.
+    without_tfma()
+    strict = dataclasses.replace(worse, heads=tuple(
+        dataclasses.replace(h, thresholds={"mae": config_lib.Threshold(max_regression=0.1)})
+        if h.name == "fare" else h for h in worse.heads))
+    again = local_runner.run(strict, out, train_steps=TRAIN_STEPS, eval_steps=EVAL_STEPS,
+                             quiet=True)
+    assert again.executions["Trainer"] == "CACHED"
+    assert again.evaluation_uri != summary.evaluation_uri
+    assert again.blessed is False and not again.pushed, again.table()
+    (failure,) = again.head("fare").failures
+    assert "fails no regression (" in failure and "change <= +0.1" in failure, failure
+    with open(os.path.join(again.evaluation_uri, "report", "gates.json")) as fh:
+        (kept,) = [r for r in json.load(fh)["heads"]["fare"]["rows"] if r["metric"] == "mae"]
+    assert kept["change"] == mae["change"] and kept["value"] == mae["value"], (kept, mae)
 
 
 # --- Data contract: damaged copies of the taxi CSV stop the run before Transform -------------
