@@ -139,6 +139,7 @@ def restore(entry: str, evaluation_uri: str, eval_config: config_pb2.EvalConfig
     """Writes the entry's TFMA outputs into evaluation_uri with eval_config as the evaluation's
     config and TFMA's verdict under its thresholds (`validate`); returns the stored predictions.
     The validations file is written last, through a temporary name."""
+    tf.io.gfile.makedirs(evaluation_uri)
     for name in tf.io.gfile.listdir(entry):
         if name.startswith(KEPT) and name != EVAL_CONFIG_FILE:
             tf.io.gfile.copy(os.path.join(entry, name), os.path.join(evaluation_uri, name),

@@ -8,7 +8,9 @@ the whole EvalConfig with every gate of the gate registry (`headwise.gates`, bui
 thresholds by `components.gates`) and runs TFMA with it; so TFMA's
 one blessing, which Pusher and the latest-blessed-model resolver read, covers every gate. After
 TFMA it reads the verdicts back from TFMA's ValidationResult and writes the report
-(components.report), whose plots draw a fixed-size sample of the test split.
+(components.report), whose plots draw a fixed-size sample of the test split. TFMA's metrics
+are kept per evaluation (components.evaluation_cache): a rerun where only gates changed has
+TFMA's validator judge them under the new thresholds instead of computing them again.
 """
 
 from __future__ import annotations
