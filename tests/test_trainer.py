@@ -507,3 +507,16 @@ def test_autograph_leaves_tf_keras_alone_and_still_converts_our_layers():
     before = len(autograph.config.CONVERSION_RULES)
     autograph.keep_unconverted()  # once only
     assert len(autograph.config.CONVERSION_RULES) == before
+
+
+def test_the_epoch_line_gives_the_epochs_seconds_loss_and_each_heads_metrics(monkeypatch, capsys):
+    from trainer import callbacks as callbacks_lib
+
+    clock = iter([100.0, 112.34])
+    monkeypatch.setattr(callbacks_lib.time, "monotonic", lambda: next(clock))
+    line = callbacks_lib.EpochSummary(["fare", "tips"], epochs=25)
+    line.on_epoch_begin(2)
+    line.on_epoch_end(2, {"loss": 0.5, "val_fare_mae": 1.7, "val_fare_loss": 0.1,
+                          "val_tips_mae": 1.25})
+    assert capsys.readouterr().out == (
+        "  epoch 3/25  12.3 s  loss 0.5000 | fare: mae 1.7 | tips: mae 1.25\n")

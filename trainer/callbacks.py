@@ -4,6 +4,7 @@ non-finite loss that names the head. Light to import (no TFX)."""
 from __future__ import annotations
 
 import math
+import time
 
 import tf_keras as keras
 
@@ -69,15 +70,22 @@ class StoppingCriterion(keras.callbacks.Callback):
 
 
 class EpochSummary(keras.callbacks.Callback):
-    """One readable line per epoch: the total loss, then each head's validation metrics."""
+    """One readable line per epoch: its seconds (training and validation), the total loss, then
+    each head's validation metrics."""
 
     def __init__(self, heads: list[str], epochs: int):
         super().__init__()
         self.heads, self.epochs = heads, epochs
+        self._started = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        parts = [f"epoch {epoch + 1}/{self.epochs}  loss {logs.get('loss', float('nan')):.4f}"]
+        took = "" if self._started is None else f"  {time.monotonic() - self._started:.1f} s"
+        parts = [f"epoch {epoch + 1}/{self.epochs}{took}  "
+                 f"loss {logs.get('loss', float('nan')):.4f}"]
         for head in self.heads:
             prefix = f"val_{head}_"
             vals = [f"{k[len(prefix):]} {v:.4g}" for k, v in logs.items()
