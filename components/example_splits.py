@@ -9,13 +9,16 @@ its own object. `BlockExampleGenExecutor` writes the same files from blocks (cen
   * the split: TFX's own partition function (`_PartitionFn`: the sha256 of the serialised
     example, or of `split_on`'s feature) for each record, so every example lands in the split
     TFX's ExampleGen puts it in;
-  * the shuffle: each record draws one of SHUFFLE_KEYS random keys. The records are spilled,
-    a split's key's records together, to temporary files beside the splits (SPILL_DIR, removed
+  * the shuffle: each record's key is one of SHUFFLE_KEYS, drawn from a keyed hash of its
+    bytes (`shuffle_hash`, independent of the split's hash). The records are spilled, a
+    split's key's records together, to temporary files beside the splits (SPILL_DIR, removed
     once the pipeline has run, or failed), and only references to them travel through the
     GroupByKey, so that no runner has to hold the data set in memory; each key's records are
-    read back and put in a random order before they are written. Every record draws its key on
-    its own and each group's order is uniform, so, as with TFX's Reshuffle, no order of the
-    input survives (a CSV sorted by its label trains the same as a shuffled one);
+    read back and put in the order of their hashes before they are written. A hash spreads the
+    records as a random draw does, so, as with TFX's Reshuffle, no order of the input survives
+    (a CSV sorted by its label trains the same as a shuffled one); unlike a random draw, the
+    same data gives the same files, so the same config and seed train the same model (on the
+    in-memory runner; a distributed runner may write the groups in another order);
   * the files: TFX's (`<split uri>/data_tfrecord-*.gz`, through Beam's TFRecord sink, fed a
     list of records per element), and the artifact's split names, payload and file format as
     TFX's executor sets them.
@@ -25,6 +28,7 @@ file formats) goes through TFX's own path, one record at a time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import uuid
@@ -32,7 +36,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 import tensorflow as tf
 from apache_beam.io import tfrecordio
 from apache_beam.io.filesystem import CompressionTypes
@@ -52,6 +55,14 @@ SHUFFLE_KEYS = 1024  # random keys of the shuffle: groups of about rows/1024 rec
 SPILL_BYTES = 64 << 20  # records a SplitBlocks instance holds before it writes them out
 SPILL_DIR = ".shuffle"  # the spilled records' folder under the Examples artifact, removed after
 _LENGTH = struct.Struct("<Q")  # a spilled record's length prefix
+_SHUFFLE_SALT = b"headwise.example_splits.shuffle"
+
+
+def shuffle_hash(record: bytes) -> int:
+    """A record's place in the shuffle: 64 bits of a keyed BLAKE2b of its bytes, independent of
+    the sha256 that picks its split."""
+    return int.from_bytes(hashlib.blake2b(record, digest_size=8, key=_SHUFFLE_SALT).digest(),
+                          "little")
 
 
 def buckets_of(split_config: example_gen_pb2.SplitConfig) -> list[int]:
@@ -79,12 +90,8 @@ class SplitBlocks(beam.DoFn):
         self._spill_bytes = SPILL_BYTES if spill_bytes is None else spill_bytes
         self._buckets = buckets_of(split_config)
         self._by_feature = split_config.HasField("partition_feature_name")
-        self._rng = None
         self._held: dict[int, list[bytes]] = {}  # (split, key) as one int -> records
         self._held_bytes = 0
-
-    def setup(self):
-        self._rng = np.random.default_rng()
 
     def start_bundle(self):
         self._held, self._held_bytes = {}, 0
@@ -96,9 +103,8 @@ class SplitBlocks(beam.DoFn):
                             len(self._buckets), self._buckets, self._config)
 
     def process(self, records: Sequence[bytes]):
-        split = np.fromiter((self.split_of(r) for r in records), np.int64, len(records))
-        group = split * self._keys + self._rng.integers(0, self._keys, len(records))
-        for g, r in zip(group.tolist(), records, strict=True):
+        group = [self.split_of(r) * self._keys + shuffle_hash(r) % self._keys for r in records]
+        for g, r in zip(group, records, strict=True):
             self._held.setdefault(g, []).append(r)
             self._held_bytes += len(r)
         if self._held_bytes >= self._spill_bytes:
@@ -114,7 +120,7 @@ class SplitBlocks(beam.DoFn):
         path = os.path.join(self._dir, f"{uuid.uuid4().hex}.records")
         refs, offset = [], 0
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-            for g in sorted(self._held):  # the order the runner may group them in: random
+            for g in sorted(self._held):
                 records = self._held[g]
                 data = b"".join(_LENGTH.pack(len(r)) + r for r in records)
                 fh.write(data)
@@ -138,14 +144,11 @@ def _read_spilled(path: str, offset: int, length: int) -> list[bytes]:
 
 class ShuffledRecords(beam.DoFn):
     """(key, references to the spilled records that drew it) -> one list of those records, in
-    a random order."""
-
-    def setup(self):
-        self._rng = np.random.default_rng()
+    the order of their `shuffle_hash` (whatever order the runner brought the references in)."""
 
     def process(self, keyed: tuple[Any, Iterable[tuple[str, int, int]]]) -> Iterator[list[bytes]]:
         records = [r for ref in keyed[1] for r in _read_spilled(*ref)]
-        yield [records[i] for i in self._rng.permutation(len(records)).tolist()]
+        yield sorted(records, key=shuffle_hash)
 
 
 class _RecordListsSink(tfrecordio._TFRecordSink):

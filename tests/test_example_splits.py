@@ -1,6 +1,7 @@
 """ExampleGen's block-wise split, shuffle and write (components.example_splits) against TFX's own
 record-at-a-time path in the same executor: the same records in each split, with or without a
-`split_on` feature, and an order that no longer follows the file's."""
+`split_on` feature, and an order that no longer follows the file's but is the same for the same
+data."""
 
 from __future__ import annotations
 
@@ -109,6 +110,27 @@ def test_the_file_order_does_not_survive(tmp_path):
     tenth = len(labels) // 10
     shares = [sum(labels[i * tenth:(i + 1) * tenth]) / tenth for i in range(10)]
     assert all(0.3 < s < 0.7 for s in shares), shares
+
+
+@pytest.mark.parametrize("spill_bytes", [example_splits.SPILL_BYTES, 20_000])
+def test_the_same_data_gives_the_same_files_in_a_shuffled_order(tmp_path, monkeypatch,
+                                                                 spill_bytes):
+    """Twice the same CSV (and once its rows in another order): the same records in the same
+    order in every split, whatever bundles and spills they went through, so the same config
+    and seed train the same model."""
+    monkeypatch.setattr(example_splits, "SPILL_BYTES", spill_bytes)
+    csv_dir = _csv(tmp_path)
+    first = _run(csv_example_gen.Executor().Do, csv_dir, str(tmp_path / "first"))
+    again = _run(csv_example_gen.Executor().Do, csv_dir, str(tmp_path / "again"))
+    assert first == again
+    header, *rows = (tmp_path / "data" / "data.csv").read_text().splitlines()
+    reordered = tmp_path / "reordered"
+    reordered.mkdir()
+    (reordered / "data.csv").write_text("\n".join([header, *reversed(rows)]) + "\n")
+    assert _run(csv_example_gen.Executor().Do, str(reordered), str(tmp_path / "other")) == first
+    ids = [tf.train.Example.FromString(r).features.feature["id"].int64_list.value[0]
+           for r in first["train"]]
+    assert ids != sorted(ids) and ids != sorted(ids, reverse=True)
 
 
 def test_parquet_rows_land_where_the_same_csv_rows_do(tmp_path):
