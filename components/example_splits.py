@@ -17,8 +17,9 @@ its own object. `BlockExampleGenExecutor` writes the same files from blocks (cen
     read back and put in the order of their hashes before they are written. A hash spreads the
     records as a random draw does, so, as with TFX's Reshuffle, no order of the input survives
     (a CSV sorted by its label trains the same as a shuffled one); unlike a random draw, the
-    same data gives the same files, so the same config and seed train the same model (on the
-    in-memory runner; a distributed runner may write the groups in another order);
+    same data gives the same files (on the in-memory runner; a distributed runner may write
+    the groups in another order), so the same config and seed train the same model up to
+    float rounding in Transform's sums;
   * the files: TFX's (`<split uri>/data_tfrecord-*.gz`, through Beam's TFRecord sink, fed a
     list of records per element), and the artifact's split names, payload and file format as
     TFX's executor sets them.

@@ -116,8 +116,7 @@ def test_the_file_order_does_not_survive(tmp_path):
 def test_the_same_data_gives_the_same_files_in_a_shuffled_order(tmp_path, monkeypatch,
                                                                  spill_bytes):
     """Twice the same CSV (and once its rows in another order): the same records in the same
-    order in every split, whatever bundles and spills they went through, so the same config
-    and seed train the same model."""
+    order in every split, whatever bundles and spills they went through."""
     monkeypatch.setattr(example_splits, "SPILL_BYTES", spill_bytes)
     csv_dir = _csv(tmp_path)
     first = _run(csv_example_gen.Executor().Do, csv_dir, str(tmp_path / "first"))
