@@ -10,16 +10,18 @@ its own object. `BlockExampleGenExecutor` writes the same files from blocks (cen
     example, or of `split_on`'s feature) for each record, so every example lands in the split
     TFX's ExampleGen puts it in;
   * the shuffle: each record's key is one of SHUFFLE_KEYS, drawn from a keyed hash of its
-    bytes (`shuffle_hash`, independent of the split's hash). The records are spilled, a
+    bytes and its place in the input (`shuffle_hash`, independent of the split's hash; copies
+    of one record draw keys of their own). The records are spilled, a
     split's key's records together, to temporary files beside the splits (SPILL_DIR, removed
     once the pipeline has run, or failed), and only references to them travel through the
     GroupByKey, so that no runner has to hold the data set in memory; each key's records are
     read back and put in the order of their hashes before they are written. A hash spreads the
     records as a random draw does, so, as with TFX's Reshuffle, no order of the input survives
-    (a CSV sorted by its label trains the same as a shuffled one); unlike a random draw, the
-    same data gives the same files (on the in-memory runner; a distributed runner may write
-    the groups in another order), so the same config and seed train the same model up to
-    float rounding in Transform's sums;
+    (a CSV sorted by its label trains the same as a shuffled one, and a row repeated many
+    times is spread over the files); unlike a random draw, the same file gives the same
+    examples files (on the in-memory runner; a distributed runner may write the groups in
+    another order), so the same config and seed train the same model up to float rounding in
+    Transform's sums;
   * the files: TFX's (`<split uri>/data_tfrecord-*.gz`, through Beam's TFRecord sink, fed a
     list of records per element), and the artifact's split names, payload and file format as
     TFX's executor sets them.
@@ -57,13 +59,14 @@ SPILL_BYTES = 64 << 20  # records a SplitBlocks instance holds before it writes 
 SPILL_DIR = ".shuffle"  # the spilled records' folder under the Examples artifact, removed after
 _LENGTH = struct.Struct("<Q")  # a spilled record's length prefix
 _SHUFFLE_SALT = b"headwise.example_splits.shuffle"
+_PLACE = struct.Struct("<QQ")  # a record's place: its block's hash, its index in the block
 
 
-def shuffle_hash(record: bytes) -> int:
-    """A record's place in the shuffle: 64 bits of a keyed BLAKE2b of its bytes, independent of
-    the sha256 that picks its split."""
-    return int.from_bytes(hashlib.blake2b(record, digest_size=8, key=_SHUFFLE_SALT).digest(),
-                          "little")
+def shuffle_hash(record: bytes, where: bytes = b"") -> int:
+    """64 bits of a keyed BLAKE2b of a record's bytes (salted with `where`, at most 16 bytes),
+    independent of the sha256 that picks its split."""
+    return int.from_bytes(hashlib.blake2b(record, digest_size=8, key=_SHUFFLE_SALT,
+                                          salt=where).digest(), "little")
 
 
 def buckets_of(split_config: example_gen_pb2.SplitConfig) -> list[int]:
@@ -104,7 +107,13 @@ class SplitBlocks(beam.DoFn):
                             len(self._buckets), self._buckets, self._config)
 
     def process(self, records: Sequence[bytes]):
-        group = [self.split_of(r) * self._keys + shuffle_hash(r) % self._keys for r in records]
+        # A record's key: the hash of its bytes salted with its place (the block's first
+        # record's hash, its index in the block), so that copies of one record are spread
+        # over the keys as distinct records are, and the same file gives the same keys.
+        block = shuffle_hash(records[0]) if records else 0
+        group = [self.split_of(r) * self._keys
+                 + shuffle_hash(r, _PLACE.pack(block, i)) % self._keys
+                 for i, r in enumerate(records)]
         for g, r in zip(group, records, strict=True):
             self._held.setdefault(g, []).append(r)
             self._held_bytes += len(r)
