@@ -62,9 +62,14 @@ def transform_once(config_path: str, examples: str, schema: str, out: str, tf1: 
     sc.uri = schema
     graph, transformed = standard_artifacts.TransformGraph(), standard_artifacts.Examples()
     graph.uri, transformed.uri = os.path.join(out, "graph"), os.path.join(out, "examples")
+    from pipeline import local_runner
+
     context = transform_executor.Executor.Context(
-        beam_pipeline_args=list(cfg.beam_args or ()) or ["--direct_running_mode=in_memory",
-                                                         "--direct_num_workers=1"],
+        # the pipeline's own Beam args (without a worker environment, TFX would build and
+        # stage a 49 MB sdist of itself for every run, as it did here before 2026-12-04 22:30)
+        beam_pipeline_args=local_runner.local_beam_args(
+            list(cfg.beam_args or ()) or ["--direct_running_mode=in_memory",
+                                          "--direct_num_workers=1"]),
         tmp_dir=os.path.join(out, "tmp"), unique_id="bench")
     started = time.monotonic()
     transform_executor.Executor(context).Do(
