@@ -46,6 +46,7 @@ def transform_once(config_path: str, examples: str, schema: str, out: str, tf1: 
     from tfx.components.transform import executor as transform_executor
     from tfx.types import channel, standard_artifacts
 
+    from pipeline import local_runner
     from pipeline import pipeline as pipeline_lib
 
     cfg = config_lib.load(config_path, check_data=False)
@@ -62,11 +63,9 @@ def transform_once(config_path: str, examples: str, schema: str, out: str, tf1: 
     sc.uri = schema
     graph, transformed = standard_artifacts.TransformGraph(), standard_artifacts.Examples()
     graph.uri, transformed.uri = os.path.join(out, "graph"), os.path.join(out, "examples")
-    from pipeline import local_runner
-
     context = transform_executor.Executor.Context(
-        # the pipeline's own Beam args (without a worker environment, TFX would build and
-        # stage a 49 MB sdist of itself for every run, as it did here before 2026-12-04 22:30)
+        # the pipeline's own Beam args: without a worker environment named, TFX builds and
+        # stages a 49 MB sdist of itself into /tmp for every run
         beam_pipeline_args=local_runner.local_beam_args(
             list(cfg.beam_args or ()) or ["--direct_running_mode=in_memory",
                                           "--direct_num_workers=1"]),
