@@ -174,3 +174,53 @@ def test_a_failed_run_leaves_no_spilled_records(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="disk full"):
         _run(csv_example_gen.Executor().Do, _csv(tmp_path), str(tmp_path / "ours"))
     assert not (tmp_path / "ours" / example_splits.SPILL_DIR).exists()
+
+
+def test_the_gzip_writer_writes_what_beams_compressed_file_writes(tmp_path, monkeypatch):
+    """Many chunks through the writer's thread: the very bytes Beam's own gzip file handle writes
+    for the same records, which gunzip back to the records in order."""
+    import gzip
+
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    monkeypatch.setattr(example_splits.GzipWriter, "CHUNK", 3000)
+    records = [f"record {i} ".encode() * (1 + i % 50) for i in range(5000)]
+    ours, beams = str(tmp_path / "ours.gz"), str(tmp_path / "beams.gz")
+    writer = example_splits.GzipWriter(
+        FileSystems.create(ours, compression_type=CompressionTypes.UNCOMPRESSED))
+    reference = FileSystems.create(beams, compression_type=CompressionTypes.GZIP)
+    for r in records:
+        writer.write(r)
+        reference.write(r)
+    writer.close()
+    reference.close()
+    data = open(ours, "rb").read()
+    assert data == open(beams, "rb").read()
+    assert gzip.decompress(data) == b"".join(records)
+
+
+def test_a_failed_write_on_the_gzip_thread_is_raised_and_the_file_closed():
+    """Beam does not close a sink's file when a write raises: the writer closes it itself."""
+    class Raw:
+        closed = False
+
+        def write(self, data):
+            raise OSError("no space left on device")
+
+        def close(self):
+            self.closed = True
+
+    raw = Raw()
+    writer = example_splits.GzipWriter(raw)
+    with pytest.raises(OSError, match="no space left"):
+        for _ in range(4 * example_splits.GzipWriter.PENDING):
+            writer.write(b"x" * example_splits.GzipWriter.CHUNK)
+    assert raw.closed
+
+    raw = Raw()
+    writer = example_splits.GzipWriter(raw)
+    writer.write(b"a few bytes")
+    with pytest.raises(OSError, match="no space left"):
+        writer.close()
+    assert raw.closed
