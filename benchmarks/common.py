@@ -123,12 +123,18 @@ def python() -> str:
     return sys.executable
 
 
+# What `headwise bench` itself rewrites: a difference there says nothing about the code measured.
+BENCH_OUTPUTS = ("benchmarks/results", "README.md")
+
+
 def commit() -> str:
-    """The checkout's short commit, "+changes" when tracked files differ from it."""
+    """The checkout's short commit, "+changes" when tracked files other than the benchmarks' own
+    outputs (BENCH_OUTPUTS: a second run in one checkout finds the first's) differ from it."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, cwd=ROOT, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", *(f":(exclude){p}" for p in BENCH_OUTPUTS)],
                                capture_output=True, text=True, cwd=ROOT).stdout.strip()
         return sha + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
