@@ -23,8 +23,9 @@ its own object. `BlockExampleGenExecutor` writes the same files from blocks (cen
     another order), so the same config and seed train the same model up to float rounding in
     Transform's sums;
   * the files: TFX's (`<split uri>/data_tfrecord-*.gz`, through Beam's TFRecord sink, fed a
-    list of records per element, gzipped on a thread of its own: `GzipWriter`), and the
-    artifact's split names, payload and file format as TFX's executor sets them.
+    list of records per element, each file written, so gzipped, on a thread of its own:
+    `ThreadedWriter`), and the artifact's split names, payload and file format as TFX's
+    executor sets them.
 Anything else TFX's executor handles (input splits given by the input config, other payload or
 file formats) goes through TFX's own path, one record at a time.
 """
@@ -36,7 +37,6 @@ import hashlib
 import os
 import struct
 import uuid
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent import futures
 from typing import Any
@@ -164,42 +164,36 @@ class ShuffledRecords(beam.DoFn):
         yield sorted(records, key=shuffle_hash)
 
 
-class GzipWriter:
-    """A file handle that gzips what is written to it on a thread of its own, a chunk at a
-    time, into `raw` (an uncompressed handle from FileSystems.create): the same stream Beam's
-    CompressedFile writes (zlib's default level, a gzip header), but zlib releases the GIL
-    while it deflates, so the reading, parsing and hashing of the next records go on beside
-    it on a second core (census-income's executor alone, alternating, two runs each: 11.2 and
-    11.1 s with Beam's handle, 9.4 and 9.0 s with this one; the files are the same bytes).
-    At most PENDING chunks wait, so memory stays bounded; an error on the thread is raised by
-    the next write or by close."""
+class ThreadedWriter:
+    """A file handle that passes what is written to it on to `handle` from a thread of its own,
+    a chunk at a time. For Beam's gzip handle (CompressedFile) the work there is zlib's
+    deflating, which releases the GIL, so the reading, parsing and hashing of the next records
+    go on beside it on a second core (census-income's executor alone, alternating, two runs
+    each: 11.2 and 11.1 s writing in line, 9.4 and 9.0 s this way; the files are the same
+    bytes, as the handle gets the same bytes in the same order). At most PENDING chunks wait,
+    so memory stays bounded; an error on the thread is raised by a later write or by close,
+    and the handle is closed then (Beam does not close a sink's file whose write raised)."""
 
     CHUNK = 1 << 20  # bytes gathered before a chunk goes to the thread
-    PENDING = 2  # chunks queued or being deflated at most
+    PENDING = 2  # chunks queued or being written at most
 
-    def __init__(self, raw):
-        self._raw = raw
-        self._deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED,
-                                         16 + zlib.MAX_WBITS)
+    def __init__(self, handle):
+        self._handle = handle
         self._pool = futures.ThreadPoolExecutor(max_workers=1,
-                                                thread_name_prefix="headwise-gzip")
+                                                thread_name_prefix="headwise-writer")
         self._queued: collections.deque[futures.Future] = collections.deque()
         self._parts: list[bytes] = []
         self._size = 0
-
-    def _compress(self, chunk: bytes) -> None:
-        self._raw.write(self._deflate.compress(chunk))
 
     def _submit(self) -> None:
         chunk = b"".join(self._parts)
         self._parts, self._size = [], 0
         while len(self._queued) >= self.PENDING or (self._queued and self._queued[0].done()):
             self._wait()
-        self._queued.append(self._pool.submit(self._compress, chunk))
+        self._queued.append(self._pool.submit(self._handle.write, chunk))
 
     def _wait(self) -> None:
-        """The oldest chunk's end; if it failed, the writer is closed and its error raised (a
-        sink whose write fails is not closed by Beam)."""
+        """The oldest chunk's end; if it failed, the handle is closed and the error raised."""
         try:
             self._queued.popleft().result()
         except BaseException:
@@ -209,7 +203,7 @@ class GzipWriter:
     def _shut(self) -> None:
         self._queued.clear()
         self._pool.shutdown(wait=True)
-        self._raw.close()
+        self._handle.close()
 
     def write(self, data: bytes) -> None:
         self._parts.append(data)
@@ -222,19 +216,16 @@ class GzipWriter:
             self._submit()
         while self._queued:
             self._wait()
-        try:
-            self._raw.write(self._deflate.flush())
-        finally:
-            self._shut()
+        self._shut()
 
 
 class _RecordListsSink(tfrecordio._TFRecordSink):
     """Beam's TFRecord sink (its files, temporary files and finalisation), fed lists of records
-    instead of one record per element, gzipping on a thread of its own (`GzipWriter`)."""
+    instead of one record per element, each file written from a thread of its own
+    (`ThreadedWriter`)."""
 
-    def open(self, temp_path: str) -> GzipWriter:
-        return GzipWriter(FileSystems.create(temp_path, self.mime_type,
-                                             CompressionTypes.UNCOMPRESSED))
+    def open(self, temp_path: str) -> ThreadedWriter:
+        return ThreadedWriter(super().open(temp_path))
 
     def write_record(self, file_handle, value: list[bytes]) -> None:
         for record in value:
@@ -246,7 +237,7 @@ def _write_record_lists(file_path_prefix: str) -> beam.PTransform:
     records."""
     return beam.io.Write(_RecordListsSink(
         file_path_prefix, beam.coders.BytesCoder(), ".gz", num_shards=0,
-        shard_name_template=None, compression_type=CompressionTypes.GZIP))
+        shard_name_template=None, compression_type=CompressionTypes.AUTO))
 
 
 def write_splits(blocks, split_config: example_gen_pb2.SplitConfig,

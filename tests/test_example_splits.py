@@ -176,19 +176,20 @@ def test_a_failed_run_leaves_no_spilled_records(tmp_path, monkeypatch):
     assert not (tmp_path / "ours" / example_splits.SPILL_DIR).exists()
 
 
-def test_the_gzip_writer_writes_what_beams_compressed_file_writes(tmp_path, monkeypatch):
-    """Many chunks through the writer's thread: the very bytes Beam's own gzip file handle writes
-    for the same records, which gunzip back to the records in order."""
+def test_the_threaded_writer_gives_a_gzip_handle_the_bytes_it_would_get_in_line(tmp_path,
+                                                                               monkeypatch):
+    """Many chunks through the writer's thread into Beam's gzip handle: the very file that
+    handle writes when it is written to directly, which gunzips back to the records in order."""
     import gzip
 
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    monkeypatch.setattr(example_splits.GzipWriter, "CHUNK", 3000)
+    monkeypatch.setattr(example_splits.ThreadedWriter, "CHUNK", 3000)
     records = [f"record {i} ".encode() * (1 + i % 50) for i in range(5000)]
     ours, beams = str(tmp_path / "ours.gz"), str(tmp_path / "beams.gz")
-    writer = example_splits.GzipWriter(
-        FileSystems.create(ours, compression_type=CompressionTypes.UNCOMPRESSED))
+    writer = example_splits.ThreadedWriter(
+        FileSystems.create(ours, compression_type=CompressionTypes.GZIP))
     reference = FileSystems.create(beams, compression_type=CompressionTypes.GZIP)
     for r in records:
         writer.write(r)
@@ -200,9 +201,9 @@ def test_the_gzip_writer_writes_what_beams_compressed_file_writes(tmp_path, monk
     assert gzip.decompress(data) == b"".join(records)
 
 
-def test_a_failed_write_on_the_gzip_thread_is_raised_and_the_file_closed():
+def test_a_failed_write_on_the_writers_thread_is_raised_and_the_file_closed():
     """Beam does not close a sink's file when a write raises: the writer closes it itself."""
-    class Raw:
+    class Handle:
         closed = False
 
         def write(self, data):
@@ -211,16 +212,16 @@ def test_a_failed_write_on_the_gzip_thread_is_raised_and_the_file_closed():
         def close(self):
             self.closed = True
 
-    raw = Raw()
-    writer = example_splits.GzipWriter(raw)
+    handle = Handle()
+    writer = example_splits.ThreadedWriter(handle)
     with pytest.raises(OSError, match="no space left"):
-        for _ in range(4 * example_splits.GzipWriter.PENDING):
-            writer.write(b"x" * example_splits.GzipWriter.CHUNK)
-    assert raw.closed
+        for _ in range(4 * example_splits.ThreadedWriter.PENDING):
+            writer.write(b"x" * example_splits.ThreadedWriter.CHUNK)
+    assert handle.closed
 
-    raw = Raw()
-    writer = example_splits.GzipWriter(raw)
+    handle = Handle()
+    writer = example_splits.ThreadedWriter(handle)
     writer.write(b"a few bytes")
     with pytest.raises(OSError, match="no space left"):
         writer.close()
-    assert raw.closed
+    assert handle.closed
