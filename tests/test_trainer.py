@@ -520,3 +520,15 @@ def test_the_epoch_line_gives_the_epochs_seconds_loss_and_each_heads_metrics(mon
                           "val_tips_mae": 1.25})
     assert capsys.readouterr().out == (
         "  epoch 3/25  12.3 s  loss 0.5000 | fare: mae 1.7 | tips: mae 1.25\n")
+
+
+def test_the_epoch_line_of_a_one_head_model_gives_its_metrics(capsys):
+    """Keras drops the output's name from a one-output model's metric keys (val_mae): the
+    line of a single-task config showed `fare: ` and nothing else."""
+    from trainer import callbacks as callbacks_lib
+
+    line = callbacks_lib.EpochSummary(["fare"], epochs=25)
+    line.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.2, "val_weighted_loss": 0.2,
+                          "val_fare_loss": 0.2, "val_stopping_loss": 1.0, "val_mae": 1.6,
+                          "val_rmse": 3.8})
+    assert capsys.readouterr().out == "  epoch 1/25  loss 0.5000 | fare: mae 1.6, rmse 3.8\n"

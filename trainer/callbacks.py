@@ -71,7 +71,7 @@ class StoppingCriterion(keras.callbacks.Callback):
 
 class EpochSummary(keras.callbacks.Callback):
     """One readable line per epoch: its seconds (training and validation), the total loss, then
-    each head's validation metrics."""
+    each head's validation metrics (a single-task config's too)."""
 
     def __init__(self, heads: list[str], epochs: int):
         super().__init__()
@@ -87,7 +87,8 @@ class EpochSummary(keras.callbacks.Callback):
         parts = [f"epoch {epoch + 1}/{self.epochs}{took}  "
                  f"loss {logs.get('loss', float('nan')):.4f}"]
         for head in self.heads:
-            prefix = f"val_{head}_"
+            # Keras names a one-output model's metrics without the output's name (val_mae).
+            prefix = f"val_{head}_" if len(self.heads) > 1 else "val_"
             vals = [f"{k[len(prefix):]} {v:.4g}" for k, v in logs.items()
                     if k.startswith(prefix) and not k.endswith("_loss")]
             parts.append(f"{head}: {', '.join(vals)}")
