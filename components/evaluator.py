@@ -239,19 +239,21 @@ def _metric_values(evaluation_uri: str, cfg: config_lib.PipelineConfig):
     values = {h.name: {} for h in cfg.heads}
     diffs = {h.name: {} for h in cfg.heads}
     class_values = {h.name: {} for h in cfg.heads}
+    heads = gates_lib.output_names(cfg)
     for sm in tfma.load_metrics(evaluation_uri):
         if sm.slice_key.single_slice_keys:
             continue
         for kv in sm.metric_keys_and_values:
             k = kv.key
-            if k.output_name not in values or k.model_name not in ("", "candidate"):
+            head = heads.get(k.output_name)
+            if head is None or k.model_name not in ("", "candidate"):
                 continue
             if k.HasField("sub_key"):
                 if k.sub_key.HasField("class_id") and not k.is_diff:
-                    class_values[k.output_name][(k.name, k.sub_key.class_id.value)] = (
+                    class_values[head][(k.name, k.sub_key.class_id.value)] = (
                         kv.value.double_value.value)
                 continue
-            (diffs if k.is_diff else values)[k.output_name][k.name] = kv.value.double_value.value
+            (diffs if k.is_diff else values)[head][k.name] = kv.value.double_value.value
     counts = {head: v.get("weighted_example_count", v.get("example_count"))
               for head, v in values.items()}  # examples whose label for this head is present
     return values, diffs, class_values, counts
@@ -425,7 +427,7 @@ class Executor(stock.Executor):
 
         values, diffs, class_values, counts = _metric_values(evaluation.uri, cfg)
         validation = tfma.load_validation_result(evaluation.uri)
-        failures = gates_lib.failures(validation)
+        failures = gates_lib.failures(validation, gates_lib.output_names(cfg))
         has_baseline_model = bool(input_dict.get(standard_component_specs.BASELINE_MODEL_KEY))
         results = {h.name: gates_lib.head_rows(
                        h, gates_lib.head_bounds(h, baselines[h.name]), values[h.name],

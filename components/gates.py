@@ -96,8 +96,20 @@ def _module(class_name: str) -> str:
     return tfma_metrics.__name__ if class_name in tfma_metrics.METRICS else ""
 
 
-def metrics_specs(head: Head, baselines: Mapping[str, float] | None = None
-                  ) -> list[tfma.MetricsSpec]:
+def output_names(cfg: PipelineConfig) -> dict[str, str]:
+    """Each head's output name in TFMA's metrics specs and metric keys -> the head. A one-head
+    model's is "": TFMA takes a model's only output out of its dict (inference_base), so its
+    metrics must name no output, and its labels and weights are keys, not dicts."""
+    if len(cfg.heads) == 1:
+        return {"": cfg.heads[0].name}
+    return {h.name: h.name for h in cfg.heads}
+
+
+def metrics_specs(head: Head, baselines: Mapping[str, float] | None = None,
+                  output_name: str | None = None) -> list[tfma.MetricsSpec]:
+    """`output_name`: the head's in TFMA (`output_names`); default its name."""
+    name = head.name if output_name is None else output_name
+    outputs = [name] if name else []
     task = tasks.of(head)
     bounds = head_bounds(head, baselines)
     configs = [tfma.MetricConfig(class_name="ExampleCount")]
@@ -113,11 +125,11 @@ def metrics_specs(head: Head, baselines: Mapping[str, float] | None = None
     classes = range(len(task.class_names(head)))
     if task.per_class:  # each class binarized and gated, then their macro average
         return [tfma.MetricsSpec(
-            output_names=[head.name], metrics=configs,
+            output_names=outputs, metrics=configs,
             binarize=tfma.BinarizationOptions(class_ids={"values": classes}),
             aggregate=tfma.AggregationOptions(
                 macro_average=True, class_weights={i: 1.0 for i in classes}))]
-    return [tfma.MetricsSpec(output_names=[head.name], metrics=configs)]
+    return [tfma.MetricsSpec(output_names=outputs, metrics=configs)]
 
 
 def eval_config(cfg: PipelineConfig,
@@ -125,6 +137,14 @@ def eval_config(cfg: PipelineConfig,
     """The EvalConfig with every gate: those set in the config always; those that need the
     trivial baselines (per head, per metric; beats-baseline) once they are known, which the
     Evaluator computes."""
+    outputs = {head: name for name, head in output_names(cfg).items()}
+    if len(cfg.heads) == 1:
+        (head,) = cfg.heads
+        keys = {"label_key": contract.label_key(head.name),
+                "example_weight_key": contract.weight_key(head.name)}
+    else:
+        keys = {"label_keys": {h.name: contract.label_key(h.name) for h in cfg.heads},
+                "example_weight_keys": {h.name: contract.weight_key(h.name) for h in cfg.heads}}
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             # Evaluate through the exported signatures, as TF Serving calls them; as a Keras
@@ -132,11 +152,11 @@ def eval_config(cfg: PipelineConfig,
             model_type=tfma.constants.TF_GENERIC,
             signature_name=contract.EXAMPLES_SIGNATURE,
             preprocessing_function_names=[contract.TRANSFORM_FEATURES_SIGNATURE],
-            label_keys={h.name: contract.label_key(h.name) for h in cfg.heads},
-            example_weight_keys={h.name: contract.weight_key(h.name) for h in cfg.heads},
+            **keys,
         )],
         metrics_specs=[spec for h in cfg.heads
-                       for spec in metrics_specs(h, (baselines or {}).get(h.name))],
+                       for spec in metrics_specs(h, (baselines or {}).get(h.name),
+                                                 outputs[h.name])],
         slicing_specs=[tfma.SlicingSpec(),
                        *(tfma.SlicingSpec(feature_keys=[c]) for c in cfg.evaluation_slices)],
     )
@@ -192,7 +212,9 @@ class Failure:
     value: float | None
 
 
-def failures(validation: tfma.ValidationResult) -> list[Failure]:
+def failures(validation: tfma.ValidationResult,
+             heads: Mapping[str, str] | None = None) -> list[Failure]:
+    """`heads`: TFMA output name -> head (`output_names`); default the names as they are."""
     out = []
     for per_slice in validation.metric_validations_per_slice:
         if per_slice.slice_key.single_slice_keys:
@@ -202,7 +224,8 @@ def failures(validation: tfma.ValidationResult) -> list[Failure]:
             class_id = k.sub_key.class_id.value if k.sub_key.HasField("class_id") else None
             value = f.metric_value.double_value.value if f.metric_value.HasField(
                 "double_value") else None
-            out.append(Failure(k.output_name, k.name, class_id, k.is_diff, value))
+            head = k.output_name if heads is None else heads.get(k.output_name, k.output_name)
+            out.append(Failure(head, k.name, class_id, k.is_diff, value))
     return out
 
 

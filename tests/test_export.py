@@ -296,6 +296,48 @@ def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, t
         np.mean((top2 == y[:, None]).any(axis=1)), abs=1e-6)
 
 
+def test_the_evaluator_config_evaluates_and_gates_a_one_head_model(transformed, tmp_path):
+    """A single-task config's model has one output, which TFMA takes out of its dict: with the
+    multi-head config's output names and label dicts, TFMA failed on every example ("expected
+    dict for 'r'"). The head's metrics are the served outputs', and its failed gate is named."""
+    import tensorflow_model_analysis as tfma
+
+    from components import gates
+    from components.evaluator import _metric_values
+    from headwise import config as config_lib
+
+    rows, tft_output, data = transformed
+    cfg = config_lib.from_dict({
+        "name": "one", "data": {"csv": "unused.csv"},
+        "features": {"a": "numeric", "b": "categorical",
+                     "c": {"type": "bucketized", "buckets": 4}},
+        "heads": [{"name": "r", "label": "y_r", "task": "regression", "loss": "mse",
+                   "target": "log", "metrics": ["mae"], "thresholds": {"mae": {"max": 1e-3}}}],
+        "model": {"hidden_units": [8]}})
+    export_dir = str(tmp_path / "model")
+    synthetic.train_and_export(tft_output, data, export_dir, cfg=cfg)
+    flat = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
+    serialized = examples_lib.to_examples(flat, {k: v.dtype.name for k, v in SPEC.items()})
+    path = str(tmp_path / "eval.tfrecord")
+    with tf.io.TFRecordWriter(path) as w:
+        for ex in serialized:
+            w.write(ex)
+    out = str(tmp_path / "eval")
+    config = gates.eval_config(cfg)
+    tfma.run_model_analysis(
+        eval_shared_model=tfma.default_eval_shared_model(export_dir, eval_config=config),
+        eval_config=config, data_location=path, output_path=out)
+    values, _, _, counts = _metric_values(out, cfg)
+    outputs = tf.saved_model.load(export_dir).signatures["examples"](
+        examples=tf.constant(serialized))
+    err = outputs["r"].numpy()[:, 0] - np.array(
+        [np.nan if r["y_r"] is None else r["y_r"] for r in flat], float)
+    assert values["r"]["mae"] == pytest.approx(np.nanmean(np.abs(err)), rel=1e-4)
+    assert counts["r"] == sum(1 for r in rows if r["y_r"])
+    failed = gates.failures(tfma.load_validation_result(out), gates.output_names(cfg))
+    assert [(f.head, f.metric) for f in failed] == [("r", "mae")]
+
+
 @pytest.mark.parametrize("model_cfg", [
     {"backbone": "ple", "experts": 2, "task_experts": 1, "extraction_layers": 2},
     {"backbone": "mmoe", "experts": 2, "loss_balancing": "gradnorm"},
