@@ -231,8 +231,9 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
 
     started = time.monotonic()
     stream = open(os.devnull, "w") if quiet else sys.stdout  # noqa: SIM115
-    print(f"headwise: running pipeline '{cfg.name}' ({len(cfg.heads)} heads); "
-          f"full log: {log_path}", file=stream, flush=True)
+    heads = f"{len(cfg.heads)} head" + ("s" if len(cfg.heads) != 1 else "")
+    print(f"headwise: running pipeline '{cfg.name}' ({heads}); full log: {log_path}",
+          file=stream, flush=True)
     if cfg.validation.skew:
         logs = request_log.log_files(paths.request_log_dir)
         print(f"headwise: skew check against {len(logs)} request log file(s) in "
