@@ -351,6 +351,15 @@ def write_blessing(input_dict: dict[str, list[types.Artifact]],
         stock_constants.BLESSED_VALUE if ok else stock_constants.NOT_BLESSED_VALUE)
 
 
+# TFMA calls the model's signatures with each batch of serialized examples as a positional
+# argument. A signature function takes keywords, so TensorFlow first fails to bind the call and
+# formats the whole batch into the TypeError it then discards (numpy prints up to 1,000 elements
+# in full), before the flat call succeeds: 96 ms per 1,000 census examples against 10 ms for the
+# model itself. TFMA runs with summarised printing (at most this many elements): census' TFMA
+# pass 24.0 -> 22.0 s, the same metrics.
+TFMA_PRINT_THRESHOLD = 20
+
+
 def judge_kept(entry: str, eval_config: tfma.EvalConfig, evaluation_uri: str,
                input_dict: dict[str, list[types.Artifact]],
                output_dict: dict[str, list[types.Artifact]],
@@ -419,7 +428,8 @@ class Executor(stock.Executor):
                 props = {k: v for k, v in exec_properties.items() if k != HEADS_CONFIG_KEY}
                 props[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(
                     eval_config)
-                super().Do(input_dict, output_dict, props)
+                with np.printoptions(threshold=TFMA_PRINT_THRESHOLD):
+                    super().Do(input_dict, output_dict, props)
                 predictions = predicted.result() if predicted else None
             if predictions is not None:  # the report draws the numeric outputs
                 predictions = {k: v for k, v in predictions.items() if v.dtype != object}
