@@ -74,3 +74,20 @@ def test_served_model_reads_raw_rows_with_na_cells(run, cfg):
     assert np.all(np.isfinite(outputs["body_mass"].numpy()))
     sex = outputs["sex"].numpy()
     assert np.all((sex >= 0) & (sex <= 1))
+
+
+def test_a_one_head_config_runs_end_to_end(cfg, tmp_path):
+    """A config with one head (`headwise init --labels` with one column, the shipped randhie
+    config, every single-task baseline): its model has one output, which TFMA takes out of its
+    dict, so the Evaluator must name no output (it failed on every example before). Gated,
+    reported, blessed and pushed like a multi-head model."""
+    one = cfg.single_task("body_mass")
+    summary = local_runner.run(one, str(tmp_path), train_steps=300)
+    assert summary.blessed is True and summary.pushed, summary.table()
+    r = summary.head("body_mass")
+    assert r.passed and set(r.metrics) == {"mae", "rmse"}, summary.table()
+    assert r.metrics["mae"] < 0.6 * r.baseline
+    assert 0.1 * 344 < r.example_count < 0.2 * 344  # the test split's present labels
+    version = sorted(glob.glob(os.path.join(str(tmp_path), "serving", one.model_name,
+                                            "[0-9]*")))[-1]
+    assert examples_lib.read_model_info(version)["heads"][0]["name"] == "body_mass"
