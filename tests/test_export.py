@@ -296,10 +296,9 @@ def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, t
         np.mean((top2 == y[:, None]).any(axis=1)), abs=1e-6)
 
 
-def test_the_evaluator_config_evaluates_and_gates_a_one_head_model(transformed, tmp_path):
-    """A single-task config's model has one output, which TFMA takes out of its dict: with the
-    multi-head config's output names and label dicts, TFMA failed on every example ("expected
-    dict for 'r'"). The head's metrics are the served outputs', and its failed gate is named."""
+def _one_head_evaluation(transformed, tmp_path, head: dict):
+    """TFMA with the generated EvalConfig on a one-head model trained on the synthetic rows:
+    (metric values, example counts, failures by head, served outputs, the rows)."""
     import tensorflow_model_analysis as tfma
 
     from components import gates
@@ -311,9 +310,7 @@ def test_the_evaluator_config_evaluates_and_gates_a_one_head_model(transformed, 
         "name": "one", "data": {"csv": "unused.csv"},
         "features": {"a": "numeric", "b": "categorical",
                      "c": {"type": "bucketized", "buckets": 4}},
-        "heads": [{"name": "r", "label": "y_r", "task": "regression", "loss": "mse",
-                   "target": "log", "metrics": ["mae"], "thresholds": {"mae": {"max": 1e-3}}}],
-        "model": {"hidden_units": [8]}})
+        "heads": [head], "model": {"hidden_units": [8]}})
     export_dir = str(tmp_path / "model")
     synthetic.train_and_export(tft_output, data, export_dir, cfg=cfg)
     flat = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
@@ -328,14 +325,43 @@ def test_the_evaluator_config_evaluates_and_gates_a_one_head_model(transformed, 
         eval_shared_model=tfma.default_eval_shared_model(export_dir, eval_config=config),
         eval_config=config, data_location=path, output_path=out)
     values, _, _, counts = _metric_values(out, cfg)
+    failed = gates.failures(tfma.load_validation_result(out), gates.output_names(cfg))
     outputs = tf.saved_model.load(export_dir).signatures["examples"](
         examples=tf.constant(serialized))
+    return values, counts, [(f.head, f.metric) for f in failed], outputs, flat
+
+
+def test_the_evaluator_config_evaluates_and_gates_a_one_head_model(transformed, tmp_path):
+    """A single-task config's model has one output, which TFMA takes out of its dict: with the
+    multi-head config's output names and label dicts, TFMA failed on every example ("expected
+    dict for 'r'"). The head's metrics are the served outputs', and its failed gate is named."""
+    values, counts, failed, outputs, flat = _one_head_evaluation(transformed, tmp_path, {
+        "name": "r", "label": "y_r", "task": "regression", "loss": "mse", "target": "log",
+        "metrics": ["mae"], "thresholds": {"mae": {"max": 1e-3}}})
     err = outputs["r"].numpy()[:, 0] - np.array(
         [np.nan if r["y_r"] is None else r["y_r"] for r in flat], float)
     assert values["r"]["mae"] == pytest.approx(np.nanmean(np.abs(err)), rel=1e-4)
-    assert counts["r"] == sum(1 for r in rows if r["y_r"])
-    failed = gates.failures(tfma.load_validation_result(out), gates.output_names(cfg))
-    assert [(f.head, f.metric) for f in failed] == [("r", "mae")]
+    assert counts["r"] == sum(1 for r in flat if r["y_r"] is not None)
+    assert failed == [("r", "mae")]
+
+
+def test_a_one_head_multilabel_model_is_evaluated_per_class(transformed, tmp_path):
+    """The per-class path (each class binarized, then their macro average) without an output
+    name: the macro AUC is the served scores', the gate on it names the head."""
+    from sklearn.metrics import roc_auc_score
+
+    from headwise import tasks
+
+    head = {"name": "g", "label": "y_g", "task": "multilabel", "classes": ["u", "v", "t"],
+            "metrics": ["auc"], "thresholds": {"auc": {"min": 0.9999}}}
+    values, counts, failed, outputs, flat = _one_head_evaluation(transformed, tmp_path, head)
+    g = CFG.head("g")
+    present = [i for i, r in enumerate(flat) if r["y_g"] is not None]
+    y = np.array([tasks.of(g).encode(g, flat[i]["y_g"]) for i in present])
+    macro = roc_auc_score(y, outputs["g"].numpy()[present], average="macro")
+    assert values["g"]["auc"] == pytest.approx(macro, abs=2e-3)
+    assert counts["g"] == len(present)
+    assert ("g", "auc") in failed and {h for h, _ in failed} == {"g"}
 
 
 @pytest.mark.parametrize("model_cfg", [
