@@ -137,11 +137,11 @@ def eval_config(cfg: PipelineConfig,
     """The EvalConfig with every gate: those set in the config always; those that need the
     trivial baselines (per head, per metric; beats-baseline) once they are known, which the
     Evaluator computes."""
-    outputs = {head: name for name, head in output_names(cfg).items()}
-    if len(cfg.heads) == 1:
-        (head,) = cfg.heads
-        keys = {"label_key": contract.label_key(head.name),
-                "example_weight_key": contract.weight_key(head.name)}
+    names = output_names(cfg)
+    outputs = {head: name for name, head in names.items()}
+    if "" in names:  # one head: its label and weight are keys, as its output is no dict
+        keys = {"label_key": contract.label_key(names[""]),
+                "example_weight_key": contract.weight_key(names[""])}
     else:
         keys = {"label_keys": {h.name: contract.label_key(h.name) for h in cfg.heads},
                 "example_weight_keys": {h.name: contract.weight_key(h.name) for h in cfg.heads}}
