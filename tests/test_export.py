@@ -236,27 +236,58 @@ def test_features_inputs_are_names_tensorflow_takes():
     assert contract.features_input("examples").startswith("f_examples_")
 
 
+def _evaluate(export_dir: str, cfg, rows: list[dict], tmp_path):
+    """TFMA with the EvalConfig generated from `cfg` on an exported model, over the synthetic
+    rows as serialized examples: (metric values, changes, example counts, failed gates as
+    (head, metric), the served `examples` signature's outputs, the rows as plain values)."""
+    import tensorflow_model_analysis as tfma
+
+    from components import gates
+    from components.evaluator import _metric_values
+
+    flat = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
+    serialized = examples_lib.to_examples(flat, {k: v.dtype.name for k, v in SPEC.items()})
+    data = str(tmp_path / "eval.tfrecord")
+    with tf.io.TFRecordWriter(data) as w:
+        for ex in serialized:
+            w.write(ex)
+    out = str(tmp_path / "eval")
+    config = gates.eval_config(cfg)
+    tfma.run_model_analysis(
+        eval_shared_model=tfma.default_eval_shared_model(export_dir, eval_config=config),
+        eval_config=config, data_location=data, output_path=out)
+    values, diffs, _, counts = _metric_values(out, cfg)
+    failed = gates.failures(tfma.load_validation_result(out), gates.output_names(cfg))
+    outputs = tf.saved_model.load(export_dir).signatures["examples"](
+        examples=tf.constant(serialized))
+    return values, diffs, counts, [(f.head, f.metric) for f in failed], outputs, flat
+
+
+def _regression_errors(outputs, flat: list[dict]) -> np.ndarray:
+    """Head r's served value minus its label per row (NaN where the label is missing)."""
+    return outputs["r"].numpy()[:, 0] - np.array(
+        [np.nan if r["y_r"] is None else r["y_r"] for r in flat], float)
+
+
+def _macro_auc(outputs, flat: list[dict]) -> float:
+    """sklearn's macro AUC of multilabel head g's served scores, over rows with a label."""
+    from sklearn.metrics import roc_auc_score
+
+    from headwise import tasks
+
+    g = CFG.head("g")
+    present = [i for i, r in enumerate(flat) if r["y_g"] is not None]
+    y = np.array([tasks.of(g).encode(g, flat[i]["y_g"]) for i in present])
+    return roc_auc_score(y, outputs["g"].numpy()[present], average="macro")
+
+
 def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, transformed,
                                                                      tmp_path):
     """TFMA with the EvalConfig generated from the heads config, on the exported model."""
-    import tensorflow_model_analysis as tfma
+    from headwise import tasks
 
-    from components.evaluator import _metric_values
-    from components.gates import eval_config
-
-    export_dir = exported[0]
     rows = transformed[0]
-    data = str(tmp_path / "eval.tfrecord")
-    spec = {k: v.dtype.name for k, v in SPEC.items()}
-    flat = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
-    with tf.io.TFRecordWriter(data) as w:
-        for ex in examples_lib.to_examples(flat, spec):
-            w.write(ex)
-    out = str(tmp_path / "eval")
-    tfma.run_model_analysis(
-        eval_shared_model=tfma.default_eval_shared_model(export_dir, eval_config=eval_config(CFG)),
-        eval_config=eval_config(CFG), data_location=data, output_path=out)
-    values, diffs, _, counts = _metric_values(out, CFG)
+    values, diffs, counts, _, outputs, flat = _evaluate(exported[0], CFG, rows, tmp_path)
     for h in CFG.heads:
         assert set(h.metrics) <= set(values[h.name]), (h.name, values[h.name])
         assert all(np.isfinite(values[h.name][m]) for m in h.metrics), values[h.name]
@@ -267,19 +298,8 @@ def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, t
     assert counts["k"] == N
     # TFMA's numbers are the model's: the same metrics recomputed from the served signature's
     # outputs on the same examples (TFMA's AUC is a 10,000-threshold approximation).
-    from sklearn.metrics import roc_auc_score
-
-    from headwise import tasks
-
-    model = tf.saved_model.load(export_dir).signatures["examples"]
-    outputs = model(examples=tf.constant(examples_lib.to_examples(flat, spec)))
-    present = [i for i, r in enumerate(flat) if r["y_g"] is not None]
-    g = CFG.head("g")
-    y = np.array([tasks.of(g).encode(g, flat[i]["y_g"]) for i in present])
-    macro = roc_auc_score(y, outputs["g"].numpy()[present], average="macro")
-    assert values["g"]["auc"] == pytest.approx(macro, abs=2e-3)
-    err = outputs["r"].numpy()[:, 0] - np.array(
-        [np.nan if r["y_r"] is None else r["y_r"] for r in flat], float)
+    assert values["g"]["auc"] == pytest.approx(_macro_auc(outputs, flat), abs=2e-3)
+    err = _regression_errors(outputs, flat)
     assert values["r"]["mae"] == pytest.approx(np.nanmean(np.abs(err)), rel=1e-4)
     assert values["r"]["mse"] == pytest.approx(np.nanmean(err ** 2), rel=1e-4)
     assert values["r"]["rmse"] == pytest.approx(np.sqrt(np.nanmean(err ** 2)), rel=1e-4)
@@ -297,12 +317,8 @@ def test_evaluator_config_evaluates_every_head_of_the_exported_model(exported, t
 
 
 def _one_head_evaluation(transformed, tmp_path, head: dict):
-    """TFMA with the generated EvalConfig on a one-head model trained on the synthetic rows:
-    (metric values, example counts, failures by head, served outputs, the rows)."""
-    import tensorflow_model_analysis as tfma
-
-    from components import gates
-    from components.evaluator import _metric_values
+    """`_evaluate` on a model with the synthetic features and this one head, trained on the
+    synthetic rows."""
     from headwise import config as config_lib
 
     rows, tft_output, data = transformed
@@ -313,33 +329,17 @@ def _one_head_evaluation(transformed, tmp_path, head: dict):
         "heads": [head], "model": {"hidden_units": [8]}})
     export_dir = str(tmp_path / "model")
     synthetic.train_and_export(tft_output, data, export_dir, cfg=cfg)
-    flat = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
-    serialized = examples_lib.to_examples(flat, {k: v.dtype.name for k, v in SPEC.items()})
-    path = str(tmp_path / "eval.tfrecord")
-    with tf.io.TFRecordWriter(path) as w:
-        for ex in serialized:
-            w.write(ex)
-    out = str(tmp_path / "eval")
-    config = gates.eval_config(cfg)
-    tfma.run_model_analysis(
-        eval_shared_model=tfma.default_eval_shared_model(export_dir, eval_config=config),
-        eval_config=config, data_location=path, output_path=out)
-    values, _, _, counts = _metric_values(out, cfg)
-    failed = gates.failures(tfma.load_validation_result(out), gates.output_names(cfg))
-    outputs = tf.saved_model.load(export_dir).signatures["examples"](
-        examples=tf.constant(serialized))
-    return values, counts, [(f.head, f.metric) for f in failed], outputs, flat
+    return _evaluate(export_dir, cfg, rows, tmp_path)
 
 
 def test_the_evaluator_config_evaluates_and_gates_a_one_head_model(transformed, tmp_path):
     """A single-task config's model has one output, which TFMA takes out of its dict: with the
     multi-head config's output names and label dicts, TFMA failed on every example ("expected
     dict for 'r'"). The head's metrics are the served outputs', and its failed gate is named."""
-    values, counts, failed, outputs, flat = _one_head_evaluation(transformed, tmp_path, {
+    values, _, counts, failed, outputs, flat = _one_head_evaluation(transformed, tmp_path, {
         "name": "r", "label": "y_r", "task": "regression", "loss": "mse", "target": "log",
         "metrics": ["mae"], "thresholds": {"mae": {"max": 1e-3}}})
-    err = outputs["r"].numpy()[:, 0] - np.array(
-        [np.nan if r["y_r"] is None else r["y_r"] for r in flat], float)
+    err = _regression_errors(outputs, flat)
     assert values["r"]["mae"] == pytest.approx(np.nanmean(np.abs(err)), rel=1e-4)
     assert counts["r"] == sum(1 for r in flat if r["y_r"] is not None)
     assert failed == [("r", "mae")]
@@ -348,19 +348,11 @@ def test_the_evaluator_config_evaluates_and_gates_a_one_head_model(transformed, 
 def test_a_one_head_multilabel_model_is_evaluated_per_class(transformed, tmp_path):
     """The per-class path (each class binarized, then their macro average) without an output
     name: the macro AUC is the served scores', the gate on it names the head."""
-    from sklearn.metrics import roc_auc_score
-
-    from headwise import tasks
-
     head = {"name": "g", "label": "y_g", "task": "multilabel", "classes": ["u", "v", "t"],
             "metrics": ["auc"], "thresholds": {"auc": {"min": 0.9999}}}
-    values, counts, failed, outputs, flat = _one_head_evaluation(transformed, tmp_path, head)
-    g = CFG.head("g")
-    present = [i for i, r in enumerate(flat) if r["y_g"] is not None]
-    y = np.array([tasks.of(g).encode(g, flat[i]["y_g"]) for i in present])
-    macro = roc_auc_score(y, outputs["g"].numpy()[present], average="macro")
-    assert values["g"]["auc"] == pytest.approx(macro, abs=2e-3)
-    assert counts["g"] == len(present)
+    values, _, counts, failed, outputs, flat = _one_head_evaluation(transformed, tmp_path, head)
+    assert values["g"]["auc"] == pytest.approx(_macro_auc(outputs, flat), abs=2e-3)
+    assert counts["g"] == sum(1 for r in flat if r["y_g"] is not None)
     assert ("g", "auc") in failed and {h for h, _ in failed} == {"g"}
 
 
