@@ -1,4 +1,6 @@
-"""Run the pipeline on this machine with LocalDagRunner and report per head.
+"""Run the pipeline on this machine with LocalDagRunner and report per head. The runner is
+pipeline.dag_runner's LocalDagRunner, which launches independent components (the Evaluator and
+InfraCheck) side by side.
 
 Layout under `output_dir` (default `outputs/`):
   data/<pipeline>/               the input data (data.csv, or part-NNNNN.parquet), copied from
@@ -23,12 +25,12 @@ from collections.abc import Sequence
 
 import absl.logging
 from tfx.orchestration import metadata as tfx_metadata
-from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components import data_gate
 from headwise import quiet, sources
 from headwise import request_logs as request_log  # the reading side: no serving code
 from headwise.config import PipelineConfig
+from pipeline import dag_runner
 from pipeline import pipeline as pipeline_lib
 from pipeline import summary as summary_lib
 
@@ -105,29 +107,36 @@ def stage_schema(cfg: PipelineConfig, schema_root: str) -> str | None:
 
 
 class Progress(logging.Handler):
-    """Turns LocalDagRunner's log lines into one line per component on the console."""
+    """Turns the runner's log lines into one line per component on the console. Two components
+    may run at once: a line is attributed to the component its thread launches."""
 
     def __init__(self, components: Sequence[str], stream=sys.stdout):
         super().__init__(logging.INFO)
         self.total, self.stream = len(components), stream
         self.index = 0
-        self.started: dict[str, float] = {}
+        self.started: dict[str, tuple[int, float]] = {}  # component: (its number, start time)
         self.cached: set[str] = set()
-        self.current: str | None = None
+        self.current: str | None = None  # the component started last
 
     def emit(self, record: logging.LogRecord) -> None:
         msg, args = record.msg, record.args or ()
         if msg == "Component %s is running.":
             self.index += 1
             self.current = args[0]
-            self.started[args[0]] = time.monotonic()
+            self.started[args[0]] = (self.index, time.monotonic())
             self._print(f"[{self.index}/{self.total}] {args[0]:<32} running ...")
-        elif msg == "A cached execution %d is used." and self.current:
-            self.cached.add(self.current)
+        elif msg == "A cached execution %d is used.":
+            component = dag_runner.current_node() or self.current
+            if component:
+                self.cached.add(component)
         elif msg == "Component %s is finished.":
-            took = time.monotonic() - self.started.get(args[0], time.monotonic())
+            index, started = self.started.get(args[0], (self.index, time.monotonic()))
             how = "cached" if args[0] in self.cached else "done"
-            self._print(f"[{self.index}/{self.total}] {args[0]:<32} {how} in {took:.1f}s")
+            took = time.monotonic() - started
+            self._print(f"[{index}/{self.total}] {args[0]:<32} {how} in {took:.1f}s")
+
+    def number(self, component: str | None) -> int:
+        return self.started.get(component, (self.index, 0.0))[0]
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -243,10 +252,12 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
     progress = Progress([c.id for c in p.components], stream)
     try:
         with _console_progress(progress, log_path), neutral_argv():
-            LocalDagRunner().run(p)
+            dag_runner.ParallelLocalDagRunner().run(p)
     except Exception as e:
-        print(f"[{progress.index}/{progress.total}] {progress.current or '?':<32} FAILED",
+        component, cause = ((e.node_id, e.cause) if isinstance(e, dag_runner.NodeFailed)
+                            else (progress.current, e))
+        print(f"[{progress.number(component)}/{progress.total}] {component or '?':<32} FAILED",
               file=stream, flush=True)
-        raise PipelineRunError(progress.current, e, log_path) from e
+        raise PipelineRunError(component, cause, log_path) from cause
     return summary_lib.summarize(cfg, paths.metadata_path, wall_s=time.monotonic() - started,
                                  log_path=log_path)
