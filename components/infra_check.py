@@ -29,6 +29,7 @@ image, which carries `tensorflow_model_server` (TFX's KFP v2 compiler refuses In
 
 import json
 import os
+import signal
 import subprocess
 import tempfile
 
@@ -52,6 +53,10 @@ BLESSED_FILE, NOT_BLESSED_FILE = "INFRA_BLESSED", "INFRA_NOT_BLESSED"  # TFX's m
 GRACE_S = 60  # beyond the check's own limit: the child's start (imports) and its cleanup
 
 
+class CheckStopped(RuntimeError):
+    """The check's process was stopped by a signal: InfraCheck fails and records no blessing."""
+
+
 def _mark(blessing, blessed: bool, result: dict) -> None:
     with tf.io.gfile.GFile(os.path.join(blessing.uri, RESULT_FILE), "w") as fh:
         fh.write(json.dumps(result, indent=1))
@@ -69,7 +74,8 @@ def _test_files(examples) -> list[str]:
 def run_check(model_path: str, files: list[str], result_path: str, count: int, timeout_s: int,
               warmup_path: str | None = None) -> dict:
     """Run the check process; its result, or a failed result saying why it gave none. A check
-    that passed leaves the warm-up file the server replayed at `warmup_path`."""
+    that passed leaves the warm-up file the server replayed at `warmup_path`. CheckStopped when
+    a signal stopped the process (no result either way)."""
     args = ["--model", model_path, "--examples", *files, "--count", str(count), "--timeout",
             str(timeout_s), "--output", result_path]
     if warmup_path:
@@ -80,6 +86,12 @@ def run_check(model_path: str, files: list[str], result_path: str, count: int, t
     except subprocess.TimeoutExpired as e:
         output = f"{e.stdout or ''}{e.stderr or ''}"
         done = None
+    if done is not None and done.returncode < 0:
+        # Ctrl-C reaches the check's process group too; an out-of-memory kill ends it the same
+        # way. Neither is a verdict on the model, and a verdict would be kept by TFX's cache.
+        raise CheckStopped(f"the infra check's process was stopped by "
+                           f"{signal.Signals(-done.returncode).name} before it finished: no "
+                           "verdict on the model was recorded; run the pipeline again")
     if done is not None and done.returncode in (0, 1) and os.path.exists(result_path):
         with open(result_path, encoding="utf-8") as fh:
             return json.loads(fh.read())

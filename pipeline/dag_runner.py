@@ -13,9 +13,12 @@ What stays as in LocalDagRunner: the run id, the deployment config, the log line
 ("Component X is running." / "is finished."), skipped nodes, and a failure raised to the caller.
 A failed node launches nothing downstream of it; the nodes already running finish (a thread
 cannot be stopped half-way, and stopping one would leave its outputs half-written), then the
-first failure is raised. ML Metadata's SQLite store retries a locked database (its busy handler),
-which is what makes concurrent launches against one metadata.db safe; each launch opens its own
-connection, as LocalDagRunner's do.
+first failure is raised. One of the running nodes always runs in the calling thread, so Ctrl-C
+stops it as it stops LocalDagRunner's; a node on a worker thread finishes first (InfraCheck's
+model server, in the same process group, gets the Ctrl-C too, and a check stopped that way
+fails rather than giving a verdict: components/infra_check.py). ML Metadata's SQLite store
+retries a locked database (its busy handler), which is what makes concurrent launches against
+one metadata.db safe; each launch opens its own connection, as LocalDagRunner's do.
 
 Partial runs (`run_options`) are LocalDagRunner's: given them, this runner hands the pipeline
 to it.
@@ -99,43 +102,57 @@ class ParallelLocalDagRunner(LocalDagRunner):
             _node.id = None
 
     def _run_dag(self, nodes: dict[str, pipeline_pb2.PipelineNode], launch) -> None:
+        """Launch every node once its upstream nodes are done: the first ready node in this
+        thread, the other ready ones (up to max_parallel - 1) on worker threads. Running one
+        node here keeps Ctrl-C where LocalDagRunner has it: the KeyboardInterrupt stops the
+        node of this thread at once, and a worker's node finishes before the process ends."""
         upstream = {n: set(node.upstream_nodes) & set(nodes) for n, node in nodes.items()}
         order = list(nodes)  # the IR's topological order: ties start in it
         done: set[str] = set()
+        started: set[str] = set()
         running: dict[concurrent.futures.Future, str] = {}
-        failure: BaseException | None = None
-        pool = concurrent.futures.ThreadPoolExecutor(self.max_parallel,
-                                                     thread_name_prefix="headwise-node")
-        try:
+        failure: NodeFailed | None = None
+
+        def settle(futures) -> None:
+            nonlocal failure
+            for future in futures:
+                node_id = running.pop(future)
+                if future.exception() is None:
+                    done.add(node_id)
+                elif failure is None:
+                    failure = NodeFailed(node_id, future.exception())
+
+        with concurrent.futures.ThreadPoolExecutor(
+                max(1, self.max_parallel - 1), thread_name_prefix="headwise-node") as pool:
             while True:
-                if failure is None:
-                    for node_id in order:
-                        if len(running) >= self.max_parallel:
-                            break
-                        if (node_id in done or node_id in running.values()
-                                or not upstream[node_id] <= done):
-                            continue
-                        if nodes[node_id].execution_options.HasField("skip"):
-                            logging.info("Skipping component %s.", node_id)
-                            done.add(node_id)
-                            continue
-                        running[pool.submit(self._launch_as, launch, node_id)] = node_id
-                if not running:
-                    break
-                finished, _ = concurrent.futures.wait(
-                    running, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in finished:
-                    node_id = running.pop(future)
-                    error = future.exception()
-                    if error is None:
+                ready = []
+                for node_id in order if failure is None else ():
+                    if node_id in started or not upstream[node_id] <= done:
+                        continue
+                    if nodes[node_id].execution_options.HasField("skip"):
+                        logging.info("Skipping component %s.", node_id)
+                        started.add(node_id)
                         done.add(node_id)
-                    elif failure is None:
-                        failure = NodeFailed(node_id, error)
-        except BaseException:  # Ctrl-C: launch nothing more; the running nodes finish
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+                        continue
+                    ready.append(node_id)
+                mine, *others = ready or [None]
+                for node_id in others[:self.max_parallel - 1 - len(running)]:
+                    started.add(node_id)
+                    running[pool.submit(self._launch_as, launch, node_id)] = node_id
+                if mine is not None:
+                    started.add(mine)
+                    try:
+                        self._launch_as(launch, mine)
+                        done.add(mine)
+                    except Exception as e:  # noqa: BLE001 (raised below, once the rest finished)
+                        failure = failure or NodeFailed(mine, e)
+                    settle([f for f in running if f.done()])
+                elif running:
+                    settle(concurrent.futures.wait(
+                        running, return_when=concurrent.futures.FIRST_COMPLETED).done)
+                else:
+                    break
         if failure is not None:
             raise failure from failure.cause
-        if len(done) < len(nodes):  # a skip-only tail cannot block; this is a cycle
+        if len(done) < len(nodes):
             raise RuntimeError(f"nodes never ready: {sorted(set(nodes) - done)}")

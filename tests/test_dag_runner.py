@@ -109,6 +109,27 @@ def test_skipped_nodes_count_as_done_and_a_cycle_is_refused():
                                                      _Recorder())
 
 
+def test_ctrl_c_stops_the_running_node_at_once_as_in_local_dag_runner():
+    """SIGINT reaches the calling thread, which runs a node itself: that node stops where it
+    is (a node left running on a worker thread would go on and publish its outputs)."""
+    import signal
+
+    events = []
+
+    def launch(node_id):
+        events.append(("start", node_id))
+        for _ in range(30):  # 1.5 s, interruptible
+            time.sleep(0.05)
+        events.append(("end", node_id))
+
+    timer = threading.Timer(0.3, signal.raise_signal, (signal.SIGINT,))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        dag_runner.ParallelLocalDagRunner()._run_dag(_nodes({"transform": []}), launch)
+    time.sleep(2.0)
+    assert events == [("start", "transform")]
+
+
 def _console(run, components=("Left", "Right", "Join")) -> list[str]:
     """Run with the console progress of `headwise run` attached; its lines."""
     stream = io.StringIO()

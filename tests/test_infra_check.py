@@ -228,3 +228,14 @@ def test_a_warm_up_file_that_fails_its_replay_fails_the_check(exported, monkeypa
     assert "no_such_signature" in last["error"], last
     assert all(c["passed"] for c in result["calls"][:-1])
     assert not os.path.exists(kept)
+
+
+def test_a_check_stopped_by_a_signal_records_no_verdict(exported, tmp_path, monkeypatch):
+    """Ctrl-C reaches the check's process group: the component fails instead of writing a
+    "not blessed" that TFX's cache would keep for every later run."""
+    (tmp_path / "stopped_check.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(component, "CHECK_MODULE", "stopped_check")
+    with pytest.raises(component.CheckStopped, match="stopped by SIGINT before it finished"):
+        component.run_check(exported[0], [exported[1]], str(tmp_path / "r.json"), 8, 60)

@@ -1,8 +1,9 @@
 """Runs killed half-way (SIGKILL to `headwise run`'s whole process group, during Transform and
-then during Trainer) and run again: finished components come from ML Metadata's cache, a killed
-component runs again from scratch, nothing partial is consumed, and exactly one complete version
-is pushed. A killed run leaves no stamp (headwise.run_stamp); a final rerun with nothing changed
-answers from the finished run's stamp, with no new execution."""
+then during Trainer; then Ctrl-C's SIGINT while the Evaluator and InfraCheck run) and run again:
+finished components come from ML Metadata's cache, a killed or stopped component runs again
+from scratch, nothing partial is consumed, and exactly one complete version is pushed. A killed
+run leaves no stamp (headwise.run_stamp); a final rerun with nothing changed answers from the
+finished run's stamp, with no new execution."""
 
 from __future__ import annotations
 
@@ -44,7 +45,10 @@ def _headwise_run(out: str) -> subprocess.CompletedProcess:
                           stderr=subprocess.STDOUT, text=True, timeout=900)
 
 
-def _kill_during(component: str, out: str, seconds_in: float) -> list[str]:
+def _kill_during(component: str, out: str, seconds_in: float,
+                 sig: signal.Signals = signal.SIGKILL) -> list[str]:
+    """Start `headwise run`, send `sig` to its whole process group `seconds_in` after
+    `component` started, and wait for it to end (SIGINT: as Ctrl-C in a terminal does)."""
     proc = subprocess.Popen(
         _command(out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True)
@@ -60,8 +64,8 @@ def _kill_during(component: str, out: str, seconds_in: float) -> list[str]:
         else:
             pytest.fail(f"the run ended before {component} started:\n" + "\n".join(seen))
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, Beam workers, pip: everything
-        proc.wait()
+        os.killpg(proc.pid, sig)  # the CLI, Beam workers, the infra check's server: everything
+        seen += proc.communicate(timeout=120)[0].splitlines()
     return seen
 
 
@@ -89,26 +93,36 @@ def test_killed_runs_resume_from_the_cache_and_push_once(tmp_path):
     assert second["Trainer"].state == "RUNNING" and not second["Trainer"].outputs
     assert pusher.serving_versions(base) == []  # nothing was pushed by either killed run
 
+    # Ctrl-C while the Evaluator and the infra check run side by side: the check's model server
+    # is stopped by the same SIGINT, which must not be recorded (and cached) as a verdict.
+    _kill_during("InfraCheck", out, 3.0, signal.SIGINT)
+    stopped = summary_lib.component_runs(metadata, cfg.name)
+    assert stopped["Trainer"].state == "COMPLETE"
+    assert stopped["InfraCheck"].state != "COMPLETE" and not stopped["InfraCheck"].outputs
+    assert pusher.serving_versions(base) == []
+
     assert not os.path.exists(run_stamp.path(out, cfg.name))  # a killed run leaves no stamp
     done = _headwise_run(out)
     assert done.returncode == 0, done.stdout
     summary = summary_lib.summarize(cfg, metadata)
     states = summary.executions
-    assert all(states[c] == "CACHED" for c in BEFORE["Trainer"]), states
-    assert states["Trainer"] == "COMPLETE", states
+    assert all(states[c] == "CACHED" for c in BEFORE["Trainer"] + ["Trainer"]), states
+    assert states["InfraCheck"] == "COMPLETE", states  # run again, not the stopped one's
     assert summary.blessed and summary.pushed, summary.table()
     assert len(pusher.serving_versions(base)) == 1
     # no staging copy left; TF Serving's model config names the version
     assert not [d for d in os.listdir(base) if not d.isdigit() and d != "models.config"]
     third = summary_lib.component_runs(metadata, cfg.name)
-    killed = {first["Transform"].execution_id, second["Trainer"].execution_id}
+    killed = {first["Transform"].execution_id, second["Trainer"].execution_id,
+              stopped["InfraCheck"].execution_id}
     # TFX writes each output under <component>/<key>/<execution id>: everything the final run
     # consumed was written by a completed execution, never by a killed one.
-    consumed = [u for c in ("Transform", "Trainer", "Evaluator") for uris in
+    consumed = [u for c in ("Transform", "Trainer", "Evaluator", "InfraCheck") for uris in
                 third[c].outputs.values() for u in uris]
     assert consumed and not [u for u in consumed
                              if int(os.path.basename(u.rstrip("/"))) in killed], consumed
     assert third["Transform"].outputs == second["Transform"].outputs  # reused from the cache
+    assert third["Trainer"].outputs == stopped["Trainer"].outputs
     with open(os.path.join(summary.pushed_path, pusher.PUSH_RECORD), encoding="utf-8") as fh:
         assert json.load(fh)["source"] in third["Trainer"].outputs["Model"]
 
