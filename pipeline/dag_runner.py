@@ -7,7 +7,8 @@ outside the Python interpreter: after the Trainer, the Evaluator (TFMA in this p
 InfraCheck (a model server in a child process) need only the model and the examples, and Kubeflow
 already runs them side by side. `ParallelLocalDagRunner` launches every node with TFX's own
 `Launcher`, exactly as LocalDagRunner does, but as soon as the nodes it depends on (its IR's
-`upstream_nodes`) have finished, on up to `max_parallel` threads.
+`upstream_nodes`) have finished, up to `max_parallel` at once: one in the calling thread, the
+others on worker threads.
 
 What stays as in LocalDagRunner: the run id, the deployment config, the log lines it writes
 ("Component X is running." / "is finished."), skipped nodes, and a failure raised to the caller.
@@ -105,7 +106,8 @@ class ParallelLocalDagRunner(LocalDagRunner):
         """Launch every node once its upstream nodes are done: the first ready node in this
         thread, the other ready ones (up to max_parallel - 1) on worker threads. Running one
         node here keeps Ctrl-C where LocalDagRunner has it: the KeyboardInterrupt stops the
-        node of this thread at once, and a worker's node finishes before the process ends."""
+        node of this thread at once, and a worker's node finishes before the process ends.
+        While this thread runs a node, a node that a finished worker made ready waits for it."""
         upstream = {n: set(node.upstream_nodes) & set(nodes) for n, node in nodes.items()}
         order = list(nodes)  # the IR's topological order: ties start in it
         done: set[str] = set()

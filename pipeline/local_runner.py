@@ -1,6 +1,6 @@
 """Run the pipeline on this machine with LocalDagRunner and report per head. The runner is
-pipeline.dag_runner's LocalDagRunner, which launches independent components (the Evaluator and
-InfraCheck) side by side.
+pipeline.dag_runner's ParallelLocalDagRunner, a LocalDagRunner that launches independent
+components (the Evaluator and InfraCheck) side by side on Beam's direct runner.
 
 Layout under `output_dir` (default `outputs/`):
   data/<pipeline>/               the input data (data.csv, or part-NNNNN.parquet), copied from
@@ -199,15 +199,28 @@ _WORKER_FLAGS = ("--extra_package", "--extra_packages", "--setup_file", "--requi
                  "--worker_harness_container_image", "--sdk_container_image")
 
 
+def direct_runner(args: Sequence[str]) -> bool:
+    """Whether Beam args run on the direct runner (the default when they name none)."""
+    runners = [a.split("=", 1)[1] for a in args if a.startswith("--runner=")]
+    return not runners or runners[-1] in ("DirectRunner", "direct", "BundleBasedDirectRunner")
+
+
 def local_beam_args(args: Sequence[str]) -> list[str]:
     """The Beam args of a local run: the config's, plus DIRECT_RUNNER_WORKERS when the runner
     is the direct runner (the default) and no worker environment is named."""
     args = list(args)
-    runners = [a.split("=", 1)[1] for a in args if a.startswith("--runner=")]
-    direct = not runners or runners[-1] in ("DirectRunner", "direct", "BundleBasedDirectRunner")
-    if direct and args and not any(a.split("=", 1)[0] in _WORKER_FLAGS for a in args):
+    if direct_runner(args) and args and not any(a.split("=", 1)[0] in _WORKER_FLAGS
+                                                  for a in args):
         args.append(DIRECT_RUNNER_WORKERS)
     return args
+
+
+def dag_runner_for(beam_args: Sequence[str]) -> dag_runner.ParallelLocalDagRunner:
+    """Independent components side by side on the direct runner; one at a time on another
+    Beam runner: a Flink or Spark job server that Beam starts sets a SIGINT handler, which
+    Python allows only in the main thread, so a Beam component must not run on a worker."""
+    return dag_runner.ParallelLocalDagRunner(
+        dag_runner.DEFAULT_MAX_PARALLEL if direct_runner(beam_args) else 1)
 
 
 def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | None = None,
@@ -228,12 +241,13 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
     os.makedirs(paths.log_dir, exist_ok=True)
     log_path = os.path.join(paths.log_dir, f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}.log")
 
+    beam_args = local_beam_args(cfg.beam_args if beam_args is None else beam_args)
     p = pipeline_lib.create_pipeline(
         cfg, pipeline_root=paths.pipeline_root, data_root=paths.data_root,
         serving_dir=paths.serving_dir, schema_file=stage_schema(cfg, paths.schema_root),
         metadata_connection_config=tfx_metadata.sqlite_metadata_connection_config(
             paths.metadata_path),
-        beam_pipeline_args=local_beam_args(cfg.beam_args if beam_args is None else beam_args),
+        beam_pipeline_args=beam_args,
         train_steps=train_steps, eval_steps=eval_steps, enable_cache=enable_cache,
         request_log_dir=paths.request_log_dir,
         baselines_key=data_gate.baselines_key(paths.serving_dir, paths.request_log_dir))
@@ -252,7 +266,7 @@ def run(cfg: PipelineConfig, output_dir: str = "outputs", *, train_steps: int | 
     progress = Progress([c.id for c in p.components], stream)
     try:
         with _console_progress(progress, log_path), neutral_argv():
-            dag_runner.ParallelLocalDagRunner().run(p)
+            dag_runner_for(beam_args).run(p)
     except Exception as e:
         component, cause = ((e.node_id, e.cause) if isinstance(e, dag_runner.NodeFailed)
                             else (progress.current, e))

@@ -130,6 +130,23 @@ def test_ctrl_c_stops_the_running_node_at_once_as_in_local_dag_runner():
     assert events == [("start", "transform")]
 
 
+def test_on_another_beam_runner_every_component_runs_in_the_main_thread():
+    """A Flink or Spark job server that Beam starts sets a SIGINT handler, which Python allows
+    only in the main thread: off the direct runner, components run one at a time, there."""
+    import signal
+
+    def launch(node_id):  # what Beam's job server does when a Beam component starts it
+        signal.signal(signal.SIGINT, signal.getsignal(signal.SIGINT))
+
+    nodes = _nodes({"example_gen": [], "schema": []})
+    flink = local_runner.local_beam_args(["--runner=FlinkRunner", "--flink_master=[local]"])
+    local_runner.dag_runner_for(flink)._run_dag(nodes, launch)
+    direct = local_runner.local_beam_args(["--direct_running_mode=in_memory"])
+    assert local_runner.dag_runner_for(direct).max_parallel == 2
+    with pytest.raises(dag_runner.NodeFailed, match="main thread"):
+        local_runner.dag_runner_for(direct)._run_dag(nodes, launch)
+
+
 def _console(run, components=("Left", "Right", "Join")) -> list[str]:
     """Run with the console progress of `headwise run` attached; its lines."""
     stream = io.StringIO()
