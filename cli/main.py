@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C (128 + SIGINT)
+
 
 def _load_config(path: str):
     """The validated heads config, or None after printing why not (exit code 2)."""
@@ -101,6 +103,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("headwise: nothing was pushed; the model already served (if any) is unchanged.",
               file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\nheadwise: interrupted. The next `headwise run` reuses every component that "
+              f"finished and runs the others again from the start (full log: "
+              f"{args.output_dir}/logs/).", file=sys.stderr)
+        return INTERRUPTED
     print()
     print(summary.table())
     code = 0 if summary.pushed or (summary.blessed is not False

@@ -46,9 +46,10 @@ def _headwise_run(out: str) -> subprocess.CompletedProcess:
 
 
 def _kill_during(component: str, out: str, seconds_in: float,
-                 sig: signal.Signals = signal.SIGKILL) -> list[str]:
+                 sig: signal.Signals = signal.SIGKILL) -> tuple[list[str], int]:
     """Start `headwise run`, send `sig` to its whole process group `seconds_in` after
-    `component` started, and wait for it to end (SIGINT: as Ctrl-C in a terminal does)."""
+    `component` started, and wait for it to end (SIGINT: as Ctrl-C in a terminal does); what it
+    printed and its exit status."""
     proc = subprocess.Popen(
         _command(out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True)
@@ -66,7 +67,7 @@ def _kill_during(component: str, out: str, seconds_in: float,
     finally:
         os.killpg(proc.pid, sig)  # the CLI, Beam workers, the infra check's server: everything
         seen += proc.communicate(timeout=120)[0].splitlines()
-    return seen
+    return seen, proc.returncode
 
 
 def test_killed_runs_resume_from_the_cache_and_push_once(tmp_path):
@@ -95,7 +96,10 @@ def test_killed_runs_resume_from_the_cache_and_push_once(tmp_path):
 
     # Ctrl-C while the Evaluator and the infra check run side by side: the check's model server
     # is stopped by the same SIGINT, which must not be recorded (and cached) as a verdict.
-    _kill_during("InfraCheck", out, 3.0, signal.SIGINT)
+    said, status = _kill_during("InfraCheck", out, 3.0, signal.SIGINT)
+    said = "\n".join(said)
+    assert "headwise: interrupted. The next `headwise run` reuses every component" in said, said
+    assert "Traceback" not in said and status == 130, (status, said)
     stopped = summary_lib.component_runs(metadata, cfg.name)
     assert stopped["Trainer"].state == "COMPLETE"
     assert stopped["InfraCheck"].state != "COMPLETE" and not stopped["InfraCheck"].outputs
