@@ -52,6 +52,7 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}"
                        r"([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 _NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _UNIX_SECONDS = (631_152_000, 4_102_444_800)  # 1990-01-01 .. 2100-01-01
+_UNNAMED = re.compile(r"^Unnamed: \d+$")  # pandas' name for a column without a header
 
 
 @dataclasses.dataclass
@@ -194,13 +195,20 @@ def decide_feature(c: Column) -> Decision:
             return Decision(c.name, c.seen(), "feature", {"type": "categorical", "top_k": TOP_K},
                             f"text with {c.distinct:,} values: the {TOP_K} most frequent")
         return Decision(c.name, c.seen(), "feature", "categorical", "text")
-    numbers = c.numbers()
-    if c.kind == "int" and unique_per_row and _is_sequence(numbers):
-        return out("a different whole number in every row, consecutive: a row number or id")
+    numbers = c.numbers()  # in the order of the file (each value where it first appears)
+    if c.kind == "int" and unique_per_row:
+        if _is_sequence(numbers):
+            return out("a different whole number in every row, consecutive: a row number or id")
+        if not c.name.strip() or _UNNAMED.match(c.name):
+            return out("no header name and a different whole number in every row: the row "
+                       "index a data frame wrote with the data (pandas' to_csv, R's write.csv)")
     if c.kind == "int" and c.distinct > 0.9 * c.present and all(
             _UNIX_SECONDS[0] <= v <= _UNIX_SECONDS[1] for v in numbers[:1000]):
         return out("Unix timestamps (seconds): derive features from them into columns of "
                    "their own")
+    if c.kind == "int" and unique_per_row and all(a < b for a, b in zip(numbers, numbers[1:])):
+        return out("a different whole number in every row, increasing down the file: a row "
+                   "number or id (with gaps where rows were left out)")
     if c.kind == "int" and c.distinct <= MAX_CATEGORIES:
         return Decision(c.name, c.seen(), "feature", "categorical",
                         f"whole numbers with {c.distinct} values: codes or levels")

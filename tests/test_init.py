@@ -43,6 +43,9 @@ def _table(tmp_path):
         "ratio": [f"{-1 + (i % 50) / 25:.2f}" for i in range(ROWS)],
         "tags": [["a|b", "b", "c|a", "a"][i % 4] for i in range(ROWS)],
         "zip": [f"Z{10_000 + i % 40}" for i in range(ROWS)],  # 40 codes: learned top_k
+        "": [str(i * 37 % 1000) for i in range(ROWS)],  # unnamed: a data frame's row index
+        "kept": [str(2 * i + i % 2) for i in range(ROWS)],  # increasing, with gaps
+        "measure": [str(1000 + (i * 7919) % 100_003) for i in range(ROWS)],  # distinct, no order
     }
     path = tmp_path / "table.csv"
     with open(path, "w", newline="") as fh:
@@ -60,8 +63,11 @@ def test_every_rule_decides_its_column_and_says_why(tmp_path):
     by = {d.column: d for d in decisions}
     assert markers == {"?", "-"}  # each beside numbers only
     left = {c: by[c].why for c in by if by[c].role == "left out"}
-    assert set(left) == {"row_id", "uuid", "when", "epoch", "constant", "nothing", "notes"}
+    assert set(left) == {"row_id", "", "kept", "uuid", "when", "epoch", "constant", "nothing",
+                         "notes"}
     assert "row number or id" in left["row_id"] and "identifier" in left["uuid"]
+    assert "no header name" in left[""] and "increasing down the file" in left["kept"]
+    assert by["measure"].spec == "numeric"  # a different number in every row, in no order
     assert "date or timestamp" in left["when"] and "Unix timestamps" in left["epoch"]
     assert "one value" in left["constant"] and "no value" in left["nothing"]
     assert "free text" in left["notes"]
@@ -89,7 +95,7 @@ def test_the_written_config_loads_and_carries_the_reasons(tmp_path):
     cfg = config_lib.load(str(tmp_path / "t.yaml"), check_data=False)
     assert [h.name for h in cfg.heads] == LABELS
     assert "?" in cfg.missing_values and "-" in cfg.missing_values
-    assert {f.name for f in cfg.features} == {"level", "amount", "score", "city"}
+    assert {f.name for f in cfg.features} == {"level", "amount", "score", "city", "measure"}
     assert "#   epoch: Unix timestamps" in text and "# two values; the rarer one" in text
     raw = yaml.safe_load(text)
     assert raw["heads"][1]["positive"] == "yes"  # quoted: not a YAML boolean
