@@ -77,6 +77,11 @@ def setup() -> None:
     # raised by TFDV/TFT internals, not by anything a user wrote: errors only. `headwise run`
     # lowers this again for its log file while it holds the console at ERROR (local_runner).
     tf.get_logger().setLevel(logging.ERROR)
+    # The same for what TensorFlow says through absl's logger: loading a model whose columns
+    # have spaces or punctuation in their names warns, per input, that "`class type_values` is
+    # not a valid tf.function parameter name. Sanitizing to ..." (TF renames them itself).
+    # `headwise run` holds absl at INFO for its log file and restores this after.
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def import_log() -> str:
