@@ -30,6 +30,7 @@ is kept; no TensorFlow here (the CLI writes the schema next, with TFDV).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 from collections import Counter
@@ -206,7 +207,7 @@ def decide_feature(c: Column) -> Decision:
             _UNIX_SECONDS[0] <= v <= _UNIX_SECONDS[1] for v in numbers[:1000]):
         return out("Unix timestamps (seconds): derive features from them into columns of "
                    "their own")
-    if c.kind == "int" and unique_per_row and all(a < b for a, b in zip(numbers, numbers[1:])):
+    if c.kind == "int" and unique_per_row and all(a < b for a, b in itertools.pairwise(numbers)):
         return out("a different whole number in every row, increasing down the file: a row "
                    "number or id (with gaps where rows were left out)")
     if c.kind == "int" and c.distinct <= MAX_CATEGORIES:
