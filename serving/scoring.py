@@ -68,8 +68,11 @@ class Job:
     fmt: str  # "csv" or "parquet"
     output: str  # a .csv/.parquet file, or a folder (one file per input file)
     output_fmt: str  # ".csv" or ".parquet"
-    keys: tuple[str, ...]  # input columns copied next to the answers ("row": the row number)
+    keys: tuple[str, ...]  # input columns copied next to the answers
     info: dict  # the model's description (assets.extra/headwise.json)
+    # No --keys: `keys` are the default ("row": the row number in its file; "file": its name),
+    # made up, not read: a column of the data named "row" is a key only when --keys names it.
+    numbered: bool = False
 
     @property
     def sharded(self) -> bool:
@@ -166,6 +169,7 @@ def plan(model: str, data: str, output: str, keys: Sequence[str] = ()) -> Job:
         if unknown:
             raise ClientError(f"{f}: --keys names column(s) the data does not have: "
                               f"{', '.join(unknown)}")
+    numbered = not keys
     keys = tuple(keys) or (("file", "row") if len(files) > 1 else ("row",))
     clash = sorted(set(keys) & set(output_columns(info)))
     if clash:
@@ -180,7 +184,7 @@ def plan(model: str, data: str, output: str, keys: Sequence[str] = ()) -> Job:
             raise ClientError(f"--output {output}: a file; give a name ending in .csv or "
                               ".parquet, or a folder for one output file per input file")
         output_fmt = ".parquet" if fmt == "parquet" else ".csv"
-    return Job(model_dir, tuple(files), fmt, output, output_fmt, keys, info)
+    return Job(model_dir, tuple(files), fmt, output, output_fmt, keys, info, numbered)
 
 
 # ---------------------------------------------------------------- reading (no TensorFlow)
@@ -190,7 +194,7 @@ def read_blocks(job: Job, file_index: int) -> Iterator[tuple[int, int, int, dict
     value is text (CSV), a Python value (Parquet), or None where missing."""
     file = job.files[file_index]
     markers = {m.strip() for m in job.info.get("missing_values", ())} | {""}
-    needed = sorted(set(job.info["features"]) | {k for k in job.keys if k not in ("row", "file")})
+    needed = sorted(set(job.info["features"]) | (set() if job.numbered else set(job.keys)))
     first = 1
     for block_no, columns in enumerate(_blocks(file, job.fmt, needed)):
         n = len(next(iter(columns.values()))) if columns else 0
@@ -284,9 +288,9 @@ class Scorer:
         n = len(next(iter(columns.values())))
         out: dict[str, list] = {}
         for k in job.keys:
-            if k == "row":
+            if job.numbered and k == "row":
                 out[k] = list(range(first, first + n))
-            elif k == "file" and k not in columns:
+            elif job.numbered and k == "file":
                 out[k] = [os.path.basename(job.files[file_index])] * n
             else:
                 out[k] = [None if v is None else str(v) if job.fmt == "csv" else v

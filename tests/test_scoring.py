@@ -93,6 +93,18 @@ def test_missing_value_markers_of_the_training_config_apply(model, tmp_path):
     assert t["r"][0] == pytest.approx(t["r"][1], rel=1e-6)
 
 
+def test_a_data_column_named_row_is_the_key_when_keys_name_it(model, tmp_path):
+    """`row` is the default key, the row number; a column of the data under that name is what
+    `--keys row` asks for (it used to be shadowed by the row number)."""
+    export, raw, _ = model
+    _write_csv(tmp_path / "in.csv", [dict(r, row=f"r{100 + i}") for i, r in enumerate(raw[:3])],
+               ("row", *FEATURES))
+    for keys, expected in (((), [1, 2, 3]), (("row",), ["r100", "r101", "r102"])):
+        job = scoring.plan(export, str(tmp_path / "in.csv"), str(tmp_path / "o.parquet"), keys)
+        scoring.run(job)
+        assert pq.read_table(tmp_path / "o.parquet").to_pydict()["row"] == expected, keys
+
+
 def test_a_parquet_folder_is_scored_into_one_file_per_input_file(model, tmp_path):
     export, raw, expected = model
     folder = tmp_path / "parts"
