@@ -344,7 +344,7 @@ def render(name: str, data_key: str, data_path: str, schema_path: str,
     left = [d for d in decisions if d.role == "left out"]
     if left:
         lines.append("  # left out:")
-        lines += [f"  #   {d.column}: {d.why}" for d in left]
+        lines += [f"  #   {_key(d.column)}: {d.why}" for d in left]  # as a key would be written
     lines += ["", "heads:"]
     for d in decisions:
         if d.role != "label":
@@ -365,7 +365,7 @@ def table(decisions: list[Decision]) -> str:
     for d in decisions:
         spec = "" if d.spec is None else d.spec if isinstance(d.spec, str) else (
             d.spec.get("task") if d.role == "label" else _yaml(d.spec))
-        rows.append((d.column, d.seen, d.role, spec, d.why))
+        rows.append((d.column or '""', d.seen, d.role, spec, d.why))
     widths = [min(max(len(str(r[i])) for r in rows), cap)
               for i, cap in enumerate((28, 48, 8, 12, 200))]
 

@@ -97,6 +97,8 @@ def test_the_written_config_loads_and_carries_the_reasons(tmp_path):
     assert "?" in cfg.missing_values and "-" in cfg.missing_values
     assert {f.name for f in cfg.features} == {"level", "amount", "score", "city", "measure"}
     assert "#   epoch: Unix timestamps" in text and "# two values; the rarer one" in text
+    assert '#   "": no header name' in text  # the key to write to take the column back
+    assert '\n""  ' in init_lib.table(decisions)  # the table names it too
     raw = yaml.safe_load(text)
     assert raw["heads"][1]["positive"] == "yes"  # quoted: not a YAML boolean
 
