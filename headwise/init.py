@@ -292,8 +292,10 @@ def infer(path: str, labels: list[str]) -> tuple[list[Decision], set[str]]:
     by_name = {c.name: c for c in columns}
     unknown = [lab for lab in labels if lab not in by_name]
     if unknown:
+        from headwise import sources
+
         raise ValueError(f"{path}: no column {', '.join(map(repr, unknown))}; the columns are "
-                         f"{', '.join(by_name)}")
+                         f"{', '.join(by_name)}{sources.separator_hint(by_name)}")
     decisions = [decide_head(by_name[lab]) for lab in labels]
     names = [d.spec["name"] for d in decisions]
     for i, d in enumerate(decisions):  # two label columns that make one head name

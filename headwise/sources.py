@@ -51,6 +51,24 @@ class DataSource:
         raise NotImplementedError
 
 
+OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "'|'"}
+
+
+def separator_hint(columns) -> str:
+    """For a message that lists a CSV's columns: when the header came out as one column that
+    holds another separator (a European ';' export, a TSV), what to do; else ''."""
+    columns = list(columns)
+    if len(columns) != 1:
+        return ""
+    counts = {sep: columns[0].count(sep) for sep in OTHER_SEPARATORS}
+    sep, n = max(counts.items(), key=lambda kv: kv[1])
+    if not n:
+        return ""
+    return (f". The header is one column holding {n} {OTHER_SEPARATORS[sep]}: headwise reads "
+            f"comma-separated files (RFC 4180). Write the file with commas, e.g. "
+            f"pandas.read_csv(path, sep={sep!r}).to_csv(new_path, index=False)")
+
+
 def _copy_if_changed(src: str, dst: str) -> None:
     """copy2 keeps the source's mtime, so an unchanged file keeps ExampleGen's input
     fingerprint and the cache stays valid across runs; the rename never leaves a half-copied

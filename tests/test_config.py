@@ -91,6 +91,24 @@ def test_label_column_not_in_data(tmp_path, raw):
     assert "not in the data" in msg
 
 
+@pytest.mark.parametrize("sep, words", [(";", "18 semicolons"), ("\t", "18 tabs")])
+def test_a_file_separated_by_something_else_than_commas_is_named(tmp_path, raw, sep, words):
+    """A European ';' export or a TSV reads as one column: the message says what to do."""
+    with open(config_lib.load(TAXI).resolve_data()) as fh:
+        head = [next(fh) for _ in range(3)]
+    data = tmp_path / "semi.csv"
+    data.write_text("".join(line.replace(",", sep) for line in head))
+    raw["data"]["csv"] = str(data)
+    msg = load_error(tmp_path, raw)
+    assert "not in the data" in msg and f"The header is one column holding {words}" in msg, msg
+    assert f"pandas.read_csv(path, sep={sep!r})" in msg
+
+
+def test_no_separator_hint_for_a_comma_separated_file(tmp_path, raw):
+    raw["features"]["trip_kilometres"] = "numeric"
+    assert "The header is one column" not in load_error(tmp_path, raw)
+
+
 @pytest.mark.parametrize("mutate, field, words", [
     (lambda r: r["heads"][0].update(loss="mse"), "heads[0] (big_tipper).loss", "binary"),
     (lambda r: r["heads"][0].update(metrics=["mae"]), "heads[0] (big_tipper).metrics", "'mae'"),

@@ -109,6 +109,11 @@ def test_a_label_that_is_not_a_column_or_has_one_value_is_named(tmp_path):
         init_lib.infer(path, ["nope"])
     with pytest.raises(ValueError, match="label 'constant': 1 value"):
         init_lib.infer(path, ["constant"])
+    semi = tmp_path / "semi.csv"
+    semi.write_text(open(path).read().replace(",", ";"))
+    with pytest.raises(ValueError, match="no column 'clicked'.*The header is one column holding "
+                                         "22 semicolons"):
+        init_lib.infer(str(semi), ["clicked"])
 
 
 @pytest.mark.parametrize("path,expected", [

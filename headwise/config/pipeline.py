@@ -237,13 +237,14 @@ def from_dict(raw: Any, source: str = "<dict>", columns: Iterable[str] | None = 
 def check_columns(cfg: PipelineConfig, columns: Iterable[str], data_name: str) -> None:
     """Every configured feature and label column must exist in the data."""
     columns = set(columns)
+    listed = f"columns: {sorted(columns)}{sources.separator_hint(columns)}"
     for f in cfg.features:
         if f.name not in columns:
             raise ConfigError(f"{cfg.source}: features.{f.name}: column {f.name!r} is not in the "
-                              f"data ({data_name}); columns: {sorted(columns)}")
+                              f"data ({data_name}); {listed}")
     if cfg.split_on is not None and cfg.split_on not in columns:
         raise ConfigError(f"{cfg.source}: data.split_on: column {cfg.split_on!r} is not in the "
-                          f"data ({data_name}); columns: {sorted(columns)}")
+                          f"data ({data_name}); {listed}")
     for c in cfg.evaluation_slices:
         if c not in columns:
             raise ConfigError(f"{cfg.source}: evaluation.slices: column {c!r} is not in the "
@@ -251,7 +252,7 @@ def check_columns(cfg: PipelineConfig, columns: Iterable[str], data_name: str) -
     for i, h in enumerate(cfg.heads):
         if h.label not in columns:
             raise ConfigError(f"{cfg.source}: heads[{i}] ({h.name}).label: column {h.label!r} is "
-                              f"not in the data ({data_name}); columns: {sorted(columns)}")
+                              f"not in the data ({data_name}); {listed}")
 
 
 def load(path: str, check_data: bool = True) -> PipelineConfig:
