@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import tempfile
 
 # Before TensorFlow is imported: TFX 1.16 and Transform's layer are Keras 2.
@@ -15,6 +16,12 @@ os.environ["TMPDIR"] = SESSION_TMP
 tempfile.tempdir = SESSION_TMP
 
 import pytest  # noqa: E402
+
+# Ctrl-C as from a terminal, in every test process and the processes they start: a suite started
+# in the background (`make test &` from a script) inherits SIGINT ignored, which Python keeps,
+# and the Ctrl-C tests' SIGINT would reach nothing. A handled signal is reset to its default
+# action in a child at exec, so the children get Ctrl-C's default too.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_unconfigure(config):

@@ -52,10 +52,7 @@ def _kill_during(component: str, out: str, seconds_in: float,
     printed and its exit status."""
     proc = subprocess.Popen(
         _command(out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-        # as from a terminal: a test run started in the background (a CI job run with `&`)
-        # hands its children SIGINT ignored, and Ctrl-C would reach nothing
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        text=True, start_new_session=True)
     seen = []
     deadline = time.monotonic() + 600
     try:
