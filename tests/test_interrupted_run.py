@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from components import pusher
+from components import infra_check, pusher
 from headwise import config as config_lib
 from headwise import run_stamp
 from pipeline import summary as summary_lib
@@ -45,11 +45,25 @@ def _headwise_run(out: str) -> subprocess.CompletedProcess:
                           stderr=subprocess.STDOUT, text=True, timeout=900)
 
 
+def _child_started(group: int, module: str) -> bool:
+    """Whether a process of the process group `group` runs `python -m module`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                args = fh.read().split(b"\0")
+            if module.encode() in args and os.getpgid(int(pid)) == group:
+                return True
+        except (OSError, ProcessLookupError):
+            continue  # ended meanwhile
+    return False
+
+
 def _kill_during(component: str, out: str, seconds_in: float,
-                 sig: signal.Signals = signal.SIGKILL) -> tuple[list[str], int]:
+                 sig: signal.Signals = signal.SIGKILL,
+                 child: str | None = None) -> tuple[list[str], int]:
     """Start `headwise run`, send `sig` to its whole process group `seconds_in` after
-    `component` started, and wait for it to end (SIGINT: as Ctrl-C in a terminal does); what it
-    printed and its exit status."""
+    `component` started (with `child`: after that module's process started too), and wait for
+    it to end (SIGINT: as Ctrl-C in a terminal does); what it printed and its exit status."""
     proc = subprocess.Popen(
         _command(out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True)
@@ -59,6 +73,11 @@ def _kill_during(component: str, out: str, seconds_in: float,
         for line in proc.stdout:
             seen.append(line.rstrip())
             if f"{component} " in line and "running" in line:
+                # On a loaded machine the component may take seconds to start its child; a
+                # Ctrl-C before that leaves the child to give a whole, real verdict.
+                while child and not _child_started(proc.pid, child):
+                    assert time.monotonic() < deadline and proc.poll() is None, seen
+                    time.sleep(0.1)
                 time.sleep(seconds_in)
                 break
             assert time.monotonic() < deadline, seen
@@ -96,7 +115,8 @@ def test_killed_runs_resume_from_the_cache_and_push_once(tmp_path):
 
     # Ctrl-C while the Evaluator and the infra check run side by side: the check's model server
     # is stopped by the same SIGINT, which must not be recorded (and cached) as a verdict.
-    said, status = _kill_during("InfraCheck", out, 3.0, signal.SIGINT)
+    said, status = _kill_during("InfraCheck", out, 1.0, signal.SIGINT,
+                                child=infra_check.CHECK_MODULE)
     said = "\n".join(said)
     assert "headwise: interrupted. The next `headwise run` reuses every component" in said, said
     assert "Traceback" not in said and status == 130, (status, said)
