@@ -233,6 +233,21 @@ def test_a_step_budget_and_set_values_win():
     assert (mine.batch_size, mine.epochs, mine.steps_per_epoch, mine.patience) == (32, 3, 32, 0)
 
 
+def test_warm_restart_cycles_only_where_early_stopping_decides():
+    derived = model_config.plan(model_config.TrainerConfig(), 10_000, 2_000)
+    assert derived.cycles == 3 and "up to 3 cycles" in derived.why
+    assert model_config.plan(model_config.TrainerConfig(cycles=1), 10_000, 2_000).cycles == 1
+    # A fixed step budget is what it says; without early stopping nothing says "improving".
+    assert model_config.plan(model_config.TrainerConfig(), 10_000, 2_000, train_steps=600
+                             ).cycles == 1
+    assert model_config.plan(model_config.TrainerConfig(early_stopping_patience=0), 10_000,
+                             2_000).cycles == 1
+    with pytest.raises(ConfigError, match=r"trainer\.cycles.*>= 1"):
+        config_lib.from_dict({"name": "t", "data": {"csv": "u.csv"}, "features": {"a": "numeric"},
+                              "heads": [{"name": "y", "label": "y", "task": "regression"}],
+                              "trainer": {"cycles": 0}})
+
+
 def test_steps_and_epochs_together_are_refused():
     with pytest.raises(ConfigError, match="trainer.epochs"):
         config_lib.from_dict({"name": "t", "data": {"csv": "u.csv"}, "features": {"a": "numeric"},
@@ -249,6 +264,11 @@ def test_warmup_then_cosine_to_zero():
     assert lr[2] == pytest.approx(0.01, rel=1e-3)  # the peak
     assert lr[3] == pytest.approx(0.005, rel=1e-2)  # half way down the cosine
     assert lr[4] == pytest.approx(0.0, abs=1e-7)
+    # The next cycle (trainer.cycles) warms up and decays again, step for step.
+    for step in (0, 50, 100, 550, 999):
+        assert float(schedule(1000 + step)) == pytest.approx(float(schedule(step)), abs=1e-9)
+        assert float(schedule(2000 + step)) == pytest.approx(float(schedule(step)), abs=1e-9)
+    assert float(schedule(999)) < 1e-6 < float(schedule(1050))
     constant = cfg_of({"a": "numeric"}, learning_rate=0.01, schedule="constant")
     assert model_lib.learning_rate_schedule(constant, 1000) == 0.01
 

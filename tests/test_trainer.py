@@ -436,6 +436,45 @@ def test_early_stopping_on_the_geometric_mean_lets_a_small_loss_head_keep_learni
     assert run_early_stopping("relative") == 11
 
 
+def run_restarts(curve: list[float], cycle_epochs: int, cycles: int, patience: int = 2
+                 ) -> tuple[int, int, float]:
+    """(epochs run, best epoch, the epoch whose weights the model ends with; 1-based) of
+    RestartingEarlyStopping fed `curve` as the validation criterion, each epoch's weights
+    marked with its number."""
+    from trainer import callbacks as callbacks_lib
+
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(1,))])
+    stopping = callbacks_lib.RestartingEarlyStopping(
+        cycle_epochs, cycles, monitor="val_loss", patience=patience, restore_best_weights=True)
+    stopping.set_model(model)
+    stopping.on_train_begin()
+    run = 0
+    for epoch in range(min(len(curve), cycle_epochs * cycles)):  # fit(epochs=...)'s end
+        model.set_weights([np.full((1, 1), epoch + 1.0), np.zeros(1)])
+        stopping.on_epoch_end(epoch, {"val_loss": curve[epoch]})
+        run = epoch + 1
+        if model.stop_training:
+            break
+    stopping.on_train_end()
+    return run, stopping.best_epoch + 1, float(model.get_weights()[0][0, 0])
+
+
+def test_a_run_still_improving_at_its_budgets_end_trains_another_cycle():
+    # Overfitting in the first cycle: Keras' EarlyStopping exactly (stop at 5, keep 3).
+    assert run_restarts([5, 4, 3, 3.5, 3.6, 2, 1, 0.5], 6, 3) == (5, 3, 3.0)
+    # Still improving at the first cycle's end (epoch 6): a second cycle, whose first epochs
+    # (back at the peak learning rate) are worse without stopping it; it improves and ends
+    # improving (epoch 12), so a third runs; no better there: the run ends with epoch 12.
+    rising = [5, 4, 3, 2.5, 2.2, 2.0, 3, 4, 3, 2.1, 1.9, 1.8, 2.5, 2.4, 2.3, 2.2, 2.1, 2.0]
+    assert run_restarts(rising, 6, 3) == (18, 12, 12.0)
+    # Improving in the second cycle, but not at its end: no third cycle.
+    assert run_restarts(rising[:8] + [1.7, 1.9, 2.0, 2.1] + rising[12:], 6, 3) == (12, 9, 9.0)
+    # One cycle (trainer.cycles: 1): the budget's end is the end.
+    assert run_restarts(rising, 6, 1) == (6, 6, 6.0)
+    # The third cycle keeps improving: the run ends at the last cycle's end all the same.
+    assert run_restarts(rising[:12] + [1.7, 1.6, 1.5, 1.4, 1.3, 1.2, 1.1], 6, 3) == (18, 18, 18.0)
+
+
 def test_relative_stopping_is_each_heads_loss_over_its_first_epochs():
     from trainer import callbacks as callbacks_lib
 

@@ -69,6 +69,42 @@ class StoppingCriterion(keras.callbacks.Callback):
                 logs[self.KEY] = value
 
 
+class RestartingEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping (best weights kept and restored) over up to `cycles` cycles of
+    `cycle_epochs`, the learning-rate schedule's period (trainer.model.Periodic).
+
+    The first cycle is EarlyStopping exactly: it stops after `patience` epochs without
+    improvement. A run that reaches a cycle's end still improving (its best epoch among the
+    last `patience`) has not used up what its budget could give and trains the next cycle
+    from a warm restart of the schedule; a later cycle does not stop early (its first epochs,
+    back at the peak learning rate, are expected to be worse) but only at its end, unless it
+    ends still improving and cycles are left. Runs that stop early in the first cycle are
+    unchanged."""
+
+    def __init__(self, cycle_epochs: int, cycles: int, **kwargs):
+        super().__init__(**kwargs)
+        self.cycle_epochs, self.cycles = cycle_epochs, cycles
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.cycle_epochs:
+            super().on_epoch_end(epoch, logs)
+        else:
+            current = self.get_monitor_value(logs)
+            if current is not None and self._is_improvement(current, self.best):
+                self.best, self.best_epoch = current, epoch
+                self.best_weights = self.model.get_weights()
+        cycle, at = divmod(epoch + 1, self.cycle_epochs)
+        if self.model.stop_training or at or cycle >= self.cycles:
+            return  # within a cycle, or the last one's end: fit() ends there
+        if epoch - self.best_epoch < self.patience:
+            print(f"  epoch {epoch + 1}: still improving at the end of cycle {cycle} "
+                  f"(best epoch {self.best_epoch + 1}): a warm restart for another "
+                  f"{self.cycle_epochs} epochs", flush=True)
+        else:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+
 class EpochSummary(keras.callbacks.Callback):
     """One readable line per epoch: its seconds (training and validation), the total loss, then
     each head's validation metrics (a single-task config's too)."""
@@ -84,7 +120,8 @@ class EpochSummary(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         took = "" if self._started is None else f"  {time.monotonic() - self._started:.1f} s"
-        parts = [f"epoch {epoch + 1}/{self.epochs}{took}  "
+        of = f"/{self.epochs}" if epoch < self.epochs else ""  # a later cycle: no planned end
+        parts = [f"epoch {epoch + 1}{of}{took}  "
                  f"loss {logs.get('loss', float('nan')):.4f}"]
         for head in self.heads:
             # Keras names a one-output model's metrics without the output's name (val_mae).

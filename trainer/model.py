@@ -240,16 +240,36 @@ def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
 
 
 def learning_rate_schedule(cfg: PipelineConfig, total_steps: int | None):
-    """`model.learning_rate` under `model.schedule` over `total_steps` optimizer steps."""
+    """`model.learning_rate` under `model.schedule` over `total_steps` optimizer steps (one
+    cycle; the schedule repeats for the next)."""
     m = cfg.model
     if m.schedule == "constant" or not total_steps:
         return m.learning_rate
     warmup = int(m.warmup * total_steps)
     # CosineDecay's warm-up goes linearly from initial_learning_rate to warmup_target.
-    return keras.optimizers.schedules.CosineDecay(
+    return Periodic(keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else m.learning_rate,
         decay_steps=max(1, total_steps - warmup), alpha=0.0,
-        warmup_target=m.learning_rate if warmup else None, warmup_steps=warmup)
+        warmup_target=m.learning_rate if warmup else None, warmup_steps=warmup), total_steps)
+
+
+class Periodic(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule` over its first `period` steps, then again from its start: each cycle of a
+    run with warm restarts (trainer.cycles) warms up and decays as the first did."""
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, period: int):
+        self.schedule, self.period = schedule, int(period)
+
+    def __call__(self, step):
+        return self.schedule(step % self.period)
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule),
+                "period": self.period}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.optimizers.schedules.deserialize(config["schedule"]), config["period"])
 
 
 def compile_model(model: MultiHeadModel, learning_rate, weight_decay: float = 0.0

@@ -187,16 +187,19 @@ def run_fn(fn_args: FnArgs) -> None:
                      callbacks_lib.EpochSummary([h.name for h in cfg.heads], epochs),
                      callbacks_lib.StopOnNonFinite(cfg),
                      *model.balancing_callbacks()]
+        schedule = cfg.model.image.fine_tune if cfg.model.image else None
         if plan.patience:
             # The shared backbone overfits small data; keep the weights of the best epoch. The
             # criterion is comparable across epochs under every balancing (StoppingCriterion).
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=criterion.KEY, patience=plan.patience,
+            # A fine-tune schedule's stages are fit() calls of their own: one cycle there.
+            cycles = plan.cycles if schedule is None else 1
+            callbacks.append(callbacks_lib.RestartingEarlyStopping(
+                plan.epochs, cycles, monitor=criterion.KEY, patience=plan.patience,
                 restore_best_weights=True, verbose=1))
+            epochs = plan.epochs * cycles
         fit = dict(x=train, steps_per_epoch=plan.steps_per_epoch,
                    validation_data=evals, validation_steps=plan.validation_steps, verbose=0,
                    callbacks=callbacks)
-        schedule = cfg.model.image.fine_tune if cfg.model.image else None
         started = time.monotonic()
         if schedule is None:
             history = model.fit(epochs=epochs, **fit)

@@ -13,7 +13,7 @@ BACKBONE_TYPES = ("shared_bottom", "mmoe", "ple")  # implemented: trainer.backbo
 LOSS_NORMALIZATION = ("batch", "present")
 ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
 TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience",
-                "epochs", "early_stopping_on")
+                "epochs", "early_stopping_on", "cycles")
 # What early stopping watches on the validation split (trainer.callbacks.StoppingCriterion):
 # the weighted mean of each head's loss relative to its first epoch's (the default), the heads'
 # weighted loss sum, or their weighted geometric mean.
@@ -102,6 +102,11 @@ class TrainerConfig:
     # losses' weighted sum (the default before the relative one); geomean: their weighted
     # geometric mean
     early_stopping_on: str = "relative"
+    # the most learning-rate cycles over `epochs` each: a run still improving when a cycle ends
+    # (its best epoch among the last `patience`) trains another cycle from a warm restart of the
+    # schedule (SGDR, Loshchilov & Hutter 2017); 1: stop at `epochs` as before cycles existed.
+    # Needs early stopping; a fixed step budget and an image fine-tune schedule run one cycle.
+    cycles: int = 3
 
 
 # The derived training budget (TrainerConfig's unset values): measured with the quality
@@ -139,9 +144,11 @@ class Plan:
     validation_steps: int
     patience: int
     why: str  # one line: where each number came from
+    cycles: int = 1  # the most cycles of `epochs` (TrainerConfig.cycles)
 
     @property
     def total_steps(self) -> int:
+        """The steps of one cycle: the learning-rate schedule's period."""
         return self.epochs * self.steps_per_epoch
 
 
@@ -168,8 +175,11 @@ def plan(trainer: TrainerConfig, train_rows: int, eval_rows: int,
     patience = (trainer.early_stopping_patience if trainer.early_stopping_patience is not None
                 else 2 if steps else auto_patience(epochs))
     validation = evals or max(1, math.ceil(eval_rows / batch))
+    cycles = 1 if steps or not patience else trainer.cycles
+    if cycles > 1:
+        why += f", up to {cycles} cycles of them while still improving"
     return Plan(batch_size=batch, epochs=epochs, steps_per_epoch=per_epoch,
-                validation_steps=validation, patience=patience, why=why)
+                validation_steps=validation, patience=patience, why=why, cycles=cycles)
 
 
 def parse_image_backbone(m: Fields, raw) -> tuple[str, ImageBackbone | None]:
@@ -273,6 +283,8 @@ def parse_trainer(top: Fields) -> TrainerConfig:
            if k != "early_stopping_on"},
         early_stopping_on=t.choice("early_stopping_on", STOPPING_CRITERIA, "relative",
                                    what="early stopping criterion"))
+    if trainer.cycles < 1:
+        t.fail("must be >= 1 (1: no warm restarts)", "cycles")
     for k in ("train_steps", "eval_steps", "batch_size", "epochs"):
         if getattr(trainer, k) is not None and getattr(trainer, k) < 1:
             t.fail("must be >= 1 (or leave it out: derived from the data size)", k)
