@@ -38,7 +38,7 @@ from headwise.config import features as features_lib
 
 CONFIGS = ("pipeline/configs/penguins.yaml", "pipeline/configs/ofp.yaml",
            "pipeline/configs/randhie.yaml", "pipeline/configs/taxi.yaml",
-           "pipeline/configs/census.yaml")
+           "pipeline/configs/diamonds.yaml", "pipeline/configs/census.yaml")
 # Datasets whose single-task arms are left out of a run (none: the multi-head vs single-task
 # goal is measured on every dataset with more than one head).
 NO_SINGLES: tuple[str, ...] = ()

