@@ -4,6 +4,7 @@ must be the one rendered from benchmarks/results/quality.json."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -171,6 +172,9 @@ def test_recipe_ablations_replace_only_their_part(tmp_path):
         assert stopping.features == config_lib.load(path).features
     randhie = os.path.join(ROOT, "pipeline", "configs", "randhie.yaml")  # one head: no change
     assert quality.ablation_config(randhie, "geomean_stopping", str(tmp_path / "r")) is None
+    one = config_lib.load(quality.ablation_config(path, "one_cycle", str(tmp_path / "one")))
+    assert one.trainer.cycles == 1 and config_lib.load(path).trainer.cycles > 1
+    assert one.trainer == dataclasses.replace(config_lib.load(path).trainer, cycles=1)
 
 
 def test_the_recipe_retrains_the_shipped_arm_unless_the_quality_run_is_this_code(
@@ -214,7 +218,7 @@ def test_recipe_summary_names_the_parts_run_and_those_left_out():
     text = quality.recipe_summary(results)
     assert "no_linear: piecewise without its clipped z-score input" in text
     assert ("Not run here: zscore, all_components, no_log_target, fixed_steps, "
-            "geomean_stopping, relative_stopping, weighted_stopping." in text)
+            "geomean_stopping, relative_stopping, weighted_stopping, one_cycle." in text)
     header = next(line for line in text.splitlines() if line.startswith("| dataset |"))
     assert header.count("| vs ") == 1 and "vs no_linear" in header  # only the parts run
     row = next(line for line in text.splitlines() if line.startswith("| d |"))
