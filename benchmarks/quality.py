@@ -369,6 +369,35 @@ def run(work_dir: str, seeds: list[int], quick: bool = False,
     return out
 
 
+def rerun(previous: dict[str, Any], work_dir: str, names: list[str], seeds: list[int]
+          ) -> dict[str, Any]:
+    """`previous` (a quality run's results) with the datasets in `names` run again at this
+    commit and replaced; `reruns` records which, where and how long, and the tables say so."""
+    paths = {config_lib.load(os.path.join(common.ROOT, p), check_data=False).name: p
+             for p in CONFIGS}
+    unknown = [n for n in names if n not in paths]
+    if unknown:
+        raise ValueError(f"--datasets: no quality dataset {unknown}; choose from "
+                         f"{', '.join(paths)}")
+    if [str(s) for s in previous["seeds"]] != [str(s) for s in seeds]:
+        raise ValueError(f"--datasets: the run to update has seeds {previous['seeds']}, this "
+                         f"one {seeds}: run every dataset again instead")
+    fresh = run(work_dir, seeds, configs=tuple(paths[n] for n in names))
+    out = copy.deepcopy(previous)
+    out["datasets"].update(fresh["datasets"])
+    out.setdefault("reruns", []).append({"datasets": list(names), "commit": fresh["commit"],
+                                         "seconds": fresh["seconds"]})
+    return out
+
+
+def provenance(results: dict[str, Any]) -> str:
+    """`commit X`, and for each dataset run again later (rerun), where it was."""
+    text = f"commit {results.get('commit', '?')}"
+    for r in results.get("reruns", []):
+        text += f" ({', '.join(r['datasets'])}: run again at commit {r['commit']})"
+    return text
+
+
 # --- rendering ---------------------------------------------------------------------------------
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
@@ -414,7 +443,7 @@ def cost_table(results: dict[str, Any]) -> str:
 
 def summary(results: dict[str, Any]) -> str:
     seeds = results["seeds"]
-    text = (f"Test split, mean over seeds {seeds}; commit {results.get('commit', '?')}"
+    text = (f"Test split, mean over seeds {seeds}; {provenance(results)}"
             f"{' (quick mode: a smoke check, not a result)' if results.get('quick') else ''}. "
             "Every model stopped early on the validation split; differences are paired by "
             f"seed, a verdict needs the mean difference beyond the 95% Student-t interval "
@@ -436,7 +465,7 @@ README_END = "<!-- end of quality table -->"
 def readme_table(results: dict[str, Any]) -> str:
     """The README's table: per head, the three arms on the test split and the verdicts."""
     c = results
-    head = (f"`headwise bench --only quality` at commit {c.get('commit', '?')}, seeds "
+    head = (f"`headwise bench --only quality` at {provenance(c)}, seeds "
             f"{c['seeds'][0]}-{c['seeds'][-1]}, test split (mean over seeds; verdicts paired by "
             "seed, 95% t interval):\n\n")
     rows = []

@@ -168,7 +168,7 @@ def render(results_dir: str) -> str:
 
 def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
          config: str = "pipeline/configs/taxi.yaml", work_dir: str = "outputs/bench",
-         ablations: list[str] | None = None) -> int:
+         ablations: list[str] | None = None, datasets: list[str] | None = None) -> int:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from benchmarks import quality
     from headwise import config as config_lib
@@ -190,8 +190,18 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
 
     if "quality" in chosen:
         print("[quality] every head against a per-head HistGradientBoosting model", flush=True)
-        r = quality.run(os.path.join(work_dir, "quality"),
-                        seeds=[1] if quick else list(range(1, max(seeds, 5) + 1)), quick=quick)
+        quality_seeds = [1] if quick else list(range(1, max(seeds, 5) + 1))
+        if datasets:
+            with open(os.path.join(common.RESULTS, "quality.json"), encoding="utf-8") as fh:
+                previous = json.load(fh)
+            try:
+                r = quality.rerun(previous, os.path.join(work_dir, "quality"), datasets,
+                                  quality_seeds)
+            except ValueError as e:
+                print(f"headwise: error: {e}", file=sys.stderr)
+                return 2
+        else:
+            r = quality.run(os.path.join(work_dir, "quality"), seeds=quality_seeds, quick=quick)
         results["quality"] = r
         common.write_json("quality", r)
     if "recipe" in chosen:

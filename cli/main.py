@@ -376,8 +376,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if _load_config(args.config) is None:
         return 2
     ablations = args.ablations.split(",") if args.ablations else None
+    datasets = args.datasets.split(",") if args.datasets else None
+    if datasets and only != ["quality"]:
+        print("headwise: error: --datasets goes with --only quality (it runs those datasets "
+              "again and replaces them in benchmarks/results/quality.json)", file=sys.stderr)
+        return 2
     return bench.main(quick=args.quick, only=only, seeds=args.seeds, config=args.config,
-                      work_dir=args.work_dir, ablations=ablations)
+                      work_dir=args.work_dir, ablations=ablations, datasets=datasets)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -523,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, default=3, help="seeds per model (full mode)")
     bench.add_argument("--ablations", help="recipe: only these parts, comma-separated "
                        "(default: every part in benchmarks/quality.py ABLATIONS)")
+    bench.add_argument("--datasets", help="quality: run only these datasets again (comma-"
+                       "separated names) and replace them in the last quality.json")
     bench.add_argument("--config", default="pipeline/configs/taxi.yaml")
     bench.add_argument("--work-dir", default="outputs/bench")
     bench.set_defaults(func=_cmd_bench)

@@ -255,3 +255,37 @@ def test_a_dataset_that_a_command_writes_is_written_before_its_config_is_checked
     monkeypatch.setitem(quality.WRITERS, "written", write)
     cfg = quality.prepare(str(config))
     assert cfg.name == "written" and (tmp_path / "data" / "w.csv").exists()
+
+
+def test_a_rerun_replaces_only_the_named_datasets_and_says_so(tmp_path, monkeypatch):
+    ran = []
+
+    def run(work_dir, seeds, quick=False, configs=quality.CONFIGS):
+        ran.append(configs)
+        return {"commit": "new1234", "seconds": 9.0, "seeds": seeds,
+                "datasets": {"diamonds": {"models": "fresh"}}}
+
+    monkeypatch.setattr(quality, "run", run)
+    previous = {"commit": "old1234", "seeds": [1, 2], "split": "test",
+                "datasets": {"taxi": {"models": "kept"}, "diamonds": {"models": "stale"}}}
+    out = quality.rerun(previous, str(tmp_path), ["diamonds"], [1, 2])
+    assert ran == [("pipeline/configs/diamonds.yaml",)]
+    assert out["datasets"] == {"taxi": {"models": "kept"}, "diamonds": {"models": "fresh"}}
+    assert out["commit"] == "old1234" and previous["datasets"]["diamonds"]["models"] == "stale"
+    assert out["reruns"] == [{"datasets": ["diamonds"], "commit": "new1234", "seconds": 9.0}]
+    assert quality.provenance(out) == ("commit old1234 (diamonds: run again at commit "
+                                       "new1234)")
+    ran.clear()
+    with pytest.raises(ValueError, match=r"no quality dataset \['diamond'\]; choose from "
+                                         r"penguins, ofp, randhie, taxi, diamonds, census"):
+        quality.rerun(previous, str(tmp_path), ["diamond"], [1, 2])
+    with pytest.raises(ValueError, match=r"has seeds \[1, 2\], this one \[1, 2, 3\]"):
+        quality.rerun(previous, str(tmp_path), ["diamonds"], [1, 2, 3])
+    assert ran == []  # refused before anything ran
+
+
+def test_datasets_goes_with_the_quality_benchmark_only(capsys):
+    from cli import main as cli
+
+    assert cli.main(["bench", "--only", "recipe", "--datasets", "diamonds"]) == 2
+    assert "--datasets goes with --only quality" in capsys.readouterr().err
