@@ -242,6 +242,8 @@ def test_warm_restart_cycles_only_where_early_stopping_decides():
                              ).cycles == 1
     assert model_config.plan(model_config.TrainerConfig(early_stopping_patience=0), 10_000,
                              2_000).cycles == 1
+    fine_tune = model_config.plan(model_config.TrainerConfig(), 10_000, 2_000, restarts=False)
+    assert fine_tune.cycles == 1 and "cycles" not in fine_tune.why
     with pytest.raises(ConfigError, match=r"trainer\.cycles.*>= 1"):
         config_lib.from_dict({"name": "t", "data": {"csv": "u.csv"}, "features": {"a": "numeric"},
                               "heads": [{"name": "y", "label": "y", "task": "regression"}],

@@ -571,3 +571,6 @@ def test_the_epoch_line_of_a_one_head_model_gives_its_metrics(capsys):
                           "val_fare_loss": 0.2, "val_stopping_loss": 1.0, "val_mae": 1.6,
                           "val_rmse": 3.8})
     assert capsys.readouterr().out == "  epoch 1/25  loss 0.5000 | fare: mae 1.6, rmse 3.8\n"
+    # After a warm restart (trainer.cycles) the run has no planned last epoch to show.
+    line.on_epoch_end(30, {"loss": 0.4, "val_mae": 1.5})
+    assert capsys.readouterr().out == "  epoch 31  loss 0.4000 | fare: mae 1.5\n"

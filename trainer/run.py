@@ -154,9 +154,10 @@ def run_fn(fn_args: FnArgs) -> None:
     cfg = cfg.with_learned_classes(learned_classes(cfg, tft_output))
     keras.utils.set_random_seed(cfg.trainer.seed)
     train_rows = count_records(fn_args.train_files)
+    schedule = cfg.model.image.fine_tune if cfg.model.image else None
     plan = model_config.plan(cfg.trainer, train_rows,
                              count_records(fn_args.eval_files), fn_args.train_steps or None,
-                             fn_args.eval_steps or None)
+                             fn_args.eval_steps or None, restarts=schedule is None)
     print(f"  training plan: {plan.why}; {plan.steps_per_epoch} steps per epoch, "
           f"{plan.validation_steps} validation batches, early stopping after "
           f"{plan.patience or 'no'} epochs without improvement", flush=True)
@@ -187,16 +188,13 @@ def run_fn(fn_args: FnArgs) -> None:
                      callbacks_lib.EpochSummary([h.name for h in cfg.heads], epochs),
                      callbacks_lib.StopOnNonFinite(cfg),
                      *model.balancing_callbacks()]
-        schedule = cfg.model.image.fine_tune if cfg.model.image else None
         if plan.patience:
             # The shared backbone overfits small data; keep the weights of the best epoch. The
             # criterion is comparable across epochs under every balancing (StoppingCriterion).
-            # A fine-tune schedule's stages are fit() calls of their own: one cycle there.
-            cycles = plan.cycles if schedule is None else 1
             callbacks.append(callbacks_lib.RestartingEarlyStopping(
-                plan.epochs, cycles, monitor=criterion.KEY, patience=plan.patience,
+                plan.epochs, plan.cycles, monitor=criterion.KEY, patience=plan.patience,
                 restore_best_weights=True, verbose=1))
-            epochs = plan.epochs * cycles
+            epochs = plan.epochs * plan.cycles
         fit = dict(x=train, steps_per_epoch=plan.steps_per_epoch,
                    validation_data=evals, validation_steps=plan.validation_steps, verbose=0,
                    callbacks=callbacks)

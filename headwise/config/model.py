@@ -153,7 +153,8 @@ class Plan:
 
 
 def plan(trainer: TrainerConfig, train_rows: int, eval_rows: int,
-         train_steps: int | None = None, eval_steps: int | None = None) -> Plan:
+         train_steps: int | None = None, eval_steps: int | None = None,
+         restarts: bool = True) -> Plan:
     """The training budget. `train_steps`/`eval_steps` override the config's (the CLI's
     --train-steps). With a step budget: epochs_for(steps) epochs splitting it, batch size
     STEP_MODE_BATCH unless set. Otherwise: epochs over the training split, each
@@ -175,7 +176,9 @@ def plan(trainer: TrainerConfig, train_rows: int, eval_rows: int,
     patience = (trainer.early_stopping_patience if trainer.early_stopping_patience is not None
                 else 2 if steps else auto_patience(epochs))
     validation = evals or max(1, math.ceil(eval_rows / batch))
-    cycles = 1 if steps or not patience else trainer.cycles
+    # Warm restarts need early stopping to say "still improving"; a step budget is fixed, and
+    # a fine-tune schedule's stages (restarts=False) are fit() calls of their own.
+    cycles = trainer.cycles if patience and not steps and restarts else 1
     if cycles > 1:
         why += f", up to {cycles} cycles of them while still improving"
     return Plan(batch_size=batch, epochs=epochs, steps_per_epoch=per_epoch,
