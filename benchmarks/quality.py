@@ -35,6 +35,7 @@ from headwise import config as config_lib
 from headwise import datasets, tasks
 from headwise.config import data as data_config
 from headwise.config import features as features_lib
+from headwise.config import model as model_config
 
 CONFIGS = ("pipeline/configs/penguins.yaml", "pipeline/configs/ofp.yaml",
            "pipeline/configs/randhie.yaml", "pipeline/configs/taxi.yaml",
@@ -561,7 +562,7 @@ def _stopping_on(criterion: str):
 def _one_cycle(raw: dict) -> bool:
     """No warm restarts (trainer.cycles: 1): the budget's end is the end, as before cycles."""
     trainer = raw.get("trainer", {})
-    if trainer.get("train_steps") or trainer.get("cycles", 3) == 1:
+    if trainer.get("train_steps") or trainer.get("cycles", model_config.TrainerConfig.cycles) < 2:
         return False
     raw.setdefault("trainer", {})["cycles"] = 1
     return True
