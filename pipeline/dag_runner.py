@@ -28,7 +28,9 @@ to it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
+import signal
 import threading
 
 from absl import logging
@@ -55,6 +57,37 @@ class NodeFailed(RuntimeError):
     def __init__(self, node_id: str, cause: BaseException):
         self.node_id, self.cause = node_id, cause
         super().__init__(f"{node_id}: {cause}")
+
+
+@contextlib.contextmanager
+def _noting_ctrl_c():
+    """An Event set by any SIGINT while the block runs, which still raises KeyboardInterrupt
+    as before. Python raises it wherever the main thread happens to be, and some places swallow
+    it: a finalizer (`__del__`, "Exception ignored in ...": TensorFlow's garbage collector of
+    concrete functions is one) or a library's `except BaseException`. The event keeps the Ctrl-C
+    when the exception is lost. Off the main thread (where Python allows no handler) the event
+    is never set."""
+    noted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):  # ignored (or not set from Python): left alone
+        yield noted
+        return
+
+    def handler(signum, frame):
+        noted.set()
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class ParallelLocalDagRunner(LocalDagRunner):
@@ -107,7 +140,14 @@ class ParallelLocalDagRunner(LocalDagRunner):
         thread, the other ready ones (up to max_parallel - 1) on worker threads. Running one
         node here keeps Ctrl-C where LocalDagRunner has it: the KeyboardInterrupt stops the
         node of this thread at once, and a worker's node finishes before the process ends.
-        While this thread runs a node, a node that a finished worker made ready waits for it."""
+        While this thread runs a node, a node that a finished worker made ready waits for it.
+        A Ctrl-C whose KeyboardInterrupt was swallowed where it landed still stops the run: no
+        node starts after it, and KeyboardInterrupt is raised once the running ones end."""
+        with _noting_ctrl_c() as ctrl_c:
+            self._run_nodes(nodes, launch, ctrl_c)
+
+    def _run_nodes(self, nodes: dict[str, pipeline_pb2.PipelineNode], launch,
+                   ctrl_c: threading.Event) -> None:
         upstream = {n: set(node.upstream_nodes) & set(nodes) for n, node in nodes.items()}
         order = list(nodes)  # the IR's topological order: ties start in it
         done: set[str] = set()
@@ -128,7 +168,7 @@ class ParallelLocalDagRunner(LocalDagRunner):
                 max(1, self.max_parallel - 1), thread_name_prefix="headwise-node") as pool:
             while True:
                 ready = []
-                for node_id in order if failure is None else ():
+                for node_id in order if failure is None and not ctrl_c.is_set() else ():
                     if node_id in started or not upstream[node_id] <= done:
                         continue
                     if nodes[node_id].execution_options.HasField("skip"):
@@ -154,6 +194,8 @@ class ParallelLocalDagRunner(LocalDagRunner):
                         running, return_when=concurrent.futures.FIRST_COMPLETED).done)
                 else:
                     break
+        if ctrl_c.is_set():  # its KeyboardInterrupt was lost (or a node failed of it)
+            raise KeyboardInterrupt
         if failure is not None:
             raise failure from failure.cause
         if len(done) < len(nodes):
