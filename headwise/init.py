@@ -356,7 +356,10 @@ def render(name: str, data_key: str, data_path: str, schema_path: str,
         for k, v in spec.items():
             lines.append(f"    {k}: {_yaml(v)}")
         lines.append("")
-    lines += ["validation:",
+    lines += ["# No model or trainer section: the defaults are the tabular recipe the quality",
+              "# benchmark measures (MMoE, uncertainty weighting, epochs from the data size with",
+              "# early stopping; docs/config.md).", "",
+              "validation:",
               f"  schema: {_yaml(schema_path)}   # the data contract: `headwise schema` "
               "writes it again", ""]
     return "\n".join(lines)

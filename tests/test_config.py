@@ -255,7 +255,7 @@ EVERY_OPTION = {
     ({"loss_normalization": "mean"}, "unknown loss normalization"),
 ])
 def test_backbone_and_loss_options_are_checked(tmp_path, raw, model, words):
-    raw["model"].update(model)
+    raw.setdefault("model", {}).update(model)
     assert words in load_error(tmp_path, raw)
 
 

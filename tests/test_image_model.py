@@ -30,9 +30,12 @@ def raw_config(weights: str, **backbone) -> dict:
             {"name": "digit", "label": "digit", "task": "multiclass", "classes": list("0123")},
             {"name": "aux", "label": "aux", "task": "binary", "auxiliary": True, "tower": [8],
              "loss_weight": 0.2}],
-        "model": {"backbone": {"application": "MobileNetV2", "alpha": 0.35, "weights": weights,
-                               "embedding_units": 16, **backbone},
-                  "hidden_units": [16], "learning_rate": 0.01},
+        # digits.yaml's image recipe: one shared MLP, static weights, no dropout
+        "model": {"backbone": {"type": "shared_bottom", "application": "MobileNetV2",
+                               "alpha": 0.35, "weights": weights, "embedding_units": 16,
+                               **backbone},
+                  "hidden_units": [16], "learning_rate": 0.01, "loss_balancing": "static",
+                  "dropout": 0.0},
     }
 
 

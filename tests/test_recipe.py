@@ -26,7 +26,8 @@ def cfg_of(features, heads=None, **model):
     return config_lib.from_dict({
         "name": "recipe", "data": {"csv": "unused.csv"}, "features": features,
         "heads": heads or [{"name": "y", "label": "y", "task": "regression"}],
-        "model": {"hidden_units": [8], **model}})
+        # one shared MLP: the tests read its first layer's kernel
+        "model": {"hidden_units": [8], "backbone": "shared_bottom", **model}})
 
 
 # --- numeric encodings ----------------------------------------------------------------------
