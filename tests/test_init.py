@@ -40,6 +40,7 @@ def _table(tmp_path):
         "visits": [str([0, 0, 0, 1, 1, 2, 3, 5, 8][i % 9]) for i in range(ROWS)],
         "rating": [str(1 + i % 5) for i in range(ROWS)],
         "price": [str(1000 + (i * 17) % 500) for i in range(ROWS)],
+        "spend": [f"{2 ** ((i * 7) % 13) / 4:g}" for i in range(ROWS)],  # 0.25 to 1024: skewed
         "ratio": [f"{-1 + (i % 50) / 25:.2f}" for i in range(ROWS)],
         "tags": [["a|b", "b", "c|a", "a"][i % 4] for i in range(ROWS)],
         "zip": [f"Z{10_000 + i % 40}" for i in range(ROWS)],  # 40 codes: learned top_k
@@ -55,7 +56,8 @@ def _table(tmp_path):
     return str(path)
 
 
-LABELS = ["clicked", "churn", "colour", "visits", "rating", "price", "ratio", "tags", "zip"]
+LABELS = ["clicked", "churn", "colour", "visits", "rating", "price", "spend", "ratio", "tags",
+          "zip"]
 
 
 def test_every_rule_decides_its_column_and_says_why(tmp_path):
@@ -82,7 +84,11 @@ def test_every_rule_decides_its_column_and_says_why(tmp_path):
     assert heads["visits"]["task"] == "count"  # non-negative whole numbers, mostly 0
     assert heads["rating"]["task"] == "multiclass" and len(heads["rating"]["classes"]) == 5
     assert heads["price"]["task"] == "regression"  # whole numbers, but a measure
-    assert heads["ratio"]["task"] == "regression"
+    assert heads["spend"] == {"name": "spend", "label": "spend", "task": "regression",
+                              "target": "log"}  # right-skewed, none negative
+    assert "skewness 2.2" in by["spend"].why  # scipy.stats.skew of the column: 2.2007
+    assert "target" not in heads["price"]  # symmetric (skewness 0)
+    assert heads["ratio"]["task"] == "regression" and "target" not in heads["ratio"]  # < 0
     assert heads["tags"]["task"] == "multilabel" and heads["tags"]["classes"] == ["a", "b", "c"]
     assert heads["zip"]["task"] == "multiclass" and heads["zip"]["top_k"] == init_lib.MAX_CLASSES
 
@@ -112,7 +118,7 @@ def test_a_label_that_is_not_a_column_or_has_one_value_is_named(tmp_path):
     semi = tmp_path / "semi.csv"
     semi.write_text(open(path).read().replace(",", ";"))
     with pytest.raises(ValueError, match="no column 'clicked'.*The header is one column holding "
-                                         "22 semicolons"):
+                                         "23 semicolons"):
         init_lib.infer(str(semi), ["clicked"])
 
 
