@@ -281,8 +281,11 @@ def decide_head(c: Column) -> Decision:
 
 
 def _skewness(c: Column) -> float:
-    """The sample skewness (Fisher's, as scipy.stats.skew) of a numeric column's values."""
-    pairs = [(float(v), n) for v, n in c.counts.items()]
+    """The sample skewness (Fisher's, as scipy.stats.skew) of a numeric column's values,
+    computed on the values divided by the largest magnitude (the same skewness, no overflow
+    of cubes for values near 1e300)."""
+    scale = max(abs(float(v)) for v in c.counts) or 1.0
+    pairs = [(float(v) / scale, n) for v, n in c.counts.items()]
     rows = sum(n for _, n in pairs)
     mean = sum(v * n for v, n in pairs) / rows
     m2 = sum((v - mean) ** 2 * n for v, n in pairs) / rows
