@@ -143,6 +143,23 @@ def test_the_readme_table_is_the_one_rendered_from_quality_json():
         "`headwise bench --render`")
 
 
+def test_the_committed_results_describe_the_model_the_shipped_configs_train():
+    """quality.json records each dataset's backbone and balancing as measured; the shipped
+    configs (which leave the model to the defaults) must still train that model, or the
+    README's table describes something a user no longer gets."""
+    path = os.path.join(ROOT, "benchmarks", "results", "quality.json")
+    if not os.path.exists(path):
+        pytest.skip("no benchmarks/results/quality.json yet")
+    with open(path, encoding="utf-8") as fh:
+        results = json.load(fh)
+    for name, r in results["datasets"].items():
+        cfg = config_lib.load(os.path.join(ROOT, r["config"]), check_data=False)
+        assert r["default"] == {"backbone": cfg.model.backbone,
+                                "loss_balancing": cfg.model.loss_balancing}, (
+            f"{name}: measured {r['default']}, the config now trains {cfg.model.backbone}, "
+            f"{cfg.model.loss_balancing}: run `headwise bench --only quality` again")
+
+
 def test_recipe_ablations_replace_only_their_part(tmp_path):
     """no_linear turns off piecewise's linear term and all_components fixes 32 components, on
     every piecewise feature and nothing else; a part a config does not use is not run."""
