@@ -22,7 +22,8 @@ retries a locked database (its busy handler), which is what makes concurrent lau
 one metadata.db safe; each launch opens its own connection, as LocalDagRunner's do.
 
 Partial runs (`run_options`) are LocalDagRunner's: given them, this runner hands the pipeline
-to it.
+to it. With `max_parallel=1` (another Beam runner than the direct one) it runs every node in the
+calling thread, one at a time, as LocalDagRunner does, and a Ctrl-C is noted the same way.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class ParallelLocalDagRunner(LocalDagRunner):
 
     def run_with_ir(self, pipeline: pipeline_pb2.Pipeline,
                     run_options: pipeline_pb2.RunOptions | None = None) -> None:
-        if run_options is not None or self.max_parallel == 1:
+        if run_options is not None:
             return super().run_with_ir(pipeline, run_options)
         runtime_parameter_utils.substitute_runtime_parameter(pipeline, {
             constants.PIPELINE_RUN_ID_PARAMETER_NAME: datetime.datetime.now().isoformat()})

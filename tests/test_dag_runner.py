@@ -266,3 +266,14 @@ def test_a_real_failure_is_raised_naming_its_component(tmp_path):
     with pytest.raises(dag_runner.NodeFailed) as exc:
         dag_runner.ParallelLocalDagRunner().run(_pipeline(work, fail=True))
     assert exc.value.node_id == "Join" and "broken on purpose" in str(exc.value.cause)
+
+
+def test_one_at_a_time_runs_through_this_runner_too(tmp_path):
+    """max_parallel=1 (a Flink or Spark runner) runs the nodes here, not in LocalDagRunner's
+    loop, so it keeps this runner's Ctrl-C noting and names a failed node (LocalDagRunner
+    raises the bare error)."""
+    work = str(tmp_path)
+    _BARRIERS[work] = threading.Barrier(1)  # one at a time: no sibling to wait for
+    with pytest.raises(dag_runner.NodeFailed) as exc:
+        dag_runner.ParallelLocalDagRunner(max_parallel=1).run(_pipeline(work, fail=True))
+    assert exc.value.node_id == "Join" and "broken on purpose" in str(exc.value.cause)
