@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import subprocess
 import sys
@@ -579,3 +580,84 @@ def test_the_epoch_line_of_a_one_head_model_gives_its_metrics(capsys):
     # After a warm restart (trainer.cycles) the run has no planned last epoch to show.
     line.on_epoch_end(30, {"loss": 0.4, "val_mae": 1.5})
     assert capsys.readouterr().out == "  epoch 31  loss 0.4000 | fare: mae 1.5\n"
+
+
+def test_a_stopped_head_no_longer_moves_the_backbone_but_still_trains_itself(x):
+    """trainer.head_stopping: closing a head's `backbone_gradient` switch leaves every output
+    as it was and the other head's gradient as it was, cuts that head's gradient into the
+    shared backbone to 0 and keeps its gradient on its own layers."""
+    cfg = make_cfg([{"name": "a", "label": "a", "task": "regression", "loss": "mse"},
+                    {"name": "b", "label": "b", "task": "regression", "loss": "mse"}])
+    model = model_lib.build_model(cfg, {}, unit_stats(cfg))
+    y = {"a": 3 * x, "b": x ** 2}
+    backbone = model.get_layer("backbone").trainable_variables
+    own = model.get_layer("b").trainable_variables
+
+    def grads():
+        with tf.GradientTape(persistent=True) as tape:
+            pred = model({"x": x}, training=False)
+            loss = {h: tf.reduce_mean(tf.square(y[h] - pred[h])) for h in y}
+        out = {(h, part): [g.numpy() for g in tape.gradient(
+                   loss[h], variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)]
+               for h in y for part, variables in (("backbone", backbone), ("own", own))}
+        return pred, out
+
+    # Without the option, and with one head, the heads have no switch: the graph before it.
+    off = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, head_stopping=False))
+    for other in (off, cfg.single_task("a")):
+        built = model_lib.build_model(other, {}, unit_stats(other))
+        assert not any(hasattr(built.get_layer(h.name), "backbone_gradient")
+                       for h in other.heads)
+
+    before_pred, before = grads()
+    model.get_layer("b").backbone_gradient.assign(0.0)
+    after_pred, after = grads()
+    for h in y:
+        np.testing.assert_array_equal(before_pred[h].numpy(), after_pred[h].numpy())
+    assert all(np.any(g != 0) for g in before[("b", "backbone")])
+    assert all(np.all(g == 0) for g in after[("b", "backbone")])
+    for key in (("a", "backbone"), ("b", "own")):
+        for g0, g1 in zip(before[key], after[key], strict=True):
+            np.testing.assert_array_equal(g0, g1)
+        assert any(np.any(g != 0) for g in after[key])
+
+
+def test_head_stopping_stops_a_head_after_patience_epochs_without_improvement(capsys):
+    """Task-wise early stopping: each head by its own validation loss; a stopped head stays
+    stopped; a head without a validation loss in the logs is left alone."""
+    from trainer import callbacks as callbacks_lib
+
+    cfg = make_cfg([{"name": h, "label": h, "task": "regression", "loss": "mse"}
+                    for h in ("a", "b", "c")])
+    model = model_lib.build_model(cfg, {}, unit_stats(cfg))
+    stopping = callbacks_lib.HeadStopping(["a", "b", "c"], patience=2)
+    stopping.set_model(model)
+    curves = {"a": [5, 4, 3, 2, 1, 0.5], "b": [5, 4, 4.5, 4.2, 1, 0.5]}  # b: best at epoch 2
+    for epoch in range(6):
+        stopping.on_epoch_end(epoch, {f"val_{h}_loss": c[epoch] for h, c in curves.items()})
+        switch = {h: float(model.get_layer(h).backbone_gradient.numpy()) for h in "abc"}
+        assert switch == {"a": 1.0, "b": 0.0 if epoch >= 3 else 1.0, "c": 1.0}, epoch
+    assert stopping.stopped == {"b": 4}
+    said = capsys.readouterr().out
+    assert "epoch 4: head b's validation loss is no better than at epoch 2" in said
+
+
+def test_a_warm_restart_lets_every_head_shape_the_backbone_again():
+    """Heads stop within the first cycle only (trainer.cycles): a restart reopens them, and the
+    worse epochs at the restarted peak learning rate stop none."""
+    from trainer import callbacks as callbacks_lib
+
+    cfg = make_cfg([{"name": h, "label": h, "task": "regression", "loss": "mse"}
+                    for h in ("a", "b")])
+    model = model_lib.build_model(cfg, {}, unit_stats(cfg))
+    stopping = callbacks_lib.HeadStopping(["a", "b"], patience=2, cycle_epochs=5)
+    stopping.set_model(model)
+    curves = {"a": [5, 4, 3, 2, 1, 3, 4, 5, 6, 7], "b": [5, 4, 4.5, 4.2, 4.1, 6, 7, 8, 9, 9]}
+    open_b = []
+    for epoch in range(10):
+        stopping.on_epoch_begin(epoch)
+        stopping.on_epoch_end(epoch, {f"val_{h}_loss": c[epoch] for h, c in curves.items()})
+        open_b.append(float(model.get_layer("b").backbone_gradient.numpy()))
+        assert float(model.get_layer("a").backbone_gradient.numpy()) == 1.0
+    assert open_b == [1, 1, 1, 0, 0, 1, 1, 1, 1, 1]
+    assert stopping.stopped == {"b": 4}

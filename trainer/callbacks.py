@@ -105,6 +105,57 @@ class RestartingEarlyStopping(keras.callbacks.EarlyStopping):
             self.model.stop_training = True
 
 
+class HeadStopping(keras.callbacks.Callback):
+    """Task-wise early stopping (Zhang et al., ECCV 2014, who stopped auxiliary tasks once
+    they began to overfit): a head whose validation loss has not improved for `patience`
+    epochs stops shaping the shared backbone. Its gradient no longer reaches the backbone (the
+    head's `backbone_gradient` switch, trainer.heads.HeadLayer); its own layers go on
+    training on what the backbone gives. The model's early stopping is unchanged and still
+    decides when training ends and which epoch's weights are kept. Within the first cycle
+    only: a warm restart (`cycle_epochs`, trainer.cycles) lets every head train the backbone
+    again.
+
+    A head that is learning nothing more from the data (a near-chance head overfitting from
+    its fifth epoch) otherwise goes on pulling the shared weights towards its noise while the
+    others still learn: on taxi, fare's and trip_seconds' validation errors were closer to
+    their single-task models' when big_tipper, payment_type and tips were left out (the
+    benchmark results are in docs/benchmarks.md)."""
+
+    def __init__(self, heads: list[str], patience: int, cycle_epochs: int | None = None):
+        super().__init__()
+        self.heads, self.patience, self.cycle_epochs = list(heads), patience, cycle_epochs
+        self.best = dict.fromkeys(self.heads, math.inf)
+        self.best_epoch = dict.fromkeys(self.heads, 0)
+        self.stopped: dict[str, int] = {}  # head -> the epoch (1-based) after which it stopped
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.cycle_epochs and self.stopped:
+            # A warm restart (RestartingEarlyStopping): the run was still improving, so every
+            # head trains the backbone again, and none is stopped in a later cycle (its first
+            # epochs, back at the peak learning rate, are expected to be worse).
+            for h in self.stopped:
+                self.model.get_layer(h).backbone_gradient.assign(1.0)
+            print(f"  epoch {epoch + 1}: a warm restart; every head shapes the shared backbone "
+                  "again", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.cycle_epochs is not None and epoch >= self.cycle_epochs:
+            return
+        for h in self.heads:
+            loss = logs.get(f"val_{h}_loss")
+            if loss is None or h in self.stopped:
+                continue
+            if loss < self.best[h]:
+                self.best[h], self.best_epoch[h] = float(loss), epoch
+            elif epoch - self.best_epoch[h] >= self.patience:
+                self.stopped[h] = epoch + 1
+                self.model.get_layer(h).backbone_gradient.assign(0.0)
+                print(f"  epoch {epoch + 1}: head {h}'s validation loss is no better than at "
+                      f"epoch {self.best_epoch[h] + 1}; it no longer shapes the shared backbone",
+                      flush=True)
+
+
 class EpochSummary(keras.callbacks.Callback):
     """One readable line per epoch: its seconds (training and validation), the total loss, then
     each head's validation metrics (a single-task config's too)."""

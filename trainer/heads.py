@@ -208,7 +208,24 @@ class HeadLayer(keras.layers.Layer):
         """The layers after the tower, in order; the last gives the head's output."""
         return [keras.layers.Dense(self.units, activation=self.activation, name="output")]
 
+    # trainer.head_stopping: a multi-head model's heads get a switch on their gradient into the
+    # backbone (set before the head is built; without it the graph is the one before the
+    # option, op for op, so a seed trains the same model as it did then).
+    stoppable: bool = False
+
+    def build(self, input_shape):
+        if self.stoppable:
+            # 1: the head's gradient reaches the shared backbone; 0: it trains its own layers
+            # only (trainer.callbacks.HeadStopping closes it). Not trained.
+            self.backbone_gradient = self.add_weight(name="backbone_gradient", shape=(),
+                                                     initializer="ones", trainable=False)
+        super().build(input_shape)
+
     def call(self, x):
+        if self.stoppable:
+            # The same value forward; backward, the gradient into the backbone times the switch.
+            held = tf.stop_gradient(x)
+            x = held + self.backbone_gradient * (x - held)
         for layer in (*self.tower, *self.output_layers):
             x = layer(x)
         return x

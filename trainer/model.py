@@ -231,6 +231,8 @@ def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
     backbone = backbones_lib.make_backbone(cfg, cardinalities, train_rows)
     heads = [heads_lib.make_head(h, stats.get(h.name, {}), cfg.model.activation)
              for h in cfg.heads]
+    for h in heads:
+        h.stoppable = cfg.trainer.head_stopping and len(heads) > 1
     model = MultiHeadModel(backbone, heads, loss_balancing=cfg.model.loss_balancing,
                            loss_normalization=cfg.model.loss_normalization,
                            learning_rate=cfg.model.learning_rate,

@@ -109,13 +109,15 @@ TRAINING_SUMMARY = "training_summary.json"  # in the Trainer's ModelRun folder
 
 
 def write_training_summary(model_run_dir: str, plan: model_config.Plan, history,
-                           fit_seconds: float) -> None:
-    """What the Trainer did, next to its TensorBoard logs: the plan, the epochs it ran, and the
+                           fit_seconds: float, heads_stopped: dict[str, int] | None = None
+                           ) -> None:
+    """What the Trainer did, next to its TensorBoard logs: the plan, the epochs it ran, the
     seconds spent in Keras's fit (the rest of the Trainer's time is fixed cost: start-up,
-    reading Transform's output, building and exporting)."""
+    reading Transform's output, building and exporting), and after which epoch each head that
+    did stopped shaping the backbone (`trainer.head_stopping`)."""
     epochs_run = len((history.history if history is not None else {}).get("loss", []))
     out = {"plan": dataclasses.asdict(plan), "epochs_run": epochs_run,
-           "fit_seconds": fit_seconds}
+           "fit_seconds": fit_seconds, "heads_stopped": dict(heads_stopped or {})}
     tf.io.gfile.makedirs(model_run_dir)
     with tf.io.gfile.GFile(os.path.join(model_run_dir, TRAINING_SUMMARY), "w") as fh:
         fh.write(json.dumps(out, indent=1))
@@ -188,6 +190,11 @@ def run_fn(fn_args: FnArgs) -> None:
                      callbacks_lib.EpochSummary([h.name for h in cfg.heads], epochs),
                      callbacks_lib.StopOnNonFinite(cfg),
                      *model.balancing_callbacks()]
+        head_stopping = None
+        if plan.patience and all(h.stoppable for h in model.heads.values()):
+            head_stopping = callbacks_lib.HeadStopping([h.name for h in cfg.heads],
+                                                       plan.patience, plan.epochs)
+            callbacks.append(head_stopping)
         if plan.patience:
             # The shared backbone overfits small data; keep the weights of the best epoch. The
             # criterion is comparable across epochs under every balancing (StoppingCriterion).
@@ -203,7 +210,8 @@ def run_fn(fn_args: FnArgs) -> None:
             history = model.fit(epochs=epochs, **fit)
         else:
             history = fine_tune(model, schedule, epochs, strategy, fit)
-        write_training_summary(model_run_dir, plan, history, time.monotonic() - started)
+        write_training_summary(model_run_dir, plan, history, time.monotonic() - started,
+                               head_stopping.stopped if head_stopping else {})
         export_lib.save(model, cfg, tft_output, serving_model_dir)
         logging.info("saved the %d-head model to %s", len(cfg.heads),
                      os.path.abspath(serving_model_dir))

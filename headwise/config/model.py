@@ -13,7 +13,7 @@ BACKBONE_TYPES = ("shared_bottom", "mmoe", "ple")  # implemented: trainer.backbo
 LOSS_NORMALIZATION = ("batch", "present")
 ACTIVATIONS = ("relu", "gelu", "selu", "tanh", "swish")
 TRAINER_KEYS = ("train_steps", "eval_steps", "batch_size", "seed", "early_stopping_patience",
-                "epochs", "early_stopping_on", "cycles")
+                "epochs", "early_stopping_on", "cycles", "head_stopping")
 # What early stopping watches on the validation split (trainer.callbacks.StoppingCriterion):
 # the weighted mean of each head's loss relative to its first epoch's (the default), the heads'
 # weighted loss sum, or their weighted geometric mean.
@@ -113,6 +113,11 @@ class TrainerConfig:
     # schedule (SGDR, Loshchilov & Hutter 2017); 1: stop at `epochs` as before cycles existed.
     # Needs early stopping; a fixed step budget and an image fine-tune schedule run one cycle.
     cycles: int = 3
+    # task-wise early stopping (trainer.callbacks.HeadStopping): a head whose own validation
+    # loss has not improved for `patience` epochs stops shaping the shared backbone (its
+    # gradient no longer reaches it) while its own layers go on training. Multi-head models
+    # with early stopping only.
+    head_stopping: bool = True
 
 
 # The derived training budget (TrainerConfig's unset values): measured with the quality
@@ -293,7 +298,8 @@ def parse_trainer(top: Fields) -> TrainerConfig:
     t = Fields(top.source, "trainer", top.get("trainer", dict, {}), TRAINER_KEYS)
     trainer = TrainerConfig(
         **{k: t.get(k, int, getattr(TrainerConfig, k)) for k in TRAINER_KEYS
-           if k != "early_stopping_on"},
+           if k not in ("early_stopping_on", "head_stopping")},
+        head_stopping=t.get("head_stopping", bool, TrainerConfig.head_stopping),
         early_stopping_on=t.choice("early_stopping_on", STOPPING_CRITERIA, "relative",
                                    what="early stopping criterion"))
     if trainer.cycles < 1:
