@@ -568,14 +568,14 @@ def _one_cycle(raw: dict) -> bool:
     return True
 
 
-def _no_head_stopping(raw: dict) -> bool:
-    """Every head shapes the backbone until training ends (trainer.head_stopping: false);
-    with one head there is nothing to stop: not run."""
+def _head_stopping(raw: dict) -> bool:
+    """Task-wise early stopping (trainer.head_stopping: true) where the config has it off; with
+    one head there is nothing to stop: not run."""
     trainer = raw.get("trainer", {})
-    if len(raw["heads"]) < 2 or not trainer.get("head_stopping",
-                                                model_config.TrainerConfig.head_stopping):
+    if len(raw["heads"]) < 2 or trainer.get("head_stopping",
+                                            model_config.TrainerConfig.head_stopping):
         return False
-    raw.setdefault("trainer", {})["head_stopping"] = False
+    raw.setdefault("trainer", {})["head_stopping"] = True
     return True
 
 
@@ -586,7 +586,7 @@ ABLATIONS = {"zscore": _zscore, "no_linear": _no_linear, "all_components": _all_
              "geomean_stopping": _stopping_on("geomean"),
              "relative_stopping": _stopping_on("relative"),
              "weighted_stopping": _stopping_on("weighted"), "one_cycle": _one_cycle,
-             "no_head_stopping": _no_head_stopping}
+             "head_stopping": _head_stopping}
 # The parts that matter only on some datasets: the cap on piecewise components changes nothing
 # from 1,024 training rows up (features.piecewise_components); warm restarts change only runs
 # still improving at their budget's end: diamonds' (the other datasets' runs stop early).
@@ -663,31 +663,6 @@ def run_ablations(work_dir: str, seeds: list[int], quality_results: dict[str, An
     return out
 
 
-def recipe_from_quality(before: dict[str, Any], after: dict[str, Any], name: str,
-                        note: str) -> dict[str, Any]:
-    """A recipe result (run_ablations' form) from two quality runs that differ in one part
-    of the recipe: `after` trained with the part (the "shipped" arm), `before` without it
-    (arm `name`); the multi-head models' validation metrics of every multi-head dataset both
-    ran, paired by seed. For a part whose quality rerun is needed anyway: its five seeds, on
-    every dataset (census too), from runs of committed code."""
-    out: dict[str, Any] = {"split": data_config.VALIDATION, "ablations": [name], "note": note,
-                           "commit": f"{after['commit']} against {before['commit']}",
-                           "datasets": {}}
-    seeds: set[str] | None = None
-    for ds, r in after["datasets"].items():
-        old = before["datasets"].get(ds)
-        if old is None or len(r["heads"]) < 2:
-            continue
-        common_seeds = sorted(set(r["models"]["multi"]) & set(old["models"]["multi"]), key=int)
-        seeds = set(common_seeds) if seeds is None else seeds & set(common_seeds)
-        out["datasets"][ds] = {
-            "heads": r["heads"],
-            "arms": {"shipped": {s: r["models"]["multi"][s] for s in common_seeds},
-                     name: {s: old["models"]["multi"][s] for s in common_seeds}}}
-    out["seeds"] = sorted(int(s) for s in seeds or ())
-    return out
-
-
 def recipe_table(results: dict[str, Any], split_key: str = "validation_metrics") -> str:
     """Per dataset and gating head: the shipped recipe's main metric and each ablation's paired
     difference against it (positive: the shipped recipe is better)."""
@@ -733,9 +708,10 @@ ABLATION_WORDS = {
                          "criterion replaced (run where there are two heads or more)",
     "one_cycle": "no warm restarts (trainer.cycles: 1): training ends with the derived epochs "
                  "even while still improving (run on diamonds, whose runs reach that end)",
-    "no_head_stopping": "every head shapes the shared backbone until training ends "
-                        "(trainer.head_stopping: false; run where there are two heads or "
-                        "more)"}
+    "head_stopping": "task-wise early stopping, a head no better on validation for the run's "
+                     "patience stops shaping the shared backbone (trainer.head_stopping: true; "
+                     "an option measured against the default, not a part it replaced; run "
+                     "where there are two heads or more)"}
 
 
 def recipe_summary(results: dict[str, Any]) -> str:

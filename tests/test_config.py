@@ -215,7 +215,7 @@ EVERY_TASK = {
     "model": {"hidden_units": [8], "activation": "gelu", "batch_norm": True,
               "loss_balancing": "uncertainty"},
     "trainer": {"seed": 7, "early_stopping_patience": 0, "early_stopping_on": "geomean",
-                "cycles": 2, "head_stopping": False},
+                "cycles": 2, "head_stopping": True},
     "validation": {"drift": {"y_r": 0.2, "a": 0.1}, "skew": {"b": 0.3}, "skew_min_examples": 9},
     "evaluation": {"slices": ["b"]},
     "serving": {"model_name": "every", "keep_versions": 2,

@@ -192,10 +192,10 @@ def test_recipe_ablations_replace_only_their_part(tmp_path):
     one = config_lib.load(quality.ablation_config(path, "one_cycle", str(tmp_path / "one")))
     assert one.trainer.cycles == 1 and config_lib.load(path).trainer.cycles > 1
     assert one.trainer == dataclasses.replace(config_lib.load(path).trainer, cycles=1)
-    assert config_lib.load(path).trainer.head_stopping  # the default
-    free = config_lib.load(quality.ablation_config(path, "no_head_stopping", str(tmp_path / "h")))
-    assert free.trainer == dataclasses.replace(config_lib.load(path).trainer, head_stopping=False)
-    assert quality.ablation_config(randhie, "no_head_stopping", str(tmp_path / "rh")) is None
+    assert not config_lib.load(path).trainer.head_stopping  # the default
+    heads = config_lib.load(quality.ablation_config(path, "head_stopping", str(tmp_path / "h")))
+    assert heads.trainer == dataclasses.replace(config_lib.load(path).trainer, head_stopping=True)
+    assert quality.ablation_config(randhie, "head_stopping", str(tmp_path / "rh")) is None
 
 
 def test_the_recipe_retrains_the_shipped_arm_unless_the_quality_run_is_this_code(
@@ -240,7 +240,7 @@ def test_recipe_summary_names_the_parts_run_and_those_left_out():
     assert "no_linear: piecewise without its clipped z-score input" in text
     assert ("Not run here: zscore, all_components, no_log_target, fixed_steps, "
             "geomean_stopping, relative_stopping, weighted_stopping, one_cycle, "
-            "no_head_stopping." in text)
+            "head_stopping." in text)
     header = next(line for line in text.splitlines() if line.startswith("| dataset |"))
     assert header.count("| vs ") == 1 and "vs no_linear" in header  # only the parts run
     row = next(line for line in text.splitlines() if line.startswith("| d |"))
@@ -312,29 +312,3 @@ def test_datasets_goes_with_the_quality_benchmark_only(capsys):
     assert cli.main(["bench", "--only", "recipe", "--datasets", "diamonds"]) == 2
     assert "--datasets goes with --only quality" in capsys.readouterr().err
 
-
-def test_a_recipe_comparison_from_two_quality_runs_pairs_their_multi_head_models_by_seed():
-    """quality.recipe_from_quality: the run with the part is the shipped arm, the run without
-    it the ablation; seeds both ran, multi-head datasets only; the table's paired difference
-    is the shipped arm's gain."""
-    heads = [{"name": "y", "main": "mae", "task": "regression", "auxiliary": False},
-             {"name": "z", "main": "auc", "task": "binary", "auxiliary": False}]
-
-    def run(commit, maes, single_head_too=True):
-        multi = {str(s): {"validation_metrics": {"y": {"mae": v}, "z": {"auc": 0.8}}}
-                 for s, v in maes.items()}
-        datasets = {"d": {"heads": heads, "models": {"multi": multi}}}
-        if single_head_too:
-            datasets["one"] = {"heads": heads[:1], "models": {"multi": multi}}
-        return {"commit": commit, "datasets": datasets}
-
-    before = run("old", {1: 2.0, 2: 2.2, 3: 2.1, 4: 9.9})
-    after = run("new", {1: 1.5, 2: 1.6, 3: 1.7})
-    out = quality.recipe_from_quality(before, after, "no_head_stopping", "how it ran")
-    assert out["seeds"] == [1, 2, 3] and set(out["datasets"]) == {"d"}
-    arms = out["datasets"]["d"]["arms"]
-    assert sorted(arms["no_head_stopping"]) == ["1", "2", "3"]
-    assert arms["shipped"]["2"]["validation_metrics"]["y"]["mae"] == 1.6
-    row = next(line for line in quality.recipe_table(out).splitlines() if "| y |" in line)
-    assert "+0.5" in row and "better" in row, row  # mean of 0.5, 0.6, 0.4: the part helps
-    assert out["commit"] == "new against old" and out["note"] == "how it ran"

@@ -582,12 +582,17 @@ def test_the_epoch_line_of_a_one_head_model_gives_its_metrics(capsys):
     assert capsys.readouterr().out == "  epoch 31  loss 0.4000 | fare: mae 1.5\n"
 
 
+def head_stopping(cfg):
+    return dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, head_stopping=True))
+
+
 def test_a_stopped_head_no_longer_moves_the_backbone_but_still_trains_itself(x):
     """trainer.head_stopping: closing a head's `backbone_gradient` switch leaves every output
     as it was and the other head's gradient as it was, cuts that head's gradient into the
     shared backbone to 0 and keeps its gradient on its own layers."""
-    cfg = make_cfg([{"name": "a", "label": "a", "task": "regression", "loss": "mse"},
+    off = make_cfg([{"name": "a", "label": "a", "task": "regression", "loss": "mse"},
                     {"name": "b", "label": "b", "task": "regression", "loss": "mse"}])
+    cfg = head_stopping(off)
     model = model_lib.build_model(cfg, {}, unit_stats(cfg))
     y = {"a": 3 * x, "b": x ** 2}
     backbone = model.get_layer("backbone").trainable_variables
@@ -602,8 +607,8 @@ def test_a_stopped_head_no_longer_moves_the_backbone_but_still_trains_itself(x):
                for h in y for part, variables in (("backbone", backbone), ("own", own))}
         return pred, out
 
-    # Without the option, and with one head, the heads have no switch: the graph before it.
-    off = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, head_stopping=False))
+    # Without the option (the default), and with one head, the heads have no switch: the
+    # graph before it.
     for other in (off, cfg.single_task("a")):
         built = model_lib.build_model(other, {}, unit_stats(other))
         assert not any(hasattr(built.get_layer(h.name), "backbone_gradient")
@@ -627,8 +632,8 @@ def test_head_stopping_stops_a_head_after_patience_epochs_without_improvement(ca
     stopped; a head without a validation loss in the logs is left alone."""
     from trainer import callbacks as callbacks_lib
 
-    cfg = make_cfg([{"name": h, "label": h, "task": "regression", "loss": "mse"}
-                    for h in ("a", "b", "c")])
+    cfg = head_stopping(make_cfg([{"name": h, "label": h, "task": "regression", "loss": "mse"}
+                                  for h in ("a", "b", "c")]))
     model = model_lib.build_model(cfg, {}, unit_stats(cfg))
     stopping = callbacks_lib.HeadStopping(["a", "b", "c"], patience=2)
     stopping.set_model(model)
@@ -647,8 +652,8 @@ def test_a_warm_restart_lets_every_head_shape_the_backbone_again():
     worse epochs at the restarted peak learning rate stop none."""
     from trainer import callbacks as callbacks_lib
 
-    cfg = make_cfg([{"name": h, "label": h, "task": "regression", "loss": "mse"}
-                    for h in ("a", "b")])
+    cfg = head_stopping(make_cfg([{"name": h, "label": h, "task": "regression", "loss": "mse"}
+                                  for h in ("a", "b")]))
     model = model_lib.build_model(cfg, {}, unit_stats(cfg))
     stopping = callbacks_lib.HeadStopping(["a", "b"], patience=2, cycle_epochs=5)
     stopping.set_model(model)

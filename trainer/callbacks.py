@@ -118,8 +118,9 @@ class HeadStopping(keras.callbacks.Callback):
     A head that is learning nothing more from the data (a near-chance head overfitting from
     its fifth epoch) otherwise goes on pulling the shared weights towards its noise while the
     others still learn: on taxi, fare's and trip_seconds' validation errors were closer to
-    their single-task models' when big_tipper, payment_type and tips were left out (the
-    benchmark results are in docs/benchmarks.md)."""
+    their single-task models' when big_tipper, payment_type and tips were left out. A head on
+    a small, noisy validation split can look done and still have more to learn (penguins'
+    body mass): trainer.head_stopping is off by default (docs/config.md has the numbers)."""
 
     def __init__(self, heads: list[str], patience: int, cycle_epochs: int | None = None):
         super().__init__()

@@ -116,8 +116,10 @@ class TrainerConfig:
     # task-wise early stopping (trainer.callbacks.HeadStopping): a head whose own validation
     # loss has not improved for `patience` epochs stops shaping the shared backbone (its
     # gradient no longer reaches it) while its own layers go on training. Multi-head models
-    # with early stopping only.
-    head_stopping: bool = True
+    # with early stopping only. Off by default: on the validation split it helped taxi's fare
+    # and hurt penguins' body mass, both beyond noise (benchmarks/results/
+    # recipe_head_stopping.json)
+    head_stopping: bool = False
 
 
 # The derived training budget (TrainerConfig's unset values): measured with the quality
