@@ -58,10 +58,11 @@ def transform(out_dir: str):
 
 
 def train_and_export(tft_output, data: list[dict], export_dir: str, epochs: int = 2,
-                     seed: int = 0, cfg=None) -> dict[str, np.ndarray]:
+                     seed: int = 0, cfg=None, callbacks=None) -> dict[str, np.ndarray]:
     """Fit the multi-head model on the transformed rows, save it with the trainer's export code,
     and return the model's in-process predictions per head (what serving must reproduce).
-    `cfg`: CFG with other model settings (the same features and heads)."""
+    `cfg`: CFG with other model or trainer settings (the same features and heads);
+    `callbacks`: Keras callbacks for the fit."""
     cfg = cfg or CFG
     tf.keras.utils.set_random_seed(seed)
     model = model_lib.build_model(cfg, model_lib.feature_cardinalities(cfg, tft_output),
@@ -73,6 +74,7 @@ def train_and_export(tft_output, data: list[dict], export_dir: str, epochs: int 
     labels = {k: v[:, None] if v.ndim == 1 else v for k, v in labels.items()}
     weights = {h.name: np.array([t[heads_lib.weight_key(h.name)] for t in data], "float32")
                for h in cfg.heads}
-    model.fit(feats, labels, sample_weight=weights, epochs=epochs, batch_size=16, verbose=0)
+    model.fit(feats, labels, sample_weight=weights, epochs=epochs, batch_size=16, verbose=0,
+              callbacks=callbacks)
     export_lib.save(model, cfg, tft_output, export_dir)
     return model.predict(feats, verbose=0)

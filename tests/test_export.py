@@ -378,6 +378,36 @@ def test_an_expert_backbone_exports_and_serves_unchanged(transformed, tmp_path, 
         np.testing.assert_allclose(out[head].numpy(), expected[head], rtol=1e-5, atol=1e-6)
 
 
+def test_a_model_whose_head_stopped_shaping_the_backbone_exports_and_serves_unchanged(
+        transformed, tmp_path):
+    """trainer.head_stopping: a head whose switch closed after the first epoch (as
+    HeadStopping closes it) is exported with the others; the served outputs equal the model's
+    own predictions."""
+    import dataclasses
+
+    rows, tft_output, data = transformed
+    cfg = dataclasses.replace(CFG, trainer=dataclasses.replace(CFG.trainer, head_stopping=True))
+    closed = []
+
+    class CloseK(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                self.model.get_layer("k").backbone_gradient.assign(0.0)
+                closed.append(float(self.model.get_layer("k").backbone_gradient.numpy()))
+
+    export_dir = str(tmp_path / "stopped")
+    expected = synthetic.train_and_export(tft_output, data, export_dir, cfg=cfg,
+                                          callbacks=[CloseK()])
+    assert closed == [0.0]
+    info = examples_lib.read_model_info(export_dir)
+    serving_rows = [{k: (v[0] if v else None) for k, v in r.items()} for r in rows]
+    out = tf.saved_model.load(export_dir).signatures["examples"](
+        examples=tf.constant(examples_lib.to_examples(serving_rows, info["features"])))
+    assert set(expected) == {h.name for h in cfg.heads}
+    for head in expected:
+        np.testing.assert_allclose(out[head].numpy(), expected[head], rtol=1e-5, atol=1e-6)
+
+
 def test_the_benchmarks_count_the_exported_models_trainable_parameters(exported, transformed):
     """benchmarks/multihead.py reads the parameter count from the export (its root has no
     `trainable_variables`); the count is the Keras model's, not the optimizer's slots too."""
