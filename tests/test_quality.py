@@ -311,4 +311,3 @@ def test_datasets_goes_with_the_quality_benchmark_only(capsys):
 
     assert cli.main(["bench", "--only", "recipe", "--datasets", "diamonds"]) == 2
     assert "--datasets goes with --only quality" in capsys.readouterr().err
-

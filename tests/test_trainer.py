@@ -30,7 +30,7 @@ def make_cfg(heads, features=None, **model):
         # The model's wiring on a raw input: x is fed as it is, as a zscore feature's
         # transformed value would be (the encodings have their own tests).
         "features": features or {"x": RAW_NUMERIC},
-        # One shared MLP, static loss weights, no dropout (the model defaults until 03113b8):
+        # One shared MLP, static loss weights, no dropout (the model defaults before 6fdd31a):
         # the tests below read its wiring and losses; the other backbones and balancings
         # are named where they are tested.
         "heads": heads, "model": {"hidden_units": [32, 16], "learning_rate": 0.01,

@@ -192,9 +192,12 @@ class HeadLayer(keras.layers.Layer):
     activation: str | None = None
 
     def __init__(self, cfg: Head, stats: dict[str, float] | None = None,
-                 tower_activation: str = "relu", **kwargs):
+                 tower_activation: str = "relu", stoppable: bool = False, **kwargs):
         super().__init__(name=cfg.name, **kwargs)
         self.cfg, self.stats = cfg, dict(stats or {})
+        # trainer.head_stopping: a switch on the head's gradient into the backbone (without it
+        # the graph is the one before the option, op for op, so a seed trains the same model)
+        self.stoppable = stoppable
         self.tower = [keras.layers.Dense(units, activation=tower_activation,
                                          name=f"tower_{i}")
                       for i, units in enumerate(cfg.tower)]
@@ -207,11 +210,6 @@ class HeadLayer(keras.layers.Layer):
     def make_output(self) -> list[keras.layers.Layer]:
         """The layers after the tower, in order; the last gives the head's output."""
         return [keras.layers.Dense(self.units, activation=self.activation, name="output")]
-
-    # trainer.head_stopping: a multi-head model's heads get a switch on their gradient into the
-    # backbone (set before the head is built; without it the graph is the one before the
-    # option, op for op, so a seed trains the same model as it did then).
-    stoppable: bool = False
 
     def build(self, input_shape):
         if self.stoppable:
@@ -467,8 +465,8 @@ assert set(HEAD_TYPES) == set(tasks.TASKS), "every task in headwise.tasks needs 
 
 
 def make_head(cfg: Head, stats: dict[str, float] | None = None,
-              tower_activation: str = "relu") -> HeadLayer:
-    return HEAD_TYPES[cfg.task](cfg, stats, tower_activation)
+              tower_activation: str = "relu", stoppable: bool = False) -> HeadLayer:
+    return HEAD_TYPES[cfg.task](cfg, stats, tower_activation, stoppable)
 
 
 def transform_label(cfg: Head, raw: Any) -> dict[str, tf.Tensor]:

@@ -229,10 +229,9 @@ def build_model(cfg: PipelineConfig, cardinalities: dict[str, int],
     # Backbone first, then the heads in config order: layers draw their initial weights in the
     # order they are made, so this order is what a seed reproduces.
     backbone = backbones_lib.make_backbone(cfg, cardinalities, train_rows)
-    heads = [heads_lib.make_head(h, stats.get(h.name, {}), cfg.model.activation)
+    stoppable = cfg.trainer.head_stopping and len(cfg.heads) > 1
+    heads = [heads_lib.make_head(h, stats.get(h.name, {}), cfg.model.activation, stoppable)
              for h in cfg.heads]
-    for h in heads:
-        h.stoppable = cfg.trainer.head_stopping and len(heads) > 1
     model = MultiHeadModel(backbone, heads, loss_balancing=cfg.model.loss_balancing,
                            loss_normalization=cfg.model.loss_normalization,
                            learning_rate=cfg.model.learning_rate,

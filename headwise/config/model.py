@@ -56,7 +56,7 @@ class ImageBackbone:
 class ModelConfig:
     """The network. The defaults are the tabular recipe every shipped tabular config runs and
     the quality benchmark measures (README "Model quality"): three MMoE experts of [64, 32]
-    with uncertainty weighting and dropout 0.1; until commit 03113b8, one shared MLP with
+    with uncertainty weighting and dropout 0.1; before commit 6fdd31a, one shared MLP with
     static weights and no dropout (`backbone: shared_bottom, loss_balancing: static,
     dropout: 0` gives that back)."""
 
