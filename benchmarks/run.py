@@ -168,7 +168,8 @@ def render(results_dir: str) -> str:
 
 def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
          config: str = "pipeline/configs/taxi.yaml", work_dir: str = "outputs/bench",
-         ablations: list[str] | None = None, datasets: list[str] | None = None) -> int:
+         ablations: list[str] | None = None, datasets: list[str] | None = None,
+         first_seed: int = 1) -> int:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from benchmarks import quality
     from headwise import config as config_lib
@@ -212,7 +213,9 @@ def main(quick: bool = False, only: list[str] | None = None, seeds: int = 3,
             with open(os.path.join(common.RESULTS, "quality.json"), encoding="utf-8") as fh:
                 previous = json.load(fh)
         r = quality.run_ablations(os.path.join(work_dir, "recipe"),
-                                  seeds=[1] if quick else [1, 2, 3], quality_results=previous,
+                                  seeds=[1] if quick else list(range(first_seed,
+                                                                     first_seed + seeds)),
+                                  quality_results=previous,
                                   names=tuple(ablations or quality.ABLATIONS))
         results["recipe"] = r
         common.write_json("recipe", r)

@@ -382,7 +382,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
               "again and replaces them in benchmarks/results/quality.json)", file=sys.stderr)
         return 2
     return bench.main(quick=args.quick, only=only, seeds=args.seeds, config=args.config,
-                      work_dir=args.work_dir, ablations=ablations, datasets=datasets)
+                      work_dir=args.work_dir, ablations=ablations, datasets=datasets,
+                      first_seed=args.first_seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -525,7 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "census, load, hostile, scoring, datasets, images")
     bench.add_argument("--render", action="store_true", help="only rewrite SUMMARY.md and "
                        "summary.png from the JSON results already in benchmarks/results/")
-    bench.add_argument("--seeds", type=int, default=3, help="seeds per model (full mode)")
+    bench.add_argument("--seeds", type=int, default=3, help="seeds per model (full mode;"
+                       " the recipe: its seeds, 1-3 unless given)")
+    bench.add_argument("--first-seed", type=int, default=1, help="recipe: its seeds are "
+                       "--seeds from this one (a confirmatory run on seeds not used before)")
     bench.add_argument("--ablations", help="recipe: only these parts, comma-separated "
                        "(default: every part in benchmarks/quality.py ABLATIONS)")
     bench.add_argument("--datasets", help="quality: run only these datasets again (comma-"

@@ -258,6 +258,24 @@ def test_bench_refuses_an_unknown_ablation_before_running_anything(capsys, monke
     assert "unknown part(s) ['bogus']" in capsys.readouterr().err
 
 
+def test_the_recipe_runs_on_the_seeds_it_is_given(tmp_path, monkeypatch):
+    """`headwise bench --only recipe --seeds 5 --first-seed 7`: a confirmatory run on seeds
+    that chose nothing before (the default stays seeds 1-3)."""
+    from benchmarks import common
+    from benchmarks import run as bench
+    from cli import main as cli
+
+    seen = []
+    monkeypatch.setattr(quality, "run_ablations",
+                        lambda work_dir, seeds, *a, **k: seen.append(seeds) or {})
+    monkeypatch.setattr(common, "write_json", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "render", lambda *a, **k: "")
+    work = ["--work-dir", str(tmp_path)]
+    assert cli.main(["bench", "--only", "recipe", "--seeds", "5", "--first-seed", "7", *work]) == 0
+    assert cli.main(["bench", "--only", "recipe", *work]) == 0
+    assert seen == [[7, 8, 9, 10, 11], [1, 2, 3]]
+
+
 def test_a_dataset_that_a_command_writes_is_written_before_its_config_is_checked(
         tmp_path, monkeypatch):
     """A fresh machine has no data/randhie: the benchmark writes it (as `headwise data randhie`
