@@ -126,6 +126,12 @@ def test_the_single_task_goal_needs_a_better_head_and_the_cost_under_its_cap():
     line = quality.single_task_line({"datasets": {"d": _results(
         [0.951, 0.9515, 0.9505], [0.951, 0.950, 0.952], 0.953, [30.0] * 3)}})
     assert "d not met: no gating head better (1.500x / 1.500x of cap 1.500)" in line
+    line = quality.single_task_line({"datasets": {"d": _results(
+        [0.951, 0.9515, 0.9505], [0.951, 0.950, 0.952], 0.953, [40.0] * 3)}})
+    assert "d not met: no gating head better, over the cost cap (2.000x / 2.000x" in line
+    line = quality.single_task_line({"datasets": {"d": _results(
+        [0.951, 0.9515, 0.9505], [0.940, 0.941, 0.939], 0.953, [40.0] * 3)}})
+    assert "d not met: over the cost cap (2.000x / 2.000x of cap 1.500)" in line
 
 
 def test_the_readme_table_is_the_one_rendered_from_quality_json():
