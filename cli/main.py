@@ -373,6 +373,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"headwise: error: --only: unknown benchmark(s) {sorted(unknown)}; choose from "
               f"{', '.join(bench.ALL)}", file=sys.stderr)
         return 2
+    for flag, value, least in (("--seeds", args.seeds, 1), ("--first-seed", args.first_seed, 0)):
+        if value < least:
+            print(f"headwise: error: {flag} must be >= {least}, got {value}", file=sys.stderr)
+            return 2
     if _load_config(args.config) is None:
         return 2
     ablations = args.ablations.split(",") if args.ablations else None

@@ -264,7 +264,7 @@ def test_bench_refuses_an_unknown_ablation_before_running_anything(capsys, monke
     assert "unknown part(s) ['bogus']" in capsys.readouterr().err
 
 
-def test_the_recipe_runs_on_the_seeds_it_is_given(tmp_path, monkeypatch):
+def test_the_recipe_runs_on_the_seeds_it_is_given(tmp_path, monkeypatch, capsys):
     """`headwise bench --only recipe --seeds 5 --first-seed 7`: a confirmatory run on seeds
     that chose nothing before (the default stays seeds 1-3)."""
     from benchmarks import common
@@ -280,6 +280,11 @@ def test_the_recipe_runs_on_the_seeds_it_is_given(tmp_path, monkeypatch):
     assert cli.main(["bench", "--only", "recipe", "--seeds", "5", "--first-seed", "7", *work]) == 0
     assert cli.main(["bench", "--only", "recipe", *work]) == 0
     assert seen == [[7, 8, 9, 10, 11], [1, 2, 3]]
+    for flags, said in ((["--seeds", "0"], "--seeds must be >= 1, got 0"),
+                        (["--first-seed", "-1"], "--first-seed must be >= 0, got -1")):
+        assert cli.main(["bench", "--only", "recipe", *flags, *work]) == 2
+        assert said in capsys.readouterr().err
+    assert len(seen) == 2  # refused before anything ran
 
 
 def test_a_dataset_that_a_command_writes_is_written_before_its_config_is_checked(
