@@ -385,6 +385,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print("headwise: error: --datasets goes with --only quality (it runs those datasets "
               "again and replaces them in benchmarks/results/quality.json)", file=sys.stderr)
         return 2
+    if args.first_seed != 1 and only != ["recipe"]:
+        print("headwise: error: --first-seed goes with --only recipe (the other benchmarks run "
+              "seeds from 1)", file=sys.stderr)
+        return 2
     return bench.main(quick=args.quick, only=only, seeds=args.seeds, config=args.config,
                       work_dir=args.work_dir, ablations=ablations, datasets=datasets,
                       first_seed=args.first_seed)

@@ -274,6 +274,7 @@ def test_the_recipe_runs_on_the_seeds_it_is_given(tmp_path, monkeypatch, capsys)
     seen = []
     monkeypatch.setattr(quality, "run_ablations",
                         lambda work_dir, seeds, *a, **k: seen.append(seeds) or {})
+    monkeypatch.setattr(quality, "run", lambda work_dir, seeds, **k: seen.append(seeds) or {})
     monkeypatch.setattr(common, "write_json", lambda *a, **k: None)
     monkeypatch.setattr(bench, "render", lambda *a, **k: "")
     work = ["--work-dir", str(tmp_path)]
@@ -284,6 +285,8 @@ def test_the_recipe_runs_on_the_seeds_it_is_given(tmp_path, monkeypatch, capsys)
                         (["--first-seed", "-1"], "--first-seed must be >= 0, got -1")):
         assert cli.main(["bench", "--only", "recipe", *flags, *work]) == 2
         assert said in capsys.readouterr().err
+    assert cli.main(["bench", "--only", "quality", "--first-seed", "7", *work]) == 2
+    assert "--first-seed goes with --only recipe" in capsys.readouterr().err
     assert len(seen) == 2  # refused before anything ran
 
 
